@@ -1,0 +1,1 @@
+"""Workstation-side conversion of SDPose checkpoints into OpenVINO IR (needs torch, diffusers, nncf)."""
