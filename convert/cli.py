@@ -17,6 +17,9 @@ from edge_runtime.errors import SDPoseError
 SUBCOMMANDS = {
     "make-synthetic": "convert.synthetic",
     "export": "convert.export",
+    "calib": "convert.calib_cmd",
+    "convert": "convert.convert_cmd",
+    "validate": "convert.validate",
 }
 
 logger = logging.getLogger("sdpose-convert")

@@ -15,6 +15,7 @@ from .errors import SDPoseError
 #: sub-command -> module that implements it
 SUBCOMMANDS = {
     "run": "edge_runtime.run_cli",
+    "bench": "edge_runtime.bench",
 }
 
 logger = logging.getLogger("sdpose-edge")

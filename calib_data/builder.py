@@ -1,0 +1,637 @@
+"""Build and read calibration sets: person crops (pose IRs) and full frames (detector IR).
+
+A calibration set is a folder::
+
+    NAME/manifest.json          what was built, from what, with which parameters (see below)
+    NAME/crops/crop_0000.jpg    UDP crops at the pose model input size (w x h), BGR, exactly the runtime's
+                                crops (edge_runtime.geometry.udp_warp_matrix + warp_crop, padding 1.25)
+    NAME/frames/frame_0000.jpg  full frames (long side <= frame_max_side) for the detector's INT8 pass;
+                                the detector letterboxes them like any frame (convert.detector
+                                .detector_calibration_inputs)
+
+How :func:`build_calibration_set` works (one streaming pass, nothing held at full size beyond one frame):
+
+1. Sources: every image in the ``images`` folders (jpg/jpeg/png/bmp/tif/tiff/webp, sorted, not recursive;
+   image files may also be given directly) and ``frames_per_video`` frames sampled evenly from each video.
+2. Persons per frame, in this order of preference: boxes given in the ``detections`` JSON for that source;
+   else the converted person detector (``detector``: a model folder or detector.xml); else - last resort,
+   logged as a warning - the full frame as one box.
+3. Each box (>= ``min_box_size`` px on both sides) becomes the runtime's UDP crop. Near-duplicates are
+   skipped: a crop whose 16x16 grey thumbnail differs from an already accepted one by less than
+   ``dedup_threshold`` grey levels (mean absolute difference) is dropped (static video, repeated photos).
+4. If more than ``max_crops`` distinct crops are found, a uniform random subset is kept (reservoir
+   sampling driven by ``seed``), likewise ``max_frames`` frames. Same inputs + same seed -> same
+   manifest and the same file hashes (deterministic encoders; no timestamps or absolute paths stored).
+
+Crops are stored as JPEG (quality ``jpeg_quality``, default 95: ~4x smaller than PNG; the coding error is
+far below the variation between calibration images and only shifts activation statistics negligibly) or
+PNG (lossless, ``image_format="png"``).
+
+Detections JSON: an object mapping a source to its person boxes ``[[x1, y1, x2, y2(, score)], ...]`` in
+image px. Images: key = file name, path relative to its ``--images`` folder's parent ("photos/a.jpg"),
+or the path as given. Videos: the value is an object ``{"<frame index>": [[...], ...]}``. A source listed
+with an empty list has no persons (it is not given to the detector).
+
+Manifest (``format_version`` 1): ``params`` (input size, padding, seed, limits, format), ``sources``
+(name, type, sha256, frames read), ``crops`` (file, source, frame (null for images), box [x1,y1,x2,y2]
+image px, box_source detections|detector|full_frame, score, sha256, dhash), ``frames`` (file, source,
+frame, scale to the stored size, sha256), ``counts``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import heapq
+import json
+import logging
+import math
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from edge_runtime.errors import InputError
+from edge_runtime.geometry import DEFAULT_INPUT_SIZE, DEFAULT_PADDING, udp_warp_matrix, warp_crop
+
+logger = logging.getLogger(__name__)
+
+MANIFEST = "manifest.json"
+MANIFEST_KIND = "sdpose_calibration_set"
+FORMAT_VERSION = 1
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+THUMB_SIZE = 16
+
+
+@dataclasses.dataclass
+class BuildParams:
+    """Parameters of a calibration set build (all recorded in the manifest).
+
+    input_size: crop (w, h) px = the pose model input (default 768x1024). padding: box padding (1.25).
+    max_crops / max_frames: upper bounds on stored crops / detector frames. frames_per_video: frames
+    sampled evenly per video. frame_max_side: stored frames are downscaled to this long side.
+    dedup_threshold: thumbnail mean-abs-difference (grey levels) under which a crop is a duplicate.
+    min_box_size: boxes narrower or lower than this (image px) are skipped. image_format: "jpg"|"png".
+    jpeg_quality: 1..100. conf_threshold: detector score threshold. seed: sampling seed.
+    """
+
+    input_size: tuple[int, int] = DEFAULT_INPUT_SIZE
+    padding: float = DEFAULT_PADDING
+    max_crops: int = 64
+    max_frames: int = 32
+    frames_per_video: int = 16
+    frame_max_side: int = 640
+    dedup_threshold: float = 4.0
+    min_box_size: float = 16.0
+    image_format: str = "jpg"
+    jpeg_quality: int = 95
+    conf_threshold: float = 0.25
+    seed: int = 0
+
+    def validate(self) -> None:
+        """InputError naming the field when a value is out of range."""
+        try:
+            w, h = (int(v) for v in self.input_size)
+        except (TypeError, ValueError):
+            raise InputError(f"input_size: expected (w, h) ints, got {self.input_size!r}") from None
+        if w < 2 or h < 2:
+            raise InputError(f"input_size: expected (w, h) >= 2 px, got {self.input_size!r}")
+        self.input_size = (w, h)
+        for name in ("max_crops", "frames_per_video", "frame_max_side"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name}: expected a positive integer, got {value!r}")
+        if isinstance(self.max_frames, bool) or not isinstance(self.max_frames, int) or self.max_frames < 0:
+            raise InputError(f"max_frames: expected an integer >= 0, got {self.max_frames!r}")
+        if not (self.padding > 0 and math.isfinite(self.padding)):
+            raise InputError(f"padding: expected a positive number, got {self.padding!r}")
+        if not self.dedup_threshold >= 0:
+            raise InputError(f"dedup_threshold: expected >= 0, got {self.dedup_threshold!r}")
+        if not self.min_box_size >= 0:
+            raise InputError(f"min_box_size: expected >= 0, got {self.min_box_size!r}")
+        if self.image_format not in ("jpg", "png"):
+            raise InputError(f"image_format: expected 'jpg' or 'png', got {self.image_format!r}")
+        if not 1 <= int(self.jpeg_quality) <= 100:
+            raise InputError(f"jpeg_quality: expected 1..100, got {self.jpeg_quality!r}")
+        if not 0.0 <= self.conf_threshold <= 1.0:
+            raise InputError(f"conf_threshold: expected a value in [0, 1], got {self.conf_threshold!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise InputError(f"seed: expected an integer >= 0, got {self.seed!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["input_width"], d["input_height"] = self.input_size
+        del d["input_size"]
+        return d
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _thumb(image: np.ndarray) -> np.ndarray:
+    """16x16 grey thumbnail f32 (area-averaged) used for near-duplicate detection."""
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return cv2.resize(grey, (THUMB_SIZE, THUMB_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def dhash(image: np.ndarray) -> str:
+    """64-bit difference hash (9x8 grey, horizontal gradients) as 16 hex digits (recorded per crop)."""
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    small = cv2.resize(grey, (9, 8), interpolation=cv2.INTER_AREA).astype(np.int16)
+    bits = (small[:, 1:] > small[:, :-1]).reshape(-1)
+    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+def _encode(image: np.ndarray, params: BuildParams) -> tuple[bytes, str]:
+    if params.image_format == "png":
+        ok, buf = cv2.imencode(".png", image, [cv2.IMWRITE_PNG_COMPRESSION, 6])
+        ext = ".png"
+    else:
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(params.jpeg_quality)])
+        ext = ".jpg"
+    if not ok:
+        raise InputError(f"could not encode an image of shape {image.shape} as {ext}")
+    return buf.tobytes(), ext
+
+
+def parse_size_hxw(text: str) -> tuple[int, int]:
+    """'1024x768' (H x W, as the rest of the CLI) -> (w, h)."""
+    parts = str(text).lower().replace("*", "x").split("x")
+    try:
+        h, w = (int(p) for p in parts)
+    except ValueError:
+        raise InputError(f"--input-size: expected HxW such as 1024x768, got {text!r}") from None
+    if h < 2 or w < 2:
+        raise InputError(f"--input-size: expected HxW >= 2x2, got {text!r}")
+    return w, h
+
+
+@dataclasses.dataclass
+class _Source:
+    path: Path
+    name: str          # manifest name: "<folder name>/<file>" for images, "<file name>" for videos
+    kind: str          # "image" | "video"
+    keys: tuple[str, ...]  # detections JSON keys that refer to it
+
+
+def collect_sources(images: Sequence[str | Path] = (), videos: Sequence[str | Path] = ()) -> list[_Source]:
+    """Image files (from folders or given directly) and video files, in a deterministic order.
+
+    Raises InputError for a missing path, a folder without images, or no input at all.
+    """
+    sources: list[_Source] = []
+    for entry in images:
+        root = Path(entry)
+        if root.is_dir():
+            files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not files:
+                raise InputError(f"--images {root}: no images found (expected files ending in "
+                                 f"{', '.join(IMAGE_EXTENSIONS)})")
+            for f in files:
+                name = f"{root.resolve().name}/{f.name}"
+                sources.append(_Source(f, name, "image", (str(f), str(f.resolve()), name, f.name)))
+        elif root.is_file():
+            if root.suffix.lower() not in IMAGE_EXTENSIONS:
+                raise InputError(f"--images {root}: not an image file (expected {', '.join(IMAGE_EXTENSIONS)})")
+            name = f"{root.resolve().parent.name}/{root.name}"
+            sources.append(_Source(root, name, "image", (str(root), str(root.resolve()), name, root.name)))
+        else:
+            raise InputError(f"--images {root}: no such file or folder")
+    for entry in videos:
+        path = Path(entry)
+        if not path.is_file():
+            raise InputError(f"--videos {path}: no such file")
+        sources.append(_Source(path, path.name, "video", (str(path), str(path.resolve()), path.name)))
+    if not sources:
+        raise InputError("no calibration input: give --images DIR... and/or --videos FILE...")
+    names = [s.name for s in sources]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise InputError(f"inputs given twice or with clashing names: {dup}")
+    return sources
+
+
+def load_detections(path: str | Path) -> dict[str, Any]:
+    """Read and validate a detections JSON (see module doc); InputError naming the file and entry."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--detections {path}: no such file")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"--detections {path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"--detections {path}: expected an object mapping source -> boxes")
+
+    def boxes_of(value: Any, where: str) -> np.ndarray:
+        if not isinstance(value, list):
+            raise InputError(f"{path}: {where}: expected a list of [x1, y1, x2, y2(, score)] boxes")
+        rows = []
+        for i, box in enumerate(value):
+            if (not isinstance(box, list) or len(box) not in (4, 5)
+                    or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)):
+                raise InputError(f"{path}: {where}[{i}]: expected [x1, y1, x2, y2] or [x1, y1, x2, y2, score] "
+                                 f"numbers, got {box!r}")
+            if box[2] <= box[0] or box[3] <= box[1]:
+                raise InputError(f"{path}: {where}[{i}]: box {box[:4]} needs x2 > x1 and y2 > y1 (image px)")
+            rows.append([float(v) for v in box[:4]] + [float(box[4]) if len(box) == 5 else math.nan])
+        return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
+
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            frames = {}
+            for frame, boxes in value.items():
+                try:
+                    index = int(frame)
+                except ValueError:
+                    raise InputError(f"{path}: {key!r}: frame key {frame!r} is not an integer frame index") from None
+                frames[index] = boxes_of(boxes, f"{key!r}[{frame!r}]")
+            out[str(key)] = frames
+        else:
+            out[str(key)] = boxes_of(value, repr(key))
+    return out
+
+
+def _read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None or image.size == 0:
+        raise InputError(f"{path}: cannot read the image (unreadable or not an image)")
+    return image
+
+
+def _video_frames(path: Path, count: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``count`` frames sampled evenly over the video (first and last included) as (index, BGR u8)."""
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise InputError(f"{path}: cannot open the video (unreadable or unsupported format)")
+    try:
+        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if total <= 0:  # container without a frame count: count by decoding headers
+            total = 0
+            while cap.grab():
+                total += 1
+            cap.release()
+            cap = cv2.VideoCapture(str(path))
+        if total <= 0:
+            raise InputError(f"{path}: the video has no readable frames")
+        wanted = sorted({int(round(v)) for v in np.linspace(0, total - 1, min(count, total))})
+        index, produced = 0, 0
+        for target in wanted:
+            while index < target:
+                if not cap.grab():
+                    break
+                index += 1
+            ok, frame = cap.read()
+            if not ok or frame is None:
+                break
+            index += 1
+            produced += 1
+            yield target, frame
+        if produced == 0:
+            raise InputError(f"{path}: cannot decode any frame of the video (unreadable or corrupt)")
+        if produced < len(wanted):
+            logger.warning("%s: the video ended after %d of the %d sampled frames (frame count %d was wrong)",
+                           path, produced, len(wanted), total)
+    finally:
+        cap.release()
+
+
+class _Reservoir:
+    """Keeps the ``size`` items with the smallest random keys (uniform subset), files on disk."""
+
+    def __init__(self, size: int, rng: np.random.Generator, folder: Path, prefix: str):
+        self.size, self.rng, self.folder, self.prefix = size, rng, folder, prefix
+        self.heap: list[tuple[float, int, dict[str, Any]]] = []  # (-key, seq, record)
+
+    def offer(self, seq: int, data: bytes, ext: str, record: dict[str, Any]) -> None:
+        key = float(self.rng.random())
+        if self.size <= 0:
+            return
+        if len(self.heap) >= self.size:
+            if key >= -self.heap[0][0]:
+                return
+            _, _, evicted = heapq.heappop(self.heap)
+            (self.folder / evicted["_tmp"]).unlink()
+        tmp = f"{self.prefix}{seq:07d}{ext}"
+        (self.folder / tmp).write_bytes(data)
+        record = dict(record, _tmp=tmp, _ext=ext, sha256=_sha256_bytes(data))
+        heapq.heappush(self.heap, (-key, seq, record))
+
+    def records(self) -> list[dict[str, Any]]:
+        """Kept records in stream order."""
+        return [r for _, _, r in sorted(self.heap, key=lambda item: item[1])]
+
+
+def _finalise(reservoir: _Reservoir, stage: Path, sub: str, stem: str) -> list[dict[str, Any]]:
+    (stage / sub).mkdir(exist_ok=True)
+    out = []
+    for i, rec in enumerate(reservoir.records()):
+        rel = f"{sub}/{stem}_{i:04d}{rec.pop('_ext')}"
+        (reservoir.folder / rec.pop("_tmp")).rename(stage / rel)
+        out.append({"file": rel, **rec})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- build
+def build_calibration_set(out: str | Path, images: Sequence[str | Path] = (), videos: Sequence[str | Path] = (),
+                          detections: str | Path | None = None, detector: Any = None,
+                          params: BuildParams | None = None, overwrite: bool = False,
+                          detector_info: dict[str, Any] | None = None) -> Path:
+    """Build a calibration set folder at ``out`` (see module doc). Returns the manifest path.
+
+    Args:
+        out: output folder; must not exist or be empty unless ``overwrite`` (then replaced only once the
+            new set is complete).
+        images / videos: inputs. detections: detections JSON path. detector: a callable
+            ``image_bgr -> (boxes_xyxy [M,4] image px, scores [M])`` (e.g. ``edge_runtime.detector
+            .PersonDetector``) or None; ``detector_info``: what to record about it in the manifest.
+        params: :class:`BuildParams` (defaults if None).
+
+    Raises InputError: no/unreadable input, bad detections file, no crop produced, ``out`` not empty.
+    """
+    params = dataclasses.replace(params) if params is not None else BuildParams()
+    params.validate()
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise InputError(f"--out {out}: exists and is not empty (choose a new folder or pass --overwrite)")
+    sources = collect_sources(images, videos)
+    dets = load_detections(detections) if detections is not None else {}
+    dets_used: set[str] = set()
+    if detector is None and not dets:
+        logger.warning("no --detector and no --detections: every frame is used whole as one person box "
+                       "(last resort; crops will not be person-centred)")
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        rng = np.random.default_rng(params.seed)
+        frame_rng = np.random.default_rng([params.seed, 1])
+        (stage / "pending").mkdir()
+        crops = _Reservoir(params.max_crops, rng, stage / "pending", "c")
+        frames = _Reservoir(params.max_frames, frame_rng, stage / "pending", "f")
+        counts = {"frames_read": 0, "boxes": 0, "boxes_too_small": 0, "duplicates_skipped": 0,
+                  "frames_without_person": 0, "full_frame_fallbacks": 0, "frame_duplicates_skipped": 0}
+        source_records = []
+        kept_thumbs: list[np.ndarray] = []
+        frame_thumbs: list[np.ndarray] = []
+        seq = 0
+        for src in sources:
+            entry = next((dets[k] for k in src.keys if k in dets), None)
+            if entry is not None:
+                dets_used.update(k for k in src.keys if k in dets)
+            if src.kind == "image":
+                if isinstance(entry, dict):
+                    raise InputError(f"--detections: entry for image {src.name} must be a list of boxes, "
+                                     "not a per-frame object")
+                stream: Iterable[tuple[int | None, np.ndarray]] = [(None, _read_image(src.path))]
+            else:
+                if entry is not None and not isinstance(entry, dict):
+                    raise InputError(f"--detections: entry for video {src.name} must be an object "
+                                     "{frame index: boxes}")
+                stream = _video_frames(src.path, params.frames_per_video)
+            n_read = 0
+            for frame_index, image in stream:
+                n_read += 1
+                counts["frames_read"] += 1
+                if entry is None:
+                    given = None
+                elif src.kind == "video":
+                    given = entry.get(frame_index)
+                else:
+                    given = entry
+                if given is not None:
+                    boxes, scores, how = given[:, :4], given[:, 4], "detections"
+                elif detector is not None:
+                    boxes, scores = detector(image)
+                    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+                    scores, how = np.asarray(scores, np.float64).reshape(-1), "detector"
+                else:
+                    h, w = image.shape[:2]
+                    boxes, scores, how = np.array([[0.0, 0.0, float(w), float(h)]]), np.array([math.nan]), "full_frame"
+                    counts["full_frame_fallbacks"] += 1
+                    logger.warning("%s%s: no person boxes, using the full frame", src.name,
+                                   "" if frame_index is None else f" frame {frame_index}")
+                _offer_frame(frames, frame_thumbs, image, src, frame_index, params, counts)
+                if len(boxes) == 0:
+                    counts["frames_without_person"] += 1
+                for box, score in zip(boxes, scores):
+                    counts["boxes"] += 1
+                    if min(box[2] - box[0], box[3] - box[1]) < params.min_box_size:
+                        counts["boxes_too_small"] += 1
+                        continue
+                    matrix = udp_warp_matrix(box, params.input_size, params.padding)
+                    crop = warp_crop(image, matrix, params.input_size)
+                    thumb = _thumb(crop)
+                    if any(float(np.abs(thumb - t).mean()) < params.dedup_threshold for t in kept_thumbs):
+                        counts["duplicates_skipped"] += 1
+                        continue
+                    kept_thumbs.append(thumb)
+                    data, ext = _encode(crop, params)
+                    seq += 1
+                    crops.offer(seq, data, ext, {
+                        "source": src.name, "frame": frame_index,
+                        "box": [round(float(v), 3) for v in box],
+                        "box_source": how, "score": None if math.isnan(score) else round(float(score), 5),
+                        "dhash": dhash(crop)})
+            source_records.append({"name": src.name, "type": src.kind, "sha256": _sha256_file(src.path),
+                                   "frames_read": n_read})
+        unused = sorted(set(dets) - dets_used)
+        if unused:
+            logger.warning("--detections: %d entries match no input: %s", len(unused), unused[:5])
+        if not crops.heap:
+            raise InputError(
+                f"no crops produced from {len(sources)} input(s) ({counts['frames_read']} frames, "
+                f"{counts['boxes']} boxes, {counts['boxes_too_small']} too small, "
+                f"{counts['duplicates_skipped']} duplicates): nothing to calibrate with")
+        crop_records = _finalise(crops, stage, "crops", "crop")
+        frame_records = _finalise(frames, stage, "frames", "frame")
+        (stage / "pending").rmdir()
+        counts.update(crops=len(crop_records), frames=len(frame_records), candidates=seq)
+        import openvino as ov
+
+        manifest = {
+            "kind": MANIFEST_KIND,
+            "format_version": FORMAT_VERSION,
+            "seed": params.seed,
+            "params": params.to_json(),
+            "person_boxes": {"detections": None if detections is None else Path(detections).name,
+                             "detections_sha256": None if detections is None else _sha256_file(Path(detections)),
+                             "detector": (dict(detector_info or {}) or None) if detector is not None else None},
+            "versions": {"opencv": cv2.__version__, "numpy": np.__version__, "openvino": ov.get_version()},
+            "counts": counts,
+            "sources": source_records,
+            "crops": crop_records,
+            "frames": frame_records,
+        }
+        (stage / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+        _install(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    logger.info("calibration set %s: %d crops (%dx%d), %d frames from %d source(s); %d duplicates skipped",
+                out, counts["crops"], params.input_size[0], params.input_size[1], counts["frames"],
+                len(sources), counts["duplicates_skipped"])
+    return out / MANIFEST
+
+
+def _offer_frame(frames: _Reservoir, thumbs: list[np.ndarray], image: np.ndarray, src: _Source,
+                 frame_index: int | None, params: BuildParams, counts: dict[str, int]) -> None:
+    """Offer a full frame (downscaled to frame_max_side) to the detector-frame reservoir."""
+    if params.max_frames == 0:
+        return
+    h, w = image.shape[:2]
+    scale = min(1.0, params.frame_max_side / max(h, w))
+    small = image if scale == 1.0 else cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
+                                                  interpolation=cv2.INTER_AREA)
+    thumb = _thumb(small)
+    if any(float(np.abs(thumb - t).mean()) < params.dedup_threshold for t in thumbs):
+        counts["frame_duplicates_skipped"] += 1
+        return
+    thumbs.append(thumb)
+    data, ext = _encode(small, params)
+    frames.offer(counts["frames_read"], data, ext,
+                 {"source": src.name, "frame": frame_index, "scale": round(scale, 6),
+                  "width": small.shape[1], "height": small.shape[0]})
+
+
+def _install(stage: Path, out: Path) -> None:
+    """Move the finished set into place; an existing ``out`` is replaced only after the move succeeds."""
+    if out.exists():
+        backup = out.with_name(f".{out.name}.old")
+        if backup.exists():
+            shutil.rmtree(backup)
+        out.rename(backup)
+        stage.rename(out)
+        shutil.rmtree(backup)
+    else:
+        stage.rename(out)
+
+
+# ----------------------------------------------------------------------------------------------- read
+class CalibrationSet:
+    """A calibration set folder (manifest + crops + frames), read lazily.
+
+    Attributes: path, manifest (dict), input_size (w, h) of the crops, crop_records / frame_records
+    (manifest entries). Images are read from disk one at a time by the iterators.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        manifest_path = self.path / MANIFEST
+        if not self.path.is_dir():
+            raise InputError(f"calibration set {self.path}: no such folder (build one with `sdpose-convert calib`)")
+        if not manifest_path.is_file():
+            raise InputError(f"calibration set {self.path}: {MANIFEST} is missing (not a calibration set "
+                             "built by `sdpose-convert calib`)")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise InputError(f"{manifest_path}: not valid JSON ({exc})") from exc
+        if not isinstance(manifest, dict) or manifest.get("kind") != MANIFEST_KIND:
+            raise InputError(f"{manifest_path}: expected kind '{MANIFEST_KIND}'")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            raise InputError(f"{manifest_path}: format_version {manifest.get('format_version')!r} is not "
+                             f"supported (expected {FORMAT_VERSION})")
+        for key in ("crops", "frames"):
+            if not isinstance(manifest.get(key), list):
+                raise InputError(f"{manifest_path}: field '{key}' must be a list")
+        if not manifest["crops"]:
+            raise InputError(f"{manifest_path}: the calibration set has no crops")
+        for key in ("crops", "frames"):
+            for i, rec in enumerate(manifest[key]):
+                if not isinstance(rec, dict) or not isinstance(rec.get("file"), str) \
+                        or not isinstance(rec.get("sha256"), str):
+                    raise InputError(f"{manifest_path}: {key}[{i}] needs 'file' and 'sha256' strings")
+                if not (self.path / rec["file"]).is_file():
+                    raise InputError(f"{manifest_path}: {key}[{i}]: file {self.path / rec['file']} is missing")
+        params = manifest.get("params") or {}
+        try:
+            self.input_size = (int(params["input_width"]), int(params["input_height"]))
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{manifest_path}: params.input_width / input_height missing or not integers") from None
+        self.manifest = manifest
+        self.crop_records: list[dict[str, Any]] = manifest["crops"]
+        self.frame_records: list[dict[str, Any]] = manifest["frames"]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def __len__(self) -> int:
+        return len(self.crop_records)
+
+    def _read(self, rec: dict[str, Any]) -> np.ndarray:
+        path = self.path / rec["file"]
+        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if image is None:
+            raise InputError(f"{path}: cannot read calibration image")
+        return image
+
+    def crops(self, limit: int | None = None, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+        """Yield crops BGR u8 [h, w, 3] (crop px of the UDP warp), streamed from disk.
+
+        ``size`` (w, h): resize to another model input size (same UDP box, so a plain resize of the crop
+        up to interpolation; the aspect must match, otherwise InputError). ``limit``: at most this many.
+        """
+        if size is not None:
+            w, h = (int(v) for v in size)
+            if abs(w / h - self.input_size[0] / self.input_size[1]) > 1e-3:
+                raise InputError(f"calibration set {self.path}: crops are {self.input_size[0]}x"
+                                 f"{self.input_size[1]} (WxH), cannot serve aspect {w}x{h}; rebuild the set "
+                                 f"with --input-size {h}x{w}")
+        for rec in self.crop_records[:limit]:
+            image = self._read(rec)
+            if size is not None and (image.shape[1], image.shape[0]) != tuple(size):
+                interp = cv2.INTER_AREA if size[0] < image.shape[1] else cv2.INTER_LINEAR
+                image = cv2.resize(image, tuple(int(v) for v in size), interpolation=interp)
+            yield image
+
+    def frames(self, limit: int | None = None) -> Iterator[np.ndarray]:
+        """Yield the stored full frames BGR u8 [H, W, 3] (any size; letterbox them for the detector)."""
+        for rec in self.frame_records[:limit]:
+            yield self._read(rec)
+
+    def verify(self) -> None:
+        """Check every file's sha256 against the manifest; InputError naming the first mismatch."""
+        for rec in self.crop_records + self.frame_records:
+            path = self.path / rec["file"]
+            digest = _sha256_file(path)
+            if digest != rec["sha256"]:
+                raise InputError(f"{path}: sha256 {digest} does not match the manifest ({rec['sha256']})")
+
+    def fingerprint(self) -> str:
+        """sha256 over the manifest's file hashes: identifies the set's content (for quantization records)."""
+        digest = hashlib.sha256()
+        for rec in self.crop_records + self.frame_records:
+            digest.update(rec["sha256"].encode())
+        return digest.hexdigest()
+
+    def __repr__(self) -> str:
+        return (f"CalibrationSet({str(self.path)!r}, crops={len(self.crop_records)}, "
+                f"frames={len(self.frame_records)}, input_size={self.input_size})")
+
+
+def load_calibration_set(path: str | Path) -> CalibrationSet:
+    """Open a calibration set folder; ``"default"`` names the shipped set (calib_data/default)."""
+    if str(path) == "default" and not Path(path).exists():
+        path = default_calibration_dir()
+    return CalibrationSet(path)
+
+
+def default_calibration_dir() -> Path:
+    """The default set shipped with the package (built by scripts/build_default_calib.py)."""
+    return Path(__file__).resolve().parent / "default"

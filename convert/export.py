@@ -1,0 +1,360 @@
+"""``sdpose-convert export``: SDPose checkpoint folder -> self-describing OpenVINO model folder.
+
+Writes (see the model-folder contract in DEVELOPERS.md)::
+
+    MODELS/vae_encoder.xml   image u8 [N,H,W,3] BGR  -> latent f32 [N,4,H/8,W/8]   (kind vae_encoder)
+    MODELS/pose.xml          latent f32 [N,4,H/8,W/8] -> heatmaps f32 [N,K,H/4,W/4] (kind pose)
+    MODELS/vae_pose.xml      image -> heatmaps, both in one IR (optional, kind vae_pose)
+    MODELS/sdpose_models.json  index: components, default_chain "split" | "fused"
+
+Batch N is dynamic, the crop size H x W is static (default 1024 x 768). The VAE IR embeds the crop
+preprocessing (u8 -> f32, BGR -> RGB, NHWC -> NCHW, x / 127.5 - 1) with OpenVINO's PrePostProcessor; the
+pose IR is the UNet with its constant conditioning folded and truncated after the up-block the head reads
+(``convert.pose_graph.PoseGraph``). No text encoder exists at run time. Each IR carries its metadata in
+``rt_info`` (``edge_runtime.metadata``).
+
+Memory: the components are converted one at a time and every torch module is released (``del`` + ``gc``)
+as soon as its IR is saved; the text encoder runs once for the empty prompt and is dropped before any
+tracing. Only the truncated UNet is traced.
+"""
+from __future__ import annotations
+
+import argparse
+import gc
+import logging
+import os
+import re
+import resource
+import time
+import warnings
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+
+from edge_runtime.errors import InputError, SDPoseError
+from edge_runtime.metadata import (COMPONENT_FILES, FORMAT_VERSION, INDEX_FILE, read_index, write_index,
+                                   write_metadata)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_INPUT_SIZE = (1024, 768)  # (H, W) crop, as SDPose
+BBOX_PADDING = 1.25
+CODEC = {"type": "UDPHeatmap", "sigma": 6, "refine": "dark_udp", "blur_kernel_size": 11}
+#: crop preprocessing embedded in the VAE IR (and recorded in every IR of the folder)
+PREPROCESSING = {
+    "input": "image", "element_type": "u8", "layout": "NHWC", "color": "BGR",
+    "model_color": "RGB", "model_layout": "NCHW", "mean": 127.5, "scale": 127.5, "range": [-1.0, 1.0],
+    "embedded": True, "warp": "udp_affine",
+}
+PRECISIONS = ("fp32", "fp16")
+#: chain written as default when vae_pose.xml is exported: "split" (vae_encoder.xml + pose.xml) or "fused"
+#: (vae_pose.xml). Measured at full size (1024x768, wholebody, FP32 IR, one crop) on the 2-core dev box;
+#: see scripts/ and the issue note for the figures. Filled in from that measurement.
+DEFAULT_CHAIN = "split"
+
+_KINDS = ("vae_encoder", "pose", "vae_pose")
+
+
+def parse_input_size(text: str) -> tuple[int, int]:
+    """'HxW' (e.g. '1024x768') -> (H, W); InputError unless both are positive multiples of 8."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if not match:
+        raise InputError(f"--input-size {text!r} is malformed: expected HxW, e.g. 1024x768")
+    return check_input_size((int(match.group(1)), int(match.group(2))))
+
+
+def check_input_size(input_size: Any) -> tuple[int, int]:
+    """Validate ``input_size`` (H, W) in crop px: two positive multiples of 8 (the VAE downsamples x8)."""
+    try:
+        h, w = (int(v) for v in input_size)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"input_size {input_size!r} must be two integers (H, W)") from exc
+    if h <= 0 or w <= 0 or h % 8 or w % 8:
+        raise InputError(f"input size {h}x{w} (HxW) is invalid: height and width must be positive multiples "
+                         "of 8 (the VAE latent is 1/8 of the crop)")
+    return h, w
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that shaped the IR (``unknown`` when a package is not installed)."""
+    versions = {}
+    for name in ("torch", "diffusers", "openvino", "nncf", "sdpose-edge"):
+        try:
+            versions[name] = importlib_metadata.version(name)
+        except importlib_metadata.PackageNotFoundError:
+            versions[name] = _source_tree_version() if name == "sdpose-edge" else "unknown"
+    return versions
+
+
+def _source_tree_version() -> str:
+    """sdpose-edge's version from pyproject.toml when running from a source tree that is not installed."""
+    import tomllib
+
+    pyproject = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    try:
+        return str(tomllib.loads(pyproject.read_text())["project"]["version"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "unknown"
+
+
+def _peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+
+
+def _free() -> None:
+    gc.collect()
+
+
+def _save(model: Any, out_dir: Path, kind: str, compress_to_fp16: bool) -> Path:
+    """Save an ``openvino.Model`` as ``out_dir/<COMPONENT_FILES[kind]>`` (+ .bin) via a temporary name, so an
+    earlier IR of the same name is replaced only once the new one is completely written."""
+    import openvino as ov
+
+    final_xml = out_dir / COMPONENT_FILES[kind]
+    tmp_xml = out_dir / f".{final_xml.stem}.partial.xml"
+    ov.save_model(model, str(tmp_xml), compress_to_fp16=compress_to_fp16)
+    os.replace(tmp_xml.with_suffix(".bin"), final_xml.with_suffix(".bin"))
+    os.replace(tmp_xml, final_xml)
+    return final_xml
+
+
+def _name_io(model: Any, input_name: str, output_name: str) -> None:
+    model.input(0).get_tensor().set_names({input_name})
+    model.output(0).get_tensor().set_names({output_name})
+
+
+def _convert(module: Any, example: Any, shape: list[int], input_name: str, output_name: str) -> Any:
+    """Trace ``module`` with ``example`` into an ``openvino.Model``; batch made dynamic: ``shape`` = [-1, ...]."""
+    import openvino as ov
+    import torch
+
+    with torch.no_grad(), warnings.catch_warnings():
+        # diffusers' shape asserts/branches are constants for the static spatial size; batch stays dynamic
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        model = ov.convert_model(module, example_input=example)
+    model.reshape({model.input(0): ov.PartialShape(shape)})
+    _name_io(model, input_name, output_name)
+    return model
+
+
+def _add_preprocessing(model: Any) -> Any:
+    """Embed the crop preprocessing: 'image' u8 [N,H,W,3] BGR -> f32 RGB NCHW in [-1, 1]."""
+    import openvino as ov
+    from openvino.preprocess import ColorFormat, PrePostProcessor
+
+    ppp = PrePostProcessor(model)
+    inp = ppp.input()
+    inp.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC")).set_color_format(ColorFormat.BGR)
+    inp.model().set_layout(ov.Layout("NCHW"))
+    inp.preprocess().convert_element_type(ov.Type.f32).convert_color(ColorFormat.RGB) \
+        .mean(PREPROCESSING["mean"]).scale(PREPROCESSING["scale"])
+    model = ppp.build()
+    _name_io(model, "image", "latent")
+    return model
+
+
+def fuse_vae_pose(vae_model: Any, pose_model: Any) -> Any:
+    """One ``openvino.Model`` image u8 [N,H,W,3] BGR -> heatmaps [N,K,H/4,W/4]: the VAE IR's latent feeds the
+    pose IR. Both input models are consumed (their graphs are re-wired); pass freshly read copies."""
+    import openvino as ov
+
+    latent = vae_model.get_results()[0].input_value(0)
+    pose_param = pose_model.get_parameters()[0]
+    for target in list(pose_param.output(0).get_target_inputs()):
+        target.replace_source_output(latent)
+    fused = ov.Model(pose_model.get_results(), vae_model.get_parameters(), "sdpose_vae_pose")
+    _name_io(fused, "image", "heatmaps")
+    return fused
+
+
+def _component_meta(kind: str, common: dict[str, Any]) -> dict[str, Any]:
+    meta = {"kind": kind}
+    meta.update(common)
+    return meta
+
+
+def export_models(checkpoint_dir: str | Path, out_dir: str | Path, precision: str = "fp32",
+                  input_size: tuple[int, int] = DEFAULT_INPUT_SIZE, fused: bool | None = None) -> dict[str, Path]:
+    """Export an SDPose checkpoint folder into an OpenVINO model folder; returns kind -> IR path.
+
+    checkpoint_dir: public SDPose layout (unet/, vae/, text_encoder/, tokenizer/, decoder/decoder.safetensors).
+    out_dir: model folder (created); IRs of the same names are replaced, other files are kept.
+    precision: "fp32" or "fp16" (weights compressed to fp16; inputs/outputs stay f32 / u8).
+    input_size: crop (H, W) in px, positive multiples of 8; heatmaps are (H/4, W/4).
+    fused: also write vae_pose.xml (image -> heatmaps in one IR). None = only when the measured default
+        chain (:data:`DEFAULT_CHAIN`) is "fused". The index's default_chain is "fused" only when it was written
+        and DEFAULT_CHAIN says so.
+    """
+    import openvino as ov
+    import torch
+
+    from .checkpoint import class_labels, encode_empty_prompt, load_checkpoint
+    from .pose_graph import LATENT_SCALE, PoseGraph, VaeEncoderGraph
+
+    if precision not in PRECISIONS:
+        raise InputError(f"precision {precision!r} is invalid: expected one of {', '.join(PRECISIONS)}")
+    height, width = check_input_size(input_size)
+    if fused is None:
+        fused = DEFAULT_CHAIN == "fused"
+    checkpoint_dir = Path(checkpoint_dir)
+    if not checkpoint_dir.is_dir():
+        raise InputError(f"checkpoint folder {checkpoint_dir} does not exist (expected the SDPose layout: "
+                         "unet/, vae/, text_encoder/, tokenizer/, decoder/decoder.safetensors)")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out {out_dir} exists and is not a folder")
+    compress = precision == "fp16"
+    t_all = time.perf_counter()
+
+    t0 = time.perf_counter()
+    ckpt = load_checkpoint(checkpoint_dir)
+    logger.info("loaded checkpoint %s (scheme %s, %d keypoints, head reads up_blocks.%d) in %.1f s, "
+                "peak RSS %.2f GB", checkpoint_dir, ckpt.scheme, ckpt.num_keypoints, ckpt.up_block,
+                time.perf_counter() - t0, _peak_rss_gb())
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    with torch.no_grad():
+        text_embedding = encode_empty_prompt(ckpt).detach().clone()  # [1,2,D]
+    ckpt.text_encoder = None  # the text encoder is needed only for this constant
+    _free()
+    labels = class_labels()
+    latent_channels = int(ckpt.vae.config.latent_channels)
+    lh, lw = height // 8, width // 8
+    common = {
+        "format_version": FORMAT_VERSION,
+        "scheme": ckpt.scheme,
+        "num_keypoints": int(ckpt.num_keypoints),
+        "input_width": width,
+        "input_height": height,
+        "heatmap_width": width // 4,
+        "heatmap_height": height // 4,
+        "latent_channels": latent_channels,
+        "latent_scale": LATENT_SCALE,
+        "bbox_padding": BBOX_PADDING,
+        "codec": CODEC,
+        "preprocessing": PREPROCESSING,
+        "precision": precision,
+        "quantized": False,
+        "checkpoint_sha256": ckpt.sha256,
+        "versions": package_versions(),
+        "unet_feature": f"up_blocks.{ckpt.up_block}",
+    }
+    written: dict[str, Path] = {}
+
+    # 1. VAE encoder (encoder + quant_conv only), preprocessing embedded
+    t0 = time.perf_counter()
+    vae_graph = VaeEncoderGraph(ckpt.vae, LATENT_SCALE)
+    ckpt.vae = None
+    vae_model = _convert(vae_graph, torch.zeros(1, 3, height, width), [-1, 3, height, width], "image", "latent")
+    del vae_graph
+    _free()
+    vae_model = _add_preprocessing(vae_model)
+    write_metadata(vae_model, _component_meta("vae_encoder", common))
+    written["vae_encoder"] = _save(vae_model, out_dir, "vae_encoder", compress)
+    del vae_model
+    _free()
+    logger.info("wrote %s in %.1f s, peak RSS %.2f GB", written["vae_encoder"], time.perf_counter() - t0,
+                _peak_rss_gb())
+
+    # 2. pose: truncated UNet with folded constants + head
+    t0 = time.perf_counter()
+    pose_graph = PoseGraph(ckpt.unet, ckpt.head, text_embedding, labels, ckpt.up_block)
+    ckpt.unet = None  # drops the later up-blocks and conv_out: only pose_graph holds UNet modules now
+    ckpt.head = None
+    _free()
+    pose_model = _convert(pose_graph, torch.zeros(1, latent_channels, lh, lw), [-1, latent_channels, lh, lw],
+                          "latent", "heatmaps")
+    del pose_graph
+    _free()
+    out_shape = pose_model.output(0).get_partial_shape()
+    expected = [int(ckpt.num_keypoints), height // 4, width // 4]
+    if out_shape.rank.get_length() != 4 or [d.get_length() for d in list(out_shape)[1:]] != expected:
+        raise SDPoseError(f"pose graph output {out_shape} does not match [N,{expected[0]},{expected[1]},"
+                          f"{expected[2]}] for input {height}x{width}: checkpoint {checkpoint_dir} has an "
+                          "unexpected UNet/head geometry")
+    write_metadata(pose_model, _component_meta("pose", common))
+    written["pose"] = _save(pose_model, out_dir, "pose", compress)
+    del pose_model
+    _free()
+    logger.info("wrote %s in %.1f s, peak RSS %.2f GB", written["pose"], time.perf_counter() - t0, _peak_rss_gb())
+    del ckpt
+    _free()
+
+    # 3. optional fused IR, stitched from the two saved IRs (no second trace)
+    if fused:
+        t0 = time.perf_counter()
+        core = ov.Core()
+        fused_model = fuse_vae_pose(core.read_model(str(written["vae_encoder"])), core.read_model(str(written["pose"])))
+        write_metadata(fused_model, _component_meta("vae_pose", common))
+        written["vae_pose"] = _save(fused_model, out_dir, "vae_pose", compress)
+        del fused_model
+        _free()
+        logger.info("wrote %s in %.1f s", written["vae_pose"], time.perf_counter() - t0)
+
+    _write_folder_index(out_dir, written, common, fused and DEFAULT_CHAIN == "fused")
+    logger.info("exported %s -> %s (%s, %dx%d) in %.1f s, peak RSS %.2f GB", checkpoint_dir, out_dir, precision,
+                height, width, time.perf_counter() - t_all, _peak_rss_gb())
+    return written
+
+
+def _write_folder_index(out_dir: Path, written: dict[str, Path], common: dict[str, Any], use_fused: bool) -> None:
+    """Write ``sdpose_models.json``: the components of this export, plus unrelated components (e.g. a
+    detector) that an earlier index listed; a stale vae_pose from an earlier export is dropped."""
+    components: dict[str, str] = {}
+    index_path = out_dir / INDEX_FILE
+    if index_path.is_file():
+        try:
+            previous = read_index(out_dir)
+        except SDPoseError as exc:
+            logger.warning("replacing unreadable index %s (%s)", index_path, exc)
+            previous = {"components": {}}
+        components = {k: v for k, v in previous["components"].items() if k not in _KINDS}
+        index_path.unlink()
+    components.update({kind: path.name for kind, path in written.items()})
+    stale = out_dir / COMPONENT_FILES["vae_pose"]
+    if "vae_pose" not in written and stale.is_file():
+        logger.warning("%s is left from an earlier export and is not listed in the index", stale)
+    write_index(out_dir, {
+        "components": components,
+        "default_chain": "fused" if use_fused else "split",
+        "scheme": common["scheme"],
+        "num_keypoints": common["num_keypoints"],
+        "input_width": common["input_width"],
+        "input_height": common["input_height"],
+        "precision": common["precision"],
+        "quantized": False,
+        "checkpoint_sha256": common["checkpoint_sha256"],
+    })
+
+
+def _input_size_arg(text: str) -> tuple[int, int]:
+    try:
+        return parse_input_size(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    """``sdpose-convert export`` entry point; returns the exit code."""
+    written = export_models(args.checkpoint, args.out, precision=args.precision, input_size=args.input_size,
+                            fused=args.fused)
+    for kind, path in written.items():
+        logger.info("%s: %s", kind, path)
+    logger.info("model folder ready: %s", Path(args.out) / INDEX_FILE)
+    return 0
+
+
+def register(subparsers: Any, name: str = "export") -> None:
+    """Add the ``export`` sub-command to ``sdpose-convert``."""
+    parser = subparsers.add_parser(name, help="export a SDPose checkpoint into an OpenVINO model folder",
+                                   description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, type=Path, help="SDPose checkpoint folder (public layout)")
+    parser.add_argument("--out", required=True, type=Path, help="model folder to write")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="IR weight precision")
+    parser.add_argument("--input-size", type=_input_size_arg, default=DEFAULT_INPUT_SIZE, metavar="HxW",
+                        help="crop size, multiples of 8 (default 1024x768)")
+    parser.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
+                        help="also write vae_pose.xml (image -> heatmaps in one IR); default: only when "
+                             "the measured default chain is 'fused'")
+    parser.set_defaults(func=run)

@@ -1,0 +1,148 @@
+"""PyTorch reference: what the original SDPose pipeline computes per crop (parity tests and benchmarks only).
+
+Per crop: VAE latent = ``vae.encode(x).latent_dist.mean * 0.18215`` (x RGB [-1,1]); the text encoder runs on
+the empty prompt on every call (as SDPose does); the *full* UNet runs at t=999 with class labels
+[sin 1, sin 0, cos 1, cos 0]; a forward hook captures the output of ``unet.up_blocks[ckpt.up_block]``
+[N,C,H/8,W/8]; the HeatmapHead (eval mode) turns it into heatmaps [N,K,H/4,W/4]. Nothing is folded or
+truncated here, so the exported IRs can be compared against it.
+
+Benchmark: ``python -m convert.reference CKPT [--input-size 1024x768] [--runs 2] [--threads 2]`` logs the
+per-crop latency of the VAE encode, the pose stage and the total (1 warm-up run first).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convert.checkpoint import LATENT_SCALE, TIMESTEP, SDPoseCheckpoint, class_labels, encode_empty_prompt
+
+logger = logging.getLogger(__name__)
+
+
+class ReferencePipeline:
+    """The original SDPose forward pass on crops, in torch (no_grad, CPU).
+
+    Args:
+        ckpt: a checkpoint loaded with ``load_text_encoder=True``.
+    """
+
+    def __init__(self, ckpt: SDPoseCheckpoint):
+        if ckpt.text_encoder is None or ckpt.tokenizer is None:
+            raise ValueError("ReferencePipeline needs a checkpoint loaded with load_text_encoder=True")
+        self.ckpt = ckpt
+        self.unet = ckpt.unet.eval()
+        self.vae = ckpt.vae.eval()
+        self.head = ckpt.head.eval()
+        self.up_block = ckpt.up_block
+        self.dtype = next(self.unet.parameters()).dtype
+
+    @torch.no_grad()
+    def encode(self, crops_rgb: torch.Tensor) -> torch.Tensor:
+        """crops_rgb [N,3,H,W] float RGB in [-1,1] -> latent [N,4,H/8,W/8] (posterior mean x 0.18215)."""
+        x = crops_rgb.to(dtype=next(self.vae.parameters()).dtype)
+        return self.vae.encode(x).latent_dist.mean * LATENT_SCALE
+
+    @torch.no_grad()
+    def features(self, latent: torch.Tensor) -> torch.Tensor:
+        """latent [N,4,h,w] -> output of ``unet.up_blocks[up_block]`` [N,C,h,w] (full UNet run, hooked)."""
+        n = latent.shape[0]
+        text = encode_empty_prompt(self.ckpt).to(self.dtype).repeat(n, 1, 1)
+        labels = class_labels(n).to(self.dtype)
+        captured: list[torch.Tensor] = []
+
+        def hook(_module: torch.nn.Module, _inputs: tuple, output: torch.Tensor | tuple) -> None:
+            captured.append(output[0] if isinstance(output, tuple) else output)
+
+        handle = self.unet.up_blocks[self.up_block].register_forward_hook(hook)
+        try:
+            self.unet(latent.to(self.dtype), torch.tensor(TIMESTEP, dtype=torch.long),
+                      encoder_hidden_states=text, class_labels=labels, return_dict=False)
+        finally:
+            handle.remove()
+        if len(captured) != 1:
+            raise RuntimeError(f"expected one output of unet.up_blocks[{self.up_block}], got {len(captured)}")
+        return captured[0]
+
+    @torch.no_grad()
+    def pose(self, latent: torch.Tensor) -> torch.Tensor:
+        """latent [N,4,H/8,W/8] -> heatmaps [N,K,H/4,W/4] float32 (text encoder, full UNet, hook, head)."""
+        return self.head(self.features(latent).float())
+
+    @staticmethod
+    def preprocess(crops_bgr_u8: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """crops [N,H,W,3] uint8 BGR (or one crop [H,W,3]) -> [N,3,H,W] float32 RGB in [-1,1]."""
+        x = torch.as_tensor(np.ascontiguousarray(crops_bgr_u8) if isinstance(crops_bgr_u8, np.ndarray)
+                            else crops_bgr_u8)
+        if x.dim() == 3:
+            x = x[None]
+        if x.dim() != 4 or x.shape[-1] != 3:
+            raise ValueError(f"crops must be [N,H,W,3] BGR uint8, got shape {list(x.shape)}")
+        if x.dtype != torch.uint8:
+            raise ValueError(f"crops must be uint8, got {x.dtype}")
+        x = x.flip(-1).permute(0, 3, 1, 2).float()
+        return x / 127.5 - 1.0
+
+    @torch.no_grad()
+    def __call__(self, crops_bgr_u8: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """crops [N,H,W,3] uint8 BGR -> heatmaps [N,K,H/4,W/4] float32 (torch tensor)."""
+        return self.pose(self.encode(self.preprocess(crops_bgr_u8)))
+
+
+def benchmark(ckpt_path: str | Path, input_size: tuple[int, int] = (1024, 768), runs: int = 2,
+              threads: int = 2, seed: int = 0) -> dict[str, float]:
+    """Per-crop latency in seconds (mean of ``runs`` after 1 warm-up) of encode, pose and total.
+
+    ``input_size`` is (height, width). Returns {"encode_s", "pose_s", "total_s"}.
+    """
+    from convert.checkpoint import load_checkpoint
+
+    torch.set_num_threads(threads)
+    ckpt = load_checkpoint(ckpt_path)
+    pipe = ReferencePipeline(ckpt)
+    h, w = input_size
+    crop = np.random.default_rng(seed).integers(0, 256, size=(1, h, w, 3), dtype=np.uint8)
+    x = pipe.preprocess(crop)
+    times: dict[str, list[float]] = {"encode_s": [], "pose_s": [], "total_s": []}
+    for i in range(runs + 1):
+        t0 = time.perf_counter()
+        latent = pipe.encode(x)
+        t1 = time.perf_counter()
+        heatmaps = pipe.pose(latent)
+        t2 = time.perf_counter()
+        logger.info("run %d%s: encode %.2f s, pose %.2f s, total %.2f s (heatmaps %s)", i,
+                    " (warm-up)" if i == 0 else "", t1 - t0, t2 - t1, t2 - t0, list(heatmaps.shape))
+        if i:
+            times["encode_s"].append(t1 - t0)
+            times["pose_s"].append(t2 - t1)
+            times["total_s"].append(t2 - t0)
+    return {k: float(np.mean(v)) for k, v in times.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m convert.reference",
+                                     description="per-crop latency of the PyTorch SDPose reference")
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--input-size", default="1024x768", help="HxW (default 1024x768)")
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        h, w = (int(v) for v in args.input_size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--input-size must be HxW, e.g. 1024x768, got {args.input_size!r}")
+    result = benchmark(args.checkpoint, (h, w), args.runs, args.threads)
+    logger.info("reference per crop at %dx%d, %d threads, mean of %d runs: encode %.2f s, pose %.2f s, "
+                "total %.2f s", h, w, args.threads, args.runs, result["encode_s"], result["pose_s"],
+                result["total_s"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""``sdpose-edge run`` settings: defaults, the YAML config file, and their validation.
+
+Precedence: command line > YAML (``configs/edge.yaml`` or ``--config``) > IR metadata > built-in defaults.
+The YAML is a flat mapping whose keys are the long CLI option names with ``_`` for ``-`` (``detect_every``,
+``precision_hint`` ...). ``null`` means "not set here" (fall through to the IR metadata / device default).
+An unknown key or a value of the wrong type is an InputError naming the file and the key.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import yaml
+
+from .errors import InputError
+
+logger = logging.getLogger(__name__)
+
+#: the config file used when --config is not given (if it exists): ./configs/edge.yaml
+DEFAULT_CONFIG = Path("configs") / "edge.yaml"
+
+PART_NAMES = ("body", "feet", "face", "hands")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _non_negative_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _unit(value: Any) -> bool:
+    return _number(value) and 0.0 <= float(value) <= 1.0
+
+
+def _positive(value: Any) -> bool:
+    return _number(value) and float(value) > 0.0
+
+
+def _string(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _choice(*choices: str) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        return isinstance(value, str) and value in choices
+    check.__doc__ = " | ".join(choices)
+    return check
+
+
+def _parts(value: Any) -> bool:
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",") if v.strip()]
+    return isinstance(value, (list, tuple)) and bool(value) and all(v in PART_NAMES for v in value)
+
+
+def _bool(value: Any) -> bool:
+    return isinstance(value, bool)
+
+
+#: key -> (default, validator, description of what is expected). ``None`` defaults mean "not set".
+SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
+    # compile options (CompileOptions)
+    "device": ("CPU", _string, "an OpenVINO device name (CPU, GPU, NPU, AUTO ...)"),
+    "hint": ("THROUGHPUT", _choice("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"),
+             "THROUGHPUT | LATENCY | CUMULATIVE_THROUGHPUT"),
+    "num_streams": (None, _positive_int, "a positive integer or null"),
+    "num_threads": (None, _positive_int, "a positive integer or null"),
+    "precision_hint": (None, _choice("f32", "bf16", "f16"), "f32 | bf16 | f16 or null (device default)"),
+    "cache_dir": ("~/.cache/sdpose-edge", _string, "a directory path, or null for no model cache"),
+    "num_requests": (None, _positive_int, "a positive integer or null (OPTIMAL_NUMBER_OF_INFER_REQUESTS)"),
+    "chain": (None, _choice("split", "fused"), "split | fused or null (the model folder's default)"),
+    # scheduling
+    "mode": (None, _choice("file", "live"), "file | live or null (file for files, live for cameras/streams)"),
+    "batch": (1, _positive_int, "a positive integer (crops per pose request)"),
+    "detect_every": (1, _positive_int, "a positive integer (run the detector every N frames)"),
+    "max_frames": (None, _positive_int, "a positive integer or null"),
+    "max_inflight_frames": (None, _positive_int, "a positive integer or null (2 x pose requests + 2)"),
+    "live_queue_size": (1, _positive_int, "a positive integer (frames waiting in live mode; newest wins)"),
+    # pose
+    "flip_test": (False, _bool, "true | false"),
+    "bbox_padding": (None, _positive, "a positive number or null (the IR metadata, 1.25)"),
+    "parts": (list(PART_NAMES), _parts, f"a list of parts from {list(PART_NAMES)}"),
+    "score_threshold": (0.3, _unit, "a number in [0, 1] (keypoints drawn / used for tracking above it)"),
+    # detector
+    "det_score_threshold": (None, _unit, "a number in [0, 1] or null (detector default)"),
+    "det_iou_threshold": (None, _unit, "a number in [0, 1] or null (detector default)"),
+    "max_persons": (None, _positive_int, "a positive integer or null (keep the N highest-scoring boxes)"),
+    # tracking (frames between detector runs)
+    "track_iou_threshold": (0.3, _unit, "a number in [0, 1]"),
+    "track_box_expansion": (1.25, _positive, "a positive number (box from keypoints, scaled around its center)"),
+    # sources
+    "reconnect_retries": (5, _non_negative_int, "a non-negative integer"),
+    "reconnect_initial_s": (0.5, _positive, "a positive number of seconds"),
+    "reconnect_max_s": (8.0, _positive, "a positive number of seconds"),
+    # outputs
+    "openpose": (False, _bool, "true | false"),
+    "save_video": (False, _bool, "true | false"),
+    "save_images": (False, _bool, "true | false"),
+    "show": (False, _bool, "true | false"),
+    "video_fps": (None, _positive, "a positive number or null (the source's fps, else 10)"),
+    "progress": (True, _bool, "true | false"),
+}
+
+
+#: keys where null is a meaningful value that overrides a non-null default
+NULLABLE = frozenset({"cache_dir"})
+
+
+def defaults() -> dict[str, Any]:
+    """A fresh dict of the built-in defaults (lists copied)."""
+    return {key: (list(value) if isinstance(value, list) else value) for key, (value, _, _) in SCHEMA.items()}
+
+
+def validate(settings: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
+    """Check keys and value types; returns a normalised copy (``parts`` as a list, ``-`` keys as ``_``).
+
+    Raises InputError naming ``source`` and the key for unknown keys or bad values. ``None`` is accepted for
+    keys whose default is None (= not set) and for ``cache_dir`` (= no model cache).
+    """
+    out: dict[str, Any] = {}
+    for raw_key, value in settings.items():
+        key = str(raw_key).replace("-", "_")
+        if key not in SCHEMA:
+            raise InputError(f"{source}: unknown key '{raw_key}'; known keys: {', '.join(sorted(SCHEMA))}")
+        if value is None:
+            if SCHEMA[key][0] is not None and key not in NULLABLE:
+                raise InputError(f"{source}: '{raw_key}' may not be null; expected {SCHEMA[key][2]}")
+            out[key] = None
+            continue
+        check, expected = SCHEMA[key][1], SCHEMA[key][2]
+        if key == "hint" and isinstance(value, str):
+            value = value.upper()
+        if key == "precision_hint" and isinstance(value, str):
+            value = value.lower()
+        if not check(value):
+            raise InputError(f"{source}: '{raw_key}' = {value!r} is invalid; expected {expected}")
+        if key == "parts" and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        out[key] = list(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+def load_config(path: "str | Path | None") -> dict[str, Any]:
+    """Read and validate a YAML config; ``None`` -> ``configs/edge.yaml`` if it exists, else ``{}``.
+
+    Returns only the keys the file sets (validated). A missing explicit file, invalid YAML, a non-mapping
+    document or an unknown key is an InputError naming the file.
+    """
+    if path is None:
+        if not DEFAULT_CONFIG.is_file():
+            return {}
+        path = DEFAULT_CONFIG
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--config {path}: file does not exist")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from exc
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from exc
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        raise InputError(f"{path}: expected a mapping of setting -> value at the top level, "
+                         f"got {type(doc).__name__}")
+    settings = validate(doc, source=str(path))
+    logger.debug("config %s: %s", path, settings)
+    return settings
+
+
+def merge(cli: Mapping[str, Any], yaml_settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults, then every YAML value (a YAML null resets a key), then CLI values that are not None.
+
+    Returns the effective settings; keys left None mean "use the IR metadata / device default" downstream.
+    """
+    settings = defaults()
+    settings.update(yaml_settings)
+    for key, value in cli.items():
+        if value is not None:
+            settings[key] = value
+    return settings

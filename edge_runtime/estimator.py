@@ -1,0 +1,183 @@
+"""Top-down pose estimation with a converted model folder: (image, boxes) -> keypoints, scores.
+
+``PoseEstimator`` follows rtmlib's split ``preprocess`` / ``infer`` / ``postprocess`` (+ ``__call__``)
+so that the async pipeline can run the same three stages on its own infer queues:
+
+- preprocess: UDP affine crop of each box (mmpose GetBBoxCenterScale padding + TopdownAffine use_udp)
+  at the IR's input size, u8 BGR (the IR converts to RGB [-1, 1] itself);
+- infer: ``split`` chain vae_encoder -> pose, or ``fused`` chain vae_pose;
+- postprocess: UDP heatmap decoding (DARK-UDP) in crop px, then back to image px.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+
+from .codec import decode_heatmaps
+from .errors import InputError
+from .geometry import keypoints_to_image, udp_warp_matrix, warp_crop
+from .keypoints import flip_indices
+from .models import CompileOptions, ModelFolder, compile_model, optimal_requests
+
+logger = logging.getLogger(__name__)
+
+
+def check_image(image_bgr: Any, name: str = "image_bgr") -> np.ndarray:
+    """Validate an image [H,W,3] uint8 BGR; InputError otherwise."""
+    if not isinstance(image_bgr, np.ndarray) or image_bgr.ndim != 3 or image_bgr.shape[2] != 3 \
+            or image_bgr.dtype != np.uint8 or image_bgr.shape[0] < 1 or image_bgr.shape[1] < 1:
+        desc = f"{image_bgr.dtype} {image_bgr.shape}" if isinstance(image_bgr, np.ndarray) else type(image_bgr).__name__
+        raise InputError(f"{name}: expected a uint8 BGR image [H,W,3], got {desc}")
+    return image_bgr
+
+
+def check_boxes(boxes_xyxy: Any, name: str = "boxes_xyxy") -> np.ndarray:
+    """Validate boxes [N,4] or [N,5] (x1, y1, x2, y2[, score]) image px -> float32 [N,4]."""
+    boxes = np.asarray(boxes_xyxy, dtype=np.float32)
+    if boxes.size == 0:
+        return np.zeros((0, 4), np.float32)
+    if boxes.ndim == 1 and boxes.shape[0] in (4, 5):
+        boxes = boxes[None]
+    if boxes.ndim != 2 or boxes.shape[1] not in (4, 5):
+        raise InputError(f"{name}: expected [N,4] or [N,5] (x1, y1, x2, y2[, score]) in image px, "
+                         f"got shape {boxes.shape}")
+    boxes = boxes[:, :4]
+    if not np.all(np.isfinite(boxes)):
+        raise InputError(f"{name}: boxes contain NaN/inf")
+    bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]) | \
+        ((boxes[:, 2] == boxes[:, 0]) & (boxes[:, 3] == boxes[:, 1]))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{name}: box {i} {boxes[i].tolist()} needs x2 >= x1, y2 >= y1 and a non-zero size")
+    return boxes
+
+
+class PoseEstimator:
+    """SDPose top-down estimator on a model folder.
+
+    Args:
+        models_dir: model folder written by ``sdpose-convert export``.
+        options: compile options (default: CPU, THROUGHPUT, cache in ~/.cache/sdpose-edge).
+        chain: "split" / "fused" / None (the index's default_chain).
+        core: an ``openvino.Core`` to share (one is created if None).
+        flip_test: also run horizontally flipped crops and average the heatmaps (mmpose flip_mode
+            'heatmap', shift_heatmap=False). Doubles the pose cost.
+        max_batch: largest batch of crops sent through one synchronous inference in :meth:`infer`.
+
+    Attributes:
+        folder (ModelFolder), meta (dict: pose IR metadata), input_size (w, h) crop px,
+        heatmap_size (w, h), num_keypoints K, scheme ("wholebody"/"body"), padding (bbox padding),
+        chain, kinds (component kinds in chain order), compiled {kind: openvino.CompiledModel}.
+    """
+
+    def __init__(self, models_dir: str | Path, options: CompileOptions | None = None, chain: str | None = None,
+                 core: ov.Core | None = None, flip_test: bool = False, max_batch: int = 8):
+        if max_batch < 1:
+            raise InputError(f"max_batch: expected a positive integer, got {max_batch}")
+        self.core = core if core is not None else ov.Core()
+        self.options = options if options is not None else CompileOptions()
+        self.folder = ModelFolder(models_dir, chain=chain, core=self.core)
+        self.meta: dict[str, Any] = self.folder.pose_meta
+        self.chain: str = self.folder.chain
+        self.kinds: tuple[str, ...] = self.folder.kinds
+        self.input_size: tuple[int, int] = (int(self.meta["input_width"]), int(self.meta["input_height"]))
+        self.heatmap_size: tuple[int, int] = (int(self.meta["heatmap_width"]), int(self.meta["heatmap_height"]))
+        self.num_keypoints: int = int(self.meta["num_keypoints"])
+        self.scheme: str = str(self.meta["scheme"])
+        self.padding: float = float(self.meta["bbox_padding"])
+        self.flip_test = bool(flip_test)
+        self.max_batch = int(max_batch)
+        self._flip_perm = flip_indices(self.num_keypoints) if self.flip_test else None
+        self.compiled: dict[str, ov.CompiledModel] = {
+            kind: compile_model(self.core, self.folder.read_model(kind), self.options) for kind in self.kinds}
+        logger.info("pose models: %s chain %s, %s %d keypoints, input %dx%d, device %s (%s)",
+                    self.folder.path, self.chain, self.scheme, self.num_keypoints, *self.input_size,
+                    self.options.device, self.options.performance_hint)
+
+    # ------------------------------------------------------------------ helpers for async users
+    def input_name(self, kind: str) -> str:
+        """Name of the (single) input of compiled component ``kind`` ("image" or "latent")."""
+        return self.compiled[kind].input(0).get_any_name()
+
+    def output_name(self, kind: str) -> str:
+        """Name of the (single) output of compiled component ``kind`` ("latent" or "heatmaps")."""
+        return self.compiled[kind].output(0).get_any_name()
+
+    def num_requests(self, kind: str) -> int:
+        """Infer requests to create for ``kind`` (options.num_requests or the device's optimum)."""
+        return optimal_requests(self.compiled[kind], self.options)
+
+    def flip_back(self, heatmaps_flipped: np.ndarray) -> np.ndarray:
+        """Heatmaps [N,K,H,W] of horizontally flipped crops -> heatmaps in the unflipped crop frame
+        (mirror along W and swap left/right channels; no shift, as UDP needs none)."""
+        perm = self._flip_perm if self._flip_perm is not None else flip_indices(self.num_keypoints)
+        return np.ascontiguousarray(heatmaps_flipped[:, perm, :, ::-1])
+
+    # ------------------------------------------------------------------ the three stages
+    def preprocess(self, image_bgr: np.ndarray, boxes_xyxy: np.ndarray) -> np.ndarray:
+        """image_bgr [H,W,3] u8, boxes_xyxy [N,4|5] image px -> crops [N,h,w,3] u8 BGR (UDP warp)."""
+        image_bgr = check_image(image_bgr)
+        boxes = check_boxes(boxes_xyxy)
+        w, h = self.input_size
+        crops = np.empty((len(boxes), h, w, 3), np.uint8)
+        for i, box in enumerate(boxes):
+            matrix = udp_warp_matrix(box, input_size=self.input_size, padding=self.padding)
+            crops[i] = warp_crop(image_bgr, matrix, self.input_size)
+        return crops
+
+    def _run_chain(self, crops: np.ndarray) -> np.ndarray:
+        """crops [n,h,w,3] u8 -> heatmaps [n,K,h/4,w/4] f32 through the chain (synchronous)."""
+        data: np.ndarray = crops
+        for kind in self.kinds:
+            compiled = self.compiled[kind]
+            data = compiled(data)[compiled.output(0)]
+        return np.asarray(data, dtype=np.float32)
+
+    def infer(self, crops: np.ndarray) -> np.ndarray:
+        """crops [N,h,w,3] u8 BGR -> heatmaps [N,K,h/4,w/4] f32 (flip-averaged if flip_test)."""
+        w, h = self.input_size
+        crops = np.asarray(crops)
+        if crops.ndim != 4 or crops.shape[1:] != (h, w, 3) or crops.dtype != np.uint8:
+            raise InputError(f"crops: expected uint8 [N,{h},{w},3], got {crops.dtype} {crops.shape}")
+        hw, hh = self.heatmap_size
+        out = np.empty((len(crops), self.num_keypoints, hh, hw), np.float32)
+        for start in range(0, len(crops), self.max_batch):
+            batch = np.ascontiguousarray(crops[start:start + self.max_batch])
+            heatmaps = self._run_chain(batch)
+            if self.flip_test:
+                flipped = self._run_chain(np.ascontiguousarray(batch[:, :, ::-1]))
+                heatmaps = 0.5 * (heatmaps + self.flip_back(flipped))
+            out[start:start + len(batch)] = heatmaps
+        return out
+
+    def postprocess(self, heatmaps: np.ndarray, boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """heatmaps [N,K,H,W], boxes_xyxy [N,4|5] image px -> keypoints [N,K,2] image px, scores [N,K]."""
+        boxes = check_boxes(boxes_xyxy)
+        heatmaps = np.asarray(heatmaps, dtype=np.float32)
+        k = self.num_keypoints
+        if len(boxes) == 0:
+            return np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32)
+        if heatmaps.ndim != 4 or heatmaps.shape[0] != len(boxes) or heatmaps.shape[1] != k:
+            raise InputError(f"heatmaps: expected [{len(boxes)},{k},H,W] (one per box), got {heatmaps.shape}")
+        crop_kpts, scores = decode_heatmaps(heatmaps, input_size=self.input_size)
+        crop_kpts = np.asarray(crop_kpts, dtype=np.float32).reshape(len(boxes), k, 2)
+        scores = np.asarray(scores, dtype=np.float32).reshape(len(boxes), k)
+        keypoints = keypoints_to_image(crop_kpts, boxes, input_size=self.input_size, padding=self.padding)
+        return np.asarray(keypoints, dtype=np.float32), scores
+
+    def __call__(self, image_bgr: np.ndarray, boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """image_bgr [H,W,3] u8, boxes_xyxy [N,4|5] image px -> keypoints [N,K,2] image px, scores [N,K]."""
+        boxes = check_boxes(boxes_xyxy)
+        if len(boxes) == 0:
+            check_image(image_bgr)
+            return np.zeros((0, self.num_keypoints, 2), np.float32), np.zeros((0, self.num_keypoints), np.float32)
+        crops = self.preprocess(image_bgr, boxes)
+        return self.postprocess(self.infer(crops), boxes)
+
+    def __repr__(self) -> str:
+        return (f"PoseEstimator({str(self.folder.path)!r}, chain={self.chain!r}, scheme={self.scheme!r}, "
+                f"K={self.num_keypoints}, input={self.input_size[0]}x{self.input_size[1]})")

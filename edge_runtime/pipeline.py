@@ -1,0 +1,879 @@
+"""The pipelined runtime: capture -> detector requests -> crops -> pose requests -> decode -> sinks.
+
+Threads and queues::
+
+    capture thread --(FrameFeed: bounded; file mode blocks, live mode keeps the newest)--> coordinator
+    coordinator --submit--> Backend (one per model: detector, vae_encoder + pose or vae_pose)
+    Backend callbacks --(copy the output, stamp the time)--> events queue --> coordinator
+    coordinator: decode heatmaps, reorder buffer, track IDs, sinks (in frame order)
+
+All pipeline state lives in the coordinator (the thread calling :meth:`Pipeline.run`), so no locks guard it;
+infer callbacks only copy outputs and enqueue them (the hot path stays cheap: decoding happens in the
+coordinator). The :class:`Backend` protocol is the boundary to the inference engine: the OpenVINO
+implementation wraps ``openvino.AsyncInferQueue``; tests inject slow or out-of-order backends.
+
+Scheduling
+- file mode: every frame is processed, at most ``max_inflight_frames`` at a time (capture blocks), and
+  results are written strictly in frame order: exactly one record per input frame, including frames
+  without persons and failed frames (those carry an ``"error"`` field).
+- live mode: capture never waits; frames wait in a small slot where the newest frame replaces older ones
+  (counted as skipped); latency from capture to written result is measured.
+- the detector runs every ``detect_every`` frames; in between, boxes come from the previous frame's poses
+  (:func:`edge_runtime.tracking.boxes_from_keypoints`); a frame whose carried boxes are empty is detected.
+- crops of several persons and frames are batched up to ``batch`` per pose request; a partial batch is sent
+  when no further crops can arrive before something completes.
+
+Coordinates: boxes_xyxy [N,4] image px; crops [N,h,w,3] u8 BGR crop px; heatmaps [N,K,H/4,W/4];
+keypoints [N,K,2] image px; scores [N,K].
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import math
+import queue
+import sys
+import threading
+import time
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+import numpy as np
+
+from .errors import InputError, SDPoseError
+from .sources import Frame, FrameSource
+from .tracking import IouTracker, boxes_from_keypoints
+
+logger = logging.getLogger(__name__)
+
+
+# ============================================================================ backends
+@dataclasses.dataclass
+class Completion:
+    """A finished inference request, as handed from a backend to the coordinator.
+
+    output: the model's first output (copied out of the request), or None when ``error`` is set.
+    submit_t / done_t: ``time.perf_counter()`` at submission and in the completion callback.
+    """
+
+    stage: str
+    userdata: Any
+    output: "np.ndarray | None"
+    error: "str | None"
+    submit_t: float
+    done_t: float
+
+
+class Backend(Protocol):
+    """Asynchronous inference of one model.
+
+    ``submit(inputs, userdata)`` starts a request on ``inputs`` (the model's single input, e.g. u8
+    [N,h,w,3]); when it finishes the backend calls the ``on_complete`` callback it was built with, exactly
+    once per submission, with a :class:`Completion` (in any order, from any thread). ``capacity`` is the
+    number of requests that may run at once (the coordinator never has more in flight). ``wait_all()``
+    blocks until every submitted request has completed.
+    """
+
+    capacity: int
+
+    def submit(self, inputs: np.ndarray, userdata: Any) -> None: ...
+
+    def wait_all(self) -> None: ...
+
+
+#: factory(stage, compiled_model, num_requests, on_complete) -> Backend
+BackendFactory = Callable[[str, Any, int, Callable[[Completion], None]], Backend]
+
+
+class OpenVINOBackend:
+    """:class:`Backend` on ``openvino.AsyncInferQueue`` with ``num_requests`` infer requests.
+
+    The callback copies output 0 out of the request, stamps the time and calls ``on_complete``; nothing else
+    runs on OpenVINO's callback thread.
+    """
+
+    def __init__(self, stage: str, compiled: Any, num_requests: int,
+                 on_complete: Callable[[Completion], None]) -> None:
+        import openvino as ov
+
+        self.stage = stage
+        self.capacity = max(1, int(num_requests))
+        self._on_complete = on_complete
+        self._queue = ov.AsyncInferQueue(compiled, self.capacity)
+        self._queue.set_callback(self._callback)
+
+    def _callback(self, request: Any, userdata: Any) -> None:
+        submit_t, payload = userdata
+        done_t = time.perf_counter()
+        try:
+            output = request.get_output_tensor(0).data.copy()
+            error = None
+        except RuntimeError as exc:  # a failed request: hand the reason to the coordinator
+            output, error = None, f"{self.stage} inference failed: {exc}"
+        self._on_complete(Completion(self.stage, payload, output, error, submit_t, done_t))
+
+    def submit(self, inputs: np.ndarray, userdata: Any) -> None:
+        self._queue.start_async([np.ascontiguousarray(inputs)], (time.perf_counter(), userdata))
+
+    def wait_all(self) -> None:
+        self._queue.wait_all()
+
+
+def openvino_backend_factory(stage: str, compiled: Any, num_requests: int,
+                             on_complete: Callable[[Completion], None]) -> Backend:
+    """The default :data:`BackendFactory`."""
+    return OpenVINOBackend(stage, compiled, num_requests, on_complete)
+
+
+# ============================================================================ frame feed
+class FrameFeed:
+    """Frames between the capture thread and the coordinator.
+
+    ``drop_oldest=False`` (file mode): ``put`` blocks while ``maxsize`` frames wait. ``drop_oldest=True``
+    (live mode): ``put`` never blocks; when full, the oldest waiting frame is discarded (``skipped`` += 1),
+    so the coordinator always takes the newest frames.
+    """
+
+    def __init__(self, maxsize: int, drop_oldest: bool) -> None:
+        self.maxsize = max(1, int(maxsize))
+        self.drop_oldest = drop_oldest
+        self._items: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self.skipped = 0
+        self.skipped_indices: list[int] = []
+
+    def put(self, item: Any) -> bool:
+        """Add a frame; False if the feed was closed (the frame is discarded)."""
+        with self._cond:
+            if not self.drop_oldest:
+                while len(self._items) >= self.maxsize and not self._closed:
+                    self._cond.wait()
+            if self._closed:
+                return False
+            while len(self._items) >= self.maxsize:
+                dropped = self._items.popleft()
+                self.skipped += 1
+                self.skipped_indices.append(getattr(dropped[0], "index", -1))
+            self._items.append(item)
+            return True
+
+    def get_nowait(self) -> Any:
+        """The next frame or None if none is waiting."""
+        with self._cond:
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        """No more frames will come (waiting ``put`` calls return False)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def discard(self) -> int:
+        """Drop every waiting frame (on stop); returns how many."""
+        with self._cond:
+            count = len(self._items)
+            self._items.clear()
+            self._cond.notify_all()
+            return count
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+# ============================================================================ statistics
+def percentile_summary(values_ms: Sequence[float]) -> dict[str, Any]:
+    """{"count", "mean", "p50", "p95", "max"} in ms (None values when empty)."""
+    if not values_ms:
+        return {"count": 0, "mean": None, "p50": None, "p95": None, "max": None}
+    arr = np.asarray(values_ms, dtype=np.float64)
+    return {"count": int(arr.size), "mean": round(float(arr.mean()), 3),
+            "p50": round(float(np.percentile(arr, 50)), 3), "p95": round(float(np.percentile(arr, 95)), 3),
+            "max": round(float(arr.max()), 3)}
+
+
+def busy_share(intervals: Iterable[tuple[float, float]], start: float, end: float) -> float:
+    """Fraction of [start, end] covered by the union of (t0, t1) intervals (0..1)."""
+    total = end - start
+    if total <= 0:
+        return 0.0
+    covered, cur0, cur1 = 0.0, None, None
+    for t0, t1 in sorted(intervals):
+        t0, t1 = max(t0, start), min(t1, end)
+        if t1 <= t0:
+            continue
+        if cur1 is None or t0 > cur1:
+            if cur1 is not None:
+                covered += cur1 - cur0
+            cur0, cur1 = t0, t1
+        else:
+            cur1 = max(cur1, t1)
+    if cur1 is not None:
+        covered += cur1 - cur0
+    return min(1.0, covered / total)
+
+
+class Progress:
+    """A text progress bar on stderr for file mode (a log line every ``interval_s`` when not a TTY)."""
+
+    def __init__(self, total: "int | None", enabled: bool, interval_s: float = 5.0) -> None:
+        self.total = total
+        self.enabled = enabled
+        self.tty = enabled and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+        self.interval_s = interval_s if not self.tty else 0.2
+        self._t0 = time.perf_counter()
+        self._last = 0.0
+
+    def update(self, done: int, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not force and now - self._last < self.interval_s:
+            return
+        self._last = now
+        elapsed = now - self._t0
+        fps = done / elapsed if elapsed > 0 else 0.0
+        if self.total:
+            frac = min(1.0, done / self.total)
+            eta = (self.total - done) / fps if fps > 0 else float("nan")
+            bar = "#" * int(frac * 30) + "-" * (30 - int(frac * 30))
+            text = f"[{bar}] {done}/{self.total} frames {fps:.2f} fps ETA {eta:.0f}s"
+        else:
+            text = f"{done} frames {fps:.2f} fps"
+        if self.tty:
+            sys.stderr.write("\r" + text + ("\n" if force else ""))
+            sys.stderr.flush()
+        else:
+            logger.info("progress: %s", text)
+
+
+# ============================================================================ configuration
+@dataclasses.dataclass
+class PipelineConfig:
+    """Scheduling and output options of a :class:`Pipeline` (see ``configs/edge.yaml``).
+
+    mode: "file" (every frame, in order) or "live" (newest frame wins).
+    batch: crops per pose request (>= 1). detect_every: run the detector every N frames (>= 1).
+    max_frames: stop after this many frames read from the source (None: all).
+    max_inflight_frames: frames admitted at once (None: 2 x pose requests + 2 in file mode, the number of
+        pose requests in live mode).
+    live_queue_size: frames waiting in live mode (the newest replace older ones).
+    flip_test: also infer mirrored crops and average the heatmaps.
+    parts: keypoint groups kept in the records (others get score 0): subset of body, feet, face, hands.
+    score_threshold: keypoints above it count as visible (carried boxes, drawing).
+    track_iou_threshold, track_box_expansion: IoU track IDs and keypoint->box expansion between detections.
+    max_persons: keep the N highest-scoring boxes per frame (None: all).
+    pace_live_files: in live mode, read video files at their native fps (simulating a camera).
+    progress: show a progress bar (file mode).
+    """
+
+    mode: str = "file"
+    batch: int = 1
+    detect_every: int = 1
+    max_frames: "int | None" = None
+    max_inflight_frames: "int | None" = None
+    live_queue_size: int = 1
+    flip_test: bool = False
+    parts: "tuple[str, ...]" = ("body", "feet", "face", "hands")
+    score_threshold: float = 0.3
+    track_iou_threshold: float = 0.3
+    track_box_expansion: float = 1.25
+    max_persons: "int | None" = None
+    pace_live_files: bool = True
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("file", "live"):
+            raise InputError(f"mode: expected 'file' or 'live', got {self.mode!r}")
+        for name in ("batch", "detect_every", "live_queue_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"{name}: expected a positive integer, got {value!r}")
+        for name in ("max_frames", "max_inflight_frames", "max_persons"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise InputError(f"{name}: expected a positive integer or None, got {value!r}")
+        self.parts = tuple(self.parts)
+
+
+# ============================================================================ per-frame state
+@dataclasses.dataclass
+class _FrameState:
+    seq: int
+    frame: Frame
+    capture_t: float
+    admit_t: float
+    image_size: "tuple[int, int]" = (0, 0)  # (w, h) image px
+    boxes: "np.ndarray | None" = None       # [N,4] image px
+    box_scores: "np.ndarray | None" = None  # [N]
+    box_origin: str = ""                   # "detections" | "detector" | "tracked"
+    keypoints: "np.ndarray | None" = None   # [N,K,2] image px
+    scores: "np.ndarray | None" = None      # [N,K]
+    pending: int = 0                        # pose items not yet decoded
+    heat_parts: "dict[int, dict[bool, np.ndarray]]" = dataclasses.field(default_factory=dict)
+    det_meta: Any = None
+    error: "str | None" = None
+    done: bool = False
+
+
+@dataclasses.dataclass
+class _PoseItem:
+    seq: int
+    person: int
+    flipped: bool
+
+
+# ============================================================================ the pipeline
+class Pipeline:
+    """Runs pose estimation over a :class:`~edge_runtime.sources.FrameSource` and writes every result.
+
+    Args:
+        estimator: an :class:`edge_runtime.estimator.PoseEstimator` (its ``compiled`` models, ``preprocess``,
+            ``postprocess``, ``flip_back`` are used; its synchronous ``infer`` is not).
+        sinks: objects with ``write(record, image=None)`` and ``close()``, called in frame order.
+        config: :class:`PipelineConfig`.
+        detector: an :class:`edge_runtime.detector.PersonDetector` or None (then ``detections`` is needed).
+        detections: {frame key: float [M,5] (x1, y1, x2, y2, score) image px}; keys are image file names or
+            frame indices as strings (see :func:`load_detections`). Bypasses the detector.
+        backend_factory: builds one :class:`Backend` per model (default: OpenVINO AsyncInferQueue).
+        num_requests: {stage: requests}; missing stages use the estimator's/detector's optimum.
+
+    :meth:`run` returns the summary dict (also what ``OUT/summary.json`` holds). :meth:`stop` (thread- and
+    signal-safe) stops capture; in-flight frames are drained and written, then run returns.
+    """
+
+    def __init__(self, estimator: Any, sinks: Sequence[Any], config: "PipelineConfig | None" = None,
+                 detector: Any = None, detections: "dict[str, np.ndarray] | None" = None,
+                 backend_factory: "BackendFactory | None" = None,
+                 num_requests: "dict[str, int] | None" = None,
+                 frame_hook: "Callable[[dict, np.ndarray | None], bool] | None" = None) -> None:
+        self.estimator = estimator
+        self.sinks = list(sinks)
+        self.config = config if config is not None else PipelineConfig()
+        self.detector = detector
+        self.detections = detections
+        if detector is None and detections is None:
+            raise InputError("no person boxes: the model folder has no detector component and no --detections "
+                             "file was given (export a detector with sdpose-convert, or pass --detections)")
+        self.frame_hook = frame_hook
+        factory = backend_factory if backend_factory is not None else openvino_backend_factory
+        requests = dict(num_requests or {})
+        self.events: "queue.SimpleQueue[Completion]" = queue.SimpleQueue()
+        self.stages: tuple[str, ...] = tuple(estimator.kinds)  # ("vae_encoder", "pose") or ("vae_pose",)
+        self.backends: dict[str, Backend] = {}
+        for stage in self.stages:
+            n = requests.get(stage) or estimator.num_requests(stage)
+            self.backends[stage] = factory(stage, estimator.compiled[stage], n, self.events.put)
+        if detector is not None and detections is None:
+            n = requests.get("detector")
+            if not n:
+                from .models import optimal_requests
+                n = optimal_requests(detector.compiled, getattr(detector, "options", None))
+            self.backends["detector"] = factory("detector", detector.compiled, n, self.events.put)
+        self.first_stage = self.stages[0]
+        self.heat_stage = self.stages[-1]
+        self._stop = threading.Event()
+        self._reset()
+
+    # ------------------------------------------------------------------ public
+    def stop(self) -> None:
+        """Stop capture; frames already admitted are finished and written (safe from signal handlers)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, source: FrameSource) -> dict[str, Any]:
+        """Process ``source`` to the end (or max_frames / stop()) and return the summary dict."""
+        cfg = self.config
+        self._reset()
+        self._source = source
+        pose_cap = self.backends[self.heat_stage].capacity
+        if cfg.max_inflight_frames is not None:
+            self._max_inflight = cfg.max_inflight_frames
+        elif cfg.mode == "file":
+            self._max_inflight = 2 * pose_cap + 2
+        else:
+            self._max_inflight = max(1, pose_cap)
+        live = cfg.mode == "live"
+        self._feed = FrameFeed(cfg.live_queue_size if live else 2, drop_oldest=live)
+        total = source.total
+        if cfg.max_frames is not None:
+            total = min(total, cfg.max_frames) if total is not None else cfg.max_frames
+        self._progress = Progress(total, enabled=cfg.progress and not live)
+        logger.info("running %s in %s mode: %s chain, requests %s, batch %d, detect every %d, max %d frames "
+                    "in flight", source.description or type(source).__name__, cfg.mode, "+".join(self.stages),
+                    {k: b.capacity for k, b in self.backends.items()}, cfg.batch, cfg.detect_every,
+                    self._max_inflight)
+        self._t0 = time.perf_counter()
+        capture = threading.Thread(target=self._capture, args=(source,), name="sdpose-capture", daemon=True)
+        capture.start()
+        try:
+            self._loop()
+        finally:
+            self._stop.set()
+            source.close()
+            self._feed.close()
+            self._feed.discard()
+            capture.join(timeout=10.0)
+            if capture.is_alive():
+                logger.warning("capture thread did not stop within 10 s (blocked in the source read)")
+            for backend in self.backends.values():
+                backend.wait_all()
+        self._t1 = time.perf_counter()
+        self._progress.update(self._written, force=True)
+        return self.summary()
+
+    # ------------------------------------------------------------------ capture thread
+    def _capture(self, source: FrameSource) -> None:
+        cfg = self.config
+        pace = cfg.mode == "live" and cfg.pace_live_files and source.default_mode == "file" and \
+            getattr(source, "fps", 0)
+        start_wall: "float | None" = None
+        try:
+            for frame in source:
+                if self._stop.is_set():
+                    break
+                now = time.perf_counter()
+                if pace and frame.timestamp_ms is not None:
+                    if start_wall is None:
+                        start_wall = now - frame.timestamp_ms / 1000.0
+                    delay = start_wall + frame.timestamp_ms / 1000.0 - now
+                    if delay > 0 and self._stop.wait(delay):
+                        break
+                    now = time.perf_counter()
+                self._frames_read += 1
+                if not self._feed.put((frame, now)):
+                    break
+                self.events.put(_WAKE)
+                if cfg.max_frames is not None and self._frames_read >= cfg.max_frames:
+                    break
+        except (SDPoseError, OSError, RuntimeError, ValueError) as exc:
+            self._capture_error = str(exc)
+            logger.error("capture stopped: %s", exc)
+        finally:
+            self._feed.close()
+            self.events.put(_WAKE)
+
+    # ------------------------------------------------------------------ coordinator
+    def _reset(self) -> None:
+        self._states: dict[int, _FrameState] = {}
+        self._next_seq = 0
+        self._next_write = 0
+        self._frames_read = 0
+        self._written = 0
+        self._failed = 0
+        self._persons = 0
+        self._discarded_at_stop = 0
+        self._capture_error: "str | None" = None
+        self._inflight = collections.Counter()
+        self._det_queue: collections.deque = collections.deque()
+        self._pose_items: collections.deque = collections.deque()  # (_PoseItem, crop)
+        self._latent_queue: collections.deque = collections.deque()  # (latents, items)
+        self._waiting_carry: dict[int, _FrameState] = {}
+        self._carry: "tuple[np.ndarray, np.ndarray, tuple[int, int]] | None" = None
+        self._last_detect_seq: "int | None" = None
+        self._tracker = IouTracker(self.config.track_iou_threshold)
+        self._lat: dict[str, list[float]] = collections.defaultdict(list)
+        self._intervals: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
+        self._written_indices: list[int] = []
+        self._t0 = self._t1 = time.perf_counter()
+        self._interrupted = False
+
+    def _loop(self) -> None:
+        while True:
+            if self._stop.is_set() and not self._interrupted:
+                self._interrupted = True
+                self._source.close()
+                logger.info("stopping: capture closed, draining %d frame(s) in flight", len(self._states))
+            if self._interrupted:
+                self._discarded_at_stop += self._feed.discard()
+            self._admit()
+            self._schedule()
+            if self._finished():
+                return
+            try:
+                event = self.events.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            self._handle(event)
+            while True:  # take every event that is ready before scheduling again
+                try:
+                    event = self.events.get_nowait()
+                except queue.Empty:
+                    break
+                self._handle(event)
+
+    def _finished(self) -> bool:
+        if self._states:
+            return False
+        return self._interrupted or (self._feed.closed and len(self._feed) == 0)
+
+    def _admit(self) -> None:
+        while not self._interrupted and len(self._states) < self._max_inflight:
+            item = self._feed.get_nowait()
+            if item is None:
+                return
+            frame, capture_t = item
+            state = _FrameState(seq=self._next_seq, frame=frame, capture_t=capture_t, admit_t=time.perf_counter())
+            self._next_seq += 1
+            self._states[state.seq] = state
+            self._start(state)
+
+    def _start(self, state: _FrameState) -> None:
+        frame = state.frame
+        if not frame.ok:
+            state.error = frame.error
+            self._complete(state)
+            return
+        h, w = frame.image.shape[:2]
+        state.image_size = (w, h)
+        if self.detections is not None:
+            boxes = self.detections.get(frame.name)
+            if boxes is None:
+                boxes = self.detections.get(str(frame.index))
+            if boxes is None:
+                logger.debug("no detections for frame %d (%s): zero persons", frame.index, frame.name)
+                boxes = np.zeros((0, 5), np.float32)
+            self._set_boxes(state, boxes[:, :4], boxes[:, 4], "detections")
+            return
+        cfg = self.config
+        due = cfg.detect_every == 1 or self._last_detect_seq is None or \
+            state.seq - self._last_detect_seq >= cfg.detect_every
+        if due:
+            self._request_detection(state)
+        elif self._next_write == state.seq:  # every earlier frame written: carried boxes are current
+            self._start_carried(state)
+        else:
+            self._waiting_carry[state.seq] = state
+
+    def _request_detection(self, state: _FrameState) -> None:
+        self._last_detect_seq = state.seq
+        self._det_queue.append(state.seq)
+
+    def _start_carried(self, state: _FrameState) -> None:
+        boxes = np.zeros((0, 4), np.float32)
+        box_scores = np.zeros((0,), np.float32)
+        if self._carry is not None:
+            kpts, scores, _ = self._carry
+            boxes, keep = boxes_from_keypoints(kpts, scores, state.image_size, self.config.score_threshold,
+                                               self.config.track_box_expansion)
+            if len(keep):
+                sel = scores[keep]
+                box_scores = np.array([float(s[s > self.config.score_threshold].mean()) for s in sel], np.float32)
+        if len(boxes) == 0:
+            self._request_detection(state)  # nobody to carry: detect on this frame
+            return
+        self._set_boxes(state, boxes, box_scores, "tracked")
+
+    def _set_boxes(self, state: _FrameState, boxes: np.ndarray, box_scores: np.ndarray, origin: str) -> None:
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        box_scores = np.asarray(box_scores, np.float32).reshape(-1)
+        if self.config.max_persons is not None and len(boxes) > self.config.max_persons:
+            order = np.argsort(-box_scores, kind="stable")[: self.config.max_persons]
+            boxes, box_scores = boxes[order], box_scores[order]
+        state.boxes, state.box_scores, state.box_origin = boxes, box_scores, origin
+        n = len(boxes)
+        k = self.estimator.num_keypoints
+        state.keypoints = np.zeros((n, k, 2), np.float32)
+        state.scores = np.zeros((n, k), np.float32)
+        if n == 0:
+            self._complete(state)
+            return
+        t = time.perf_counter()
+        try:
+            crops = self.estimator.preprocess(state.frame.image, boxes)
+        except SDPoseError as exc:
+            state.error = f"crop failed: {exc}"
+            self._complete(state)
+            return
+        self._lat["crop"].append((time.perf_counter() - t) * 1000.0)
+        variants = (False, True) if self.config.flip_test else (False,)
+        for person in range(n):
+            for flipped in variants:
+                crop = crops[person, :, ::-1] if flipped else crops[person]
+                self._pose_items.append((_PoseItem(state.seq, person, flipped), crop))
+        state.pending = n * len(variants)
+
+    # ------------------------------------------------------------------ submission
+    def _free(self, stage: str) -> int:
+        return self.backends[stage].capacity - self._inflight[stage]
+
+    def _more_crops_possible(self) -> bool:
+        """True if crops may still arrive without anything in the pose chain completing first."""
+        if self._det_queue or self._inflight["detector"]:
+            return True
+        if self._interrupted or len(self._states) >= self._max_inflight:
+            return False
+        # file mode: capture is still reading frames that will be admitted
+        return len(self._feed) > 0 or (self.config.mode == "file" and not self._feed.closed)
+
+    def _schedule(self) -> None:
+        # detector
+        while self._det_queue and self._free("detector") > 0:
+            seq = self._det_queue.popleft()
+            state = self._states[seq]
+            t = time.perf_counter()
+            try:
+                tensor, state.det_meta = self.detector.preprocess(state.frame.image)
+            except SDPoseError as exc:
+                state.error = f"detector preprocessing failed: {exc}"
+                self._complete(state)
+                continue
+            self._lat["detector_pre"].append((time.perf_counter() - t) * 1000.0)
+            self._inflight["detector"] += 1
+            self.backends["detector"].submit(tensor, seq)
+        # second stage of the split chain first (keeps the fewest latents alive)
+        if len(self.stages) == 2:
+            while self._latent_queue and self._free(self.heat_stage) > 0:
+                latents, items = self._latent_queue.popleft()
+                self._inflight[self.heat_stage] += 1
+                self.backends[self.heat_stage].submit(latents, items)
+        batch = self.config.batch
+        while self._pose_items and self._free(self.first_stage) > 0:
+            if len(self.stages) == 2 and len(self._latent_queue) >= self.backends[self.heat_stage].capacity:
+                break  # the pose stage is the bottleneck: don't pile up latents
+            if len(self._pose_items) < batch and self._more_crops_possible():
+                break  # wait for a full batch
+            take = min(batch, len(self._pose_items))
+            items, crops = [], []
+            for _ in range(take):
+                item, crop = self._pose_items.popleft()
+                items.append(item)
+                crops.append(crop)
+            self._inflight[self.first_stage] += 1
+            self.backends[self.first_stage].submit(np.stack(crops), items)
+
+    # ------------------------------------------------------------------ completions
+    def _handle(self, event: Any) -> None:
+        if event is _WAKE:
+            return
+        self._inflight[event.stage] -= 1
+        self._lat[event.stage].append((event.done_t - event.submit_t) * 1000.0)
+        self._intervals[event.stage].append((event.submit_t, event.done_t))
+        if event.stage == "detector":
+            self._on_detection(event)
+        elif event.stage == self.heat_stage:
+            self._on_heatmaps(event)
+        else:
+            self._on_latents(event)
+
+    def _on_detection(self, event: Completion) -> None:
+        state = self._states[event.userdata]
+        if event.error is not None:
+            state.error = event.error
+            self._complete(state)
+            return
+        t = time.perf_counter()
+        try:
+            boxes, scores = self.detector.postprocess(event.output, state.det_meta)
+        except SDPoseError as exc:
+            state.error = f"detector postprocessing failed: {exc}"
+            self._complete(state)
+            return
+        self._lat["detector_post"].append((time.perf_counter() - t) * 1000.0)
+        self._set_boxes(state, boxes, scores, "detector")
+
+    def _on_latents(self, event: Completion) -> None:
+        if event.error is not None:
+            self._fail_items(event.userdata, event.error)
+            return
+        self._latent_queue.append((event.output, event.userdata))
+
+    def _fail_items(self, items: "list[_PoseItem]", error: str) -> None:
+        for item in items:
+            state = self._states.get(item.seq)
+            if state is None or state.done:
+                continue
+            state.error = error
+            state.pending -= 1
+            if state.pending == 0:
+                self._complete(state)
+
+    def _on_heatmaps(self, event: Completion) -> None:
+        items: list[_PoseItem] = event.userdata
+        if event.error is not None:
+            self._fail_items(items, event.error)
+            return
+        heatmaps = event.output
+        # group by frame: decode every finished person of a frame in one call
+        ready: dict[int, list[tuple[int, np.ndarray]]] = collections.defaultdict(list)
+        for j, item in enumerate(items):
+            state = self._states[item.seq]
+            if not self.config.flip_test:
+                ready[item.seq].append((item.person, heatmaps[j]))
+                continue
+            parts = state.heat_parts.setdefault(item.person, {})
+            parts[item.flipped] = heatmaps[j]
+            if len(parts) == 2:
+                flipped_back = self.estimator.flip_back(parts[True][None])[0]
+                ready[item.seq].append((item.person, 0.5 * (parts[False] + flipped_back)))
+                del state.heat_parts[item.person]
+        for seq, persons in ready.items():
+            state = self._states[seq]
+            idx = np.array([p for p, _ in persons], dtype=np.int64)
+            t = time.perf_counter()
+            try:
+                kpts, scores = self.estimator.postprocess(np.stack([h for _, h in persons]), state.boxes[idx])
+                state.keypoints[idx] = kpts
+                state.scores[idx] = scores
+            except SDPoseError as exc:
+                state.error = f"decoding failed: {exc}"
+            self._lat["decode"].append((time.perf_counter() - t) * 1000.0)
+        for item in items:
+            state = self._states[item.seq]
+            state.pending -= 1
+            if state.pending == 0 and not state.done:
+                self._complete(state)
+
+    # ------------------------------------------------------------------ ordered output
+    def _complete(self, state: _FrameState) -> None:
+        state.done = True
+        while self._next_write in self._states and self._states[self._next_write].done:
+            self._write(self._states.pop(self._next_write))
+            self._next_write += 1
+            waiting = self._waiting_carry.pop(self._next_write, None)
+            if waiting is not None:
+                self._start_carried(waiting)
+
+    def _record(self, state: _FrameState) -> dict[str, Any]:
+        frame = state.frame
+        record: dict[str, Any] = {"frame": frame.index, "source": frame.name, "timestamp_ms": frame.timestamp_ms,
+                                  "persons": []}
+        if state.image_size != (0, 0):
+            record["width"], record["height"] = state.image_size
+        if state.error is not None:
+            record["error"] = state.error
+            return record
+        n = 0 if state.boxes is None else len(state.boxes)
+        if n == 0:
+            return record
+        track_ids = self._tracker.update(state.boxes)
+        scores = state.scores
+        if set(self.config.parts) != {"body", "feet", "face", "hands"}:
+            from .keypoints import filter_parts
+            _, scores = filter_parts(state.keypoints, scores, self.config.parts)
+        for i in range(n):
+            kp = np.concatenate([state.keypoints[i], scores[i][:, None]], axis=1)
+            record["persons"].append({
+                "bbox_xyxy": [round(float(v), 2) for v in state.boxes[i]],
+                "score": round(float(state.box_scores[i]), 5),
+                "track_id": int(track_ids[i]),
+                "keypoints": [[round(float(x), 3), round(float(y), 3), round(float(s), 5)] for x, y, s in kp],
+            })
+        return record
+
+    def _write(self, state: _FrameState) -> None:
+        record = self._record(state)
+        image = state.frame.image if state.frame.ok else None
+        t = time.perf_counter()
+        for sink in self.sinks:
+            sink.write(record, image=image)
+        now = time.perf_counter()
+        self._lat["sinks"].append((now - t) * 1000.0)
+        self._lat["frame_latency"].append((now - state.capture_t) * 1000.0)
+        self._written += 1
+        self._written_indices.append(state.frame.index)
+        self._persons += len(record["persons"])
+        if state.error is not None:
+            self._failed += 1
+        elif state.keypoints is not None and state.boxes is not None:
+            self._carry = (state.keypoints, state.scores, state.image_size)
+        self._progress.update(self._written)
+        if self.frame_hook is not None and not self.frame_hook(record, image):
+            self.stop()
+
+    # ------------------------------------------------------------------ summary
+    def summary(self) -> dict[str, Any]:
+        wall = max(self._t1 - self._t0, 1e-9)
+        pose_stages = list(self.stages)
+        pose_intervals = [iv for s in pose_stages for iv in self._intervals[s]]
+        heat_cap = self.backends[self.heat_stage].capacity
+        busy_sum = sum(t1 - t0 for t0, t1 in self._intervals[self.heat_stage])
+        ok = self._written - self._failed
+        skipped = self._feed.skipped + self._discarded_at_stop
+        return {
+            "mode": self.config.mode,
+            "chain": "+".join(self.stages),
+            "frames_in": self._frames_read,
+            "frames_out": self._written,
+            "frames_ok": ok,
+            "frames_skipped": skipped,
+            "frames_failed": self._failed,
+            "persons": self._persons,
+            "wall_s": round(wall, 3),
+            "fps": round(self._written / wall, 4),
+            "persons_per_s": round(self._persons / wall, 4),
+            "latency_ms": {k: percentile_summary(v) for k, v in sorted(self._lat.items())},
+            "pose_busy_share": round(busy_share(pose_intervals, self._t0, self._t1), 4),
+            "stage_busy_share": {s: round(busy_share(self._intervals[s], self._t0, self._t1), 4)
+                                 for s in sorted(self._intervals)},
+            "pose_request_utilization": round(busy_sum / (wall * heat_cap), 4),
+            "requests": {k: b.capacity for k, b in self.backends.items()},
+            "batch": self.config.batch,
+            "detect_every": self.config.detect_every,
+            "interrupted": self._interrupted,
+            "capture_error": self._capture_error,
+        }
+
+    @property
+    def written_indices(self) -> list[int]:
+        """Frame indices written so far, in write order."""
+        return list(self._written_indices)
+
+
+_WAKE = object()
+
+
+# ============================================================================ detections JSON
+def load_detections(path: "str | Any") -> dict[str, np.ndarray]:
+    """Read ``--detections DETS.json``: {image file name or frame index (string): [[x1,y1,x2,y2,score],...]}.
+
+    Boxes are image px; the score may be omitted ([x1,y1,x2,y2] -> score 1.0). Returns {key: float32 [M,5]}.
+    Raises InputError naming the file and the bad entry (key and box position) otherwise.
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--detections {path}: file does not exist")
+    try:
+        doc = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(f"--detections {path}: not valid JSON ({exc})") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"--detections {path}: cannot read ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise InputError(f"--detections {path}: expected an object mapping image file name or frame index to "
+                         f"[[x1, y1, x2, y2, score], ...], got {type(doc).__name__}")
+    out: dict[str, np.ndarray] = {}
+    for key, boxes in doc.items():
+        where = f"--detections {path}: entry {key!r}"
+        if not isinstance(boxes, list):
+            raise InputError(f"{where}: expected a list of [x1, y1, x2, y2, score] boxes, got "
+                             f"{type(boxes).__name__}")
+        rows = []
+        for i, box in enumerate(boxes):
+            if not isinstance(box, (list, tuple)) or len(box) not in (4, 5) or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
+                raise InputError(f"{where}, box {i}: expected [x1, y1, x2, y2, score] numbers, got {box!r}")
+            values = [float(v) for v in box] + ([1.0] if len(box) == 4 else [])
+            if not all(math.isfinite(v) for v in values):
+                raise InputError(f"{where}, box {i}: values must be finite, got {box!r}")
+            x1, y1, x2, y2, _ = values
+            if x2 <= x1 or y2 <= y1:
+                raise InputError(f"{where}, box {i}: needs x2 > x1 and y2 > y1 (image px), got {box!r}")
+            rows.append(values)
+        out[str(key)] = np.asarray(rows, np.float32).reshape(-1, 5)
+    return out

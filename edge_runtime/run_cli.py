@@ -1,0 +1,275 @@
+"""``sdpose-edge run``: pose estimation over a camera, stream, video, image, folder or glob of images.
+
+    sdpose-edge run --models MODELS --source SRC --output OUT [--detections DETS.json] [options]
+
+Writes ``OUT/predictions.jsonl`` (one record per processed frame, in frame order), ``OUT/summary.json``
+(frames in/out/skipped/failed, fps, per-stage latency p50/p95, pose-stage busy share), and on request
+``OUT/coco_results.json`` (image inputs), ``OUT/openpose/``, ``OUT/overlay.mp4``, ``OUT/images/``.
+Settings: command line > YAML (``--config``, else ``configs/edge.yaml`` when present) > IR metadata.
+SIGINT/SIGTERM stop capture, drain in-flight requests and close every output.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from . import config as cfgmod
+from .errors import InputError, SDPoseError
+from .sources import ImageFilesSource, ReconnectPolicy, VideoFileSource, open_source
+
+logger = logging.getLogger("sdpose-edge.run")
+
+
+def register(subparsers: Any, name: str) -> None:
+    p = subparsers.add_parser(name, help="run pose estimation on a camera, stream, video or images",
+                              description=__doc__.split("\n\n")[0],
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--models", required=True, help="model folder written by sdpose-convert export")
+    p.add_argument("--source", required=True,
+                   help="camera index ('0'), video file, image file, folder or glob of images, rtsp:// or "
+                        "http(s):// stream (MJPEG)")
+    p.add_argument("--output", required=True, help="output folder (created)")
+    p.add_argument("--config", default=None, help="YAML settings (default: configs/edge.yaml if present)")
+    p.add_argument("--detections", default=None,
+                   help="JSON {image file name or frame index: [[x1,y1,x2,y2,score],...]}; bypasses the detector")
+    g = p.add_argument_group("scheduling")
+    g.add_argument("--mode", choices=("file", "live"), default=None,
+                   help="file: every frame in order; live: newest frame wins (default: from the source)")
+    g.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
+    g.add_argument("--detect-every", type=int, default=None,
+                   help="run the detector every N frames; boxes carried from the last poses in between")
+    g.add_argument("--batch", type=int, default=None, help="crops per pose request (dynamic-batch IR)")
+    g.add_argument("--max-inflight-frames", type=int, default=None, help="frames in the pipeline at once")
+    g.add_argument("--max-persons", type=int, default=None, help="keep the N highest-scoring boxes per frame")
+    g.add_argument("--chain", choices=("split", "fused"), default=None,
+                   help="vae_encoder -> pose (split) or vae_pose (fused); default: the model folder's")
+    g.add_argument("--reconnect-retries", type=int, default=None,
+                   help="camera/stream reconnection attempts (exponential backoff)")
+    g = p.add_argument_group("OpenVINO")
+    g.add_argument("--device", default=None, help="OpenVINO device (CPU, GPU, NPU, AUTO ...)")
+    g.add_argument("--hint", choices=("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"), default=None,
+                   help="PERFORMANCE_HINT")
+    g.add_argument("--num-streams", type=int, default=None, help="NUM_STREAMS")
+    g.add_argument("--num-threads", type=int, default=None, help="INFERENCE_NUM_THREADS")
+    g.add_argument("--num-requests", type=int, default=None,
+                   help="infer requests per model (default OPTIMAL_NUMBER_OF_INFER_REQUESTS)")
+    g.add_argument("--precision-hint", choices=("f32", "bf16", "f16"), default=None,
+                   help="INFERENCE_PRECISION_HINT (default: the device's; bf16 on AVX512_BF16 CPUs)")
+    g.add_argument("--cache-dir", default=None, help="model cache directory (CACHE_DIR)")
+    g.add_argument("--no-cache", action="store_true", help="disable the compiled-model cache")
+    g = p.add_argument_group("pose and outputs")
+    g.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
+                   help="also infer mirrored crops and average (2x pose cost)")
+    g.add_argument("--parts", default=None, help="keypoint groups kept: comma list of body,feet,face,hands")
+    g.add_argument("--score-threshold", type=float, default=None, help="keypoint visibility threshold")
+    g.add_argument("--bbox-padding", type=float, default=None, help="box padding (default: IR metadata)")
+    g.add_argument("--det-score-threshold", type=float, default=None, help="detector person score threshold")
+    g.add_argument("--openpose", action=argparse.BooleanOptionalAction, default=None,
+                   help="write OUT/openpose/<frame>.json (OpenPose layout)")
+    g.add_argument("--save-video", action=argparse.BooleanOptionalAction, default=None,
+                   help="write OUT/overlay.mp4 with the skeletons drawn")
+    g.add_argument("--save-images", action=argparse.BooleanOptionalAction, default=None,
+                   help="write OUT/images/<frame>.jpg with the skeletons drawn")
+    g.add_argument("--show", action=argparse.BooleanOptionalAction, default=None, help="show a window (q quits)")
+    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (files)")
+    p.set_defaults(func=run)
+
+
+# ---------------------------------------------------------------------------------------------- settings
+_CLI_KEYS = ("mode", "max_frames", "detect_every", "batch", "max_inflight_frames", "max_persons", "chain",
+             "reconnect_retries", "device", "hint", "num_streams", "num_threads", "num_requests",
+             "precision_hint", "cache_dir", "flip_test", "parts", "score_threshold", "bbox_padding",
+             "det_score_threshold", "openpose", "save_video", "save_images", "show", "progress")
+
+
+def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """Effective settings: CLI (not None) > YAML > built-in defaults; validated (InputError names the key)."""
+    yaml_settings = cfgmod.load_config(args.config)
+    cli = {key: getattr(args, key, None) for key in _CLI_KEYS}
+    cli = cfgmod.validate({k: v for k, v in cli.items() if v is not None}, source="command line")
+    settings = cfgmod.merge(cli, yaml_settings)
+    if args.no_cache:
+        settings["cache_dir"] = None
+    return settings
+
+
+def compile_options(settings: dict[str, Any]) -> Any:
+    from .models import CompileOptions
+
+    return CompileOptions(device=settings["device"], performance_hint=settings["hint"],
+                          num_streams=settings["num_streams"], inference_num_threads=settings["num_threads"],
+                          inference_precision=settings["precision_hint"], cache_dir=settings["cache_dir"],
+                          num_requests=settings["num_requests"])
+
+
+# ---------------------------------------------------------------------------------------------- sinks
+def build_sinks(out: Path, settings: dict[str, Any], source: Any, estimator: Any) -> list[Any]:
+    """The output sinks for this run, JSONL first."""
+    from . import sinks as sinkmod
+
+    parts = tuple(settings["parts"])
+    thr = float(settings["score_threshold"])
+    result: list[Any] = [sinkmod.JsonlSink(out / "predictions.jsonl")]
+    if isinstance(source, ImageFilesSource):
+        result.append(sinkmod.CocoResultsSink(out / "coco_results.json"))
+    if settings["openpose"]:
+        result.append(sinkmod.OpenPoseSink(out / "openpose", score_threshold=thr))
+    if settings["save_video"]:
+        fps = settings["video_fps"] or (source.fps if isinstance(source, VideoFileSource) and source.fps else 10.0)
+        result.append(sinkmod.VideoSink(out / "overlay.mp4", fps=fps, parts=parts, score_threshold=thr))
+    if settings["save_images"]:
+        result.append(sinkmod.ImageSink(out / "images", parts=parts, score_threshold=thr))
+    return result
+
+
+class _ShowHook:
+    """Draws each result in a window; 'q' or Esc stops the run. Disables itself if no GUI is available."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.parts = tuple(settings["parts"])
+        self.threshold = float(settings["score_threshold"])
+        self.enabled = True
+
+    def __call__(self, record: dict, image: Any) -> bool:
+        if not self.enabled or image is None:
+            return True
+        import cv2
+
+        from .draw import DrawOptions, draw_poses
+        from .sinks import person_arrays
+
+        keypoints, scores, boxes, _, track_ids = person_arrays(record)
+        options = DrawOptions(parts=frozenset(self.parts), threshold=self.threshold, draw_boxes=True)
+        try:
+            canvas = draw_poses(image, keypoints, scores, options, boxes, track_ids)
+            cv2.imshow("sdpose-edge", canvas)
+            key = cv2.waitKey(1) & 0xFF
+        except cv2.error as exc:
+            logger.warning("--show disabled: no display available (%s)", exc)
+            self.enabled = False
+            return True
+        return key not in (ord("q"), 27)
+
+    def close(self) -> None:
+        if self.enabled:
+            import cv2
+
+            try:
+                cv2.destroyAllWindows()
+            except cv2.error:
+                pass
+
+
+# ---------------------------------------------------------------------------------------------- run
+def _log_summary(summary: dict[str, Any]) -> None:
+    logger.info("frames in %d, out %d (ok %d), skipped %d, failed %d; %d persons; %.3f frames/s, %.3f persons/s "
+                "over %.1f s", summary["frames_in"], summary["frames_out"], summary["frames_ok"],
+                summary["frames_skipped"], summary["frames_failed"], summary["persons"], summary["fps"],
+                summary["persons_per_s"], summary["wall_s"])
+    for stage, stats in summary["latency_ms"].items():
+        if stats["count"]:
+            logger.info("  %-14s p50 %9.1f ms  p95 %9.1f ms  (n=%d)", stage, stats["p50"], stats["p95"],
+                        stats["count"])
+    logger.info("pose-stage busy share %.1f%% (pose request utilization %.1f%%)",
+                100 * summary["pose_busy_share"], 100 * summary["pose_request_utilization"])
+
+
+class _SignalStop:
+    """SIGINT/SIGTERM -> pipeline.stop() while installed (main thread only); restores the old handlers."""
+
+    def __init__(self, pipeline: Any) -> None:
+        self.pipeline = pipeline
+        self.old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.pipeline.stopping:
+            logger.warning("signal %d again: still draining in-flight requests", signum)
+            return
+        logger.warning("signal %d: stopping capture, draining in-flight requests", signum)
+        self.pipeline.stop()
+
+    def __enter__(self) -> "_SignalStop":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .estimator import PoseEstimator
+    from .pipeline import Pipeline, PipelineConfig, load_detections
+
+    settings = resolve_settings(args)
+    detections = load_detections(args.detections) if args.detections else None
+    policy = ReconnectPolicy(max_retries=settings["reconnect_retries"], initial_s=settings["reconnect_initial_s"],
+                             max_s=settings["reconnect_max_s"])
+    source = open_source(args.source, policy=policy)
+    mode = settings["mode"] or source.default_mode
+    options = compile_options(settings)
+    estimator = PoseEstimator(args.models, options=options, chain=settings["chain"],
+                              flip_test=settings["flip_test"])
+    if settings["bbox_padding"] is not None:
+        estimator.padding = float(settings["bbox_padding"])
+    detector = None
+    if detections is None:
+        if not estimator.folder.has("detector"):
+            raise InputError(f"{args.models}: the model folder has no detector component; pass --detections "
+                             "DETS.json or export a detector with sdpose-convert")
+        from .detector import PersonDetector
+
+        kwargs = {}
+        if settings["det_score_threshold"] is not None:
+            kwargs["conf_threshold"] = float(settings["det_score_threshold"])
+        if settings["det_iou_threshold"] is not None:
+            kwargs["iou_threshold"] = float(settings["det_iou_threshold"])
+        detector = PersonDetector(estimator.folder, options=options, core=estimator.core, **kwargs)
+    pconfig = PipelineConfig(mode=mode, batch=settings["batch"], detect_every=settings["detect_every"],
+                             max_frames=settings["max_frames"], max_inflight_frames=settings["max_inflight_frames"],
+                             live_queue_size=settings["live_queue_size"], flip_test=settings["flip_test"],
+                             parts=tuple(settings["parts"]), score_threshold=settings["score_threshold"],
+                             track_iou_threshold=settings["track_iou_threshold"],
+                             track_box_expansion=settings["track_box_expansion"],
+                             max_persons=settings["max_persons"], progress=settings["progress"])
+    out = Path(args.output)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"--output {out}: cannot create the folder ({exc})") from exc
+    show = _ShowHook(settings) if settings["show"] else None
+    sinks = build_sinks(out, settings, source, estimator)
+    pipeline = Pipeline(estimator, sinks, pconfig, detector=detector, detections=detections, frame_hook=show)
+    summary: dict[str, Any] = {}
+    try:
+        with _SignalStop(pipeline):
+            summary = pipeline.run(source)
+    finally:
+        close_errors = []
+        for sink in sinks:
+            try:
+                sink.close()
+            except (OSError, SDPoseError, ValueError) as exc:
+                close_errors.append(f"{type(sink).__name__}: {exc}")
+        if show is not None:
+            show.close()
+        for err in close_errors:
+            logger.error("closing output failed: %s", err)
+    summary.update({"source": args.source, "models": str(args.models), "output": str(out),
+                    "compile_options": options.describe(), "settings": settings})
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    _log_summary(summary)
+    logger.info("results: %s (summary: %s)", out / "predictions.jsonl", out / "summary.json")
+    if summary["frames_ok"] == 0:
+        logger.error("nothing could be processed (%d frames read, %d failed%s)", summary["frames_in"],
+                     summary["frames_failed"],
+                     f"; capture error: {summary['capture_error']}" if summary.get("capture_error") else "")
+        return 1
+    return 0

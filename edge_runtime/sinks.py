@@ -1,0 +1,308 @@
+"""Output sinks. Every sink takes frame records in frame order: ``write(record, image=None)``, ``close()``.
+
+A frame record (one per input frame; what ``OUT/predictions.jsonl`` holds)::
+
+    {"frame": 0, "source": "a.jpg", "timestamp_ms": 0.0,
+     "width": 640, "height": 480,                    # image px (optional; needed without an image)
+     "persons": [{"bbox_xyxy": [x1, y1, x2, y2], "score": s, "track_id": 3,
+                  "keypoints": [[x, y, score], ...K]}],  # image px
+     "error": "..."}                                 # only for frames that failed
+
+``image`` is the frame [H,W,3] u8 BGR (or None if it could not be read). Sinks:
+
+- :class:`JsonlSink` ``predictions.jsonl``: one line per record, flushed per line, so an interrupted
+  run leaves valid JSONL (every complete line parses).
+- :class:`CocoResultsSink` ``coco_results.json``: COCO(-WholeBody) keypoint results, written
+  atomically on close.
+- :class:`OpenPoseSink` ``openpose/<frame>.json`` (see :mod:`edge_runtime.openpose`).
+- :class:`VideoSink` / :class:`ImageSink`: skeleton overlays (:mod:`edge_runtime.draw`).
+"""
+from __future__ import annotations
+
+import abc
+import json
+import logging
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import cv2
+import numpy as np
+
+from .draw import DrawOptions, draw_poses
+from .errors import InputError, SDPoseError
+from .keypoints import ALL_GROUPS, NUM_WHOLEBODY, WHOLEBODY_PARTS
+from .openpose import DEFAULT_THRESHOLD, to_openpose_person, write_openpose_json
+
+logger = logging.getLogger(__name__)
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: numpy -> python, non-finite floats -> None."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _clean(value.tolist())
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    return value
+
+
+def person_arrays(record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[Any]]:
+    """record -> keypoints [N,K,2] image px, scores [N,K], boxes_xyxy [N,4], box scores [N], track ids."""
+    persons = record.get("persons") or []
+    if not persons:
+        return np.zeros((0, 0, 2)), np.zeros((0, 0)), np.zeros((0, 4)), np.zeros(0), []
+    try:
+        kps = np.array([p["keypoints"] for p in persons], dtype=np.float64)
+        boxes = np.array([p["bbox_xyxy"][:4] for p in persons], dtype=np.float64)
+        box_scores = np.array([1.0 if p.get("score") is None else p["score"] for p in persons], dtype=np.float64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"frame {record.get('frame')}: malformed persons entry ({exc})") from exc
+    if kps.ndim != 3 or kps.shape[2] != 3:
+        raise InputError(f"frame {record.get('frame')}: persons[].keypoints must be [K,3] [x, y, score], "
+                         f"got {kps.shape[1:]}")
+    return kps[..., :2], kps[..., 2], boxes, box_scores, [p.get("track_id") for p in persons]
+
+
+class Sink(abc.ABC):
+    """Base: ``write(record, image=None)``, ``close()``, context manager. close() is idempotent."""
+
+    closed = False
+
+    @abc.abstractmethod
+    def write(self, record: dict[str, Any], image: np.ndarray | None = None) -> None:
+        """Consume one frame record (frame order); ``image`` [H,W,3] u8 BGR or None."""
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self) -> "Sink":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class JsonlSink(Sink):
+    """``predictions.jsonl``: one JSON object per line, flushed after every line."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("w", encoding="utf-8")
+        self.count = 0
+
+    def write(self, record: dict[str, Any], image: np.ndarray | None = None) -> None:
+        line = json.dumps(_clean(record), allow_nan=False, separators=(",", ":"))
+        self._file.write(line + "\n")
+        self._file.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        if not self.closed:
+            self._file.close()
+            super().close()
+
+
+def coco_image_id(record: dict[str, Any]) -> int:
+    """COCO image id: the number a COCO-style file name ends with (``000000000785.jpg`` -> 785, also
+    ``frame_12.png`` -> 12), else the frame index."""
+    stem = Path(str(record.get("source") or "")).stem
+    match = re.search(r"(\d+)$", stem)
+    if match:
+        return int(match.group(1))
+    return int(record.get("frame", 0))
+
+
+def coco_instance_score(box_score: float, scores: np.ndarray, keypoint_score_thr: float = 0.2) -> float:
+    """mmpose CocoMetric score_mode 'bbox_keypoint': bbox score x mean of the keypoint scores above
+    ``keypoint_score_thr`` (0 when none is above)."""
+    s = np.asarray(scores, dtype=np.float64)
+    valid = s[np.isfinite(s) & (s > keypoint_score_thr)]
+    mean = float(valid.mean()) if valid.size else 0.0
+    return float(box_score) * mean
+
+
+class CocoResultsSink(Sink):
+    """``coco_results.json``: COCO-WholeBody keypoint results, as xtcocotools' COCO-WholeBody eval reads.
+
+    Per person: ``{"image_id", "category_id": 1, "keypoints": body 17*3, "foot_kpts": 6*3,
+    "face_kpts": 68*3, "lefthand_kpts": 21*3, "righthand_kpts": 21*3, "score"}`` (body-17 models:
+    ``keypoints`` only); [x, y, keypoint score] in image px. ``score`` =
+    :func:`coco_instance_score` (mmpose's default rescoring; its OKS-NMS is not applied). image_id from
+    :func:`coco_image_id`. Failed frames contribute nothing. The file is written at close via a
+    temporary file + rename, so it is either complete or absent.
+    """
+
+    def __init__(self, path: str | Path, keypoint_score_thr: float = 0.2):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.keypoint_score_thr = float(keypoint_score_thr)
+        self.results: list[dict[str, Any]] = []
+
+    def write(self, record: dict[str, Any], image: np.ndarray | None = None) -> None:
+        if record.get("error"):
+            return
+        keypoints, scores, _, box_scores, _ = person_arrays(record)
+        image_id = coco_image_id(record)
+        for kp, sc, box_score in zip(keypoints, scores, box_scores):
+            flat = np.concatenate([kp, sc[:, None]], axis=1)
+            result: dict[str, Any] = {"image_id": image_id, "category_id": 1}
+            if flat.shape[0] == NUM_WHOLEBODY:
+                for key, part in (("keypoints", "body"), ("foot_kpts", "feet"), ("face_kpts", "face"),
+                                  ("lefthand_kpts", "left_hand"), ("righthand_kpts", "right_hand")):
+                    start, stop = WHOLEBODY_PARTS[part]
+                    result[key] = flat[start:stop].reshape(-1).tolist()
+            else:
+                result["keypoints"] = flat.reshape(-1).tolist()
+            result["score"] = coco_instance_score(box_score, sc, self.keypoint_score_thr)
+            self.results.append(_clean(result))
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text(json.dumps(self.results, allow_nan=False))
+        os.replace(tmp, self.path)
+        super().close()
+
+
+def _frame_size(record: dict[str, Any], image: np.ndarray | None) -> tuple[int, int] | None:
+    if image is not None:
+        return int(image.shape[1]), int(image.shape[0])
+    if record.get("width") and record.get("height"):
+        return int(record["width"]), int(record["height"])
+    return None
+
+
+class OpenPoseSink(Sink):
+    """``<directory>/<frame:06d>.json`` per frame in the OpenPose layout (:mod:`edge_runtime.openpose`).
+
+    Frames that failed or whose size is unknown (no image, no width/height in the record) are skipped
+    with a warning; frames without persons get ``"people": []``.
+    """
+
+    def __init__(self, directory: str | Path, score_threshold: float = DEFAULT_THRESHOLD, face_points: int = 70,
+                 confidence: str = "score"):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.score_threshold = float(score_threshold)
+        self.face_points = face_points
+        self.confidence = confidence
+        self.count = 0
+
+    def path_for(self, record: dict[str, Any]) -> Path:
+        return self.directory / f"{int(record['frame']):06d}.json"
+
+    def write(self, record: dict[str, Any], image: np.ndarray | None = None) -> None:
+        if record.get("error"):
+            return
+        size = _frame_size(record, image)
+        if size is None:
+            logger.warning("openpose: frame %s has no image size; skipped", record.get("frame"))
+            return
+        keypoints, scores, _, _, _ = person_arrays(record)
+        people = [to_openpose_person(k, s, self.score_threshold, self.face_points, self.confidence)
+                  for k, s in zip(keypoints, scores)]
+        write_openpose_json(self.path_for(record), people, *size)
+        self.count += 1
+
+
+class _DrawingSink(Sink):
+    def __init__(self, parts: Iterable[str] = ALL_GROUPS, score_threshold: float = DEFAULT_THRESHOLD,
+                 draw_boxes: bool = False):
+        self.options = DrawOptions(parts=frozenset(parts), threshold=float(score_threshold), draw_boxes=draw_boxes)
+
+    def render(self, record: dict[str, Any], image: np.ndarray | None,
+               size: tuple[int, int] | None = None) -> np.ndarray | None:
+        """Draw the record onto ``image`` (or a black canvas of the record's size); None if neither."""
+        if image is None:
+            size = size or _frame_size(record, None)
+            if size is None:
+                return None
+            image = np.zeros((size[1], size[0], 3), np.uint8)
+        keypoints, scores, boxes, _, track_ids = person_arrays(record)
+        return draw_poses(image, keypoints, scores, self.options, boxes, track_ids)
+
+
+class VideoSink(_DrawingSink):
+    """Skeleton overlay video (``cv2.VideoWriter``, fourcc mp4v), released on close so it is playable.
+
+    ``size`` (w, h) defaults to the first frame's size; frames of another size are resized. Frames without
+    an image are written as a black canvas (so the video keeps one frame per input frame).
+    """
+
+    def __init__(self, path: str | Path, fps: float, size: tuple[int, int] | None = None,
+                 parts: Iterable[str] = ALL_GROUPS, score_threshold: float = DEFAULT_THRESHOLD,
+                 draw_boxes: bool = False):
+        super().__init__(parts, score_threshold, draw_boxes)
+        if not fps or fps <= 0 or not math.isfinite(float(fps)):
+            raise InputError(f"video fps: expected a positive number, got {fps!r}")
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fps = float(fps)
+        self.size = (int(size[0]), int(size[1])) if size is not None else None
+        self._writer: cv2.VideoWriter | None = None
+        self.count = 0
+
+    def _open(self, size: tuple[int, int]) -> cv2.VideoWriter:
+        writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, size)
+        if not writer.isOpened():
+            raise SDPoseError(f"{self.path}: OpenCV cannot open a mp4v video writer of size {size[0]}x{size[1]}")
+        return writer
+
+    def write(self, record: dict[str, Any], image: np.ndarray | None = None) -> None:
+        if self.size is None:
+            self.size = _frame_size(record, image)
+            if self.size is None:
+                logger.warning("video: frame %s has no image and no size; skipped", record.get("frame"))
+                return
+        frame = self.render(record, image, self.size)
+        if frame is None:
+            return
+        if (frame.shape[1], frame.shape[0]) != self.size:
+            frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
+        if self._writer is None:
+            self._writer = self._open(self.size)
+        self._writer.write(frame)
+        self.count += 1
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        super().close()
+
+
+class ImageSink(_DrawingSink):
+    """``<directory>/<frame:06d>.jpg`` skeleton overlays (frames without an image are skipped)."""
+
+    def __init__(self, directory: str | Path, parts: Iterable[str] = ALL_GROUPS,
+                 score_threshold: float = DEFAULT_THRESHOLD, draw_boxes: bool = False, ext: str = ".jpg"):
+        super().__init__(parts, score_threshold, draw_boxes)
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.ext = ext if ext.startswith(".") else f".{ext}"
+        self.count = 0
+
+    def path_for(self, record: dict[str, Any]) -> Path:
+        return self.directory / f"{int(record['frame']):06d}{self.ext}"
+
+    def write(self, record: dict[str, Any], image: np.ndarray | None = None) -> None:
+        if image is None:
+            return
+        frame = self.render(record, image)
+        path = self.path_for(record)
+        if not cv2.imwrite(str(path), frame):
+            raise SDPoseError(f"{path}: OpenCV could not write the image")
+        self.count += 1

@@ -1,0 +1,106 @@
+"""Boxes carried between detector frames, and simple IoU track IDs.
+
+Between two detector runs the runtime re-uses the previous frame's poses as the next frame's person boxes
+(as rtmlib's PoseTracker does): the box is the extent of the visible keypoints, expanded around its center.
+Track IDs come from greedy IoU matching of each frame's boxes against the previous frame's tracks.
+All boxes are ``boxes_xyxy [N,4]`` in image px.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix [N,M] between boxes_xyxy ``a`` [N,4] and ``b`` [M,4] (image px)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), dtype=np.float64)
+    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def boxes_from_keypoints(keypoints: np.ndarray, scores: np.ndarray, image_size: "tuple[int, int]",
+                         score_threshold: float = 0.3, expansion: float = 1.25,
+                         min_keypoints: int = 3) -> "tuple[np.ndarray, np.ndarray]":
+    """Person boxes from poses, for the frames between detector runs.
+
+    keypoints [N,K,2] image px, scores [N,K]; image_size (w, h). A box is the min/max of the keypoints
+    whose score exceeds ``score_threshold``, scaled by ``expansion`` around its center and clipped to the
+    image. Persons with fewer than ``min_keypoints`` visible keypoints are dropped.
+    Returns (boxes_xyxy [M,4] image px, index [M] of the person each box came from).
+    """
+    keypoints = np.asarray(keypoints, dtype=np.float64)
+    if keypoints.size == 0:
+        return np.zeros((0, 4), dtype=np.float32), np.zeros((0,), dtype=np.int64)
+    keypoints = keypoints.reshape(len(keypoints), -1, 2)
+    scores = np.asarray(scores, dtype=np.float64).reshape(len(keypoints), -1)
+    width, height = image_size
+    boxes, keep = [], []
+    for i in range(len(keypoints)):
+        visible = scores[i] > score_threshold
+        pts = keypoints[i][visible & np.all(np.isfinite(keypoints[i]), axis=1)]
+        if len(pts) < min_keypoints:
+            continue
+        x1, y1 = pts.min(axis=0)
+        x2, y2 = pts.max(axis=0)
+        cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+        half_w, half_h = (x2 - x1) * expansion / 2.0, (y2 - y1) * expansion / 2.0
+        box = np.array([max(cx - half_w, 0.0), max(cy - half_h, 0.0),
+                        min(cx + half_w, width - 1.0), min(cy + half_h, height - 1.0)])
+        if box[2] - box[0] < 2.0 or box[3] - box[1] < 2.0:
+            continue
+        boxes.append(box)
+        keep.append(i)
+    if not boxes:
+        return np.zeros((0, 4), dtype=np.float32), np.zeros((0,), dtype=np.int64)
+    return np.asarray(boxes, dtype=np.float32), np.asarray(keep, dtype=np.int64)
+
+
+class IouTracker:
+    """Greedy IoU track IDs across consecutive processed frames.
+
+    ``update(boxes_xyxy [N,4])`` returns track_ids [N] (int): each box takes the ID of the unmatched track of
+    the previous frame with the highest IoU >= ``iou_threshold``, else a new ID. Tracks not seen for more
+    than ``max_age`` updates are forgotten.
+    """
+
+    def __init__(self, iou_threshold: float = 0.3, max_age: int = 1) -> None:
+        self.iou_threshold = float(iou_threshold)
+        self.max_age = int(max_age)
+        self._next_id = 0
+        self._boxes = np.zeros((0, 4), dtype=np.float64)
+        self._ids = np.zeros((0,), dtype=np.int64)
+        self._age = np.zeros((0,), dtype=np.int64)
+
+    def update(self, boxes_xyxy: np.ndarray) -> np.ndarray:
+        boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+        ids = np.full(len(boxes), -1, dtype=np.int64)
+        iou = box_iou(boxes, self._boxes)
+        matched_tracks: set[int] = set()
+        if iou.size:
+            order = np.dstack(np.unravel_index(np.argsort(-iou, axis=None), iou.shape))[0]
+            for i, j in order:
+                if iou[i, j] < self.iou_threshold:
+                    break
+                if ids[i] >= 0 or j in matched_tracks:
+                    continue
+                ids[i] = self._ids[j]
+                matched_tracks.add(int(j))
+        for i in range(len(boxes)):
+            if ids[i] < 0:
+                ids[i] = self._next_id
+                self._next_id += 1
+        # keep unmatched old tracks for max_age updates
+        old = [j for j in range(len(self._boxes)) if j not in matched_tracks and self._age[j] + 1 <= self.max_age]
+        self._boxes = np.concatenate([boxes, self._boxes[old]], axis=0)
+        self._ids = np.concatenate([ids, self._ids[old]])
+        self._age = np.concatenate([np.zeros(len(boxes), dtype=np.int64), self._age[old] + 1])
+        return ids

@@ -1,0 +1,116 @@
+"""MJPEG over HTTP (multipart/x-mixed-replace) served from 127.0.0.1 inside the test: reading, reconnecting
+after the feed drops, a corrupt part, and the whole run through the pipeline in live mode."""
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_runtime.errors import InputError
+from edge_runtime.sources import LiveSource, ReconnectPolicy, open_source
+
+BOUNDARY = "sdposeframe"
+
+
+def jpeg(level: int) -> bytes:
+    img = np.full((48, 64, 3), level, np.uint8)
+    cv2.circle(img, (30, 20), 5, (255, 255, 255), -1)
+    ok, data = cv2.imencode(".jpg", img)
+    assert ok
+    return data.tobytes()
+
+
+class MjpegServer:
+    """Serves ``sessions[i]`` (a list of JPEG byte strings; b"" = a corrupt part) to the i-th connection,
+    then answers 503 to later connections."""
+
+    def __init__(self, sessions: list[list[bytes]], content_length: bool = True) -> None:
+        self.sessions = sessions
+        self.connections = 0
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep test output quiet
+                pass
+
+            def do_GET(self) -> None:
+                index = outer.connections
+                outer.connections += 1
+                if index >= len(outer.sessions):
+                    self.send_error(503, "no more sessions")
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+                self.end_headers()
+                for part in outer.sessions[index]:
+                    body = part if part else b"\x00garbage-not-a-jpeg"
+                    head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                    if content_length:
+                        head += f"Content-Length: {len(body)}\r\n"
+                    self.wfile.write(head.encode() + b"\r\n" + body + b"\r\n")
+                    self.wfile.flush()
+                # drop the connection without a closing boundary (a feed that dies)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/stream.mjpg"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "MjpegServer":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+FAST_RETRY = ReconnectPolicy(max_retries=2, initial_s=0.01, max_s=0.02)
+
+
+@pytest.mark.parametrize("content_length", [True, False])
+def test_mjpeg_frames_and_reconnect(content_length: bool) -> None:
+    sessions = [[jpeg(10), jpeg(60), jpeg(110)], [jpeg(160), b"", jpeg(210)]]
+    with MjpegServer(sessions, content_length=content_length) as server:
+        source = open_source(server.url, policy=FAST_RETRY)
+        assert isinstance(source, LiveSource) and source.default_mode == "live"
+        frames = list(source)
+    assert [f.index for f in frames] == list(range(6))
+    assert [f.ok for f in frames] == [True, True, True, True, False, True]
+    levels = [int(np.median(f.image)) for f in frames if f.ok]
+    assert all(abs(a - b) <= 3 for a, b in zip(levels, [10, 60, 110, 160, 210]))
+    assert "not a decodable JPEG" in frames[4].error
+    assert source.reconnects == 1
+    assert server.connections == 2 + FAST_RETRY.max_retries  # two sessions, then the retries give up
+    assert all(f.timestamp_ms is not None and f.name.startswith(server.url) for f in frames)
+
+
+def test_unreachable_stream_is_a_clear_error() -> None:
+    with MjpegServer([]) as server:
+        url = server.url
+        with pytest.raises(InputError, match="cannot open"):
+            list(open_source(url, policy=ReconnectPolicy(max_retries=1, initial_s=0.01)))
+
+
+def test_mjpeg_stream_through_run_cli(tmp_path: Path, fake_models_dir: Path) -> None:
+    from edge_runtime.cli import main
+
+    sessions = [[jpeg(40 + 10 * i) for i in range(6)]]
+    dets = {str(i): [[5, 5, 60, 45, 0.9]] for i in range(6)}
+    (tmp_path / "d.json").write_text(json.dumps(dets))
+    with MjpegServer(sessions) as server:
+        code = main(["run", "--models", str(fake_models_dir), "--source", server.url, "--output",
+                     str(tmp_path / "out"), "--detections", str(tmp_path / "d.json"), "--no-cache",
+                     "--reconnect-retries", "0"])
+    assert code == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["mode"] == "live" and summary["frames_in"] == 6
+    lines = (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == summary["frames_out"] and 1 <= len(records) <= 6
+    assert records[-1]["frame"] == 5  # newest frame always processed
+    assert all(len(r["persons"]) == 1 for r in records)

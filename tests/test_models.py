@@ -1,0 +1,226 @@
+"""ModelFolder loading/validation errors and CompileOptions (tiny fake model folders, no torch)."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import openvino as ov
+import openvino.properties as props
+import openvino.properties.hint as hints
+import pytest
+
+from edge_runtime.errors import InputError, ModelFolderError
+from edge_runtime.models import CompileOptions, ModelFolder, compile_model, optimal_requests
+from tests.fake_models import build_fake_model_folder
+
+
+def _replace_ir(model: ov.Model, xml: Path, tmp_path: Path) -> None:
+    """Save ``model`` elsewhere, then rename over ``xml`` (+ .bin): the old .bin may still be mmapped."""
+    ov.save_model(model, str(tmp_path / xml.name), compress_to_fp16=False)
+    for suffix in (".xml", ".bin"):
+        os.replace(tmp_path / xml.with_suffix(suffix).name, xml.with_suffix(suffix))
+
+
+def _copy(src: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "models"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_folder_reads_index_components_and_metadata(fake_models_dir):
+    folder = ModelFolder(fake_models_dir)
+    assert folder.chain == "split"
+    assert folder.kinds == ("vae_encoder", "pose")
+    assert set(folder.components) == {"vae_encoder", "pose", "vae_pose"}
+    assert folder.has("vae_pose") and not folder.has("detector")
+    assert folder.components["pose"] == Path(fake_models_dir) / "pose.xml"
+    meta = folder.pose_meta
+    assert (meta["scheme"], meta["num_keypoints"]) == ("wholebody", 133)
+    assert (meta["input_width"], meta["input_height"], meta["heatmap_width"], meta["heatmap_height"]) == (48, 64, 12, 16)
+    assert meta["bbox_padding"] == 1.25 and meta["kind"] == "pose"
+    assert folder.metadata("vae_encoder")["kind"] == "vae_encoder"
+    assert folder.read_model("pose") is folder.read_model("pose")  # cached
+
+
+def test_folder_chain_override_and_errors(fake_models_dir, make_fake_models):
+    fused = ModelFolder(fake_models_dir, chain="fused")
+    assert fused.kinds == ("vae_pose",) and fused.pose_meta["kind"] == "vae_pose"
+    with pytest.raises(InputError, match="chain: expected one of"):
+        ModelFolder(fake_models_dir, chain="parallel")
+    no_fused = make_fake_models(fused=False)
+    with pytest.raises(ModelFolderError, match=r"chain 'fused' needs component\(s\) \['vae_pose'\]"):
+        ModelFolder(no_fused, chain="fused")
+    index_path = no_fused / "sdpose_models.json"
+    index = json.loads(index_path.read_text())
+    index["default_chain"] = "fused"
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(ModelFolderError, match="default_chain 'fused' needs components"):
+        ModelFolder(no_fused)
+
+
+def test_default_chain_fused_from_index(make_fake_models):
+    folder = ModelFolder(make_fake_models(default_chain="fused"))
+    assert folder.chain == "fused"
+
+
+def test_missing_folder_and_index(tmp_path):
+    with pytest.raises(ModelFolderError, match="does not exist"):
+        ModelFolder(tmp_path / "nowhere")
+    with pytest.raises(ModelFolderError, match="sdpose_models.json is missing"):
+        ModelFolder(tmp_path)
+
+
+def test_missing_ir_and_weights(fake_models_dir, tmp_path):
+    folder = _copy(fake_models_dir, tmp_path)
+    (folder / "pose.bin").unlink()
+    with pytest.raises(ModelFolderError, match=r"pose\.bin: weights of component 'pose' are missing"):
+        ModelFolder(folder)
+    (folder / "pose.xml").unlink()
+    with pytest.raises(ModelFolderError, match=r"pose\.xml: IR file of component 'pose' is missing"):
+        ModelFolder(folder)
+
+
+def test_unreadable_ir(fake_models_dir, tmp_path):
+    folder = _copy(fake_models_dir, tmp_path)
+    (folder / "vae_encoder.xml").write_text("<net>not an IR")
+    with pytest.raises(ModelFolderError, match=r"vae_encoder\.xml: cannot read the IR of component 'vae_encoder'"):
+        ModelFolder(folder)
+
+
+def test_ir_without_sdpose_metadata(make_fake_models):
+    folder = make_fake_models(with_metadata=False)
+    with pytest.raises(ModelFolderError, match=r"pose\.xml: IR has no 'sdpose' metadata"):
+        ModelFolder(folder)
+
+
+def test_index_kind_mismatch(fake_models_dir, tmp_path):
+    folder = _copy(fake_models_dir, tmp_path)
+    index_path = folder / "sdpose_models.json"
+    index = json.loads(index_path.read_text())
+    index["components"]["pose"] = "vae_encoder.xml"
+    index_path.write_text(json.dumps(index))
+    with pytest.raises(ModelFolderError, match="rt_info sdpose/kind is 'vae_encoder' but the index lists this file as 'pose'"):
+        ModelFolder(folder)
+
+
+def test_inconsistent_vae_and_pose_sizes(fake_models_dir, make_fake_models, tmp_path):
+    folder = _copy(fake_models_dir, tmp_path)
+    other = make_fake_models(input_size=(64, 64), fused=False)
+    for suffix in (".xml", ".bin"):
+        shutil.copy(other / f"vae_encoder{suffix}", folder / f"vae_encoder{suffix}")
+    with pytest.raises(ModelFolderError, match=r"vae_encoder\.xml: image input shape \[None, 64, 64, 3\] is not \[N,64,48,3\]"):
+        ModelFolder(folder)
+    # the fused chain does not use that vae_encoder and still loads
+    assert ModelFolder(folder, chain="fused").chain == "fused"
+
+
+def test_metadata_disagrees_with_graph(make_fake_models, tmp_path):
+    from edge_runtime.metadata import write_metadata
+    folder = make_fake_models(fused=False)
+    core = ov.Core()
+    model = core.read_model(str(folder / "pose.xml"))
+    write_metadata(model, {"num_keypoints": 17})
+    _replace_ir(model, folder / "pose.xml", tmp_path)
+    with pytest.raises(ModelFolderError, match=r"output shape \[None, 133, 16, 12\] does not match the metadata \[N,17,16,12\]"):
+        ModelFolder(folder)
+
+
+def test_missing_required_pose_field(make_fake_models, tmp_path):
+    folder = make_fake_models(fused=False)
+    core = ov.Core()
+    model = core.read_model(str(folder / "pose.xml"))
+    # a new Model over the same graph starts with empty rt_info: write only part of the metadata
+    model2 = ov.Model(model.get_results(), model.get_parameters(), "pose")
+    from edge_runtime.metadata import write_metadata
+    write_metadata(model2, {"kind": "pose", "scheme": "wholebody", "num_keypoints": 133})
+    _replace_ir(model2, folder / "pose.xml", tmp_path)
+    with pytest.raises(ModelFolderError, match=r"lacks field\(s\) \['input_width', 'input_height'"):
+        ModelFolder(folder)
+
+
+# ---------------------------------------------------------------- CompileOptions
+def test_compile_options_defaults_and_config():
+    opts = CompileOptions()
+    assert (opts.device, opts.performance_hint, opts.num_streams, opts.inference_precision) == ("CPU", "THROUGHPUT", None, None)
+    assert opts.cache_dir == "~/.cache/sdpose-edge"
+    config = opts.to_ov_config()
+    assert config[hints.performance_mode()] == hints.PerformanceMode.THROUGHPUT
+    assert config[props.cache_dir()] == str(Path("~/.cache/sdpose-edge").expanduser())
+    assert props.inference_num_threads() not in config
+
+
+def test_compile_options_from_dict_all_fields():
+    opts = CompileOptions.from_dict({"device": "AUTO:GPU,CPU", "performance-hint": "latency", "num_streams": 2,
+                                     "inference_num_threads": 3, "inference_precision": "F32",
+                                     "cache_dir": None, "num_requests": 4})
+    assert opts.device == "AUTO:GPU,CPU" and opts.performance_hint == "LATENCY"
+    config = opts.to_ov_config()
+    assert config[hints.performance_mode()] == hints.PerformanceMode.LATENCY
+    assert config[props.inference_num_threads()] == 3
+    assert config[hints.inference_precision()] == ov.Type.f32
+    assert props.cache_dir() not in config
+    assert "NUM_STREAMS" in config
+
+
+def test_compile_options_from_dict_keeps_base():
+    base = CompileOptions(device="GPU", cache_dir=None)
+    opts = CompileOptions.from_dict({"performance_hint": "LATENCY"}, base=base)
+    assert (opts.device, opts.cache_dir, opts.performance_hint) == ("GPU", None, "LATENCY")
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"devices": "CPU"}, "compile option 'devices' is unknown"),
+    ({"performance_hint": "FAST"}, "performance_hint: expected one of"),
+    ({"num_streams": 0}, "num_streams: expected a positive integer"),
+    ({"num_streams": "two"}, "num_streams: expected a positive integer"),
+    ({"inference_num_threads": True}, "inference_num_threads: expected a positive integer"),
+    ({"num_requests": -1}, "num_requests: expected a positive integer"),
+    ({"inference_precision": "int8"}, "inference_precision: expected one of"),
+    ({"device": ""}, "device: expected a non-empty"),
+    ({"cache_dir": 5}, "cache_dir: expected a directory path"),
+])
+def test_compile_options_validation(data, message):
+    with pytest.raises(InputError, match=message):
+        CompileOptions.from_dict(data)
+
+
+def test_compile_options_from_dict_rejects_non_mapping():
+    with pytest.raises(InputError, match="expected a mapping"):
+        CompileOptions.from_dict(["CPU"])
+
+
+def test_compile_model_applies_options(fake_models_dir):
+    core = ov.Core()
+    folder = ModelFolder(fake_models_dir, core=core)
+    opts = CompileOptions(performance_hint="LATENCY", inference_precision="f32", cache_dir=None,
+                          inference_num_threads=1)
+    compiled = compile_model(core, folder.read_model("pose"), opts)
+    assert compiled.get_property(hints.inference_precision()) == ov.Type.f32
+    assert str(compiled.get_property(hints.performance_mode())) == "LATENCY"
+    assert compiled.get_property(props.inference_num_threads()) == 1
+    assert optimal_requests(compiled) >= 1
+    assert optimal_requests(compiled, CompileOptions(num_requests=3, cache_dir=None)) == 3
+    from_path = compile_model(core, folder.components["vae_encoder"], opts)
+    assert from_path.input(0).get_any_name() == "image"
+
+
+def test_compile_model_cache_dir(fake_models_dir, tmp_path):
+    core = ov.Core()
+    cache = tmp_path / "cache"
+    compile_model(core, Path(fake_models_dir) / "pose.xml", CompileOptions(cache_dir=str(cache)))
+    assert cache.is_dir() and any(cache.iterdir())
+
+
+def test_compile_model_errors(fake_models_dir, tmp_path):
+    core = ov.Core()
+    with pytest.raises(ModelFolderError, match="IR file does not exist"):
+        compile_model(core, tmp_path / "nope.xml", CompileOptions(cache_dir=None))
+    with pytest.raises(InputError, match="device 'NO_SUCH_DEVICE' could not compile"):
+        compile_model(core, Path(fake_models_dir) / "pose.xml", CompileOptions(device="NO_SUCH_DEVICE", cache_dir=None))
+
+
+def test_body_scheme_folder(fake_body_models_dir):
+    meta = ModelFolder(fake_body_models_dir).pose_meta
+    assert (meta["scheme"], meta["num_keypoints"]) == ("body", 17)

@@ -1,0 +1,185 @@
+"""``sdpose-edge run`` end to end on the tiny fake models (and once on tiny converted models with a detector):
+outputs, error records, exit codes, --detections validation, --max-frames, the YAML config."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_runtime.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_people_images(folder: Path, n: int) -> dict[str, list]:
+    """n images 160x120 with a bright blob; returns the --detections mapping for them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dets = {}
+    for i in range(n):
+        img = np.full((120, 160, 3), 30, np.uint8)
+        cv2.circle(img, (40 + 4 * i, 60), 6, (255, 255, 255), -1)
+        cv2.imwrite(str(folder / f"{i:012d}.png"), img)
+        dets[f"{i:012d}.png"] = [[10, 10, 90, 110, 0.9], [95, 20, 150, 110, 0.7]]
+    return dets
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def run_cli(*args: str) -> int:
+    return main(["run", *args, "--no-cache", "--no-progress"])
+
+
+def test_folder_with_corrupt_image(tmp_path: Path, fake_models_dir: Path) -> None:
+    dets = write_people_images(tmp_path / "imgs", 4)
+    (tmp_path / "imgs" / "000000000002.png").write_bytes(b"corrupt")
+    (tmp_path / "d.json").write_text(json.dumps(dets))
+    out = tmp_path / "out"
+    code = run_cli("--models", str(fake_models_dir), "--source", str(tmp_path / "imgs"), "--output", str(out),
+                   "--detections", str(tmp_path / "d.json"), "--openpose", "--save-images", "--batch", "3")
+    assert code == 0
+    records = read_jsonl(out / "predictions.jsonl")
+    assert [r["frame"] for r in records] == [0, 1, 2, 3]
+    assert [r["source"] for r in records] == [f"{i:012d}.png" for i in range(4)]
+    assert "error" in records[2] and records[2]["persons"] == []
+    for r in (records[0], records[1], records[3]):
+        assert "error" not in r and len(r["persons"]) == 2
+        p = r["persons"][0]
+        assert set(p) >= {"bbox_xyxy", "score", "keypoints", "track_id"} and len(p["keypoints"]) == 133
+        assert r["width"] == 160 and r["height"] == 120 and "timestamp_ms" in r
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_in"] == 4 and summary["frames_out"] == 4 and summary["frames_failed"] == 1
+    assert summary["persons"] == 6 and summary["batch"] == 3
+    for key in ("fps", "latency_ms", "pose_busy_share", "frames_skipped"):
+        assert key in summary
+    coco = json.loads((out / "coco_results.json").read_text())
+    assert len(coco) == 6 and {c["image_id"] for c in coco} == {0, 1, 3}
+    openpose = json.loads((out / "openpose" / "000000.json").read_text())
+    assert openpose["canvas_width"] == 160 and len(openpose["people"]) == 2
+    assert len(openpose["people"][0]["pose_keypoints_2d"]) == 18 * 3
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.jpg", "000001.jpg", "000003.jpg"]
+
+
+def test_nothing_processed_exits_nonzero(tmp_path: Path, fake_models_dir: Path) -> None:
+    (tmp_path / "imgs").mkdir()
+    for name in ("a.png", "b.png"):
+        (tmp_path / "imgs" / name).write_bytes(b"corrupt")
+    (tmp_path / "d.json").write_text("{}")
+    code = run_cli("--models", str(fake_models_dir), "--source", str(tmp_path / "imgs"), "--output",
+                   str(tmp_path / "out"), "--detections", str(tmp_path / "d.json"))
+    assert code == 1
+    records = read_jsonl(tmp_path / "out" / "predictions.jsonl")
+    assert len(records) == 2 and all("error" in r for r in records)
+
+
+def test_video_max_frames_and_video_output(tmp_path: Path, fake_models_dir: Path) -> None:
+    out = tmp_path / "out"
+    code = run_cli("--models", str(fake_models_dir), "--source", str(REPO / "samples" / "people.mp4"),
+                   "--detections", str(REPO / "samples" / "people_detections.json"), "--output", str(out),
+                   "--max-frames", "5", "--save-video", "--chain", "fused")
+    assert code == 0
+    records = read_jsonl(out / "predictions.jsonl")
+    assert [r["frame"] for r in records] == [0, 1, 2, 3, 4]
+    assert all(len(r["persons"]) == 3 for r in records)
+    assert [r["timestamp_ms"] for r in records] == sorted(r["timestamp_ms"] for r in records)
+    assert not (out / "coco_results.json").exists()  # video input: no COCO results
+    cap = cv2.VideoCapture(str(out / "overlay.mp4"))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    cap.release()
+    assert count == 5
+    assert json.loads((out / "summary.json").read_text())["chain"] == "vae_pose"
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"000000000000.png": [[10, 10, 5, 50, 0.9]]}', "entry '000000000000.png', box 0: needs x2 > x1"),
+    ('{"3": [[1, 2, 3]]}', "entry '3', box 0: expected [x1, y1, x2, y2, score]"),
+    ('["not", "a", "mapping"]', "expected an object"),
+])
+def test_detections_validation(tmp_path: Path, fake_models_dir: Path, caplog: pytest.LogCaptureFixture,
+                               text: str, message: str) -> None:
+    write_people_images(tmp_path / "imgs", 1)
+    (tmp_path / "bad_dets.json").write_text(text)
+    code = run_cli("--models", str(fake_models_dir), "--source", str(tmp_path / "imgs"), "--output",
+                   str(tmp_path / "out"), "--detections", str(tmp_path / "bad_dets.json"))
+    assert code == 2
+    assert "bad_dets.json" in caplog.text and message in caplog.text
+
+
+def test_no_detector_and_no_detections(tmp_path: Path, fake_models_dir: Path,
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    write_people_images(tmp_path / "imgs", 1)
+    code = run_cli("--models", str(fake_models_dir), "--source", str(tmp_path / "imgs"), "--output",
+                   str(tmp_path / "out"))
+    assert code == 2 and "no detector" in caplog.text and "--detections" in caplog.text
+
+
+def test_yaml_config_precedence_and_unknown_key(tmp_path: Path, fake_models_dir: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    dets = write_people_images(tmp_path / "imgs", 3)
+    (tmp_path / "d.json").write_text(json.dumps(dets))
+    cfg = tmp_path / "edge.yaml"
+    cfg.write_text("batch: 2\nmax_frames: 2\nparts: [body]\ncache_dir: null\nprogress: false\n")
+    common = ["--models", str(fake_models_dir), "--source", str(tmp_path / "imgs"), "--detections",
+              str(tmp_path / "d.json"), "--config", str(cfg)]
+    assert main(["run", *common, "--output", str(tmp_path / "a")]) == 0
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["batch"] == 2 and summary["frames_out"] == 2 and summary["settings"]["parts"] == ["body"]
+    assert summary["compile_options"]["cache_dir"] is None
+    record = read_jsonl(tmp_path / "a" / "predictions.jsonl")[0]
+    scores = np.asarray(record["persons"][0]["keypoints"])[:, 2]
+    assert np.all(scores[17:] == 0) and np.all(scores[:17] > 0)  # --parts body: other groups zeroed
+    # CLI overrides YAML
+    assert main(["run", *common, "--output", str(tmp_path / "b"), "--batch", "1", "--max-frames", "3"]) == 0
+    summary = json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert summary["batch"] == 1 and summary["frames_out"] == 3
+
+    cfg.write_text("batch: 2\nbatchsize: 4\n")
+    assert main(["run", *common, "--output", str(tmp_path / "c")]) == 2
+    assert "unknown key 'batchsize'" in caplog.text and "edge.yaml" in caplog.text
+    cfg.write_text("detect_every: 0\n")
+    assert main(["run", *common, "--output", str(tmp_path / "c")]) == 2
+    assert "'detect_every' = 0 is invalid" in caplog.text
+
+
+def test_shipped_config_is_valid() -> None:
+    from edge_runtime.config import SCHEMA, defaults, load_config
+
+    settings = load_config(REPO / "configs" / "edge.yaml")
+    assert set(settings) == set(SCHEMA)  # the shipped file documents every key
+    assert settings == {k: v for k, v in defaults().items()}
+
+
+def test_converted_tiny_models_with_detector(tmp_path: Path, exported_models) -> None:
+    """The whole chain on models exported from a tiny synthetic checkpoint, plus a converted random-weight
+    YOLO detector: detector path with --detect-every, and the --detections path."""
+    from convert.detector import export_detector, make_synthetic_yolo
+
+    models = tmp_path / "models"
+    shutil.copytree(exported_models("wholebody"), models)
+    export_detector(make_synthetic_yolo(tmp_path / "yolo11n.pt", seed=0), models, imgsz=320)
+    video = REPO / "samples" / "people.mp4"
+    out = tmp_path / "det"
+    code = run_cli("--models", str(models), "--source", str(video), "--output", str(out), "--max-frames", "3",
+                   "--detect-every", "2", "--det-score-threshold", "0.0", "--max-persons", "1", "--batch", "2")
+    records = read_jsonl(out / "predictions.jsonl")
+    assert [r["frame"] for r in records] == [0, 1, 2] and all("error" not in r for r in records)
+    assert code == 0
+    out = tmp_path / "dets"
+    code = run_cli("--models", str(models), "--source", str(video), "--output", str(out), "--max-frames", "2",
+                   "--detections", str(REPO / "samples" / "people_detections.json"), "--batch", "3")
+    assert code == 0
+    records = read_jsonl(out / "predictions.jsonl")
+    assert [len(r["persons"]) for r in records] == [3, 3]
+    kpts = np.asarray(records[0]["persons"][0]["keypoints"])
+    box = records[0]["persons"][0]["bbox_xyxy"]
+    assert kpts.shape == (133, 3) and np.all(np.isfinite(kpts))
+    # keypoints decode into the padded box around the person
+    cx, cy, w, h = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2, box[2] - box[0], box[3] - box[1]
+    assert np.all(np.abs(kpts[:, 0] - cx) <= 0.75 * max(w, h)) and np.all(np.abs(kpts[:, 1] - cy) <= 0.75 * max(w, h))
