@@ -17,6 +17,7 @@ from edge_runtime.errors import SDPoseError
 SUBCOMMANDS = {
     "make-synthetic": "convert.synthetic",
     "export": "convert.export",
+    "bench": "convert.bench",
     "calib": "convert.calib_cmd",
     "convert": "convert.convert_cmd",
     "validate": "convert.validate",

@@ -34,6 +34,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -301,10 +302,10 @@ def export_fp32(checkpoint: Path, out: Path, input_size: tuple[int, int], detect
                 imgsz: int) -> dict[str, Any]:
     """Run the FP32 export in a fresh (spawned) process so that torch's memory is released afterwards."""
     ctx = multiprocessing.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        return pool.apply(_export_fp32_child, (str(checkpoint), str(out), tuple(input_size),
-                                               str(detector) if detector else None, imgsz,
-                                               logging.getLogger().getEffectiveLevel()))
+    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
+        future = pool.submit(_export_fp32_child, str(checkpoint), str(out), tuple(input_size),
+                             str(detector) if detector else None, imgsz, logging.getLogger().getEffectiveLevel())
+        return future.result()
 
 
 def capture_component_inputs(fp32_folder: Path, kind: str, images: Iterator[Any], limit: int,
@@ -366,8 +367,7 @@ def convert(checkpoint: str | Path, out: str | Path, config: ConvertConfig, cali
     """
     from convert.checkpoint import checkpoint_sha256
     from convert.detector import find_detector_checkpoint
-    from convert.validate import calibration_record, iter_crops, iter_frames, split_calibration, split_frames
-    from convert.validate import validate_folder, write_report
+    from convert.validate import calibration_record, iter_crops, split_calibration, validate_folder, write_report
 
     checkpoint = Path(checkpoint).expanduser()
     out = Path(out).expanduser()

@@ -129,10 +129,16 @@ def _convert(module: Any, example: Any, shape: list[int], input_name: str, outpu
     import openvino as ov
     import torch
 
+    from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
+
     with torch.no_grad(), warnings.catch_warnings():
         # diffusers' shape asserts/branches are constants for the static spatial size; batch stays dynamic
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        model = ov.convert_model(module, example_input=example)
+        # trace once: torch's default check_trace re-runs the model twice more (time and memory at full size);
+        # the result is checked against the PyTorch reference by the parity tests instead
+        decoder = TorchScriptPythonDecoder(module, example_input=example, trace_kwargs={"check_trace": False})
+        model = ov.convert_model(decoder, example_input=example)
+        del decoder
     model.reshape({model.input(0): ov.PartialShape(shape)})
     _name_io(model, input_name, output_name)
     return model

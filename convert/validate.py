@@ -44,6 +44,8 @@ REPORT_VERSION = 1
 DEFAULT_HELD_OUT = 8
 DEFAULT_LATENCY_RUNS = 3
 DEFAULT_LATENCY_HINTS = ("f32", "bf16")
+#: person boxes compared per frame in the threshold-free detector comparison
+TOP_K_BOXES = 20
 #: the hint every fidelity comparison is compiled with
 FIDELITY_HINT = "f32"
 _MB = 1 << 20
@@ -133,14 +135,19 @@ def _summary(values: Sequence[float]) -> dict[str, float]:
     return {"mean": float(arr.mean()), "min": float(arr.min()), "max": float(arr.max())}
 
 
-def displacement_stats(dists: np.ndarray, heatmap_px: float) -> dict[str, float]:
-    """Keypoint displacement (crop px) summary: mean, p95, max, share within one heatmap px."""
+def displacement_stats(dists: np.ndarray, heatmap_px: float, valid: np.ndarray | None = None) -> dict[str, float]:
+    """Keypoint displacement (crop px) summary over the ``valid`` keypoints (all if None): mean, median,
+    p95, max, share within one heatmap px (= ``heatmap_px`` crop px); ``excluded`` = keypoints left out
+    (FP32 channel without a positive peak: its location is arbitrary, see edge_runtime.codec)."""
     d = np.asarray(dists, np.float64).ravel()
+    mask = np.ones(d.shape, bool) if valid is None else np.asarray(valid, bool).ravel()
+    excluded = int((~mask).sum())
+    d = d[mask]
     if d.size == 0:
-        return {}
-    return {"mean_px": float(d.mean()), "p95_px": float(np.percentile(d, 95)), "max_px": float(d.max()),
-            "within_1_heatmap_px": float((d <= heatmap_px).mean()), "heatmap_px": float(heatmap_px),
-            "count": int(d.size)}
+        return {"count": 0, "excluded": excluded}
+    return {"mean_px": float(d.mean()), "median_px": float(np.median(d)), "p95_px": float(np.percentile(d, 95)),
+            "max_px": float(d.max()), "within_1_heatmap_px": float((d <= heatmap_px).mean()),
+            "heatmap_px": float(heatmap_px), "count": int(d.size), "excluded": excluded}
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -373,6 +380,7 @@ def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: A
     r = _Chain(ref, core, _pose_kinds(ref))
     per: dict[str, list[float]] = {"vae_encoder": [], "pose": [], "vae_pose": [], "end_to_end": []}
     disp: dict[str, list[np.ndarray]] = {"pose": [], "vae_pose": [], "end_to_end": []}
+    valid: dict[str, list[np.ndarray]] = {"pose": [], "vae_pose": [], "end_to_end": []}
     score_diff: list[np.ndarray] = []
 
     def ref_heatmaps(crop: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
@@ -387,10 +395,13 @@ def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: A
             data = chain.run(k, data)
         return data
 
-    def kp_dist(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def kp_dist(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(displacement [K] crop px, |score diff| [K], valid [K]: reference ``b`` has a positive peak)."""
         ka, sa = decode_heatmaps(a, input_size=size_wh)
         kb, sb = decode_heatmaps(b, input_size=size_wh)
-        return np.linalg.norm(np.asarray(ka) - np.asarray(kb), axis=-1).ravel(), np.abs(np.asarray(sa) - np.asarray(sb)).ravel()
+        sb = np.asarray(sb).ravel()
+        dist = np.linalg.norm(np.asarray(ka) - np.asarray(kb), axis=-1).ravel()
+        return dist, np.abs(np.asarray(sa).ravel() - sb), np.isfinite(sb) & (sb > 0)
 
     n = 0
     for crop in iter_crops(cset, held_idx, size_wh):
@@ -400,15 +411,20 @@ def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: A
         if "pose" in kinds and lat_r is not None:
             hm_p = q.run("pose", lat_r)
             per["pose"].append(cosine(hm_p, hm_r))
-            disp["pose"].append(kp_dist(hm_p, hm_r)[0])
+            d, _, v = kp_dist(hm_p, hm_r)
+            disp["pose"].append(d)
+            valid["pose"].append(v)
         if "vae_pose" in kinds:
             hm_f = q.run("vae_pose", crop)
             per["vae_pose"].append(cosine(hm_f, hm_r))
-            disp["vae_pose"].append(kp_dist(hm_f, hm_r)[0])
+            d, _, v = kp_dist(hm_f, hm_r)
+            disp["vae_pose"].append(d)
+            valid["vae_pose"].append(v)
         hm_e = run_chain(q, folder.kinds, crop)
         per["end_to_end"].append(cosine(hm_e, hm_r))
-        d, s = kp_dist(hm_e, hm_r)
+        d, s, v = kp_dist(hm_e, hm_r)
         disp["end_to_end"].append(d)
+        valid["end_to_end"].append(v)
         score_diff.append(s)
         n += 1
         logger.info("fidelity: held-out crop %d/%d: end-to-end heatmap cosine %.5f", n, len(held_idx),
@@ -421,12 +437,14 @@ def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: A
         if per[kind]:
             components[kind]["fidelity"] = {
                 "heatmap_cosine": _summary(per[kind]),
-                "keypoint_displacement": displacement_stats(np.concatenate(disp[kind]), heatmap_px),
+                "keypoint_displacement": displacement_stats(np.concatenate(disp[kind]), heatmap_px,
+                                                            np.concatenate(valid[kind])),
                 "input": "FP32 latent" if kind == "pose" else "crop"}
     out["end_to_end"] = {
         "chain": folder.chain,
         "heatmap_cosine": _summary(per["end_to_end"]),
-        "keypoint_displacement": displacement_stats(np.concatenate(disp["end_to_end"]), heatmap_px),
+        "keypoint_displacement": displacement_stats(np.concatenate(disp["end_to_end"]), heatmap_px,
+                                                    np.concatenate(valid["end_to_end"])),
         "score_abs_diff_mean": float(np.concatenate(score_diff).mean()),
     }
     return out
@@ -447,28 +465,44 @@ def _detector_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cse
     opts = _options(FIDELITY_HINT)
     det_q = PersonDetector(folder, options=opts, core=core)
     det_r = PersonDetector(ref, options=opts, core=core)
-    cos, ious, n_ref, n_q, n_frames = [], [], 0, 0, 0
+    conf = det_r.conf_threshold
+    cos, score_cos, ious, ious_top, n_ref, n_q, n_frames = [], [], [], [], 0, 0, 0
     for frame in frames:
         tensor, meta = det_r.preprocess(frame)
         raw_r, raw_q = det_r.infer(tensor), det_q.infer(tensor)
         cos.append(cosine(raw_q, raw_r))
+        score_cos.append(cosine(raw_q[:, 4:], raw_r[:, 4:]))
+        for det in (det_r, det_q):
+            det.conf_threshold, det.max_detections = conf, 100
         boxes_r, _ = det_r.postprocess(raw_r, meta)
         boxes_q, _ = det_q.postprocess(raw_q, meta)
         ious.append(match_boxes(boxes_r, boxes_q))
         n_ref += len(boxes_r)
         n_q += len(boxes_q)
+        # threshold-free view (meaningful for random-weight detectors too): the TOP_K best person boxes
+        for det in (det_r, det_q):
+            det.conf_threshold, det.max_detections = 0.0, TOP_K_BOXES
+        top_r, _ = det_r.postprocess(raw_r, meta)
+        top_q, _ = det_q.postprocess(raw_q, meta)
+        ious_top.append(match_boxes(top_r, top_q))
         n_frames += 1
     all_iou = np.concatenate(ious) if ious else np.zeros(0)
+    top_iou = np.concatenate(ious_top) if ious_top else np.zeros(0)
     return {
         "frames": n_frames, "source": source,
         "raw_output_cosine": _summary(cos),
+        "score_cosine": _summary(score_cos),
+        "conf_threshold": conf,
         "reference_boxes": n_ref, "boxes": n_q,
         "box_iou_mean": float(all_iou.mean()) if all_iou.size else None,
         "box_matched_iou50": float((all_iou >= 0.5).mean()) if all_iou.size else None,
-        "conf_threshold": det_r.conf_threshold,
-        "note": "reference boxes matched greedily (highest IoU first) to the quantized detector's boxes; "
-                "unmatched reference boxes count as IoU 0" if n_ref else
-                "the FP32 detector found no person box on these frames: IoU undefined, see raw_output_cosine",
+        "top_k": TOP_K_BOXES,
+        "top_k_box_iou_mean": float(top_iou.mean()) if top_iou.size else None,
+        "top_k_matched_iou50": float((top_iou >= 0.5).mean()) if top_iou.size else None,
+        "note": "reference boxes matched greedily (highest IoU first) to the quantized detector's boxes; unmatched "
+                "reference boxes count as IoU 0. top_k_*: the same with the TOP_K best person boxes after NMS "
+                "regardless of the score threshold (a random-weight detector finds no box above it)"
+                + ("" if n_ref else "; the FP32 detector found no person box above the threshold on these frames"),
     }
 
 
@@ -512,8 +546,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                      f"{_fmt(kd.get('mean_px'), 2)} px, p95 {_fmt(kd.get('p95_px'), 2)} px, within 1 hm px "
                      f"{_fmt(kd.get('within_1_heatmap_px'), 3)}")
         elif "raw_output_cosine" in fid:
-            fid_s = (f"raw cosine mean {_fmt(fid['raw_output_cosine'].get('mean'), 5)}; box IoU mean "
-                     f"{_fmt(fid.get('box_iou_mean'), 3)} over {fid.get('reference_boxes')} FP32 boxes")
+            fid_s = (f"score cosine mean {_fmt(fid['score_cosine'].get('mean'), 5)}; box IoU mean "
+                     f"{_fmt(fid.get('box_iou_mean'), 3)} over {fid.get('reference_boxes')} FP32 boxes, top-"
+                     f"{fid.get('top_k')} IoU {_fmt(fid.get('top_k_box_iou_mean'), 3)}")
         else:
             fid_s = "-"
         size = f"{c.get('size_mb', 0):.1f}"
@@ -528,9 +563,11 @@ def render_markdown(report: dict[str, Any]) -> str:
         kd = e2e["keypoint_displacement"]
         lines += [f"- heatmap cosine: mean {_fmt(e2e['heatmap_cosine']['mean'], 5)}, min "
                   f"{_fmt(e2e['heatmap_cosine']['min'], 5)} over {fid.get('held_out_crops')} held-out crops",
-                  f"- keypoint displacement (crop px): mean {_fmt(kd.get('mean_px'), 3)}, p95 "
-                  f"{_fmt(kd.get('p95_px'), 3)}, max {_fmt(kd.get('max_px'), 3)}; within 1 heatmap px "
-                  f"({_fmt(kd.get('heatmap_px'), 1)} crop px): {_fmt(100 * kd.get('within_1_heatmap_px', 0), 1)} %",
+                  f"- keypoint displacement (crop px): mean {_fmt(kd.get('mean_px'), 3)}, median "
+                  f"{_fmt(kd.get('median_px'), 3)}, p95 {_fmt(kd.get('p95_px'), 3)}, max {_fmt(kd.get('max_px'), 3)}; "
+                  f"within 1 heatmap px ({_fmt(kd.get('heatmap_px'), 1)} crop px): "
+                  f"{_fmt(100 * kd.get('within_1_heatmap_px', 0), 1)} % of {kd.get('count')} keypoints "
+                  f"({kd.get('excluded')} excluded: FP32 channel without a positive peak)",
                   f"- mean |score difference|: {_fmt(e2e.get('score_abs_diff_mean'), 5)}"]
     else:
         lines.append(f"- {fid.get('status', 'not measured')}")
@@ -538,9 +575,13 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## Detector", ""]
     if "raw_output_cosine" in det:
         lines.append(f"- {det['frames']} {det['source']}: raw output cosine mean "
-                     f"{_fmt(det['raw_output_cosine'].get('mean'), 5)}; {det['reference_boxes']} FP32 boxes vs "
-                     f"{det['boxes']}; box IoU mean {_fmt(det.get('box_iou_mean'), 4)}, share IoU>=0.5 "
+                     f"{_fmt(det['raw_output_cosine'].get('mean'), 5)}, class-score cosine mean "
+                     f"{_fmt(det['score_cosine'].get('mean'), 5)}")
+        lines.append(f"- score >= {det['conf_threshold']}: {det['reference_boxes']} FP32 boxes vs {det['boxes']}; "
+                     f"box IoU mean {_fmt(det.get('box_iou_mean'), 4)}, share IoU>=0.5 "
                      f"{_fmt(det.get('box_matched_iou50'), 3)}")
+        lines.append(f"- top {det['top_k']} person boxes per frame (no threshold): IoU mean "
+                     f"{_fmt(det.get('top_k_box_iou_mean'), 4)}, share IoU>=0.5 {_fmt(det.get('top_k_matched_iou50'), 3)}")
     else:
         lines.append(f"- {det.get('status', 'not measured')}")
     conv = report.get("conversion")

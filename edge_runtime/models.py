@@ -321,6 +321,13 @@ def compile_model(core: ov.Core, model_or_path: ov.Model | str | Path,
             raise ModelFolderError(f"{path}: IR file does not exist")
         model = str(path)
     config = options.to_ov_config()
+    cache_key = props.cache_dir()
+    if cache_key in config:
+        try:
+            Path(config[cache_key]).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            logger.warning("cache_dir %s is not usable (%s); compiling without model caching", config[cache_key], exc)
+            del config[cache_key]
     try:
         compiled = core.compile_model(model, options.device, config)
     except RuntimeError as exc:

@@ -396,6 +396,7 @@ class Pipeline:
     def run(self, source: FrameSource) -> dict[str, Any]:
         """Process ``source`` to the end (or max_frames / stop()) and return the summary dict."""
         cfg = self.config
+        self._stop.clear()
         self._reset()
         self._source = source
         pose_cap = self.backends[self.heat_stage].capacity
@@ -475,6 +476,7 @@ class Pipeline:
         self._failed = 0
         self._persons = 0
         self._discarded_at_stop = 0
+        self._dets_missing = 0
         self._capture_error: "str | None" = None
         self._inflight = collections.Counter()
         self._det_queue: collections.deque = collections.deque()
@@ -543,7 +545,12 @@ class Pipeline:
             if boxes is None:
                 boxes = self.detections.get(str(frame.index))
             if boxes is None:
-                logger.debug("no detections for frame %d (%s): zero persons", frame.index, frame.name)
+                if self._dets_missing == 0:
+                    examples = ", ".join(repr(k) for k in list(self.detections)[:3])
+                    logger.warning("--detections has no entry for frame %d (keys tried: %r, %r; the file has "
+                                   "e.g. %s): recorded with zero persons (further misses are counted in the "
+                                   "summary)", frame.index, frame.name, str(frame.index), examples or "no keys")
+                self._dets_missing += 1
                 boxes = np.zeros((0, 5), np.float32)
             self._set_boxes(state, boxes[:, :4], boxes[:, 4], "detections")
             return
@@ -558,7 +565,8 @@ class Pipeline:
             self._waiting_carry[state.seq] = state
 
     def _request_detection(self, state: _FrameState) -> None:
-        self._last_detect_seq = state.seq
+        if self._last_detect_seq is None or state.seq > self._last_detect_seq:
+            self._last_detect_seq = state.seq
         self._det_queue.append(state.seq)
 
     def _start_carried(self, state: _FrameState) -> None:
@@ -820,6 +828,7 @@ class Pipeline:
                                  for s in sorted(self._intervals)},
             "pose_request_utilization": round(busy_sum / (wall * heat_cap), 4),
             "requests": {k: b.capacity for k, b in self.backends.items()},
+            "frames_without_detections": self._dets_missing if self.detections is not None else None,
             "batch": self.config.batch,
             "detect_every": self.config.detect_every,
             "interrupted": self._interrupted,

@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -134,6 +136,10 @@ class _ShowHook:
         self.parts = tuple(settings["parts"])
         self.threshold = float(settings["score_threshold"])
         self.enabled = True
+        if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+            # Qt/GTK abort the whole process without a display: check before the first imshow
+            logger.warning("--show disabled: no display (DISPLAY / WAYLAND_DISPLAY unset)")
+            self.enabled = False
 
     def __call__(self, record: dict, image: Any) -> bool:
         if not self.enabled or image is None:

@@ -213,6 +213,14 @@ def test_compile_model_cache_dir(fake_models_dir, tmp_path):
     assert cache.is_dir() and any(cache.iterdir())
 
 
+def test_compile_model_unusable_cache_dir_falls_back(fake_models_dir, tmp_path, caplog):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    compiled = compile_model(ov.Core(), Path(fake_models_dir) / "pose.xml", CompileOptions(cache_dir=str(blocker / "cache")))
+    assert compiled.output(0).get_any_name() == "heatmaps"
+    assert "compiling without model caching" in caplog.text
+
+
 def test_compile_model_errors(fake_models_dir, tmp_path):
     core = ov.Core()
     with pytest.raises(ModelFolderError, match="IR file does not exist"):

@@ -34,7 +34,8 @@ _SCRIPT = textwrap.dedent("""
         except Exception as exc:  # report every failure, not just the first
             failed[info.name] = f"{type(exc).__name__}: {exc}"
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
-    print(json.dumps({"imported": imported, "failed": failed, "leaked": leaked, "attempts": Block.attempts}))
+    sys.stdout.write(json.dumps({"imported": imported, "failed": failed, "leaked": leaked,
+                                "attempts": Block.attempts}) + "\\n")
 """)
 
 

@@ -340,3 +340,24 @@ def test_image_files_source_through_pipeline(tmp_path: Path, estimator: PoseEsti
                        backend_factory=scripted_factory({})).run(source)
     assert [r["source"] for r in sink.records] == ["img0.png", "img1.png", "img2.png"]
     assert "error" in sink.records[1] and summary["frames_failed"] == 1 and summary["frames_ok"] == 2
+
+
+def test_tracking_helpers() -> None:
+    from edge_runtime.tracking import IouTracker, box_iou, boxes_from_keypoints
+
+    iou = box_iou(np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), np.array([[0, 0, 10, 10], [5, 0, 15, 10]]))
+    np.testing.assert_allclose(iou, [[1.0, 50 / 150], [0.0, 0.0]])
+    kpts = np.array([[[10, 20], [30, 60], [20, 40], [500, 500]]], np.float32)
+    scores = np.array([[0.9, 0.9, 0.9, 0.1]], np.float32)
+    boxes, keep = boxes_from_keypoints(kpts, scores, (100, 100), score_threshold=0.3, expansion=1.5)
+    np.testing.assert_allclose(boxes, [[5.0, 10.0, 35.0, 70.0]])  # the low-score point is ignored
+    assert keep.tolist() == [0]
+    boxes, keep = boxes_from_keypoints(kpts, np.zeros_like(scores), (100, 100))
+    assert boxes.shape == (0, 4) and keep.shape == (0,)
+    tracker = IouTracker(iou_threshold=0.3)
+    a, b = [0, 0, 10, 10], [50, 50, 60, 60]
+    first = tracker.update(np.array([a, b]))
+    assert first.tolist() == [0, 1]
+    second = tracker.update(np.array([[51, 50, 61, 60], [1, 0, 11, 10], [80, 80, 90, 90]]))
+    assert second.tolist() == [1, 0, 2]
+    assert tracker.update(np.zeros((0, 4))).tolist() == []

@@ -126,3 +126,9 @@ def test_close_stops_iteration(tmp_path: Path) -> None:
         if frame.index == 2:
             source.close()
     assert seen == [0, 1, 2]
+
+
+def test_unreachable_rtsp_gives_up_after_bounded_retries() -> None:
+    source = open_source("rtsp://127.0.0.1:9/none", policy=ReconnectPolicy(max_retries=1, initial_s=0.01))
+    with pytest.raises(InputError, match="gave up after 1 retries"):
+        list(source)
