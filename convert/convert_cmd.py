@@ -44,7 +44,7 @@ import yaml
 from convert.quantize import (CALIBRATED_MODES, MODES, QUANTIZED_MODES, QuantizeOptions, QuantizationError,
                               Reiterable, quantize_component, save_component)
 from edge_runtime.errors import InputError, SDPoseError
-from edge_runtime.metadata import INDEX_FILE, read_index, read_metadata
+from edge_runtime.metadata import read_index, read_metadata
 
 logger = logging.getLogger(__name__)
 

@@ -8,8 +8,10 @@ Precision modes (per component):
                   The pose UNet uses ``nncf.ModelType.TRANSFORMER`` (SmoothQuant on MatMuls, attention-aware
                   quantizer placement); the other components use the default CNN model type.
 ``hybrid``        as optimum-intel does for Stable Diffusion UNets: weight-only INT8 compression of every
-                  MatMul (linear / attention projection) weight, then INT8 activation quantization of the
-                  convolutions only (the weighted MatMuls are in the ignored scope, SmoothQuant off for MatMuls).
+                  MatMul (linear / attention projection) weight, then INT8 activation quantization with the
+                  weighted MatMuls in the ignored scope (SmoothQuant off for MatMuls): FakeQuantize lands on the
+                  convolutions and, as in optimum-intel, on the Q/K/V inputs of ScaledDotProductAttention;
+                  no MatMul gets an activation FakeQuantize.
 ``int8_weights``  ``nncf.compress_weights`` INT8 (asymmetric) weight-only compression; activations stay float.
 ``int4_weights``  ``nncf.compress_weights`` INT4 (asymmetric, grouped) weight-only compression; the layers
                   NNCF keeps in 8 bit (first/last, ``ratio``) follow NNCF's defaults.
@@ -195,8 +197,9 @@ def count_quantization_nodes(model: ov.Model) -> dict[str, int]:
     MatMuls whose weight is such a compressed constant, "compressed_conv_weights": same for convolutions,
     "convolutions", "matmuls"}.
 
-    Note: ``ov.save_model`` folds the constant FakeQuantize of an int8 weight into an i8 Constant -> Convert
-    -> Multiply, so a *saved* int8 IR shows convolution weights as compressed constants too.
+    Note: NNCF's OpenVINO backend stores the weights of FakeQuantize'd ops as i8/u8 constants (Constant ->
+    Convert -> Multiply), so int8 and hybrid IRs show their quantized weights as compressed constants too;
+    what tells int8 from hybrid is ``fq_on_matmul`` (activation quantization of MatMuls).
     """
     counts = collections.Counter()
     conv_types = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData")

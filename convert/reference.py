@@ -25,6 +25,33 @@ from convert.checkpoint import LATENT_SCALE, TIMESTEP, SDPoseCheckpoint, class_l
 logger = logging.getLogger(__name__)
 
 
+@torch.no_grad()
+def unet_up_block_output(unet: torch.nn.Module, latent: torch.Tensor, text_embedding: torch.Tensor,
+                         up_block: int) -> torch.Tensor:
+    """Run the full UNet as SDPose does and return the output of ``unet.up_blocks[up_block]``.
+
+    latent [N,4,h,w]; text_embedding [1,T,D] (repeated over the batch); t = 999; class labels
+    [sin 1, sin 0, cos 1, cos 0]. Returns features [N,C,h',w'] captured by a forward hook.
+    """
+    n = latent.shape[0]
+    dtype = latent.dtype
+    captured: list[torch.Tensor] = []
+
+    def hook(_module: torch.nn.Module, _inputs: tuple, output: torch.Tensor | tuple) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
+
+    handle = unet.up_blocks[up_block].register_forward_hook(hook)
+    try:
+        unet(latent, torch.tensor(TIMESTEP, dtype=torch.long),
+             encoder_hidden_states=text_embedding.to(dtype).repeat(n, 1, 1),
+             class_labels=class_labels(n).to(dtype), return_dict=False)
+    finally:
+        handle.remove()
+    if len(captured) != 1:
+        raise RuntimeError(f"expected one output of unet.up_blocks[{up_block}], got {len(captured)}")
+    return captured[0]
+
+
 class ReferencePipeline:
     """The original SDPose forward pass on crops, in torch (no_grad, CPU).
 
@@ -51,23 +78,8 @@ class ReferencePipeline:
     @torch.no_grad()
     def features(self, latent: torch.Tensor) -> torch.Tensor:
         """latent [N,4,h,w] -> output of ``unet.up_blocks[up_block]`` [N,C,h,w] (full UNet run, hooked)."""
-        n = latent.shape[0]
-        text = encode_empty_prompt(self.ckpt).to(self.dtype).repeat(n, 1, 1)
-        labels = class_labels(n).to(self.dtype)
-        captured: list[torch.Tensor] = []
-
-        def hook(_module: torch.nn.Module, _inputs: tuple, output: torch.Tensor | tuple) -> None:
-            captured.append(output[0] if isinstance(output, tuple) else output)
-
-        handle = self.unet.up_blocks[self.up_block].register_forward_hook(hook)
-        try:
-            self.unet(latent.to(self.dtype), torch.tensor(TIMESTEP, dtype=torch.long),
-                      encoder_hidden_states=text, class_labels=labels, return_dict=False)
-        finally:
-            handle.remove()
-        if len(captured) != 1:
-            raise RuntimeError(f"expected one output of unet.up_blocks[{self.up_block}], got {len(captured)}")
-        return captured[0]
+        text = encode_empty_prompt(self.ckpt).to(self.dtype)
+        return unet_up_block_output(self.unet, latent.to(self.dtype), text, self.up_block)
 
     @torch.no_grad()
     def pose(self, latent: torch.Tensor) -> torch.Tensor:

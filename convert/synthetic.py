@@ -24,7 +24,9 @@ from pathlib import Path
 
 import torch
 
+from convert.checkpoint import LATENT_SCALE
 from convert.head import SCHEMES, HeatmapHead
+from convert.reference import unet_up_block_output
 from edge_runtime.errors import SDPoseError
 
 logger = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ UNET_CONFIGS = {
                  upcast_attention=False),
 }
 _VAE_COMMON = dict(
-    in_channels=3, out_channels=3, latent_channels=4, act_fn="silu", scaling_factor=0.18215,
+    in_channels=3, out_channels=3, latent_channels=4, act_fn="silu", scaling_factor=LATENT_SCALE,
     down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
 )
 #: AutoencoderKL arguments per size (full = SD2's VAE)
@@ -162,8 +164,8 @@ def _save_text_encoder(out: Path, size: str, vocab_size: int, seed: int) -> torc
     model.save_pretrained(out / "text_encoder")
     tokenizer = CLIPTokenizer.from_pretrained(str(out / "tokenizer"), local_files_only=True)
     ids = tokenizer("", padding="do_not_pad", return_tensors="pt").input_ids
-    with torch.inference_mode():
-        embedding = model(ids)[0].clone()
+    with torch.no_grad():
+        embedding = model(ids)[0]
     del model
     gc.collect()
     return embedding
@@ -176,11 +178,11 @@ def _save_vae(out: Path, size: str, seed: int) -> torch.Tensor:
     torch.manual_seed(seed + 2)
     vae = AutoencoderKL(**VAE_CONFIGS[size]).eval()
     vae.save_pretrained(out / "vae", safe_serialization=True)
-    with torch.inference_mode():
-        latent = vae.encode(_calibration_image(size, seed)).latent_dist.mean * 0.18215
+    with torch.no_grad():
+        latent = vae.encode(_calibration_image(size, seed)).latent_dist.mean * LATENT_SCALE
     del vae
     gc.collect()
-    return latent.clone()
+    return latent
 
 
 def _save_unet(out: Path, size: str, seed: int, latent: torch.Tensor, text: torch.Tensor,
@@ -192,16 +194,10 @@ def _save_unet(out: Path, size: str, seed: int, latent: torch.Tensor, text: torc
     unet = UNet2DConditionModel(**UNET_CONFIGS[size]).eval()
     n_params = sum(p.numel() for p in unet.parameters())
     unet.save_pretrained(out / "unet", safe_serialization=True)
-    captured: list[torch.Tensor] = []
-    hook = unet.up_blocks[up_block].register_forward_hook(lambda _m, _i, o: captured.append(o))
-    task = torch.tensor([[1.0, 0.0]])
-    labels = torch.cat([torch.sin(task), torch.cos(task)], dim=-1)
-    with torch.inference_mode():
-        unet(latent, torch.tensor(999), encoder_hidden_states=text, class_labels=labels)
-    hook.remove()
+    features = unet_up_block_output(unet, latent, text, up_block)
     del unet
     gc.collect()
-    return captured[0].clone(), n_params
+    return features, n_params
 
 
 def _random_head(features: torch.Tensor, num_keypoints: int, seed: int) -> HeatmapHead:

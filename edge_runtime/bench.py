@@ -7,9 +7,12 @@ Measures, on this machine and in one run so that a noisy shared machine still gi
    ``vae_pose`` (fused IR, when the folder has one), ``decode`` (DARK-UDP decoding of the heatmaps) and
    ``crop`` (vae_encoder + pose + decode of the same run). Variants: every model folder given, read by its
    ``rt_info`` precision; an unquantized folder runs twice, with INFERENCE_PRECISION_HINT f32 and bf16; a
-   quantized one (int8, hybrid, ...) with the device's default hint (recorded). Everything is compiled
-   first; then each of the ``warmup + runs`` rounds visits every variant in turn (A B C, A B C, ...), so
-   drift and other jobs on the machine hit all variants alike. Median and p95 over ``runs``.
+   quantized one (int8, hybrid, ...) with the device's default hint (recorded). Stages run one after
+   another; for each stage every variant's model is compiled first, then each of the ``warmup + runs``
+   rounds visits every variant in turn (A B C, A B C, ...), so drift and other jobs on the machine hit all
+   variants alike; then that stage's models are freed (at full size all variants' models together would
+   not fit in 24 GB next to the PyTorch original). Median and p95 over ``runs``; ``crop`` sums the i-th
+   run of its stages.
    ``sdpose-convert bench`` adds the original PyTorch pipeline as the first variant (the speed-up baseline).
 2. **Compute limit**: FLOPs of each stage (from the IR here, :func:`edge_runtime.peak.count_ir_flops`;
    from the torch modules in ``sdpose-convert bench``) divided by the measured MatMul peak
@@ -62,6 +65,11 @@ DEFAULT_PEAK_SIZE = 2048
 
 
 # ================================================================================================ timing
+#: a stage builder gets the variant's outputs of earlier stages ({stage: output}) and returns the runner:
+#: a zero-argument callable that runs the stage once on fixed inputs and returns its output
+StageBuilder = Callable[[dict[str, Any]], Callable[[], Any]]
+
+
 @dataclass
 class Variant:
     """One implementation of the stages, timed side by side with the others.
@@ -69,7 +77,8 @@ class Variant:
     name: unique label (e.g. ``openvino-fp32/f32``). kind: ``pytorch`` or ``openvino``.
     precision: the weights' precision (rt_info ``precision``: fp32, fp16, int8, hybrid, ...).
     compute_precision: float precision of non-quantized ops for the limit (``f32`` or ``bf16``).
-    stages: {stage: zero-argument callable running the stage once on fixed inputs}.
+    builders: {stage: :data:`StageBuilder`}; a builder compiles/loads what the stage needs, so only one
+        stage's models are in memory at a time.
     flops: {stage: FLOPs of one call (batch 1)}; int8_share: {stage: share of those FLOPs in int8 ops}.
     info: anything recorded with the variant (folder, hint, compiled properties, threads, ...).
     """
@@ -78,30 +87,64 @@ class Variant:
     kind: str
     precision: str
     compute_precision: str
-    stages: dict[str, Callable[[], Any]]
+    builders: dict[str, StageBuilder]
     flops: dict[str, int] = field(default_factory=dict)
     int8_share: dict[str, float] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def stages(self) -> list[str]:
+        return [s for s in STAGE_ORDER if s in self.builders] + [s for s in self.builders if s not in STAGE_ORDER]
+
+
+def _output_of(value: Any) -> Any:
+    """The output to hand to later stages: the first output of an OpenVINO result, else the value."""
+    if type(value).__name__ == "OVDict":
+        return np.array(value[0])
+    return value
+
 
 def run_interleaved(variants: Sequence[Variant], runs: int, warmup: int) -> dict[str, dict[str, list[float]]]:
-    """Time every stage of every variant, interleaved: each of ``warmup + runs`` rounds visits every
-    variant in order and, inside it, every stage once. Returns {variant: {stage: [seconds] x runs}}
-    (warm-up rounds are dropped)."""
+    """Time every stage of every variant, one stage at a time, variants interleaved.
+
+    For each stage (in :data:`STAGE_ORDER`): build the runner of every variant that has the stage
+    (compiling its model), then ``warmup + runs`` rounds each visiting every variant in order (A B C, A B C,
+    ...), then drop the runners (and their compiled models) before the next stage, so that only one
+    stage's models are in memory at once. A stage's last output is passed to the variant's later stages.
+    Returns {variant: {stage: [seconds] x runs}} (warm-up rounds dropped).
+    """
     if runs < 1 or warmup < 0:
         raise InputError(f"--runs must be >= 1 and --warmup >= 0, got runs={runs}, warmup={warmup}")
-    times: dict[str, dict[str, list[float]]] = {v.name: {s: [] for s in v.stages} for v in variants}
-    for round_index in range(warmup + runs):
-        label = "warm-up" if round_index < warmup else f"run {round_index - warmup + 1}/{runs}"
-        round_start = time.perf_counter()
-        for variant in variants:
-            for stage, fn in variant.stages.items():
+    times: dict[str, dict[str, list[float]]] = {v.name: {} for v in variants}
+    outputs: dict[str, dict[str, Any]] = {v.name: {} for v in variants}
+    stages: list[str] = []
+    for v in variants:
+        stages += [s for s in v.stages if s not in stages]
+    for stage in stages:
+        members = [v for v in variants if stage in v.builders]
+        runners: dict[str, Callable[[], Any]] = {}
+        for v in members:
+            t0 = time.perf_counter()
+            runners[v.name] = v.builders[stage](outputs[v.name])
+            v.info.setdefault("build_s", {})[stage] = round(time.perf_counter() - t0, 3)
+            times[v.name][stage] = []
+        last: dict[str, Any] = {}
+        for round_index in range(warmup + runs):
+            took: list[str] = []
+            for v in members:
                 t0 = time.perf_counter()
-                fn()
+                last[v.name] = runners[v.name]()
                 elapsed = time.perf_counter() - t0
+                took.append(f"{v.name} {1000 * elapsed:.1f} ms")
                 if round_index >= warmup:
-                    times[variant.name][stage].append(elapsed)
-        logger.info("round %s done in %.1f s", label, time.perf_counter() - round_start)
+                    times[v.name][stage].append(elapsed)
+            label = "warm-up" if round_index < warmup else f"run {round_index - warmup + 1}/{runs}"
+            logger.info("%s %s: %s", stage, label, ", ".join(took))
+        for v in members:
+            outputs[v.name][stage] = _output_of(last[v.name])
+        runners.clear()
+        last.clear()
+        gc.collect()
     return times
 
 
@@ -227,23 +270,60 @@ def _variant_name(precision: str, hint: str | None, taken: set[str], folder: Pat
     return name
 
 
+def _default_precision(core: Any, device: str) -> str:
+    try:
+        value = core.get_property(device, "INFERENCE_PRECISION_HINT")
+    except RuntimeError:
+        return "f32"
+    return str(value.get_type_name() if hasattr(value, "get_type_name") else value)
+
+
+def _ov_stage(core: Any, xml: Path, options: Any, info: dict[str, Any], stage: str,
+              make_input: Callable[[dict[str, Any]], np.ndarray]) -> StageBuilder:
+    """Builder: compile ``xml`` with ``options`` (recording its properties in ``info``) -> runner that runs
+    one synchronous inference on ``make_input(earlier outputs)``."""
+    from .models import compile_model
+
+    def build(earlier: dict[str, Any]) -> Callable[[], Any]:
+        compiled = compile_model(core, core.read_model(str(xml)), options)
+        info.setdefault("compiled", {})[stage] = _compiled_info(compiled)
+        request = compiled.create_infer_request()
+        data = make_input(earlier)
+        return lambda: request.infer({0: data})
+
+    return build
+
+
+def _decode_stage(input_wh: tuple[int, int]) -> StageBuilder:
+    from .codec import decode_heatmaps
+
+    def build(earlier: dict[str, Any]) -> Callable[[], Any]:
+        heatmaps = earlier.get("pose", earlier.get("vae_pose"))
+        if heatmaps is None:
+            raise SDPoseError("decode stage: no heatmaps from a pose stage of this variant")
+        heatmaps = np.asarray(heatmaps.numpy() if hasattr(heatmaps, "numpy") else heatmaps, dtype=np.float32)
+        return lambda: decode_heatmaps(heatmaps, input_size=input_wh)
+
+    return build
+
+
 def build_openvino_variants(folders: Sequence[str | Path], inputs: dict[str, Any], core: Any = None,
                             device: str = "CPU", with_detector: bool = True,
                             with_fused: bool = True) -> list[Variant]:
-    """Compile every folder's components (LATENCY hint, no model cache) for each hint of the folder and
-    return one :class:`Variant` per (folder, hint). Inputs of later stages (latent, heatmaps) are computed
-    once per variant with its own earlier stage. ``with_fused=False`` leaves out ``vae_pose.xml`` when the
-    folder also has the split chain."""
+    """One :class:`Variant` per (folder, INFERENCE_PRECISION_HINT), compiled lazily per stage with the
+    LATENCY hint and no model cache. The pose stage runs on the variant's own latent, decode on its own
+    heatmaps. ``with_fused=False`` leaves out ``vae_pose.xml`` when the folder also has the split chain.
+    FLOPs are counted from the IRs here (once per folder)."""
     import openvino as ov
 
-    from .codec import decode_heatmaps
     from .detector import PersonDetector
-    from .models import CompileOptions, ModelFolder, compile_model
+    from .models import CompileOptions, ModelFolder
 
     core = core if core is not None else ov.Core()
     variants: list[Variant] = []
     taken: set[str] = set()
     input_wh: tuple[int, int] | None = None
+    crop, frame = inputs["crop"], inputs["frame"]
     for folder_path in folders:
         folder = ModelFolder(folder_path, core=core)
         meta = folder.pose_meta
@@ -257,61 +337,49 @@ def build_openvino_variants(folders: Sequence[str | Path], inputs: dict[str, Any
         kinds = [k for k in ("vae_encoder", "pose", "vae_pose") if folder.has(k)]
         if not with_fused and "vae_encoder" in kinds and "pose" in kinds and "vae_pose" in kinds:
             kinds.remove("vae_pose")
-        flops = {k: ir_flops(folder.read_model(k)) for k in kinds}
-        det_flops = None
         if with_detector and folder.has("detector"):
-            det_flops = ir_flops(folder.read_model("detector"))
+            kinds.insert(0, "detector")
+        flops = {k: ir_flops(folder.read_model(k)) for k in kinds}
+        xml = {k: folder.ir_path(k) for k in kinds}
+        component_precision = {k: folder.metadata(k).get("precision", "?") for k in kinds}
+        chain, quantized = folder.chain, bool(meta.get("quantized", False))
+        del folder  # drop the read models: each stage reads and compiles its IR when it runs
         for hint in _hints_for(meta):
             options = CompileOptions(device=device, performance_hint="LATENCY", inference_precision=hint,
                                      cache_dir=None)
             name = _variant_name(precision, hint, taken, Path(folder_path))
             taken.add(name)
-            t0 = time.perf_counter()
-            compiled = {k: compile_model(core, folder.read_model(k), options) for k in kinds}
-            requests = {k: c.create_infer_request() for k, c in compiled.items()}
-            stages: dict[str, Callable[[], Any]] = {}
-            stage_flops: dict[str, int] = {}
-            int8_share: dict[str, float] = {}
+            compute = hint or _default_precision(core, device)
+            compute = "bf16" if "bf16" in compute else "f32"
             info: dict[str, Any] = {"folder": str(Path(folder_path).resolve()), "hint": hint or "device default",
-                                    "chain": folder.chain, "quantized": bool(meta.get("quantized", False)),
-                                    "component_precision": {
-                                        k: folder.metadata(k).get("precision", "?") for k in
-                                        kinds + (["detector"] if det_flops is not None else [])},
-                                    "compiled": {k: _compiled_info(c) for k, c in compiled.items()}}
-            detector = None
-            if det_flops is not None:
-                detector = PersonDetector(folder, options=options, core=core)
-                info["compiled"]["detector"] = _compiled_info(detector.compiled)
-                frame = inputs["frame"]
-                stages["detector"] = lambda d=detector, f=frame: d(f)
-                stage_flops["detector"] = det_flops["total"]
-                int8_share["detector"] = det_flops["int8"] / max(det_flops["total"], 1)
-            crop = inputs["crop"]
-            if "vae_encoder" in requests and "pose" in requests:
-                latent = np.array(requests["vae_encoder"].infer({0: crop})[0])
-                heatmaps = np.array(requests["pose"].infer({0: latent})[0])
-                stages["vae_encoder"] = lambda r=requests["vae_encoder"], x=crop: r.infer({0: x})
-                stages["pose"] = lambda r=requests["pose"], x=latent: r.infer({0: x})
-            if "vae_pose" in requests:
-                fused = np.array(requests["vae_pose"].infer({0: crop})[0])
-                stages["vae_pose"] = lambda r=requests["vae_pose"], x=crop: r.infer({0: x})
-                if "pose" not in requests:
-                    heatmaps = fused
-            stages["decode"] = lambda hm=heatmaps, size=wh: decode_heatmaps(hm, input_size=size)
-            for k in kinds:
-                stage_flops[k] = flops[k]["total"]
-                int8_share[k] = flops[k]["int8"] / max(flops[k]["total"], 1)
-            info["compile_s"] = round(time.perf_counter() - t0, 3)
-            info["flops_ir"] = {k: {"total": v["total"], "int8": v["int8"], "by_op": v["by_op"]}
-                                for k, v in list(flops.items()) + ([("detector", det_flops)] if det_flops else [])}
-            any_compiled = next(iter(compiled.values()))
-            executed = _compiled_info(any_compiled).get("INFERENCE_PRECISION_HINT", "f32")
-            compute = "bf16" if "bf16" in executed else "f32"
-            info["num_threads"] = _compiled_info(any_compiled).get("INFERENCE_NUM_THREADS")
-            logger.info("compiled %s (%s) in %.1f s: stages %s, float ops in %s", name, folder_path,
-                        info["compile_s"], ", ".join(stages), compute)
-            variants.append(Variant(name=name, kind="openvino", precision=precision, compute_precision=compute,
-                                    stages=stages, flops=stage_flops, int8_share=int8_share, info=info))
+                                    "inference_precision": hint or _default_precision(core, device),
+                                    "chain": chain, "quantized": quantized,
+                                    "component_precision": component_precision,
+                                    "flops_ir": {k: {"total": v["total"], "int8": v["int8"], "by_op": v["by_op"]}
+                                                 for k, v in flops.items()}}
+            builders: dict[str, StageBuilder] = {}
+            if "detector" in kinds:
+                def build_detector(_earlier: dict[str, Any], options: Any = options, info: dict = info,
+                                   path: Path = xml["detector"]) -> Callable[[], Any]:
+                    detector = PersonDetector(path, options=options, core=core)
+                    info.setdefault("compiled", {})["detector"] = _compiled_info(detector.compiled)
+                    return lambda: detector(frame)
+
+                builders["detector"] = build_detector
+            if "vae_encoder" in kinds and "pose" in kinds:
+                builders["vae_encoder"] = _ov_stage(core, xml["vae_encoder"], options, info, "vae_encoder",
+                                                    lambda _e: crop)
+                builders["pose"] = _ov_stage(core, xml["pose"], options, info, "pose",
+                                             lambda e: np.asarray(e["vae_encoder"]))
+            if "vae_pose" in kinds:
+                builders["vae_pose"] = _ov_stage(core, xml["vae_pose"], options, info, "vae_pose", lambda _e: crop)
+            builders["decode"] = _decode_stage(wh)
+            variants.append(Variant(
+                name=name, kind="openvino", precision=precision, compute_precision=compute, builders=builders,
+                flops={k: v["total"] for k, v in flops.items()},
+                int8_share={k: v["int8"] / max(v["total"], 1) for k, v in flops.items()}, info=info))
+            logger.info("variant %s: %s, stages %s, float ops in %s", name, folder_path,
+                        ", ".join(builders), compute)
     return variants
 
 
@@ -836,6 +904,9 @@ def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = 
         "notes": list(notes),
     }
     report["notes"] += [
+        "stages are timed one after another; within a stage the variants are interleaved (A B C, A B C, ...) "
+        "after all of them were compiled, so machine drift and other jobs hit every variant alike; crop = "
+        "vae_encoder + pose + decode of the same run index.",
         "decode is the same numpy/OpenCV DARK-UDP code for every variant (the original pipeline decodes with "
         "mmpose in numpy as well); it runs on each variant's own heatmaps.",
         "detector = letterbox + network + NMS on one frame; its limit counts the network only.",
@@ -850,12 +921,18 @@ def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = 
     del best, ov_variants
     variants.clear()
     gc.collect()
-    if not skip_e2e and video is not None:
-        if best_folder is not None:
+    if not skip_e2e and video is not None and best_folder is not None:
+        # write the per-stage figures first: a failing or interrupted end-to-end part must not lose them
+        report["end_to_end"] = "running"
+        write_report(report, out)
+        try:
             report["end_to_end"] = run_end_to_end(best_folder, video, detections, e2e_frames,
                                                   best_hint if best_hint in ("f32", "bf16") else None,
                                                   device=device)
             report["end_to_end"]["variant"] = best_name
+        except (SDPoseError, subprocess.SubprocessError, OSError, ValueError) as exc:
+            logger.error("end-to-end part failed: %s", exc)
+            report["end_to_end"] = f"failed: {exc}"
     elif video is None:
         report["end_to_end"] = "not run: pass --video FILE --detections DETS.json (a multi-person video)"
     else:

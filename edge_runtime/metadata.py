@@ -45,6 +45,9 @@ FIELD_TYPES: dict[str, type] = {
     "quantization": dict,
     "class_names": list,
     "person_class": int,
+    "letterbox": dict,
+    "num_classes": int,
+    "num_anchors": int,
 }
 
 

@@ -17,7 +17,8 @@ Scheduling
   results are written strictly in frame order: exactly one record per input frame, including frames
   without persons and failed frames (those carry an ``"error"`` field).
 - live mode: capture never waits; frames wait in a small slot where the newest frame replaces older ones
-  (counted as skipped); latency from capture to written result is measured.
+  (counted as skipped); a frame is taken only when no crops wait for a request, so the work always starts
+  on the newest frame; latency from capture to written result is measured.
 - the detector runs every ``detect_every`` frames; in between, boxes come from the previous frame's poses
   (:func:`edge_runtime.tracking.boxes_from_keypoints`); a frame whose carried boxes are empty is detected.
 - crops of several persons and frames are batched up to ``batch`` per pose request; a partial batch is sent
@@ -522,7 +523,12 @@ class Pipeline:
         return self._interrupted or (self._feed.closed and len(self._feed) == 0)
 
     def _admit(self) -> None:
+        live = self.config.mode == "live"
         while not self._interrupted and len(self._states) < self._max_inflight:
+            if live and (self._pose_items or self._latent_queue or self._det_queue):
+                # live: take a frame only when its work can start at once, so that the newest frame is
+                # picked as late as possible (lowest capture-to-result latency)
+                return
             item = self._feed.get_nowait()
             if item is None:
                 return

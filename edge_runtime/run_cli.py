@@ -29,8 +29,7 @@ logger = logging.getLogger("sdpose-edge.run")
 
 def register(subparsers: Any, name: str) -> None:
     p = subparsers.add_parser(name, help="run pose estimation on a camera, stream, video or images",
-                              description=__doc__.split("\n\n")[0],
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                              description=__doc__.split("\n\n")[0])
     p.add_argument("--models", required=True, help="model folder written by sdpose-convert export")
     p.add_argument("--source", required=True,
                    help="camera index ('0'), video file, image file, folder or glob of images, rtsp:// or "

@@ -99,15 +99,27 @@ def test_torch_flops_match_ir_flops(tiny_checkpoint_wholebody: Path,
 def test_run_interleaved_visits_variants_in_turn() -> None:
     calls: list[str] = []
 
-    def stage(label: str) -> Callable[[], None]:
-        return lambda: calls.append(label)
+    built: list[tuple[str, dict]] = []
 
-    a = Variant("A", "openvino", "fp32", "f32", {"vae_encoder": stage("A.vae"), "pose": stage("A.pose")})
+    def stage(label: str) -> Callable[[dict], Callable[[], str]]:
+        def build(earlier: dict) -> Callable[[], str]:
+            built.append((label, dict(earlier)))
+            calls.append(f"build {label}")
+            return lambda: calls.append(label) or f"out {label}"
+        return build
+
+    a = Variant("A", "openvino", "fp32", "f32", {"pose": stage("A.pose"), "vae_encoder": stage("A.vae")})
     b = Variant("B", "openvino", "int8", "f32", {"vae_encoder": stage("B.vae"), "pose": stage("B.pose")})
     times = run_interleaved([a, b], runs=2, warmup=1)
-    assert calls == ["A.vae", "A.pose", "B.vae", "B.pose"] * 3
+    # one stage at a time (in pipeline order), both variants built first, then A B A B A B
+    assert calls == ["build A.vae", "build B.vae"] + ["A.vae", "B.vae"] * 3 + \
+        ["build A.pose", "build B.pose"] + ["A.pose", "B.pose"] * 3
+    # a later stage gets the variant's own last output of the earlier stages
+    assert built[2] == ("A.pose", {"vae_encoder": "out A.vae"})
+    assert built[3] == ("B.pose", {"vae_encoder": "out B.vae"})
     assert {k: {s: len(v) for s, v in per.items()} for k, per in times.items()} == \
         {"A": {"vae_encoder": 2, "pose": 2}, "B": {"vae_encoder": 2, "pose": 2}}
+    assert set(a.info["build_s"]) == {"vae_encoder", "pose"}
 
 
 def test_analyse_limits_and_speedups() -> None:

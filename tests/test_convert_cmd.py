@@ -194,3 +194,12 @@ def test_cli_registers_convert_and_validate():
     assert args.precision == "int8" and args.subset_size == 8 and callable(args.func)
     args = build_parser().parse_args(["validate", "m", "--reference", "r", "--held-out", "3"])
     assert args.held_out == 3 and callable(args.func)
+
+
+def test_builtin_defaults_match_the_shipped_yaml(monkeypatch, tmp_path):
+    """An installed package without configs/ falls back to the built-in defaults: they must agree."""
+    import convert.convert_cmd as cc
+
+    shipped = load_config(cc.DEFAULT_CONFIG).describe()
+    monkeypatch.setattr(cc, "DEFAULT_CONFIG", tmp_path / "missing.yaml")
+    assert load_config(None).describe() == shipped

@@ -28,8 +28,9 @@ EXACT_RTOL = 1e-4
 F32_REF_RTOL = 1e-3
 KEYPOINT_ATOL_PX = 0.1
 SCORE_ATOL = 1e-3
-#: A keypoint is "well conditioned" when its decoded position moves < CONDITION_PX under a seeded uniform
-#: perturbation of the reference heatmaps of CONDITION_NOISE x their maximum (about the IR's f32 error).
+#: A keypoint is "well conditioned" when its decoded position moves < CONDITION_PX under each of
+#: CONDITION_TRIALS seeded uniform perturbations of the exact heatmaps of CONDITION_NOISE x their maximum
+#: (about the IR's f32 error, ~8e-6).
 #: Random-weight heatmaps are bumpy: on a few channels two near-equal peaks or a flat DARK Hessian let
 #: 1e-6-relative noise move the keypoint by pixels (torch f32 vs torch f64 differ by up to ~2.6 px there).
 #: Such keypoints are not a conversion property, so the 0.1 px bound applies to the well-conditioned ones
@@ -37,7 +38,8 @@ SCORE_ATOL = 1e-3
 #: (float64) result than torch's own float32 run is.
 CONDITION_NOISE = 1e-5
 CONDITION_PX = 0.05
-MIN_CONDITIONED = 0.9
+CONDITION_TRIALS = 8
+MIN_CONDITIONED = 0.85
 
 
 def astronaut_crops(input_size_hw: tuple[int, int]) -> np.ndarray:
@@ -66,18 +68,20 @@ def _reference(checkpoint: Path, crops: np.ndarray, dtype) -> tuple[np.ndarray, 
     return latent.double().numpy(), pipe.pose(latent).double().numpy()
 
 
-def _check_parity(models: Path, checkpoint: Path, input_size_hw: tuple[int, int], num_keypoints: int,
-                  fused: bool) -> None:
+def parity_stats(models: Path, checkpoint: Path, input_size_hw: tuple[int, int], fused: bool,
+                 condition_noise: float = CONDITION_NOISE) -> dict:
+    """Run the IR chains and the float64/float32 references on the astronaut crops; return the errors.
+
+    Keys: ``heat_shape``; ``latent_rel[ref]``, ``pose_only_rel[ref]``, ``heat_rel[ref][chain]`` (max abs error /
+    max abs reference) for ref in f64/f32 and chain in split(/fused); ``torch_f32_heat_rel`` (torch f32 vs
+    f64); ``conditioned`` (fraction of well-conditioned keypoints); ``kpt_err_conditioned[chain]``,
+    ``kpt_err_all[chain]`` (px, vs f64), ``torch_f32_kpt_err_all``, ``score_err[ref][chain]``.
+    """
     import torch
 
     h, w = input_size_hw
     crops = astronaut_crops(input_size_hw)
     refs = {"f64": _reference(checkpoint, crops, torch.float64), "f32": _reference(checkpoint, crops, torch.float32)}
-    rtol = {"f64": EXACT_RTOL, "f32": F32_REF_RTOL}
-    for ref_latent, ref_heat in refs.values():
-        assert ref_heat.shape == (2, num_keypoints, h // 4, w // 4)
-        assert np.abs(ref_heat).max() > 0
-
     core = ov.Core()
     vae = core.compile_model(str(models / "vae_encoder.xml"), "CPU", F32)
     pose = core.compile_model(str(models / "pose.xml"), "CPU", F32)
@@ -85,31 +89,61 @@ def _check_parity(models: Path, checkpoint: Path, input_size_hw: tuple[int, int]
     chains = {"split": pose(latent)["heatmaps"]}
     if fused:
         chains["fused"] = core.compile_model(str(models / "vae_pose.xml"), "CPU", F32)(crops)["heatmaps"]
+    stats: dict = {"heat_shape": {k: v.shape for k, v in chains.items()}, "ref_shape": refs["f64"][1].shape,
+                   "ref_max": float(np.abs(refs["f64"][1]).max()), "latent_rel": {}, "pose_only_rel": {},
+                   "heat_rel": {}, "score_err": {}}
     for ref_name, (ref_latent, ref_heat) in refs.items():
-        assert _rel_err(latent, ref_latent) < rtol[ref_name], ref_name
+        stats["latent_rel"][ref_name] = _rel_err(latent, ref_latent)
         # the pose IR alone on the reference's latent (isolates the folded, truncated UNet + head)
-        assert _rel_err(pose(ref_latent.astype(np.float32))["heatmaps"], ref_heat) < rtol[ref_name], ref_name
-        for name, heat in chains.items():
-            assert heat.shape == ref_heat.shape, name
-            assert _rel_err(heat, ref_heat) < rtol[ref_name], (name, ref_name)
+        stats["pose_only_rel"][ref_name] = _rel_err(pose(ref_latent.astype(np.float32))["heatmaps"], ref_heat)
+        stats["heat_rel"][ref_name] = {k: _rel_err(v, ref_heat) for k, v in chains.items()}
+    stats["torch_f32_heat_rel"] = _rel_err(refs["f32"][1], refs["f64"][1])
 
     exact_heat = refs["f64"][1].astype(np.float32)
     exact_kpts, exact_scores = decode_heatmaps(exact_heat, input_size=(w, h))
     torch_kpts, torch_scores = decode_heatmaps(refs["f32"][1].astype(np.float32), input_size=(w, h))
-    assert np.isfinite(exact_kpts).all() and np.isfinite(torch_kpts).all()
-    noise = np.random.default_rng(0).uniform(-1, 1, exact_heat.shape) * CONDITION_NOISE * np.abs(exact_heat).max()
-    noisy_kpts, _ = decode_heatmaps((exact_heat + noise).astype(np.float32), input_size=(w, h))
-    conditioned = np.abs(noisy_kpts - exact_kpts).max(-1) < CONDITION_PX
-    assert conditioned.mean() >= MIN_CONDITIONED
-    torch_err = np.abs(torch_kpts - exact_kpts).max()
+    stats["finite"] = bool(np.isfinite(exact_kpts).all() and np.isfinite(torch_kpts).all())
+    moved = np.zeros(exact_kpts.shape[:2])
+    for seed in range(CONDITION_TRIALS):
+        noise = np.random.default_rng(seed).uniform(-1, 1, exact_heat.shape) * condition_noise \
+            * np.abs(exact_heat).max()
+        noisy_kpts, _ = decode_heatmaps((exact_heat + noise).astype(np.float32), input_size=(w, h))
+        moved = np.maximum(moved, np.abs(noisy_kpts - exact_kpts).max(-1))
+    conditioned = moved < CONDITION_PX
+    stats["conditioned"] = float(conditioned.mean())
+    stats["torch_f32_kpt_err_all"] = float(np.abs(torch_kpts - exact_kpts).max())
+    stats["kpt_err_conditioned"], stats["kpt_err_all"] = {}, {}
+    stats["score_err"] = {"f64": {}, "f32": {}}
     for name, heat in chains.items():
         kpts, scores = decode_heatmaps(heat, input_size=(w, h))
         err = np.abs(kpts - exact_kpts).max(-1)
-        assert err[conditioned].max() < KEYPOINT_ATOL_PX, name
-        assert err.max() <= max(torch_err, KEYPOINT_ATOL_PX), name
-        assert np.abs(scores - exact_scores).max() < SCORE_ATOL, name
-        assert np.abs(scores - torch_scores).max() < SCORE_ATOL, name
-        assert np.abs(kpts - torch_kpts).max(-1)[conditioned].max() < KEYPOINT_ATOL_PX + torch_err, name
+        stats["kpt_err_conditioned"][name] = float(err[conditioned].max())
+        stats["kpt_err_all"][name] = float(err.max())
+        stats["score_err"]["f64"][name] = float(np.abs(scores - exact_scores).max())
+        stats["score_err"]["f32"][name] = float(np.abs(scores - torch_scores).max())
+    return stats
+
+
+def _check_parity(models: Path, checkpoint: Path, input_size_hw: tuple[int, int], num_keypoints: int,
+                  fused: bool, exact_rtol: float = EXACT_RTOL, f32_rtol: float = F32_REF_RTOL,
+                  condition_noise: float = CONDITION_NOISE) -> None:
+    h, w = input_size_hw
+    stats = parity_stats(models, checkpoint, input_size_hw, fused, condition_noise)
+    expected_shape = (len(ASTRONAUT_BOXES), num_keypoints, h // 4, w // 4)
+    assert stats["ref_shape"] == expected_shape and stats["ref_max"] > 0
+    assert all(shape == expected_shape for shape in stats["heat_shape"].values()), stats["heat_shape"]
+    assert stats["finite"]
+    rtol = {"f64": exact_rtol, "f32": f32_rtol}
+    for ref_name in ("f64", "f32"):
+        assert stats["latent_rel"][ref_name] < rtol[ref_name], stats
+        assert stats["pose_only_rel"][ref_name] < rtol[ref_name], stats
+        assert max(stats["heat_rel"][ref_name].values()) < rtol[ref_name], stats
+        assert max(stats["score_err"][ref_name].values()) < SCORE_ATOL, stats
+    # the IR is at least as close to the exact result as torch's own float32 run
+    assert max(stats["heat_rel"]["f64"].values()) <= stats["torch_f32_heat_rel"], stats
+    assert stats["conditioned"] >= MIN_CONDITIONED, stats
+    assert max(stats["kpt_err_conditioned"].values()) < KEYPOINT_ATOL_PX, stats
+    assert max(stats["kpt_err_all"].values()) <= max(stats["torch_f32_kpt_err_all"], KEYPOINT_ATOL_PX), stats
 
 
 @pytest.mark.parametrize("scheme, num_keypoints", [("wholebody", 133), ("body", 17)])
