@@ -226,9 +226,12 @@ def load_head(path: Path, up_channels: list[int]) -> tuple[HeatmapHead, str]:
     return head, scheme
 
 
-def _from_pretrained(cls: Any, folder: Path, **kwargs: Any) -> Any:
-    """``cls.from_pretrained(folder, local_files_only=True, **kwargs)`` with failures as CheckpointError."""
-    weights = kwargs.pop("_weights", True)
+def _from_pretrained(cls: Any, folder: Path, *, weights: bool = True, **kwargs: Any) -> Any:
+    """``cls.from_pretrained(folder, local_files_only=True, **kwargs)`` with failures as CheckpointError.
+
+    With ``weights`` (models, not tokenizers) missing or shape-mismatched weights are errors too (diffusers
+    and transformers would otherwise initialise them randomly with a warning).
+    """
     if weights:
         kwargs["output_loading_info"] = True
     from safetensors import SafetensorError
@@ -296,7 +299,7 @@ def load_checkpoint(path: str | Path, *, load_text_encoder: bool = True,
         from transformers import CLIPTextModel, CLIPTokenizer
 
         text_encoder = _from_pretrained(CLIPTextModel, root / "text_encoder", dtype=torch_dtype)
-        tokenizer = _from_pretrained(CLIPTokenizer, root / "tokenizer", _weights=False)
+        tokenizer = _from_pretrained(CLIPTokenizer, root / "tokenizer", weights=False)
         ids = tokenizer("", padding="do_not_pad").input_ids
         if len(ids) != 2 or ids[0] != tokenizer.bos_token_id or ids[1] != tokenizer.eos_token_id:
             raise CheckpointError(f"{root / 'tokenizer'}: the empty prompt encodes to {ids}, expected "

@@ -68,8 +68,11 @@ def check_input_size(input_size: Any) -> tuple[int, int]:
     """Validate ``input_size`` (H, W) in crop px: two positive multiples of 8 (the VAE downsamples x8)."""
     try:
         h, w = (int(v) for v in input_size)
+        exact = all(not isinstance(v, bool) and int(v) == v for v in input_size)
     except (TypeError, ValueError) as exc:
         raise InputError(f"input_size {input_size!r} must be two integers (H, W)") from exc
+    if not exact:
+        raise InputError(f"input_size {input_size!r} must be two integers (H, W)")
     if h <= 0 or w <= 0 or h % 8 or w % 8:
         raise InputError(f"input size {h}x{w} (HxW) is invalid: height and width must be positive multiples "
                          "of 8 (the VAE latent is 1/8 of the crop)")

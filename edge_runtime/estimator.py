@@ -61,7 +61,10 @@ class PoseEstimator:
 
     Args:
         models_dir: model folder written by ``sdpose-convert export``.
-        options: compile options (default: CPU, THROUGHPUT, cache in ~/.cache/sdpose-edge).
+        options: compile options. Default (None): ``CompileOptions(performance_hint="LATENCY")`` (CPU,
+            cache in ~/.cache/sdpose-edge), because the synchronous calls here run one request at a time
+            and a THROUGHPUT-compiled model gives one request only part of the cores (measured at full
+            size on 2 cores: 50 s vs 42 s per crop, FP32). The async pipeline passes THROUGHPUT options.
         chain: "split" / "fused" / None (the index's default_chain).
         core: an ``openvino.Core`` to share (one is created if None).
         flip_test: also run horizontally flipped crops and average the heatmaps (mmpose flip_mode
@@ -79,7 +82,7 @@ class PoseEstimator:
         if max_batch < 1:
             raise InputError(f"max_batch: expected a positive integer, got {max_batch}")
         self.core = core if core is not None else ov.Core()
-        self.options = options if options is not None else CompileOptions()
+        self.options = options if options is not None else CompileOptions(performance_hint="LATENCY")
         self.folder = ModelFolder(models_dir, chain=chain, core=self.core)
         self.meta: dict[str, Any] = self.folder.pose_meta
         self.chain: str = self.folder.chain
@@ -94,6 +97,7 @@ class PoseEstimator:
         self._flip_perm = flip_indices(self.num_keypoints) if self.flip_test else None
         self.compiled: dict[str, ov.CompiledModel] = {
             kind: compile_model(self.core, self.folder.read_model(kind), self.options) for kind in self.kinds}
+        self.folder.release()  # the compiled models hold the weights now
         logger.info("pose models: %s chain %s, %s %d keypoints, input %dx%d, device %s (%s)",
                     self.folder.path, self.chain, self.scheme, self.num_keypoints, *self.input_size,
                     self.options.device, self.options.performance_hint)

@@ -110,6 +110,14 @@ class ModelFolder:
         self._models[kind] = model
         return model
 
+    def release(self) -> None:
+        """Drop the cached ``openvino.Model`` objects (their weights) but keep the metadata.
+
+        Call after compiling: a compiled model holds its own copy of the weights, so keeping the
+        ``ov.Model`` too doubles the memory (about +3.4 GB RSS for the full-size FP32 pose IR).
+        """
+        self._models.clear()
+
     def metadata(self, kind: str) -> dict[str, Any]:
         """The ``rt_info['sdpose']`` metadata of component ``kind`` as typed values (cached)."""
         if kind not in self._meta:

@@ -163,6 +163,14 @@ def test_flip_test_averages_heatmaps(fake_models_dir, estimator):
     assert not np.allclose(mirrored, plain)
 
 
+def test_default_options_are_latency(fake_models_dir, monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # the default cache dir lands in the temporary home
+    est = PoseEstimator(fake_models_dir)
+    assert est.options.performance_hint == "LATENCY" and est.options.device == "CPU"
+    assert str(est.compiled["pose"].get_property("PERFORMANCE_HINT")) == "LATENCY"
+    assert (tmp_path / ".cache" / "sdpose-edge").is_dir()
+
+
 def test_bad_max_batch(fake_models_dir):
     with pytest.raises(InputError, match="max_batch"):
         PoseEstimator(fake_models_dir, OPTS, max_batch=0)

@@ -207,4 +207,6 @@ def test_bad_arguments_api(tiny_checkpoint_body: Path, tmp_path: Path):
         export_models(tiny_checkpoint_body, tmp_path / "o", precision="int8")
     with pytest.raises(InputError, match="two integers"):
         check_input_size((1024,))
+    with pytest.raises(InputError, match="two integers"):
+        check_input_size((1024.5, 768))
     assert not (tmp_path / "o").exists()

