@@ -317,7 +317,8 @@ def capture_component_inputs(fp32_folder: Path, kind: str, images: Iterator[Any]
     """
     from edge_runtime.models import CompileOptions, ModelFolder, compile_model
 
-    folder = ModelFolder(fp32_folder)
+    chains = {"pose": "split", "vae_encoder": "split", "vae_pose": "fused"}
+    folder = ModelFolder(fp32_folder, chain=chains.get(kind))
     kinds = list(folder.kinds)
     if kind not in kinds:
         raise SDPoseError(f"{fp32_folder}: chain {kinds} has no component '{kind}'")

@@ -48,6 +48,8 @@ DEFAULT_LATENCY_HINTS = ("f32", "bf16")
 TOP_K_BOXES = 20
 #: the hint every fidelity comparison is compiled with
 FIDELITY_HINT = "f32"
+#: the hint of the "FP32 IR run in bf16" baseline reported next to the quantization error
+BASELINE_HINT = "bf16"
 _MB = 1 << 20
 
 
@@ -202,9 +204,9 @@ def _options(hint: str | None, latency: bool = True) -> CompileOptions:
 class _Chain:
     """Compiled components of one model folder (f32 hint), run batch 1 synchronously."""
 
-    def __init__(self, folder: ModelFolder, core: ov.Core, kinds: Iterable[str]) -> None:
+    def __init__(self, folder: ModelFolder, core: ov.Core, kinds: Iterable[str], hint: str = FIDELITY_HINT) -> None:
         self.folder = folder
-        self.compiled = {k: compile_model(core, folder.read_model(k), _options(FIDELITY_HINT)) for k in kinds}
+        self.compiled = {k: compile_model(core, folder.read_model(k), _options(hint)) for k in kinds}
         self.requests = {k: c.create_infer_request() for k, c in self.compiled.items()}
 
     def run(self, kind: str, data: np.ndarray) -> np.ndarray:
@@ -305,6 +307,13 @@ def validate_folder(models: str | Path, reference: str | Path | None = None, cal
     }
     if conversion:
         report["conversion"] = conversion
+    elif write and (models / REPORT_JSON).is_file():
+        try:
+            previous = json.loads((models / REPORT_JSON).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            previous = {}
+        if isinstance(previous, dict) and isinstance(previous.get("conversion"), dict):
+            report["conversion"] = previous["conversion"]  # re-validation keeps the conversion log
 
     for kind in kinds:
         meta = metas[kind]
@@ -378,6 +387,11 @@ def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: A
     kinds = [k for k in _pose_kinds(folder) if ref.has(k)]
     q = _Chain(folder, core, _pose_kinds(folder))
     r = _Chain(ref, core, _pose_kinds(ref))
+    # baseline: what the CPU's default bf16 execution of the FP32 IRs alone changes (same metrics)
+    r16 = _Chain(ref, core, ref.kinds, hint=BASELINE_HINT)
+    base_cos: list[float] = []
+    base_disp: list[np.ndarray] = []
+    base_valid: list[np.ndarray] = []
     per: dict[str, list[float]] = {"vae_encoder": [], "pose": [], "vae_pose": [], "end_to_end": []}
     disp: dict[str, list[np.ndarray]] = {"pose": [], "vae_pose": [], "end_to_end": []}
     valid: dict[str, list[np.ndarray]] = {"pose": [], "vae_pose": [], "end_to_end": []}
@@ -426,6 +440,11 @@ def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: A
         disp["end_to_end"].append(d)
         valid["end_to_end"].append(v)
         score_diff.append(s)
+        hm_b = run_chain(r16, ref.kinds, crop)
+        base_cos.append(cosine(hm_b, hm_r))
+        d, _, v = kp_dist(hm_b, hm_r)
+        base_disp.append(d)
+        base_valid.append(v)
         n += 1
         logger.info("fidelity: held-out crop %d/%d: end-to-end heatmap cosine %.5f", n, len(held_idx),
                     per["end_to_end"][-1])
@@ -446,6 +465,13 @@ def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: A
         "keypoint_displacement": displacement_stats(np.concatenate(disp["end_to_end"]), heatmap_px,
                                                     np.concatenate(valid["end_to_end"])),
         "score_abs_diff_mean": float(np.concatenate(score_diff).mean()),
+    }
+    out["reference_bf16_baseline"] = {
+        "what": f"the FP32 reference IRs compiled with INFERENCE_PRECISION_HINT={BASELINE_HINT} vs {FIDELITY_HINT} "
+                "(no quantization): the error the CPU's default bf16 execution alone makes",
+        "heatmap_cosine": _summary(base_cos),
+        "keypoint_displacement": displacement_stats(np.concatenate(base_disp), heatmap_px,
+                                                    np.concatenate(base_valid)),
     }
     return out
 
@@ -561,6 +587,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += ["", "## End to end (crop -> heatmaps -> keypoints, vs FP32)", ""]
     if e2e:
         kd = e2e["keypoint_displacement"]
+        base = fid.get("reference_bf16_baseline") or {}
         lines += [f"- heatmap cosine: mean {_fmt(e2e['heatmap_cosine']['mean'], 5)}, min "
                   f"{_fmt(e2e['heatmap_cosine']['min'], 5)} over {fid.get('held_out_crops')} held-out crops",
                   f"- keypoint displacement (crop px): mean {_fmt(kd.get('mean_px'), 3)}, median "
@@ -569,6 +596,13 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"{_fmt(100 * kd.get('within_1_heatmap_px', 0), 1)} % of {kd.get('count')} keypoints "
                   f"({kd.get('excluded')} excluded: FP32 channel without a positive peak)",
                   f"- mean |score difference|: {_fmt(e2e.get('score_abs_diff_mean'), 5)}"]
+        if base:
+            bk = base["keypoint_displacement"]
+            lines.append(f"- baseline, FP32 IRs run with the {BASELINE_HINT} hint vs {FIDELITY_HINT} (no quantization): "
+                         f"heatmap cosine mean {_fmt(base['heatmap_cosine'].get('mean'), 5)}; keypoint displacement "
+                         f"mean {_fmt(bk.get('mean_px'), 3)}, median {_fmt(bk.get('median_px'), 3)}, p95 "
+                         f"{_fmt(bk.get('p95_px'), 3)}; within 1 heatmap px "
+                         f"{_fmt(100 * bk.get('within_1_heatmap_px', 0), 1)} %")
     else:
         lines.append(f"- {fid.get('status', 'not measured')}")
     det = report.get("detector") or {}

@@ -104,15 +104,18 @@ def _output_of(value: Any) -> Any:
     return value
 
 
-def run_interleaved(variants: Sequence[Variant], runs: int, warmup: int) -> dict[str, dict[str, list[float]]]:
+def run_interleaved(variants: Sequence[Variant], runs: int, warmup: int,
+                    memory_log: list[dict[str, Any]] | None = None) -> dict[str, dict[str, list[float]]]:
     """Time every stage of every variant, one stage at a time, variants interleaved.
 
     For each stage (in :data:`STAGE_ORDER`): build the runner of every variant that has the stage
     (compiling its model), then ``warmup + runs`` rounds each visiting every variant in order (A B C, A B C,
     ...), then drop the runners (and their compiled models) before the next stage, so that only one
     stage's models are in memory at once. A stage's last output is passed to the variant's later stages.
-    Returns {variant: {stage: [seconds] x runs}} (warm-up rounds dropped).
+    Returns {variant: {stage: [seconds] x runs}} (warm-up rounds dropped). ``memory_log`` (when given)
+    receives this process's memory after each stage's models were built.
     """
+    memory_log = memory_log if memory_log is not None else []
     if runs < 1 or warmup < 0:
         raise InputError(f"--runs must be >= 1 and --warmup >= 0, got runs={runs}, warmup={warmup}")
     times: dict[str, dict[str, list[float]]] = {v.name: {} for v in variants}
@@ -128,6 +131,11 @@ def run_interleaved(variants: Sequence[Variant], runs: int, warmup: int) -> dict
             runners[v.name] = v.builders[stage](outputs[v.name])
             v.info.setdefault("build_s", {})[stage] = round(time.perf_counter() - t0, 3)
             times[v.name][stage] = []
+        mem = memory_status()
+        if mem:
+            memory_log.append({"stage": stage, "after_build": mem})
+            logger.info("%s: %d variants built; memory %s", stage, len(members),
+                        ", ".join(f"{k} {v / 1024:.1f} GB" for k, v in mem.items()))
         last: dict[str, Any] = {}
         for round_index in range(warmup + runs):
             took: list[str] = []
@@ -570,7 +578,28 @@ class _FirstResult:
         """Nothing to flush."""
 
 
+def memory_status() -> dict[str, float]:
+    """This process's memory in MB from /proc/self/status (Linux): ``peak`` (VmHWM, the high-water mark of
+    this process image — unlike ``ru_maxrss``, not inherited from the parent across fork+exec), ``rss``,
+    ``anon`` and ``file`` (file-backed pages, e.g. memory-mapped IR weights). Empty where unavailable."""
+    fields = {"VmHWM": "peak", "VmRSS": "rss", "RssAnon": "anon", "RssFile": "file"}
+    out: dict[str, float] = {}
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key in fields:
+                    out[fields[key]] = round(int(value.split()[0]) / 1024.0, 1)
+    except (OSError, ValueError):
+        return {}
+    return out
+
+
 def _max_rss_mb() -> float | None:
+    """Peak RSS of this process in MB (VmHWM; ``ru_maxrss`` of RUSAGE_SELF where /proc is missing)."""
+    peak = memory_status().get("peak")
+    if peak is not None:
+        return peak
     try:
         import resource
     except ImportError:  # not on this OS
@@ -772,6 +801,17 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         lines.append(f"| {prec} | {p['gflops']:.0f} | {p.get('gflops_before', p['gflops']):.0f} | "
                      f"{p.get('gflops_after', p['gflops']):.0f} | {p['median_gflops']:.0f} | "
                      f"{p['executed_precision']} | {p['depth']} x {p['size']}^3 |")
+    mem = report.get("memory_mb") or {}
+    if mem.get("stages"):
+        lines += ["", "## Memory of the bench process (all variants of one stage compiled at once)", "",
+                  "| stage | RSS | anonymous | file-backed (mmapped weights) |", "|---|---|---|---|"]
+        for row in mem["stages"]:
+            m = row["after_build"]
+            lines.append(f"| {row['stage']} | {m.get('rss', 0) / 1024:.1f} GB | {m.get('anon', 0) / 1024:.1f} GB | "
+                         f"{m.get('file', 0) / 1024:.1f} GB |")
+        peak = mem.get("bench_process", {}).get("peak")
+        if peak:
+            lines += ["", f"Peak RSS of the bench process: {peak / 1024:.1f} GB."]
     e2e = report.get("end_to_end")
     lines += ["", "## End to end (file mode)", ""]
     if isinstance(e2e, dict) and "async" in e2e:
@@ -876,7 +916,8 @@ def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = 
     logger.info("timing %d variants x %d runs (+%d warm-up), interleaved: %s", len(variants), runs, warmup,
                 ", ".join(v.name for v in variants))
     started = time.perf_counter()
-    times = run_interleaved(variants, runs, warmup)
+    memory_log: list[dict[str, Any]] = []
+    times = run_interleaved(variants, runs, warmup, memory_log)
     # the peak is measured before and after the timing loop; the better of the two counts (a busy machine
     # can only lower a measured peak)
     after = {p: measure_peak(p, core=core, device=device, size=peak_size).to_dict() for p in wanted}
@@ -901,6 +942,7 @@ def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = 
         "flops_torch": {k: v["total"] for k, v in (torch_flops or {}).items()},
         "results": results,
         "headline": headline(results, baseline),
+        "memory_mb": {"stages": memory_log, "bench_process": memory_status()},
         "notes": list(notes),
     }
     report["notes"] += [
@@ -947,15 +989,17 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``sdpose-edge bench`` and ``sdpose-convert bench``."""
     p.add_argument("--models", action="append", required=True,
                    help="model folder (repeat for several: fp32, int8, hybrid ...)")
-    p.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="timed runs per stage and variant")
-    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP, help="untimed warm-up runs")
+    p.add_argument("--runs", type=int, default=DEFAULT_RUNS,
+                   help=f"timed runs per stage and variant (default {DEFAULT_RUNS})")
+    p.add_argument("--warmup", type=int, default=DEFAULT_WARMUP,
+                   help=f"untimed warm-up runs (default {DEFAULT_WARMUP})")
     p.add_argument("--out", required=True, help="output folder for bench.json, bench.md, bench.png")
     p.add_argument("--video", default=None, help="multi-person video for the end-to-end figures")
     p.add_argument("--detections", default=None, help="boxes of the video's frames (bypasses the detector)")
-    p.add_argument("--e2e-frames", type=int, default=None, help="end to end: only the first N frames")
+    p.add_argument("--e2e-frames", type=int, default=None, help="end to end: only the first N frames (default: all)")
     p.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end part")
     p.add_argument("--peak-size", type=int, default=DEFAULT_PEAK_SIZE,
-                   help="side of the square MatMuls of the peak micro-benchmark")
+                   help=f"side of the square MatMuls of the peak micro-benchmark (default {DEFAULT_PEAK_SIZE})")
     p.add_argument("--device", default="CPU", help="OpenVINO device")
     p.add_argument("--skip-fused", action="store_true",
                    help="do not bench vae_pose.xml when the folder also has vae_encoder.xml + pose.xml")

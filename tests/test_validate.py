@@ -62,6 +62,8 @@ def test_validate_folder_against_reference(converted_int8, tmp_path):
     assert 0.5 < e2e["heatmap_cosine"]["mean"] <= 1.0 + 1e-9
     assert report["held_out"]["held_out_crops"] == 2
     assert "latency_ms" not in report["components"]["pose"]
+    base = report["fidelity"]["reference_bf16_baseline"]
+    assert 0.5 < base["heatmap_cosine"]["mean"] <= 1.0 + 1e-9 and base["keypoint_displacement"]["count"] > 0
     # same inputs, same split -> the same numbers as the conversion's own report
     conv = json.loads((out / "report.json").read_text())
     assert e2e["heatmap_cosine"]["mean"] == pytest.approx(conv["fidelity"]["end_to_end"]["heatmap_cosine"]["mean"],
@@ -110,9 +112,11 @@ def test_validate_cli_writes_the_report(converted_int8, tmp_path):
     out, fp32, _ = converted_int8
     copy = tmp_path / "models"
     shutil.copytree(out, copy)
-    (copy / "report.json").unlink()
+    (copy / "report.md").unlink()
     assert main(["validate", str(copy), "--reference", str(fp32), "--calib", str(DEFAULT_CALIB), "--held-out", "2",
                  "--latency-runs", "0"]) == 0
     report = json.loads((copy / "report.json").read_text())
     assert report["fidelity"]["end_to_end"]["heatmap_cosine"]["mean"] > 0.5
     assert report["compile"]["latency_runs"] == 0 and (copy / "report.md").is_file()
+    # re-validation keeps the conversion log of the earlier report
+    assert report["conversion"]["stages"][0]["stage"] == "export_fp32"
