@@ -791,8 +791,12 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     lines += ["## Variants", "", "| variant | precision | hint | float ops in | threads | folder |",
               "|---|---|---|---|---|---|"]
     for v in report["variants"]:
+        compiled = next(iter((v.get("compiled") or {}).values()), {})
+        threads = v.get("num_threads") or compiled.get("INFERENCE_NUM_THREADS", "–")
+        if compiled.get("NUM_STREAMS"):
+            threads = f"{threads} ({compiled['NUM_STREAMS']} stream)"
         lines.append(f"| {v['name']} | {v['precision']} | {v.get('hint', '–')} | {v['compute_precision']} | "
-                     f"{v.get('num_threads', '–')} | {v.get('folder', '–')} |")
+                     f"{threads} | {v.get('folder', '–')} |")
     lines += ["", "## Measured peak (MatMul micro-benchmark, OpenVINO, LATENCY hint)", "",
               "Measured before and after the timing loop; the peak is the best single call of either.", "",
               "| precision | peak GFLOP/s | best before | best after | median call | executed as | MatMuls |",

@@ -70,6 +70,8 @@ class PoseEstimator:
         flip_test: also run horizontally flipped crops and average the heatmaps (mmpose flip_mode
             'heatmap', shift_heatmap=False). Doubles the pose cost.
         max_batch: largest batch of crops sent through one synchronous inference in :meth:`infer`.
+            Default 1: at full size (1024x768, bf16, 2-core CPU) a batch of 2 costs the same per crop
+            (12.9 s vs 6.2 s) but +1.3 GB RSS per extra crop (6.5 -> 7.8 GB).
 
     Attributes:
         folder (ModelFolder), meta (dict: pose IR metadata), input_size (w, h) crop px,
@@ -78,7 +80,7 @@ class PoseEstimator:
     """
 
     def __init__(self, models_dir: str | Path, options: CompileOptions | None = None, chain: str | None = None,
-                 core: ov.Core | None = None, flip_test: bool = False, max_batch: int = 8):
+                 core: ov.Core | None = None, flip_test: bool = False, max_batch: int = 1):
         if max_batch < 1:
             raise InputError(f"max_batch: expected a positive integer, got {max_batch}")
         self.core = core if core is not None else ov.Core()

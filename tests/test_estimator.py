@@ -57,8 +57,8 @@ def test_infer_shapes_and_chains_agree(estimator, fake_models_dir):
     fused = PoseEstimator(fake_models_dir, OPTS, chain="fused")
     assert fused.kinds == ("vae_pose",)
     np.testing.assert_allclose(fused.infer(crops), heatmaps, atol=1e-5)
-    one_by_one = PoseEstimator(fake_models_dir, OPTS, max_batch=1)
-    np.testing.assert_allclose(one_by_one.infer(crops), heatmaps, atol=1e-5)
+    batched = PoseEstimator(fake_models_dir, OPTS, max_batch=8)
+    np.testing.assert_allclose(batched.infer(crops), heatmaps, atol=1e-5)
 
 
 def test_keypoints_land_on_the_bright_disk(estimator):
