@@ -48,9 +48,14 @@ PREPROCESSING = {
     "embedded": True, "warp": "udp_affine",
 }
 PRECISIONS = ("fp32", "fp16")
-#: chain written as default when vae_pose.xml is exported: "split" (vae_encoder.xml + pose.xml) or "fused"
-#: (vae_pose.xml). Measured at full size (1024x768, wholebody, FP32 IR, one crop) on the 2-core dev box;
-#: see scripts/ and the issue note for the figures. Filled in from that measurement.
+#: Default chain recorded in the index: "split" (vae_encoder.xml -> pose.xml) or "fused" (vae_pose.xml).
+#: Measured (2026-11-25) on the 2-core Xeon dev box, full-size synthetic wholebody checkpoint, FP32 IR,
+#: one 1024x768 astronaut crop, mean of 3 runs after 1 warm-up, per crop:
+#:   INFERENCE_PRECISION_HINT f32:  split 14.08 s (VAE) + 15.19 s (pose) = 29.26 s, fused 31.91 s
+#:   INFERENCE_PRECISION_HINT bf16: split  2.90 s (VAE) +  2.08 s (pose) =  4.98 s, fused  4.80 s
+#: Fusing saves no measurable time (slower with f32; ~4 % faster with bf16, within run-to-run spread) and
+#: costs a second copy of the weights on disk and in memory, so split stays the default and vae_pose.xml
+#: is written only on request (``--fused``).
 DEFAULT_CHAIN = "split"
 
 _KINDS = ("vae_encoder", "pose", "vae_pose")

@@ -82,6 +82,8 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "detect_every": (1, _positive_int, "a positive integer (run the detector every N frames)"),
     "max_frames": (None, _positive_int, "a positive integer or null"),
     "max_inflight_frames": (None, _positive_int, "a positive integer or null (2 x pose requests + 2)"),
+    "chain_slots": (None, _positive_int, "a positive integer or null (split chain: vae_encoder + pose requests "
+                    "in flight together)"),
     "live_queue_size": (1, _positive_int, "a positive integer (frames waiting in live mode; newest wins)"),
     # pose
     "flip_test": (False, _bool, "true | false"),

@@ -275,6 +275,8 @@ class PipelineConfig:
     max_persons: keep the N highest-scoring boxes per frame (None: all).
     pace_live_files: in live mode, read video files at their native fps (simulating a camera).
     progress: show a progress bar (file mode).
+    chain_slots: split chain only: at most this many vae_encoder + pose requests in flight together
+        (None: each model up to its own request count; both stages then compete for the same cores).
     """
 
     mode: str = "file"
@@ -291,6 +293,7 @@ class PipelineConfig:
     max_persons: "int | None" = None
     pace_live_files: bool = True
     progress: bool = False
+    chain_slots: "int | None" = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("file", "live"):
@@ -299,7 +302,7 @@ class PipelineConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"{name}: expected a positive integer, got {value!r}")
-        for name in ("max_frames", "max_inflight_frames", "max_persons"):
+        for name in ("max_frames", "max_inflight_frames", "max_persons", "chain_slots"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise InputError(f"{name}: expected a positive integer or None, got {value!r}")
@@ -621,7 +624,11 @@ class Pipeline:
 
     # ------------------------------------------------------------------ submission
     def _free(self, stage: str) -> int:
-        return self.backends[stage].capacity - self._inflight[stage]
+        free = self.backends[stage].capacity - self._inflight[stage]
+        if self.config.chain_slots is not None and stage in self.stages and len(self.stages) == 2:
+            used = sum(self._inflight[s] for s in self.stages)
+            free = min(free, self.config.chain_slots - used)
+        return free
 
     def _more_crops_possible(self) -> bool:
         """True if crops may still arrive without anything in the pose chain completing first."""

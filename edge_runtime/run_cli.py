@@ -46,6 +46,8 @@ def register(subparsers: Any, name: str) -> None:
                    help="run the detector every N frames; boxes carried from the last poses in between")
     g.add_argument("--batch", type=int, default=None, help="crops per pose request (dynamic-batch IR)")
     g.add_argument("--max-inflight-frames", type=int, default=None, help="frames in the pipeline at once")
+    g.add_argument("--chain-slots", type=int, default=None,
+                   help="split chain: at most N vae_encoder + pose requests in flight together")
     g.add_argument("--max-persons", type=int, default=None, help="keep the N highest-scoring boxes per frame")
     g.add_argument("--chain", choices=("split", "fused"), default=None,
                    help="vae_encoder -> pose (split) or vae_pose (fused); default: the model folder's")
@@ -83,6 +85,7 @@ def register(subparsers: Any, name: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- settings
 _CLI_KEYS = ("mode", "max_frames", "detect_every", "batch", "max_inflight_frames", "max_persons", "chain",
+             "chain_slots",
              "reconnect_retries", "device", "hint", "num_streams", "num_threads", "num_requests",
              "precision_hint", "cache_dir", "flip_test", "parts", "score_threshold", "bbox_padding",
              "det_score_threshold", "openpose", "save_video", "save_images", "show", "progress")
@@ -243,7 +246,8 @@ def run(args: argparse.Namespace) -> int:
                              parts=tuple(settings["parts"]), score_threshold=settings["score_threshold"],
                              track_iou_threshold=settings["track_iou_threshold"],
                              track_box_expansion=settings["track_box_expansion"],
-                             max_persons=settings["max_persons"], progress=settings["progress"])
+                             max_persons=settings["max_persons"], progress=settings["progress"],
+                             chain_slots=settings["chain_slots"])
     out = Path(args.output)
     try:
         out.mkdir(parents=True, exist_ok=True)

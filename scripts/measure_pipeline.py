@@ -144,12 +144,14 @@ def measure_sync(args: argparse.Namespace, frames: list[Frame], dets: dict[str, 
 
 
 def measure_async(args: argparse.Namespace, frames: list[Frame], dets: dict[str, np.ndarray],
-                  batch: int, est: PoseEstimator) -> dict[str, Any]:
+                  batch: int, est: PoseEstimator, chain_slots: "int | None" = None) -> dict[str, Any]:
     sink = CountingSink()
-    pipeline = Pipeline(est, [sink], PipelineConfig(mode="file", batch=batch), detections=dets)
+    pipeline = Pipeline(est, [sink], PipelineConfig(mode="file", batch=batch, chain_slots=chain_slots),
+                        detections=dets)
     pipeline.run(ListSource(frames[:1]))  # warm-up: the first inferences of the requests
     summary = pipeline.run(ListSource(frames))
-    return {"variant": f"async pipeline (THROUGHPUT, batch {batch})", "frames": summary["frames_out"],
+    slots = f", chain slots {chain_slots}" if chain_slots else ""
+    return {"variant": f"async pipeline (THROUGHPUT, batch {batch}{slots})", "frames": summary["frames_out"],
             "persons": summary["persons"], "wall_s": summary["wall_s"], "fps": summary["fps"],
             "persons_per_s": summary["persons_per_s"], "pose_busy_share": summary["pose_busy_share"],
             "pose_request_utilization": summary["pose_request_utilization"], "requests": summary["requests"],
@@ -161,8 +163,10 @@ def measure_live(args: argparse.Namespace, frames: list[Frame], dets: dict[str, 
                  est: PoseEstimator) -> dict[str, Any]:
     source = LoopedLiveSource(frames, fps, args.live_seconds)
     sink = CountingSink()
-    summary = Pipeline(est, [sink], PipelineConfig(mode="live", batch=1), detections=dets).run(source)
-    return {"variant": f"live mode (THROUGHPUT, paced {fps:.1f} fps, {args.live_seconds:.0f} s)",
+    summary = Pipeline(est, [sink], PipelineConfig(mode="live", batch=1, chain_slots=args.live_chain_slots),
+                       detections=dets).run(source)
+    slots = f", chain slots {args.live_chain_slots}" if args.live_chain_slots else ""
+    return {"variant": f"live mode (THROUGHPUT, paced {fps:.1f} fps, {args.live_seconds:.0f} s{slots})",
             "frames_in": summary["frames_in"], "frames_out": summary["frames_out"],
             "frames_skipped": summary["frames_skipped"], "persons": summary["persons"],
             "fps": summary["fps"], "pose_busy_share": summary["pose_busy_share"],
@@ -175,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video", default=str(REPO / "samples" / "people.mp4"))
     parser.add_argument("--detections", default=str(REPO / "samples" / "people_detections.json"))
     parser.add_argument("--frames", type=int, default=6, help="frames of the video used (file mode)")
-    parser.add_argument("--batch", type=int, nargs="+", default=[1], help="pipeline --batch values to measure")
+    parser.add_argument("--batch", type=int, nargs="*", default=[1], help="pipeline --batch values to measure")
+    parser.add_argument("--chain-slots", type=int, nargs="*", default=[],
+                        help="also measure batch 1 with these split-chain slot caps")
+    parser.add_argument("--live-chain-slots", type=int, default=None, help="chain slots in the live run")
     parser.add_argument("--sync-batch", type=int, default=8, help="max crops per synchronous request")
     parser.add_argument("--live-seconds", type=float, default=0.0, help="live-mode run length (0: skip)")
     parser.add_argument("--skip-sync", action="store_true")
@@ -202,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     compile_s = time.perf_counter() - t
     for batch in args.batch:
         results.append(measure_async(args, frames, dets, batch, est))
+        results[-1]["compile_s"] = round(compile_s, 1)
+        logger.info("%s", json.dumps(results[-1]))
+    for slots in args.chain_slots:
+        results.append(measure_async(args, frames, dets, 1, est, chain_slots=slots))
         results[-1]["compile_s"] = round(compile_s, 1)
         logger.info("%s", json.dumps(results[-1]))
     if args.live_seconds > 0:

@@ -361,3 +361,35 @@ def test_tracking_helpers() -> None:
     second = tracker.update(np.array([[51, 50, 61, 60], [1, 0, 11, 10], [80, 80, 90, 90]]))
     assert second.tolist() == [1, 0, 2]
     assert tracker.update(np.zeros((0, 4))).tolist() == []
+
+
+def test_chain_slots_cap_split_chain_requests(estimator: PoseEstimator) -> None:
+    frames = make_frames(5)
+    created: dict = {}
+    inflight = {"now": 0, "max": 0}
+    lock = threading.Lock()
+
+    def factory(stage, compiled, n, on_complete):
+        def done(completion):
+            with lock:
+                inflight["now"] -= 1
+            on_complete(completion)
+
+        backend = scripted_factory(created)(stage, compiled, n, done)
+        submit = backend.submit
+
+        def counted_submit(inputs, userdata):
+            with lock:
+                inflight["now"] += 1
+                inflight["max"] = max(inflight["max"], inflight["now"])
+            submit(inputs, userdata)
+
+        backend.submit = counted_submit
+        return backend
+
+    sink = ListSink()
+    Pipeline(estimator, [sink], PipelineConfig(chain_slots=2), detections=dets_for(frames, 3),
+             backend_factory=factory).run(ListSource(frames))
+    assert [r["frame"] for r in sink.records] == list(range(5))
+    assert all(len(r["persons"]) == 3 for r in sink.records)
+    assert inflight["max"] == 2  # capacity 4 per stage, but at most 2 vae + pose requests together
