@@ -21,6 +21,7 @@ never pose accuracy.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import statistics
@@ -384,24 +385,18 @@ def _latency_samples(cset: Any, idx: Sequence[int], size_wh: tuple[int, int], co
 
 def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: Any, held_idx: Sequence[int],
                    size_wh: tuple[int, int], heatmap_px: float, components: dict[str, Any]) -> dict[str, Any]:
+    """Three passes over the held-out crops, one compiled chain alive at a time (bounds memory at full size):
+    FP32 reference (f32 hint; latents and heatmaps kept: [1,4,h,w] + [1,K,H/4,W/4] per crop), the folder
+    under test (f32 hint), then the FP32 reference with the bf16 hint (baseline)."""
     kinds = [k for k in _pose_kinds(folder) if ref.has(k)]
-    q = _Chain(folder, core, _pose_kinds(folder))
-    r = _Chain(ref, core, _pose_kinds(ref))
-    # baseline: what the CPU's default bf16 execution of the FP32 IRs alone changes (same metrics)
-    r16 = _Chain(ref, core, ref.kinds, hint=BASELINE_HINT)
-    base_cos: list[float] = []
-    base_disp: list[np.ndarray] = []
-    base_valid: list[np.ndarray] = []
+    split_ref = ref.has("vae_encoder") and ref.has("pose")
     per: dict[str, list[float]] = {"vae_encoder": [], "pose": [], "vae_pose": [], "end_to_end": []}
     disp: dict[str, list[np.ndarray]] = {"pose": [], "vae_pose": [], "end_to_end": []}
     valid: dict[str, list[np.ndarray]] = {"pose": [], "vae_pose": [], "end_to_end": []}
     score_diff: list[np.ndarray] = []
-
-    def ref_heatmaps(crop: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        if "vae_encoder" in r.compiled and "pose" in r.compiled:
-            lat = r.run("vae_encoder", crop)
-            return lat, r.run("pose", lat)
-        return None, r.run("vae_pose", crop)
+    base_cos: list[float] = []
+    base_disp: list[np.ndarray] = []
+    base_valid: list[np.ndarray] = []
 
     def run_chain(chain: _Chain, kinds_: Sequence[str], crop: np.ndarray) -> np.ndarray:
         data = crop
@@ -417,9 +412,21 @@ def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: A
         dist = np.linalg.norm(np.asarray(ka) - np.asarray(kb), axis=-1).ravel()
         return dist, np.abs(np.asarray(sa).ravel() - sb), np.isfinite(sb) & (sb > 0)
 
-    n = 0
+    # pass 1: FP32 reference
+    ref_out: list[tuple[np.ndarray | None, np.ndarray]] = []
+    r = _Chain(ref, core, ["vae_encoder", "pose"] if split_ref else ["vae_pose"])
     for crop in iter_crops(cset, held_idx, size_wh):
-        lat_r, hm_r = ref_heatmaps(crop)
+        if split_ref:
+            lat = r.run("vae_encoder", crop)
+            ref_out.append((lat, r.run("pose", lat)))
+        else:
+            ref_out.append((None, r.run("vae_pose", crop)))
+    del r
+    gc.collect()
+
+    # pass 2: the folder under test
+    q = _Chain(folder, core, _pose_kinds(folder))
+    for n, (crop, (lat_r, hm_r)) in enumerate(zip(iter_crops(cset, held_idx, size_wh), ref_out), start=1):
         if "vae_encoder" in kinds and lat_r is not None:
             per["vae_encoder"].append(cosine(q.run("vae_encoder", crop), lat_r))
         if "pose" in kinds and lat_r is not None:
@@ -440,14 +447,21 @@ def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: A
         disp["end_to_end"].append(d)
         valid["end_to_end"].append(v)
         score_diff.append(s)
+        logger.info("fidelity: held-out crop %d/%d: end-to-end heatmap cosine %.5f", n, len(held_idx),
+                    per["end_to_end"][-1])
+    del q
+    gc.collect()
+
+    # pass 3: baseline = what the CPU's default bf16 execution of the FP32 IRs alone changes (same metrics)
+    r16 = _Chain(ref, core, ref.kinds, hint=BASELINE_HINT)
+    for crop, (_, hm_r) in zip(iter_crops(cset, held_idx, size_wh), ref_out):
         hm_b = run_chain(r16, ref.kinds, crop)
         base_cos.append(cosine(hm_b, hm_r))
         d, _, v = kp_dist(hm_b, hm_r)
         base_disp.append(d)
         base_valid.append(v)
-        n += 1
-        logger.info("fidelity: held-out crop %d/%d: end-to-end heatmap cosine %.5f", n, len(held_idx),
-                    per["end_to_end"][-1])
+    del r16
+    n = len(ref_out)
 
     out: dict[str, Any] = {"held_out_crops": n, "heatmap_px": heatmap_px, "input_size_wh": list(size_wh)}
     if per["vae_encoder"]:

@@ -11,7 +11,6 @@ that score reaches ``conf_threshold``; overlapping person boxes are suppressed w
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -91,21 +90,6 @@ def unletterbox_boxes(boxes_xyxy: np.ndarray, ratio: float, pad: tuple[int, int]
     return boxes.astype(np.float32)
 
 
-def _json_field(meta: dict[str, Any], key: str, source: Path) -> dict[str, Any]:
-    """A dict-valued metadata field (decoded here if ``metadata.FIELD_TYPES`` does not type it)."""
-    value = meta.get(key)
-    if value is None:
-        return {}
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except json.JSONDecodeError as exc:
-            raise ModelFolderError(f"{source}: rt_info sdpose/{key} is not valid JSON ({exc})") from exc
-    if not isinstance(value, dict):
-        raise ModelFolderError(f"{source}: rt_info sdpose/{key} must be a JSON object, got {value!r}")
-    return value
-
-
 class PersonDetector:
     """Runs ``detector.xml`` on BGR frames and returns person boxes in image px.
 
@@ -151,7 +135,7 @@ class PersonDetector:
             raise ModelFolderError(f"{self.source}: output shape {out} is not [1, 4 + C, A]")
         self.class_names = list(self.meta.get("class_names") or [])
         self.person_class = int(self.meta.get("person_class", 0))
-        self.pad_value = int(_json_field(self.meta, "letterbox", self.source).get("pad_value", DEFAULT_PAD_VALUE))
+        self.pad_value = int(self.meta.get("letterbox", {}).get("pad_value", DEFAULT_PAD_VALUE))
         self.options = options if options is not None else CompileOptions()
         self.compiled = compile_model(self.core, self.model, self.options)
         self.request = self.compiled.create_infer_request()

@@ -78,7 +78,7 @@ def test_export_contract(det_folder, yolo_pt):
     meta = read_metadata(model)
     assert meta["kind"] == "detector"
     assert (meta["input_width"], meta["input_height"]) == (IMGSZ, IMGSZ)
-    assert json.loads(meta["letterbox"])["pad_value"] == 114
+    assert meta["letterbox"]["pad_value"] == 114
     assert meta["class_names"][0] == "person" and meta["person_class"] == 0
     assert meta["precision"] == "fp32" and meta["quantized"] is False
     assert meta["checkpoint_sha256"] == sha256_file(yolo_pt)
