@@ -56,7 +56,7 @@ DEFAULT_CONFIG_VALUES: dict[str, Any] = {
     "detector_imgsz": 640,
     "components": {
         "detector": {"precision": "int8", "subset_size": 32},
-        "vae_encoder": {"precision": "int8", "subset_size": 64},
+        "vae_encoder": {"precision": "hybrid", "subset_size": 64},
         "pose": {"precision": "hybrid", "subset_size": 64},
     },
     "calibration": {"held_out": 4, "capture_precision_hint": "f32"},

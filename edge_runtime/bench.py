@@ -762,7 +762,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
               f"{m.get('ram_gb', '?')} GB RAM, ISA {', '.join(m.get('isa', []))}",
               f"- versions: {', '.join(f'{k} {v}' for k, v in m.get('versions', {}).items())}",
               f"- settings: batch 1, one {s['input_size_hw'][0]}x{s['input_size_hw'][1]} crop ({s['input_source']}), "
-              f"{s['runs']} runs after {s['warmup']} warm-up, variants interleaved each run, "
+              f"{s['runs']} runs after {s['warmup']} warm-up, variants interleaved within each stage, "
               "OpenVINO PERFORMANCE_HINT=LATENCY, no model cache", ""]
     hl = report.get("headline")
     if hl:

@@ -63,8 +63,8 @@ class PoseEstimator:
         models_dir: model folder written by ``sdpose-convert export``.
         options: compile options. Default (None): ``CompileOptions(performance_hint="LATENCY")`` (CPU,
             cache in ~/.cache/sdpose-edge), because the synchronous calls here run one request at a time
-            and a THROUGHPUT-compiled model gives one request only part of the cores (measured at full
-            size on 2 cores: 50 s vs 42 s per crop, FP32). The async pipeline passes THROUGHPUT options.
+            and THROUGHPUT splits the cores into streams (on a 2-core CPU: 2 streams x 1 thread, so one
+            request gets 1 thread; LATENCY: 1 stream x 2 threads). The async pipeline passes THROUGHPUT.
         chain: "split" / "fused" / None (the index's default_chain).
         core: an ``openvino.Core`` to share (one is created if None).
         flip_test: also run horizontally flipped crops and average the heatmaps (mmpose flip_mode
