@@ -13,6 +13,7 @@ measures conversion fidelity only, never pose accuracy.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import logging
@@ -79,6 +80,19 @@ SCHEDULER_CONFIG = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0
                         steps_offset=1, prediction_type="sample", timestep_spacing="leading")
 #: (height, width) of the synthetic image used to calibrate the head's BatchNorm statistics
 _CALIBRATION_SIZE = {"full": (256, 192), "tiny": (64, 48)}
+
+
+@contextlib.contextmanager
+def _single_thread():
+    """Run the calibration forwards on one torch thread: the reduction order (and so the last bits of the
+    head's BatchNorm statistics) then no longer depends on the caller's thread count, which keeps
+    make-synthetic byte-for-byte reproducible for a given seed."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 # ---------------------------------------------------------------------------------------------- tokenizer
@@ -267,11 +281,12 @@ def make_synthetic(out: str | Path, size: str = "tiny", scheme: str = "wholebody
         vocab = write_tokenizer(tmp / "tokenizer")
         DDPMScheduler(**SCHEDULER_CONFIG).save_pretrained(str(tmp / "scheduler"))
         logger.info("writing %s text encoder", size)
-        text = _save_text_encoder(tmp, size, len(vocab), seed)
-        logger.info("writing %s VAE", size)
-        latent = _save_vae(tmp, size, seed)
-        logger.info("writing %s UNet", size)
-        features, n_params = _save_unet(tmp, size, seed, latent, text, spec["up_block"])
+        with _single_thread():
+            text = _save_text_encoder(tmp, size, len(vocab), seed)
+            logger.info("writing %s VAE", size)
+            latent = _save_vae(tmp, size, seed)
+            logger.info("writing %s UNet", size)
+            features, n_params = _save_unet(tmp, size, seed, latent, text, spec["up_block"])
         logger.info("UNet: %.1f M parameters; head reads up_blocks[%d] with %d channels",
                     n_params / 1e6, spec["up_block"], features.shape[1])
         head = _random_head(features, spec["num_keypoints"], seed)
