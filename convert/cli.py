@@ -1,17 +1,14 @@
 """``sdpose-convert``: one entry point, one module per sub-command.
 
-Each module listed in :data:`SUBCOMMANDS` provides ``register(subparsers)``, which adds its parser and
-sets ``func`` (called with the parsed ``argparse.Namespace``, returning an exit code).
-Modules are imported only when their sub-command runs, so ``--help`` stays fast.
+Each module listed in :data:`SUBCOMMANDS` provides ``register(subparsers, name)``, which adds its parser
+and sets ``func`` (called with the parsed ``argparse.Namespace``, returning an exit code). The dispatch
+itself is the runtime's (``edge_runtime.cli.run_cli``).
 """
 from __future__ import annotations
 
-import argparse
-import importlib
-import logging
 import sys
 
-from edge_runtime.errors import SDPoseError
+from edge_runtime.cli import run_cli
 
 #: sub-command -> module that implements it
 SUBCOMMANDS = {
@@ -23,27 +20,9 @@ SUBCOMMANDS = {
     "validate": "convert.validate",
 }
 
-logger = logging.getLogger("sdpose-convert")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sdpose-convert", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    sub = parser.add_subparsers(dest="command", required=True)
-    for name, module in SUBCOMMANDS.items():
-        importlib.import_module(module).register(sub, name)
-    return parser
-
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except SDPoseError as exc:
-        logger.error("%s", exc)
-        return 2
+    return run_cli("sdpose-convert", __doc__.splitlines()[0], SUBCOMMANDS, argv)
 
 
 if __name__ == "__main__":

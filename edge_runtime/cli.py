@@ -18,27 +18,31 @@ SUBCOMMANDS = {
     "bench": "edge_runtime.bench",
 }
 
-logger = logging.getLogger("sdpose-edge")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sdpose-edge", description=__doc__.splitlines()[0])
+def build_parser(prog: str, description: str, subcommands: dict[str, str]) -> argparse.ArgumentParser:
+    """A parser with one sub-command per entry of ``subcommands`` (name -> module with ``register``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, module in SUBCOMMANDS.items():
+    for name, module in subcommands.items():
         importlib.import_module(module).register(sub, name)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_cli(prog: str, description: str, subcommands: dict[str, str], argv: list[str] | None = None) -> int:
+    """Parse ``argv``, configure logging and run the chosen sub-command; an SDPoseError (bad input,
+    bad model folder) is logged as one clear line and gives exit code 2. Shared by ``sdpose-convert``."""
+    args = build_parser(prog, description, subcommands).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
     except SDPoseError as exc:
-        logger.error("%s", exc)
+        logging.getLogger(prog).error("%s", exc)
         return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("sdpose-edge", __doc__.splitlines()[0], SUBCOMMANDS, argv)
 
 
 if __name__ == "__main__":
