@@ -10,9 +10,12 @@ Public API::
 from .codec import decode_heatmaps
 from .errors import InputError, ModelFolderError, SDPoseError
 from .estimator import PoseEstimator
+from .models import CompileOptions, ModelFolder
 from .geometry import bbox_xyxy_to_center_scale, keypoints_to_image, udp_warp_matrix, warp_crop
 
 __all__ = [
+    "CompileOptions",
+    "ModelFolder",
     "InputError",
     "ModelFolderError",
     "PoseEstimator",
