@@ -6,9 +6,10 @@ itself is the runtime's (``edge_runtime.cli.run_cli``).
 """
 from __future__ import annotations
 
+import argparse
 import sys
 
-from edge_runtime.cli import run_cli
+from edge_runtime.cli import make_parser, run_cli
 
 #: sub-command -> module that implements it
 SUBCOMMANDS = {
@@ -19,6 +20,11 @@ SUBCOMMANDS = {
     "convert": "convert.convert_cmd",
     "validate": "convert.validate",
 }
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sdpose-convert`` parser."""
+    return make_parser("sdpose-convert", __doc__.splitlines()[0], SUBCOMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:

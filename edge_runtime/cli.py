@@ -18,7 +18,7 @@ SUBCOMMANDS = {
     "bench": "edge_runtime.bench",
 }
 
-def build_parser(prog: str, description: str, subcommands: dict[str, str]) -> argparse.ArgumentParser:
+def make_parser(prog: str, description: str, subcommands: dict[str, str]) -> argparse.ArgumentParser:
     """A parser with one sub-command per entry of ``subcommands`` (name -> module with ``register``)."""
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -31,7 +31,7 @@ def build_parser(prog: str, description: str, subcommands: dict[str, str]) -> ar
 def run_cli(prog: str, description: str, subcommands: dict[str, str], argv: list[str] | None = None) -> int:
     """Parse ``argv``, configure logging and run the chosen sub-command; an SDPoseError (bad input,
     bad model folder) is logged as one clear line and gives exit code 2. Shared by ``sdpose-convert``."""
-    args = build_parser(prog, description, subcommands).parse_args(argv)
+    args = make_parser(prog, description, subcommands).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -39,6 +39,11 @@ def run_cli(prog: str, description: str, subcommands: dict[str, str], argv: list
     except SDPoseError as exc:
         logging.getLogger(prog).error("%s", exc)
         return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sdpose-edge`` parser."""
+    return make_parser("sdpose-edge", __doc__.splitlines()[0], SUBCOMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
