@@ -56,13 +56,13 @@ import numpy as np
 
 from edge_runtime.errors import InputError
 from edge_runtime.geometry import DEFAULT_INPUT_SIZE, DEFAULT_PADDING, udp_warp_matrix, warp_crop
+from edge_runtime.sources import IMAGE_EXTENSIONS, list_image_files
 
 logger = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 MANIFEST_KIND = "sdpose_calibration_set"
 FORMAT_VERSION = 1
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 THUMB_SIZE = 16
 
 
@@ -196,7 +196,7 @@ def collect_sources(images: Sequence[str | Path] = (), videos: Sequence[str | Pa
     for entry in images:
         root = Path(entry)
         if root.is_dir():
-            files = sorted(p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            files = list_image_files(root)
             if not files:
                 raise InputError(f"--images {root}: no images found (expected files ending in "
                                  f"{', '.join(IMAGE_EXTENSIONS)})")

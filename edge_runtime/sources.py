@@ -36,9 +36,15 @@ from .errors import InputError
 logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts",
                     ".mjpeg", ".mjpg", ".gif")
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+
+
+def list_image_files(folder: Path) -> list[Path]:
+    """The image files directly inside ``folder`` (by IMAGE_EXTENSIONS, case-insensitive), sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 class FrameError(NamedTuple):
@@ -135,7 +141,7 @@ class ImageFilesSource(FrameSource):
     def from_spec(cls, spec: str) -> "ImageFilesSource":
         path = Path(spec)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            files = list_image_files(path)
             if not files:
                 raise InputError(f"--source {spec}: folder contains no image files "
                                  f"(expected one of {', '.join(IMAGE_EXTENSIONS)})")
