@@ -147,6 +147,16 @@ def _thumb(image: np.ndarray) -> np.ndarray:
     return cv2.resize(grey, (THUMB_SIZE, THUMB_SIZE), interpolation=cv2.INTER_AREA).astype(np.float32)
 
 
+def _keep_if_new(image: np.ndarray, kept_thumbs: list[np.ndarray], threshold: float) -> bool:
+    """False when ``image`` is a near-duplicate (mean abs thumbnail difference < threshold) of one already
+    kept; otherwise remember its thumbnail in ``kept_thumbs`` and return True."""
+    thumb = _thumb(image)
+    if any(float(np.abs(thumb - t).mean()) < threshold for t in kept_thumbs):
+        return False
+    kept_thumbs.append(thumb)
+    return True
+
+
 def dhash(image: np.ndarray) -> str:
     """64-bit difference hash (9x8 grey, horizontal gradients) as 16 hex digits (recorded per crop)."""
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
@@ -435,11 +445,9 @@ def build_calibration_set(out: str | Path, images: Sequence[str | Path] = (), vi
                         continue
                     matrix = udp_warp_matrix(box, params.input_size, params.padding)
                     crop = warp_crop(image, matrix, params.input_size)
-                    thumb = _thumb(crop)
-                    if any(float(np.abs(thumb - t).mean()) < params.dedup_threshold for t in kept_thumbs):
+                    if not _keep_if_new(crop, kept_thumbs, params.dedup_threshold):
                         counts["duplicates_skipped"] += 1
                         continue
-                    kept_thumbs.append(thumb)
                     data, ext = _encode(crop, params)
                     seq += 1
                     crops.offer(seq, data, ext, {
@@ -497,11 +505,9 @@ def _offer_frame(frames: _Reservoir, thumbs: list[np.ndarray], image: np.ndarray
     scale = min(1.0, params.frame_max_side / max(h, w))
     small = image if scale == 1.0 else cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))),
                                                   interpolation=cv2.INTER_AREA)
-    thumb = _thumb(small)
-    if any(float(np.abs(thumb - t).mean()) < params.dedup_threshold for t in thumbs):
+    if not _keep_if_new(small, thumbs, params.dedup_threshold):
         counts["frame_duplicates_skipped"] += 1
         return
-    thumbs.append(thumb)
     data, ext = _encode(small, params)
     frames.offer(counts["frames_read"], data, ext,
                  {"source": src.name, "frame": frame_index, "scale": round(scale, 6),

@@ -47,6 +47,12 @@ def list_image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+def _add_header(line: bytes, headers: dict[str, str]) -> None:
+    """Parse one ``Name: value`` part-header line into ``headers`` (name lower-cased)."""
+    key, _, value = line.decode("latin-1").partition(":")
+    headers[key.strip().lower()] = value.strip()
+
+
 class FrameError(NamedTuple):
     """Why a frame could not be read (stands in the ``image`` slot of a :class:`Frame`)."""
 
@@ -283,8 +289,7 @@ class _MjpegReader:
                     return None  # closing boundary
                 break
             if b":" in stripped:  # some servers omit the first boundary
-                key, _, value = stripped.decode("latin-1").partition(":")
-                headers[key.strip().lower()] = value.strip()
+                _add_header(stripped, headers)
                 break
         while True:
             line = self._readline()
@@ -293,8 +298,7 @@ class _MjpegReader:
             stripped = line.strip()
             if not stripped:
                 break
-            key, _, value = stripped.decode("latin-1").partition(":")
-            headers[key.strip().lower()] = value.strip()
+            _add_header(stripped, headers)
         length = headers.get("content-length")
         if length is not None and length.isdigit():
             return self._read_exact(int(length))
