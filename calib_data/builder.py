@@ -54,6 +54,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge_runtime.detector import DEFAULT_CONF_THRESHOLD
 from edge_runtime.errors import InputError
 from edge_runtime.geometry import DEFAULT_INPUT_SIZE, DEFAULT_PADDING, udp_warp_matrix, warp_crop
 from edge_runtime.sources import IMAGE_EXTENSIONS, list_image_files
@@ -88,7 +89,7 @@ class BuildParams:
     min_box_size: float = 16.0
     image_format: str = "jpg"
     jpeg_quality: int = 95
-    conf_threshold: float = 0.25
+    conf_threshold: float = DEFAULT_CONF_THRESHOLD
     seed: int = 0
 
     def validate(self) -> None:

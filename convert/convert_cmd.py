@@ -41,7 +41,8 @@ from typing import Any
 
 import yaml
 
-from convert.quantize import (CALIBRATED_MODES, MODES, QUANTIZED_MODES, QuantizeOptions, QuantizationError,
+from convert.quantize import (CALIBRATED_MODES, MODES, OVERFLOW_FIX, QUANTIZED_MODES, QuantizeOptions,
+                              QuantizationError,
                               Reiterable, quantize_component, save_component)
 from edge_runtime.errors import InputError, SDPoseError
 from edge_runtime.metadata import read_index, read_metadata
@@ -160,14 +161,17 @@ def parse_component_precision(text: str) -> dict[str, str]:
 def load_config(path: str | Path | None = None, *, precision: str | None = None,
                 component_precision: Mapping[str, str] | None = None, subset_size: int | None = None,
                 input_size: tuple[int, int] | None = None, held_out: int | None = None,
-                latency_runs: int | None = None) -> ConvertConfig:
+                latency_runs: int | None = None, overflow_fix: str | None = None) -> ConvertConfig:
     """Read ``configs/convert.yaml`` (or ``path``), apply CLI overrides, validate everything.
 
-    Precedence: ``component_precision`` > ``precision`` > YAML components.<kind>.precision.
+    Precedence: ``component_precision`` > ``precision`` > YAML components.<kind>.precision;
+    ``overflow_fix`` (--overflow-fix) overrides ``advanced.overflow_fix`` of every component.
     Raises InputError naming the file and key for unknown keys or bad values.
     """
     raw: dict[str, Any] = json.loads(json.dumps(DEFAULT_CONFIG_VALUES))
     source = "built-in defaults"
+    if overflow_fix is not None and overflow_fix not in OVERFLOW_FIX:
+        raise InputError(f"--overflow-fix: expected one of {list(OVERFLOW_FIX)}, got {overflow_fix!r}")
     cfg_path = Path(path) if path is not None else DEFAULT_CONFIG
     if path is not None or cfg_path.is_file():
         if not cfg_path.is_file():
@@ -194,6 +198,11 @@ def load_config(path: str | Path | None = None, *, precision: str | None = None,
     imgsz = _positive_int(raw["detector_imgsz"], f"{source}: detector_imgsz")
     if imgsz % 32:
         raise InputError(f"{source}: detector_imgsz must be a multiple of 32, got {imgsz}")
+    if overflow_fix is not None:
+        raw["advanced"] = dict(raw.get("advanced") or {}, overflow_fix=overflow_fix)
+        for spec in raw["components"].values():
+            if spec.get("advanced"):
+                spec["advanced"] = dict(spec["advanced"], overflow_fix=overflow_fix)
     try:
         global_opts = QuantizeOptions.from_dict(raw.get("advanced") or {}, f"{source}: advanced")
     except QuantizationError as exc:
@@ -616,6 +625,10 @@ def register(subparsers: Any, name: str = "convert") -> None:
     p.add_argument("--component-precision", default=None, metavar="KIND=MODE,...",
                    help="per-component precision, e.g. pose=hybrid,vae_encoder=int8,detector=fp32")
     p.add_argument("--held-out", type=int, default=None, help="calibration crops held out for the report")
+    p.add_argument("--overflow-fix", choices=list(OVERFLOW_FIX), default=None,
+                   help="INT8 weights narrowed to 7 bits so CPUs without VNNI do not saturate: on every layer "
+                        "(enable, the default from configs/convert.yaml), the first layer only (first_layer, "
+                        "NNCF's default) or none (disable)")
     p.add_argument("--latency-runs", type=int, default=None, help="timed runs per component and hint (0: none)")
     p.add_argument("--keep-fp32", type=Path, default=None, metavar="DIR",
                    help="keep the intermediate FP32 export (the report's reference) in DIR")
@@ -632,7 +645,8 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.config, precision=args.precision, component_precision=overrides,
                          subset_size=args.subset_size,
                          input_size=parse_input_size(args.input_size) if args.input_size else None,
-                         held_out=args.held_out, latency_runs=args.latency_runs)
+                         held_out=args.held_out, latency_runs=args.latency_runs,
+                         overflow_fix=args.overflow_fix)
     report = convert(args.checkpoint, args.out, config, calib=args.calib, detector=args.detector,
                      use_detector=not args.no_detector, keep_fp32=args.keep_fp32, fp32_from=args.fp32_from)
     e2e = (report.get("fidelity") or {}).get("end_to_end")

@@ -253,6 +253,7 @@ def export_models(checkpoint_dir: str | Path, out_dir: str | Path, precision: st
         "checkpoint_sha256": ckpt.sha256,
         "versions": package_versions(),
         "unet_feature": f"up_blocks.{ckpt.up_block}",
+        "head_layout": ckpt.head.layout,
     }
     written: dict[str, Path] = {}
 

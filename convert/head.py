@@ -1,19 +1,33 @@
-"""Torch re-implementation of mmpose 1.3.2's ``HeatmapHead`` as SDPose configures it.
+"""Torch re-implementation of the ``HeatmapHead`` that SDPose's decoder is, in both of its layouts.
 
 mmpose cannot be installed here (mmcv does not build), so the head is rebuilt from plain torch layers with
-the *same module names*, hence the same state-dict keys, as mmpose's ``HeatmapHead``:
+the *same module names*, hence the same state-dict keys, as mmpose's ``HeatmapHead``. Two layouts exist:
+
+``instance`` -- the **released** SDPose-Wholebody / SDPose-Body decoders. SDPose-OOD bundles a fork of
+mmpose (the Sapiens fork, ``mmpose/version.py`` 1.0.0) whose ``HeatmapHead`` defaults to ``use_silu=True``:
+each block is conv -> ``InstanceNorm2d(C)`` (PyTorch defaults: affine=False, track_running_stats=False,
+eps 1e-5, so it normalises every crop with that crop's own per-channel H,W statistics, in eval mode too)
+-> ``SiLU``. The norm has no parameters, so ``decoder.safetensors`` holds only five keys:
+``deconv_layers.0.weight``, ``conv_layers.0.{weight,bias}``, ``final_layer.{weight,bias}``.
+
+``batchnorm`` -- stock mmpose 1.x (``use_silu`` absent): conv -> ``BatchNorm2d`` -> ``ReLU``, with the
+BatchNorm's ``*.1.{weight,bias,running_mean,running_var[,num_batches_tracked]}`` keys.
 
 =================  =====================================================================================
 key prefix         layer (mmpose ``_make_deconv_layers`` / ``_make_conv_layers`` / ``final_layer``)
 =================  =====================================================================================
 deconv_layers.0    ``ConvTranspose2d(in, d, kernel 4, stride 2, padding 1, output_padding 0, bias=False)``
-deconv_layers.1    ``BatchNorm2d(d)`` (eps 1e-5, momentum 0.1: torch defaults, as in mmpose)
-deconv_layers.2    ``ReLU``
+deconv_layers.1    ``InstanceNorm2d(d)`` (instance) or ``BatchNorm2d(d)`` (batchnorm; eps 1e-5)
+deconv_layers.2    ``SiLU`` (instance) or ``ReLU`` (batchnorm)
 conv_layers.0      ``Conv2d(d, c, kernel 1, stride 1, padding 0, bias=True)``
-conv_layers.1      ``BatchNorm2d(c)``
-conv_layers.2      ``ReLU``
+conv_layers.1      ``InstanceNorm2d(c)`` or ``BatchNorm2d(c)``
+conv_layers.2      ``SiLU`` or ``ReLU``
 final_layer        ``Conv2d(c, K, kernel 1, bias=True)``
 =================  =====================================================================================
+
+The layout is read from the keys (:func:`detect_head_layout`); any other key set is refused with an error
+that names the file, the keys found and both accepted layouts -- never a silent partial load (a non-strict
+load of the released file into a BatchNorm head gives plausible-looking but wrong heatmaps).
 
 SDPose-Wholebody: in 640 (``up_blocks[2]`` of the SD2 UNet, 1/8 of the crop), deconv (640,), conv (640,),
 K = 133. SDPose-Body: in 320 (``up_blocks[3]``, also 1/8 because the last up-block has no upsampler),
@@ -37,6 +51,17 @@ SCHEMES = {
 
 #: deconvolution kernel -> (padding, output_padding), as in mmpose ``HeatmapHead._make_deconv_layers``
 _DECONV_PADDING = {4: (1, 0), 3: (1, 1), 2: (0, 0)}
+
+#: head layout -> what each conv block's norm and activation are
+HEAD_LAYOUTS = {
+    "instance": "released SDPose decoder (SDPose-OOD's mmpose fork, use_silu=True): InstanceNorm2d + SiLU, "
+                "no norm keys",
+    "batchnorm": "stock mmpose HeatmapHead: BatchNorm2d + ReLU, with '*.1.*' BatchNorm keys",
+}
+#: the layout of the released checkpoints, used by everything that imitates one
+DEFAULT_HEAD_LAYOUT = "instance"
+#: keys of a BatchNorm2d's state dict (``num_batches_tracked`` is a training counter, tolerated when absent)
+_BN_KEYS = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
 class HeadError(SDPoseError):
@@ -63,12 +88,18 @@ class HeatmapHead(nn.Module):
         deconv_kernel_sizes: kernel of each deconv block (4, 3 or 2 as in mmpose).
         conv_out_channels: output channels of each intermediate conv block.
         conv_kernel_sizes: kernel of each intermediate conv block (padding (k-1)//2).
+        layout: "instance" (released SDPose: InstanceNorm2d + SiLU) or "batchnorm" (stock mmpose: BatchNorm2d
+            + ReLU); see :data:`HEAD_LAYOUTS`.
     """
 
     def __init__(self, in_channels: int, out_channels: int,
                  deconv_out_channels: Sequence[int] = (640,), deconv_kernel_sizes: Sequence[int] = (4,),
-                 conv_out_channels: Sequence[int] = (640,), conv_kernel_sizes: Sequence[int] = (1,)):
+                 conv_out_channels: Sequence[int] = (640,), conv_kernel_sizes: Sequence[int] = (1,),
+                 layout: str = DEFAULT_HEAD_LAYOUT):
         super().__init__()
+        if layout not in HEAD_LAYOUTS:
+            raise ValueError(f"head layout must be one of {sorted(HEAD_LAYOUTS)}, got {layout!r}")
+        self.layout = layout
         if len(deconv_out_channels) != len(deconv_kernel_sizes):
             raise ValueError(f"deconv_out_channels {tuple(deconv_out_channels)} and deconv_kernel_sizes "
                              f"{tuple(deconv_kernel_sizes)} must have the same length")
@@ -91,18 +122,25 @@ class HeatmapHead(nn.Module):
             padding, output_padding = _DECONV_PADDING[kernel]
             layers += [nn.ConvTranspose2d(channels, out_ch, kernel_size=kernel, stride=2, padding=padding,
                                           output_padding=output_padding, bias=False),
-                       nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
+                       *self._norm_act(out_ch)]
             channels = out_ch
         self.deconv_layers = nn.Sequential(*layers) if layers else nn.Identity()
 
         layers = []
         for out_ch, kernel in zip(self.conv_out_channels, self.conv_kernel_sizes):
             layers += [nn.Conv2d(channels, out_ch, kernel_size=kernel, stride=1, padding=(kernel - 1) // 2),
-                       nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
+                       *self._norm_act(out_ch)]
             channels = out_ch
         self.conv_layers = nn.Sequential(*layers) if layers else nn.Identity()
 
         self.final_layer = nn.Conv2d(channels, self.out_channels, kernel_size=1)
+
+    def _norm_act(self, channels: int) -> tuple[nn.Module, nn.Module]:
+        """The norm and activation after each conv block, as the layout's mmpose builds them."""
+        if self.layout == "instance":
+            # SDPose-OOD's fork: nn.InstanceNorm2d(C) with PyTorch defaults (affine=False, no running stats)
+            return nn.InstanceNorm2d(channels), nn.SiLU(inplace=True)
+        return nn.BatchNorm2d(channels), nn.ReLU(inplace=True)
 
     def forward(self, feats: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """features [N,C,h,w] (or a tuple/list whose last item is that, as mmpose's 'select' input_index=-1)
@@ -120,18 +158,22 @@ class HeatmapHead(nn.Module):
     @staticmethod
     def expected_shapes(in_channels: int, out_channels: int, deconv_out_channels: Sequence[int],
                         deconv_kernel_sizes: Sequence[int], conv_out_channels: Sequence[int],
-                        conv_kernel_sizes: Sequence[int]) -> dict[str, tuple[int, ...]]:
-        """key -> shape of every state-dict entry of a head with this configuration (incl. BN buffers)."""
+                        conv_kernel_sizes: Sequence[int],
+                        layout: str = DEFAULT_HEAD_LAYOUT) -> dict[str, tuple[int, ...]]:
+        """key -> shape of every state-dict entry of a head with this configuration (incl. BN buffers in the
+        batchnorm layout; the instance layout's norms have no entries)."""
         shapes: dict[str, tuple[int, ...]] = {}
         ch = in_channels
         for i, (out_ch, k) in enumerate(zip(deconv_out_channels, deconv_kernel_sizes)):
             shapes[f"deconv_layers.{3 * i}.weight"] = (ch, out_ch, k, k)
-            shapes.update(_bn_shapes(f"deconv_layers.{3 * i + 1}", out_ch))
+            if layout == "batchnorm":
+                shapes.update(_bn_shapes(f"deconv_layers.{3 * i + 1}", out_ch))
             ch = out_ch
         for i, (out_ch, k) in enumerate(zip(conv_out_channels, conv_kernel_sizes)):
             shapes[f"conv_layers.{3 * i}.weight"] = (out_ch, ch, k, k)
             shapes[f"conv_layers.{3 * i}.bias"] = (out_ch,)
-            shapes.update(_bn_shapes(f"conv_layers.{3 * i + 1}", out_ch))
+            if layout == "batchnorm":
+                shapes.update(_bn_shapes(f"conv_layers.{3 * i + 1}", out_ch))
             ch = out_ch
         shapes["final_layer.weight"] = (out_channels, ch, 1, 1)
         shapes["final_layer.bias"] = (out_channels,)
@@ -140,26 +182,28 @@ class HeatmapHead(nn.Module):
     @classmethod
     def from_state_dict(cls, sd: Mapping[str, torch.Tensor],
                         path: str | Path = "decoder/decoder.safetensors") -> "HeatmapHead":
-        """Build a head whose configuration is inferred from the weights in ``sd`` and load them strictly.
+        """Build a head whose configuration and layout are inferred from ``sd`` and load it strictly.
 
         Every key and shape is checked here first so that a bad file gives a HeadError naming ``path``,
-        the key and the expected vs actual shape instead of torch's load_state_dict traceback.
-        ``num_batches_tracked`` buffers (training-only counters) are filled with 0 when absent.
+        the key, the expected vs actual shape and the accepted layouts instead of torch's load_state_dict
+        traceback. ``num_batches_tracked`` buffers (training-only counters) are filled with 0 when absent.
         """
         config = infer_head_config(sd, path)
+        config["layout"] = detect_head_layout(sd, path)
         expected = cls.expected_shapes(**config)
         for key, shape in expected.items():
             if key.endswith("num_batches_tracked"):
                 continue
             if key not in sd:
-                raise HeadError(f"{path}: missing key '{key}' (expected shape {list(shape)})")
+                raise HeadError(f"{path}: missing key '{key}' (expected shape {list(shape)}); "
+                                f"{_layouts_help(sd, config)}")
             actual = tuple(sd[key].shape)
             if actual != shape:
                 raise HeadError(f"{path}: key '{key}' has shape {list(actual)}, expected {list(shape)}")
         unexpected = sorted(set(sd) - set(expected))
         if unexpected:
-            raise HeadError(f"{path}: unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
-                            f" (a mmpose HeatmapHead with {config} has only {sorted(expected)})")
+            raise HeadError(f"{path}: unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}; "
+                            f"{_layouts_help(sd, config)}")
         state = {k: v for k, v in sd.items()}
         for key in expected:
             if key.endswith("num_batches_tracked") and key not in state:
@@ -171,9 +215,39 @@ class HeatmapHead(nn.Module):
 
 
 def _bn_shapes(prefix: str, channels: int) -> dict[str, tuple[int, ...]]:
-    return {f"{prefix}.weight": (channels,), f"{prefix}.bias": (channels,),
-            f"{prefix}.running_mean": (channels,), f"{prefix}.running_var": (channels,),
-            f"{prefix}.num_batches_tracked": ()}
+    return {f"{prefix}.{name}": (() if name == "num_batches_tracked" else (channels,)) for name in _BN_KEYS}
+
+
+def _norm_prefixes(config: Mapping) -> list[str]:
+    """State-dict prefixes of the norm layer after each conv block ('deconv_layers.1', 'conv_layers.1', ...)."""
+    return ([f"deconv_layers.{3 * i + 1}" for i in range(len(config["deconv_out_channels"]))]
+            + [f"conv_layers.{3 * i + 1}" for i in range(len(config["conv_out_channels"]))])
+
+
+def _layouts_help(sd: Mapping[str, torch.Tensor], config: Mapping) -> str:
+    """'found keys [...]; accepted layouts: instance (...): [keys]; batchnorm (...): [keys]' for errors."""
+    shape_args = {k: v for k, v in config.items() if k != "layout"}
+    accepted = "; ".join(
+        f"'{name}' = {text}: {sorted(HeatmapHead.expected_shapes(**shape_args, layout=name))}"
+        for name, text in HEAD_LAYOUTS.items())
+    return f"found keys {sorted(sd)}; the accepted layouts are {accepted}"
+
+
+def detect_head_layout(sd: Mapping[str, torch.Tensor], path: str | Path = "decoder/decoder.safetensors") -> str:
+    """"instance" when the state dict has no norm keys (the released SDPose decoder), "batchnorm" when the
+    norm positions hold BatchNorm keys (stock mmpose). Keys at a norm position that are not BatchNorm keys
+    raise a HeadError naming ``path``, the keys found and both accepted layouts; missing BatchNorm keys are
+    reported by :meth:`HeatmapHead.from_state_dict`'s strict check (with the same explanation)."""
+    config = infer_head_config(sd, path)
+    prefixes = _norm_prefixes(config)
+    norm_keys = sorted(k for k in sd if any(k.startswith(p + ".") for p in prefixes))
+    if not norm_keys:
+        return "instance"
+    odd = [k for k in norm_keys if k.rsplit(".", 1)[1] not in _BN_KEYS]
+    if odd:
+        raise HeadError(f"{path}: keys {odd} at a norm position are not BatchNorm2d entries; "
+                        f"{_layouts_help(sd, config)}")
+    return "batchnorm"
 
 
 def _layer_indices(sd: Mapping[str, torch.Tensor], group: str) -> list[int]:
@@ -206,8 +280,9 @@ def infer_head_config(sd: Mapping[str, torch.Tensor],
     conv_idx = _layer_indices(sd, "conv_layers")
     for group, idx in (("deconv_layers", deconv_idx), ("conv_layers", conv_idx)):
         if idx != [3 * i for i in range(len(idx))]:
-            raise HeadError(f"{path}: {group} weights at indices {idx}; expected 0, 3, 6, ... "
-                            "(conv, BatchNorm, ReLU per block)")
+            raise HeadError(f"{path}: {group} weights at indices {idx}; expected 0, 3, 6, ... (conv, norm, "
+                            f"activation per block; found keys {sorted(sd)}; the accepted layouts are "
+                            f"{'; '.join(f'{n}: {t}' for n, t in HEAD_LAYOUTS.items())})")
     if not deconv_idx and not conv_idx:
         in_channels = int(final.shape[1])
     elif deconv_idx:

@@ -61,6 +61,15 @@ _WEIGHT_PATH_OPS = frozenset({"Convert", "FakeQuantize", "Reshape", "Subtract", 
                               "Unsqueeze", "Squeeze"})
 
 
+#: --overflow-fix values -> NNCF ``OverflowFix`` member names. CPUs without VNNI (no AVX512-VNNI, AVX-VNNI or
+#: AMX) add pairs of u8 x s8 products in saturating 16-bit sums; NNCF's overflow fix narrows weights to 7 bits
+#: so those sums cannot saturate: on every quantized layer (enable), on the first one only (first_layer, NNCF's
+#: own default) or nowhere (disable).
+OVERFLOW_FIX = {"enable": "ENABLE", "first_layer": "FIRST_LAYER", "disable": "DISABLE"}
+#: the default: one model folder that keeps its fidelity on CPUs with and without VNNI (docs/benchmarks.md)
+DEFAULT_OVERFLOW_FIX = "enable"
+
+
 class QuantizationError(SDPoseError):
     """A component cannot be quantized as asked (already quantized, bad mode, no calibration data)."""
 
@@ -78,6 +87,7 @@ class QuantizeOptions:
     weights_sym: symmetric weight-only compression (int8_weights / int4_weights / hybrid's MatMul weights).
     int4_group_size, int4_ratio: INT4 group size and share of layers in INT4 (the rest INT8).
     ignored_types, ignored_names: extra ignored scope (OpenVINO op types / friendly names).
+    overflow_fix: "enable" | "first_layer" | "disable" (see :data:`OVERFLOW_FIX`); int8 and hybrid modes.
     """
 
     smooth_quant_alpha: float | None = None
@@ -89,6 +99,7 @@ class QuantizeOptions:
     int4_ratio: float = 1.0
     ignored_types: tuple[str, ...] = ()
     ignored_names: tuple[str, ...] = ()
+    overflow_fix: str = DEFAULT_OVERFLOW_FIX
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None, source: str = "advanced") -> "QuantizeOptions":
@@ -124,6 +135,9 @@ class QuantizeOptions:
         for name in ("fast_bias_correction", "bias_correction", "weights_sym"):
             if not isinstance(getattr(self, name), bool):
                 raise QuantizationError(f"{source}.{name}: expected true or false, got {getattr(self, name)!r}")
+        if self.overflow_fix not in OVERFLOW_FIX:
+            raise QuantizationError(f"{source}.overflow_fix: expected one of {list(OVERFLOW_FIX)}, "
+                                    f"got {self.overflow_fix!r}")
         if self.preset not in (None, "performance", "mixed"):
             raise QuantizationError(f"{source}.preset: expected null, 'performance' or 'mixed', got {self.preset!r}")
         if isinstance(self.int4_group_size, bool) or not isinstance(self.int4_group_size, int) \
@@ -236,8 +250,15 @@ def count_quantization_nodes(model: ov.Model) -> dict[str, int]:
                 counts["fq_on_matmul"] += 1
             if any(is_compressed(op.input_value(i)) for i in range(2)):
                 counts["compressed_matmul_weights"] += 1
+        elif kind == "MVN":
+            in_head = ".head." in op.get_friendly_name()
+            quantized = op.input_value(0).get_node().get_type_name() == "FakeQuantize"
+            counts["mvn"] += 1
+            counts["fq_on_mvn"] += quantized
+            counts["head_mvn"] += in_head
+            counts["fq_on_head_mvn"] += in_head and quantized
     keys = ("fake_quantize", "fq_on_conv", "fq_on_matmul", "compressed_weights", "compressed_matmul_weights",
-            "compressed_conv_weights", "convolutions", "matmuls")
+            "compressed_conv_weights", "convolutions", "matmuls", "mvn", "fq_on_mvn", "head_mvn", "fq_on_head_mvn")
     return {k: int(counts.get(k, 0)) for k in keys}
 
 
@@ -389,7 +410,10 @@ def quantize_component(model: ov.Model, kind: str, mode: str, calibration: Itera
     # NNCF keeps rt_info, but restore it explicitly so the contract never depends on that
     if old_meta:
         write_metadata(result, old_meta)
-    write_metadata(result, {"precision": mode, "quantized": True, "quantization": record})
+    meta = {"precision": mode, "quantized": True, "quantization": record}
+    if "overflow_fix" in record:  # int8 / hybrid: INT8 activations, so the no-VNNI arithmetic matters
+        meta["overflow_fix"] = record["overflow_fix"]
+    write_metadata(result, meta)
     logger.info("%s: %s done: %s", kind, mode, record["nodes"])
     return result
 
@@ -401,9 +425,10 @@ def _preset(nncf: Any, options: QuantizeOptions) -> Any:
 
 
 def _advanced(nncf: Any, options: QuantizeOptions, matmul_alpha: float | None) -> Any:
-    from nncf.quantization.advanced_parameters import AdvancedSmoothQuantParameters
+    from nncf.quantization.advanced_parameters import AdvancedSmoothQuantParameters, OverflowFix
 
-    kwargs: dict[str, Any] = {"disable_bias_correction": not options.bias_correction}
+    kwargs: dict[str, Any] = {"disable_bias_correction": not options.bias_correction,
+                              "overflow_fix": OverflowFix[OVERFLOW_FIX[options.overflow_fix]]}
     if matmul_alpha is not None:
         kwargs["smooth_quant_alphas"] = AdvancedSmoothQuantParameters(matmul=float(matmul_alpha))
     return nncf.AdvancedQuantizationParameters(**kwargs)
@@ -414,6 +439,7 @@ def _int8(nncf: Any, model: ov.Model, kind: str, data: _CountingData, subset_siz
     transformer = kind in TRANSFORMER_KINDS
     alpha = options.smooth_quant_alpha if transformer else None
     record.update({
+        "overflow_fix": options.overflow_fix,
         "model_type": "transformer" if transformer else "default",
         "smooth_quant_alpha_matmul": (alpha if alpha is not None else "nncf default (0.95)")
         if transformer else "n/a (not a transformer model type)",
@@ -444,6 +470,7 @@ def _hybrid(nncf: Any, model: ov.Model, kind: str, data: _CountingData, subset_s
     logger.info("%s: hybrid step 2/2: INT8 activation quantization of convolutions (subset %d)", kind,
                 subset_size)
     record.update({
+        "overflow_fix": options.overflow_fix,
         "model_type": "transformer",
         "weight_compression": wc_mode.value,
         "weight_compressed_ops": len(to_compress),
@@ -497,6 +524,6 @@ def describe_options(options: QuantizeOptions) -> dict[str, Any]:
     return d
 
 
-__all__ = ["MODES", "QUANTIZED_MODES", "CALIBRATED_MODES", "QuantizeOptions", "QuantizationError", "Reiterable",
+__all__ = ["OVERFLOW_FIX", "DEFAULT_OVERFLOW_FIX", "MODES", "QUANTIZED_MODES", "CALIBRATED_MODES", "QuantizeOptions", "QuantizationError", "Reiterable",
            "quantize_component", "check_not_quantized", "count_quantization_nodes", "weighted_matmuls",
            "save_component", "describe_options"]

@@ -3,8 +3,15 @@
 Per crop: VAE latent = ``vae.encode(x).latent_dist.mean * 0.18215`` (x RGB [-1,1]); the text encoder runs on
 the empty prompt on every call (as SDPose does); the *full* UNet runs at t=999 with class labels
 [sin 1, sin 0, cos 1, cos 0]; a forward hook captures the output of ``unet.up_blocks[ckpt.up_block]``
-[N,C,H/8,W/8]; the HeatmapHead (eval mode) turns it into heatmaps [N,K,H/4,W/4]. Nothing is folded or
-truncated here, so the exported IRs can be compared against it.
+[N,C,H/8,W/8]; the head turns it into heatmaps [N,K,H/4,W/4]. Nothing is folded or truncated here, so the
+exported IRs can be compared against it.
+
+The head is computed by :func:`original_head` with functional ops straight from the raw
+``decoder/decoder.safetensors`` tensors, independently of ``convert.head.HeatmapHead`` (which the exporter
+traces): in the released layout each block is conv -> instance norm (per crop and channel over H,W, eps 1e-5,
+no affine) -> SiLU, as SDPose-OOD's mmpose fork computes it; in the stock layout conv -> BatchNorm (eval) ->
+ReLU. Two deliberate differences from the original app, both documented in the README: the latent is the
+posterior *mean* (the original draws a sample), and the crop follows the evaluation protocol.
 
 Benchmark: ``python -m convert.reference CKPT [--input-size 1024x768] [--runs 2] [--threads 2]`` logs the
 per-crop latency of the VAE encode, the pose stage and the total (1 warm-up run first).
@@ -19,8 +26,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from convert.checkpoint import LATENT_SCALE, TIMESTEP, SDPoseCheckpoint, class_labels, encode_empty_prompt
+from convert.checkpoint import (DECODER_FILE, LATENT_SCALE, TIMESTEP, SDPoseCheckpoint, class_labels,
+                                encode_empty_prompt)
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +61,42 @@ def unet_up_block_output(unet: torch.nn.Module, latent: torch.Tensor, text_embed
     return captured[0]
 
 
+#: deconvolution kernel -> (padding, output_padding), mmpose ``HeatmapHead._make_deconv_layers``
+_DECONV_PADDING = {4: (1, 0), 3: (1, 1), 2: (0, 0)}
+#: eps of both norms (torch defaults, which mmpose and SDPose-OOD's fork keep)
+_NORM_EPS = 1e-5
+
+
+def original_head(decoder: dict[str, torch.Tensor], feats: torch.Tensor) -> torch.Tensor:
+    """The decoder's forward pass with functional ops on the raw ``decoder.safetensors`` tensors.
+
+    feats [N,C,h,w] float32 -> heatmaps [N,K,h*2^D,w*2^D] (D = number of deconv blocks). Each block
+    ``<group>.<3i>`` is a (transposed) convolution; its norm ``<group>.<3i+1>`` is a BatchNorm when that
+    prefix has ``running_mean`` (stock mmpose: BN in eval mode, then ReLU), otherwise the released layout's
+    parameter-free instance norm followed by SiLU.
+    """
+    x = feats
+    for group, transposed in (("deconv_layers", True), ("conv_layers", False)):
+        i = 0
+        while f"{group}.{i}.weight" in decoder:
+            weight, bias = decoder[f"{group}.{i}.weight"], decoder.get(f"{group}.{i}.bias")
+            kernel = int(weight.shape[-1])
+            if transposed:
+                padding, output_padding = _DECONV_PADDING[kernel]
+                x = F.conv_transpose2d(x, weight, bias, stride=2, padding=padding, output_padding=output_padding)
+            else:
+                x = F.conv2d(x, weight, bias, padding=(kernel - 1) // 2)
+            norm = f"{group}.{i + 1}"
+            if f"{norm}.running_mean" in decoder:
+                x = F.relu(F.batch_norm(x, decoder[f"{norm}.running_mean"], decoder[f"{norm}.running_var"],
+                                        decoder[f"{norm}.weight"], decoder[f"{norm}.bias"], training=False,
+                                        eps=_NORM_EPS))
+            else:
+                x = F.silu(F.instance_norm(x, eps=_NORM_EPS))
+            i += 3
+    return F.conv2d(x, decoder["final_layer.weight"], decoder["final_layer.bias"])
+
+
 class ReferencePipeline:
     """The original SDPose forward pass on crops, in torch (no_grad, CPU).
 
@@ -65,7 +110,10 @@ class ReferencePipeline:
         self.ckpt = ckpt
         self.unet = ckpt.unet.eval()
         self.vae = ckpt.vae.eval()
-        self.head = ckpt.head.eval()
+        from safetensors.torch import load_file
+
+        # the head runs from the raw file (see original_head), not from the HeatmapHead the exporter traces
+        self.decoder = {k: v.float() for k, v in load_file(str(ckpt.path / DECODER_FILE)).items()}
         self.up_block = ckpt.up_block
         self.dtype = next(self.unet.parameters()).dtype
 
@@ -84,7 +132,7 @@ class ReferencePipeline:
     @torch.no_grad()
     def pose(self, latent: torch.Tensor) -> torch.Tensor:
         """latent [N,4,H/8,W/8] -> heatmaps [N,K,H/4,W/4] float32 (text encoder, full UNet, hook, head)."""
-        return self.head(self.features(latent).float())
+        return original_head(self.decoder, self.features(latent).float())
 
     @staticmethod
     def preprocess(crops_bgr_u8: np.ndarray | torch.Tensor) -> torch.Tensor:

@@ -5,10 +5,13 @@ architecture (UNet ~866 M parameters, VAE [128,256,512,512], CLIP text 1024-d, 2
 every structural feature (4 down/up blocks, cross-attention blocks with linear projection, projection class
 embedding of dim 4, 4-block VAE with a mid attention, CLIP text model) at widths that convert in seconds.
 
-Weights are random (seeded) but chosen to give non-degenerate heatmaps: the head's BatchNorm running
-statistics are calibrated on the UNet features of a synthetic image (so activations neither vanish nor
-explode) and then perturbed, so they are non-trivial. Any accuracy figure obtained with these checkpoints
-measures conversion fidelity only, never pose accuracy.
+The decoder is written in the **released** head layout by default (InstanceNorm2d + SiLU, five keys: see
+``convert.head``); ``--head-layout batchnorm`` writes the stock-mmpose layout (BatchNorm2d + ReLU) instead.
+Weights are random (seeded) but chosen to give non-degenerate heatmaps: the final layer's bias is shifted so
+heatmap peaks are positive, and in the batchnorm layout the BatchNorm running statistics are calibrated on
+the UNet features of a synthetic image (so activations neither vanish nor explode) and then perturbed, so
+they are non-trivial. Any accuracy figure obtained with these checkpoints measures conversion fidelity only,
+never pose accuracy.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from pathlib import Path
 import torch
 
 from convert.checkpoint import LATENT_SCALE
-from convert.head import SCHEMES, HeatmapHead
+from convert.head import DEFAULT_HEAD_LAYOUT, HEAD_LAYOUTS, SCHEMES, HeatmapHead
 from convert.reference import unet_up_block_output
 from edge_runtime.errors import SDPoseError
 
@@ -214,19 +217,26 @@ def _save_unet(out: Path, size: str, seed: int, latent: torch.Tensor, text: torc
     return features, n_params
 
 
-def _random_head(features: torch.Tensor, num_keypoints: int, seed: int) -> HeatmapHead:
-    """A HeatmapHead for ``features`` [1,C,h,w] with seeded random weights and calibrated BN statistics.
+def _random_head(features: torch.Tensor, num_keypoints: int, seed: int,
+                 layout: str = DEFAULT_HEAD_LAYOUT) -> HeatmapHead:
+    """A HeatmapHead in ``layout`` for ``features`` [1,C,h,w] with seeded random weights.
 
-    Each BatchNorm's running mean/var are the per-channel statistics of its input on ``features``, perturbed
-    by +-20 % (so they are non-trivial and the normalised activations stay O(1)); BN affine weights are drawn
-    in [0.5, 1.5] and biases N(0, 0.2). The final layer's bias is shifted so heatmap peaks are positive.
+    instance layout (released): the InstanceNorms keep activations O(1) by themselves; nothing to calibrate.
+    batchnorm layout: each BatchNorm's running mean/var are the per-channel statistics of its input on
+    ``features``, perturbed by +-20 % (so they are non-trivial and the normalised activations stay O(1)); BN
+    affine weights are drawn in [0.5, 1.5] and biases N(0, 0.2).
+    In both, the final layer's bias is shifted so heatmap peaks are positive.
     """
     c = int(features.shape[1])
     gen = torch.Generator().manual_seed(seed + 4)
     torch.manual_seed(seed + 4)
     head = HeatmapHead(c, num_keypoints, deconv_out_channels=(c,), deconv_kernel_sizes=(4,),
-                       conv_out_channels=(c,), conv_kernel_sizes=(1,)).eval()
+                       conv_out_channels=(c,), conv_kernel_sizes=(1,), layout=layout).eval()
     with torch.no_grad():
+        if layout == "instance":
+            heat = head(features)
+            head.final_layer.bias.sub_(heat.mean(dim=(0, 2, 3)) - heat.std(dim=(0, 2, 3)))
+            return head
         for bn in (head.deconv_layers[1], head.conv_layers[1]):
             bn.weight.copy_(torch.rand(c, generator=gen) + 0.5)
             bn.bias.copy_(torch.randn(c, generator=gen) * 0.2)
@@ -253,12 +263,13 @@ def _write_detector(out: Path, seed: int) -> Path:
 
 
 def make_synthetic(out: str | Path, size: str = "tiny", scheme: str = "wholebody", seed: int = 0, *,
-                   detector: bool = True) -> Path:
+                   detector: bool = True, head_layout: str = DEFAULT_HEAD_LAYOUT) -> Path:
     """Write a synthetic SDPose checkpoint folder at ``out`` (must not exist or be empty).
 
     Layout: unet/, vae/, text_encoder/ (save_pretrained, safetensors), tokenizer/ (working CLIP BPE
     tokenizer), scheduler/scheduler_config.json, decoder/decoder.safetensors (HeatmapHead of ``scheme``
-    reading the UNet's actual up-block channels), synthetic.json, and yolo11n.pt when ``detector``.
+    reading the UNet's actual up-block channels, in ``head_layout``: "instance" = the released layout,
+    "batchnorm" = stock mmpose), synthetic.json, and yolo11n.pt when ``detector``.
     Everything is written to a sibling temporary folder first and renamed into place at the end, so a
     failure never leaves a half-written checkpoint. Returns the folder.
     """
@@ -269,6 +280,8 @@ def make_synthetic(out: str | Path, size: str = "tiny", scheme: str = "wholebody
         raise SDPoseError(f"--size must be one of {', '.join(SIZES)}, got {size!r}")
     if scheme not in SCHEMES:
         raise SDPoseError(f"--scheme must be one of {', '.join(SCHEMES)}, got {scheme!r}")
+    if head_layout not in HEAD_LAYOUTS:
+        raise SDPoseError(f"--head-layout must be one of {', '.join(HEAD_LAYOUTS)}, got {head_layout!r}")
     out = Path(out).expanduser().resolve()
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise SDPoseError(f"output {out} already exists and is not an empty folder; choose another path")
@@ -289,11 +302,11 @@ def make_synthetic(out: str | Path, size: str = "tiny", scheme: str = "wholebody
             features, n_params = _save_unet(tmp, size, seed, latent, text, spec["up_block"])
         logger.info("UNet: %.1f M parameters; head reads up_blocks[%d] with %d channels",
                     n_params / 1e6, spec["up_block"], features.shape[1])
-        head = _random_head(features, spec["num_keypoints"], seed)
+        head = _random_head(features, spec["num_keypoints"], seed, head_layout)
         (tmp / "decoder").mkdir()
         save_file({k: v.contiguous() for k, v in head.state_dict().items()},
                   str(tmp / "decoder" / "decoder.safetensors"))
-        marker = {"synthetic": True, "size": size, "scheme": scheme, "seed": seed,
+        marker = {"synthetic": True, "size": size, "scheme": scheme, "seed": seed, "head_layout": head_layout,
                   "num_keypoints": spec["num_keypoints"], "up_block": spec["up_block"],
                   "unet_parameters": n_params, "created_by": "sdpose-convert make-synthetic",
                   "note": "Random weights in the public SDPose layout, for tests and benchmarks only. "
@@ -330,6 +343,9 @@ def register(subparsers: argparse._SubParsersAction, name: str) -> None:
     parser.add_argument("--scheme", choices=sorted(SCHEMES), default="wholebody",
                         help="wholebody (133 keypoints, up_blocks[2]) or body (17 keypoints, up_blocks[3])")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--head-layout", choices=sorted(HEAD_LAYOUTS), default=DEFAULT_HEAD_LAYOUT,
+                        help="decoder layout: instance (default; the released SDPose decoders: InstanceNorm2d + "
+                             "SiLU, five keys) or batchnorm (stock mmpose: BatchNorm2d + ReLU)")
     parser.add_argument("--no-detector", action="store_true",
                         help="do not write the random yolo11n.pt person detector")
     parser.set_defaults(func=_run)
@@ -337,6 +353,6 @@ def register(subparsers: argparse._SubParsersAction, name: str) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     out = make_synthetic(args.out, size=args.size, scheme=args.scheme, seed=args.seed,
-                         detector=not args.no_detector)
+                         detector=not args.no_detector, head_layout=args.head_layout)
     logger.info("checkpoint: %s", out)
     return 0

@@ -14,7 +14,11 @@ splits the set deterministically by the sha256 of each crop, recorded in the rep
   one compile per inference-precision hint; the hints used are recorded).
 
 Fidelity runs compile both folders with ``INFERENCE_PRECISION_HINT=f32`` so that the figures measure the
-quantization alone (not the CPU's silent bf16). Writes ``report.json`` and ``report.md`` into the folder.
+quantization alone (not the CPU's silent bf16). The report names the CPU and its INT8 path
+(:mod:`edge_runtime.cpu`); a hint the CPU does not support (bf16 without AVX512_BF16/AMX) is reported as
+such instead of timing a "bf16" that is really f32. Folders with INT8 activations get fidelity and speed for
+both INT8 paths, with and without VNNI (:mod:`convert.int8_paths`). Writes ``report.json`` and ``report.md``
+into the folder.
 With synthetic (random-weight) checkpoints the figures measure quantization error on a random network,
 never pose accuracy.
 """
@@ -33,7 +37,9 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
+from convert import int8_paths as paths_mod
 from edge_runtime.codec import decode_heatmaps
+from edge_runtime.cpu import cpu_info, int8_accumulation_ratio
 from edge_runtime.errors import InputError, ModelFolderError
 from edge_runtime.models import CompileOptions, ModelFolder, compile_model
 
@@ -61,14 +67,21 @@ def split_calibration(cset: Any, held_out: int) -> tuple[list[int], list[int]]:
 
     The ``held_out`` crops with the smallest sha256 (manifest field, i.e. content hash) are held out; the
     rest, in manifest order, calibrate. Same set + same ``held_out`` -> same split on every machine.
-    Raises InputError when fewer than one calibration crop would remain.
+    A set too small for ``held_out`` (fewer than ``held_out + 1`` crops) holds out half of its crops
+    (rounded down) instead, with a warning, so at least one crop always calibrates; the count actually held
+    out is in :func:`calibration_record`. Raises InputError for an empty set.
     """
     n = len(cset.crop_records)
     if isinstance(held_out, bool) or not isinstance(held_out, int) or held_out < 0:
         raise InputError(f"--held-out: expected an integer >= 0, got {held_out!r}")
+    if n == 0:
+        raise InputError(f"calibration set {cset.path}: no crops; nothing to calibrate on")
     if held_out >= n:
-        raise InputError(f"calibration set {cset.path}: {n} crop(s), cannot hold out {held_out} and still "
-                         "calibrate on at least one; lower --held-out or add crops")
+        fewer = n // 2
+        logger.warning("calibration set %s: %d crop(s) cannot hold out %d and still calibrate; holding out %d "
+                       "(the fidelity report rests on %d crop(s): add crops for a firmer report)",
+                       cset.path, n, held_out, fewer, fewer)
+        held_out = fewer
     order = sorted(range(n), key=lambda i: (str(cset.crop_records[i]["sha256"]), i))
     held = sorted(order[:held_out])
     held_set = set(held)
@@ -253,7 +266,8 @@ def measure_latency(core: ov.Core, xml: Path, hints: Sequence[str], runs: int,
 def validate_folder(models: str | Path, reference: str | Path | None = None, calib: str | Path | None = None,
                     held_out: int | None = None, latency_runs: int = DEFAULT_LATENCY_RUNS,
                     latency_hints: Sequence[str] = DEFAULT_LATENCY_HINTS, notes: Sequence[str] = (),
-                    conversion: dict[str, Any] | None = None, write: bool = True) -> dict[str, Any]:
+                    conversion: dict[str, Any] | None = None, write: bool = True,
+                    int8_paths: bool = True) -> dict[str, Any]:
     """Measure a model folder against an FP32 reference folder; write report.json + report.md.
 
     Args:
@@ -266,6 +280,8 @@ def validate_folder(models: str | Path, reference: str | Path | None = None, cal
         latency_hints: INFERENCE_PRECISION_HINT values to time ("f32", "bf16", ...).
         notes: extra lines for the report (e.g. "synthetic checkpoint").
         conversion: conversion log (stages, wall time, peak RSS) to embed.
+        int8_paths: for folders with INT8 activations, also measure the other INT8 path (without VNNI, in a
+            capped child process, where this CPU has VNNI); see :mod:`convert.int8_paths`.
     Returns:
         The report dict (also written as ``report.json``).
     """
@@ -291,6 +307,11 @@ def validate_folder(models: str | Path, reference: str | Path | None = None, cal
         held_out = int(recorded["held_out_crops"]) if recorded else DEFAULT_HELD_OUT
     if calib is None:
         calib = recorded["path"] if recorded and Path(recorded["path"]).is_dir() else "default"
+    info = cpu_info(core)
+    logger.info("CPU: %s", info.describe())
+    unsupported = {} if info.bf16 else {
+        "bf16": f"not supported on this CPU ({info.describe()}): OpenVINO would run f32, so bf16 is not timed"}
+    latency_hints = [h for h in latency_hints if h not in unsupported]
     report: dict[str, Any] = {
         "format_version": REPORT_VERSION,
         "models": str(models.resolve()),
@@ -299,8 +320,10 @@ def validate_folder(models: str | Path, reference: str | Path | None = None, cal
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "openvino": ov.get_version(),
         "compile": {"fidelity_hint": FIDELITY_HINT, "latency_hints": list(latency_hints),
+                    "unsupported_hints": unsupported,
                     "latency_runs": latency_runs, "performance_hint": "LATENCY", "device": "CPU",
                     "batch": 1},
+        "cpu": info.to_dict(),
         "notes": list(notes) + [
             "Fidelity = agreement with the FP32 IRs (quantization error), measured on held-out calibration "
             "crops; it is not pose accuracy."],
@@ -346,7 +369,7 @@ def validate_folder(models: str | Path, reference: str | Path | None = None, cal
         report["fidelity"] = {"status": "skipped: --held-out 0"}
     else:
         report["fidelity"] = _pose_fidelity(core, folder, ref_folder, cset, held_idx, (w, h), heatmap_px,
-                                            report["components"])
+                                            report["components"], bf16=info.bf16)
         if folder.has("detector") and ref_folder.has("detector"):
             report["detector"] = _detector_fidelity(core, folder, ref_folder, cset, held_out)
             report["components"]["detector"]["fidelity"] = report["detector"]
@@ -364,6 +387,11 @@ def validate_folder(models: str | Path, reference: str | Path | None = None, cal
             if ref_folder is not None and ref_folder.has(kind):
                 entry["reference_latency_ms"] = measure_latency(core, ref_folder.ir_path(kind), latency_hints,
                                                                 latency_runs, sample)
+    if paths_mod.uses_int8_activations(metas):
+        report["accumulation_check"] = int8_accumulation_ratio(core)
+        if int8_paths and ref_folder is not None and held_idx:
+            report["int8_paths"] = paths_mod.measure_paths(report, info, models, Path(reference), cset.path,
+                                                          len(held_idx), latency_runs)
     if write:
         write_report(models, report)
     return report
@@ -384,10 +412,12 @@ def _latency_samples(cset: Any, idx: Sequence[int], size_wh: tuple[int, int], co
 
 
 def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: Any, held_idx: Sequence[int],
-                   size_wh: tuple[int, int], heatmap_px: float, components: dict[str, Any]) -> dict[str, Any]:
+                   size_wh: tuple[int, int], heatmap_px: float, components: dict[str, Any],
+                   bf16: bool = True) -> dict[str, Any]:
     """Three passes over the held-out crops, one compiled chain alive at a time (bounds memory at full size):
     FP32 reference (f32 hint; latents and heatmaps kept: [1,4,h,w] + [1,K,H/4,W/4] per crop), the folder
-    under test (f32 hint), then the FP32 reference with the bf16 hint (baseline)."""
+    under test (f32 hint), then, where the CPU has bf16 (``bf16``), the FP32 reference with the bf16 hint
+    (baseline)."""
     kinds = [k for k in _pose_kinds(folder) if ref.has(k)]
     split_ref = ref.has("vae_encoder") and ref.has("pose")
     per: dict[str, list[float]] = {"vae_encoder": [], "pose": [], "vae_pose": [], "end_to_end": []}
@@ -453,8 +483,9 @@ def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: A
     gc.collect()
 
     # pass 3: baseline = what the CPU's default bf16 execution of the FP32 IRs alone changes (same metrics)
-    r16 = _Chain(ref, core, ref.kinds, hint=BASELINE_HINT)
-    for crop, (_, hm_r) in zip(iter_crops(cset, held_idx, size_wh), ref_out):
+    r16 = _Chain(ref, core, ref.kinds, hint=BASELINE_HINT) if bf16 else None
+    baseline_pairs = zip(iter_crops(cset, held_idx, size_wh), ref_out) if r16 is not None else ()
+    for crop, (_, hm_r) in baseline_pairs:
         hm_b = run_chain(r16, ref.kinds, crop)
         base_cos.append(cosine(hm_b, hm_r))
         d, _, v = kp_dist(hm_b, hm_r)
@@ -480,6 +511,10 @@ def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: A
                                                     np.concatenate(valid["end_to_end"])),
         "score_abs_diff_mean": float(np.concatenate(score_diff).mean()),
     }
+    if not bf16:
+        out["reference_bf16_baseline"] = {"status": "bf16 is not supported on this CPU: OpenVINO runs the FP32 "
+                                                    "IRs in f32 here, so there is no bf16 baseline"}
+        return out
     out["reference_bf16_baseline"] = {
         "what": f"the FP32 reference IRs compiled with INFERENCE_PRECISION_HINT={BASELINE_HINT} vs {FIDELITY_HINT} "
                 "(no quantization): the error the CPU's default bf16 execution alone makes",
@@ -562,9 +597,17 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines.append(f"- reference: {report.get('reference') or 'none (fidelity not measured)'}")
     lines.append(f"- chain: {report.get('chain')}; OpenVINO {report.get('openvino')}")
     comp = report.get("compile", {})
+    cpu = report.get("cpu") or {}
+    if cpu:
+        lines.append(f"- CPU: {cpu.get('name')}; INT8 path {cpu.get('int8_path')} ({cpu.get('int8_isa')}); bf16 "
+                     f"{'yes' if cpu.get('bf16') else 'no'}; OPTIMIZATION_CAPABILITIES "
+                     f"{', '.join(cpu.get('capabilities') or [])}"
+                     + (f"; capped by ONEDNN_MAX_CPU_ISA={cpu['isa_cap']}" if cpu.get("isa_cap") else ""))
     lines.append(f"- fidelity compiled with INFERENCE_PRECISION_HINT={comp.get('fidelity_hint')}; latency: "
                  f"median of {comp.get('latency_runs')} batch-1 runs, LATENCY hint, precision hints "
                  f"{', '.join(comp.get('latency_hints', []))}")
+    for hint, why in (comp.get("unsupported_hints") or {}).items():
+        lines.append(f"- {hint} hint: {why}")
     held = report.get("held_out") or {}
     if held:
         lines.append(f"- held-out: {held.get('held_out_crops')} of {held.get('crops_total')} crops of calibration "
@@ -610,7 +653,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"{_fmt(100 * kd.get('within_1_heatmap_px', 0), 1)} % of {kd.get('count')} keypoints "
                   f"({kd.get('excluded')} excluded: FP32 channel without a positive peak)",
                   f"- mean |score difference|: {_fmt(e2e.get('score_abs_diff_mean'), 5)}"]
-        if base:
+        if base.get("status"):
+            lines.append(f"- baseline: {base['status']}")
+        elif base:
             bk = base["keypoint_displacement"]
             lines.append(f"- baseline, FP32 IRs run with the {BASELINE_HINT} hint vs {FIDELITY_HINT} (no quantization): "
                          f"heatmap cosine mean {_fmt(base['heatmap_cosine'].get('mean'), 5)}; keypoint displacement "
@@ -619,6 +664,8 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"{_fmt(100 * bk.get('within_1_heatmap_px', 0), 1)} %")
     else:
         lines.append(f"- {fid.get('status', 'not measured')}")
+    if report.get("int8_paths"):
+        lines += paths_mod.render_markdown(report["int8_paths"])
     det = report.get("detector") or {}
     lines += ["", "## Detector", ""]
     if "raw_output_cosine" in det:
@@ -676,7 +723,12 @@ def register(subparsers: Any, name: str = "validate") -> None:
     parser.add_argument("--latency-runs", type=int, default=DEFAULT_LATENCY_RUNS,
                         help="timed runs per component and hint (0: no latency)")
     parser.add_argument("--latency-hints", type=_hints, default=list(DEFAULT_LATENCY_HINTS),
-                        help="comma-separated INFERENCE_PRECISION_HINT values to time (default f32,bf16)")
+                        help="comma-separated INFERENCE_PRECISION_HINT values to time (default f32,bf16; "
+                             "bf16 is skipped, and said so, on CPUs without it)")
+    parser.add_argument("--no-int8-paths", action="store_true",
+                        help="do not measure the other INT8 path (no VNNI, emulated in a capped subprocess)")
+    parser.add_argument("--no-write", action="store_true", help="do not write report.json/report.md into MODELS")
+    parser.add_argument("--json-out", type=Path, default=None, help="also write the report JSON to this file")
     parser.set_defaults(func=run)
 
 
@@ -685,7 +737,10 @@ def run(args: argparse.Namespace) -> int:
     if args.latency_runs < 0:
         raise InputError(f"--latency-runs: expected >= 0, got {args.latency_runs}")
     report = validate_folder(args.models, reference=args.reference, calib=args.calib, held_out=args.held_out,
-                             latency_runs=args.latency_runs, latency_hints=args.latency_hints)
+                             latency_runs=args.latency_runs, latency_hints=args.latency_hints,
+                             write=not args.no_write, int8_paths=not args.no_int8_paths)
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     e2e = (report.get("fidelity") or {}).get("end_to_end")
     if e2e:
         logger.info("end to end vs FP32: heatmap cosine %.5f, keypoint displacement mean %.3f px (p95 %.3f)",

@@ -91,8 +91,8 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "parts": (list(PART_NAMES), _parts, f"a list of parts from {list(PART_NAMES)}"),
     "score_threshold": (0.3, _unit, "a number in [0, 1] (keypoints drawn / used for tracking above it)"),
     # detector
-    "det_score_threshold": (None, _unit, "a number in [0, 1] or null (detector default)"),
-    "det_iou_threshold": (None, _unit, "a number in [0, 1] or null (detector default)"),
+    "det_score_threshold": (None, _unit, "a number in [0, 1] or null (detector default 0.5, as the original app)"),
+    "det_iou_threshold": (None, _unit, "a number in [0, 1] or null (detector default 0.7, ultralytics' NMS IoU)"),
     "max_persons": (None, _positive_int, "a positive integer or null (keep the N highest-scoring boxes)"),
     # tracking (frames between detector runs)
     "track_iou_threshold": (0.3, _unit, "a number in [0, 1]"),

@@ -7,7 +7,11 @@ The letterbox (resize keeping the aspect ratio + centred pad 114, same rounding 
 exact inverse maps boxes back to image px.
 
 An anchor is a person when its best class is the person class (as ultralytics' single-label NMS does) and
-that score reaches ``conf_threshold``; overlapping person boxes are suppressed with ``cv2.dnn.NMSBoxes``.
+that score exceeds ``conf_threshold``; overlapping person boxes are suppressed with ``cv2.dnn.NMSBoxes``.
+
+Defaults follow the original SDPose app: it keeps person boxes with confidence > 0.5 and leaves the NMS IoU
+at the ultralytics default, 0.7 (:data:`DEFAULT_CONF_THRESHOLD`, :data:`DEFAULT_IOU_THRESHOLD`); both are
+configurable (``det_score_threshold`` / ``det_iou_threshold``).
 """
 from __future__ import annotations
 
@@ -25,6 +29,10 @@ from .metadata import read_index, read_metadata
 logger = logging.getLogger(__name__)
 
 DEFAULT_PAD_VALUE = 114
+#: person score threshold of the original SDPose app (it keeps boxes with confidence > 0.5)
+DEFAULT_CONF_THRESHOLD = 0.5
+#: NMS IoU threshold: the original app leaves ultralytics' default
+DEFAULT_IOU_THRESHOLD = 0.7
 DETECTOR_KIND = "detector"
 
 
@@ -105,7 +113,8 @@ class PersonDetector:
     """
 
     def __init__(self, models: Any, options: Any = None, core: ov.Core | None = None,
-                 conf_threshold: float = 0.25, iou_threshold: float = 0.45, max_detections: int = 100):
+                 conf_threshold: float = DEFAULT_CONF_THRESHOLD, iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+                 max_detections: int = 100):
         if not 0.0 <= conf_threshold <= 1.0:
             raise InputError(f"conf_threshold: expected a value in [0, 1], got {conf_threshold!r}")
         if not 0.0 < iou_threshold <= 1.0:
@@ -187,7 +196,8 @@ class PersonDetector:
         pred = raw[0]
         scores_all = pred[4:]
         person = scores_all[self.person_class]
-        keep = (person >= self.conf_threshold) & (scores_all.argmax(axis=0) == self.person_class)
+        # strictly above, as ultralytics (conf > conf_thres), the original app (> 0.5) and NMSBoxes compare
+        keep = (person > self.conf_threshold) & (scores_all.argmax(axis=0) == self.person_class)
         empty = (np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
         if not keep.any():
             return empty

@@ -18,6 +18,7 @@ import numpy as np
 import openvino as ov
 
 from .codec import decode_heatmaps
+from .cpu import describe_runtime
 from .errors import InputError
 from .geometry import keypoints_to_image, udp_warp_matrix, warp_crop
 from .keypoints import flip_indices
@@ -99,6 +100,10 @@ class PoseEstimator:
         self._flip_perm = flip_indices(self.num_keypoints) if self.flip_test else None
         self.compiled: dict[str, ov.CompiledModel] = {
             kind: compile_model(self.core, self.folder.read_model(kind), self.options) for kind in self.kinds}
+        #: what the runtime computes with: device, CPU INT8 path, precision read back from each compiled model
+        self.runtime_info: dict[str, Any] = describe_runtime(
+            self.core, self.options.device, self.compiled, {k: self.folder.metadata(k) for k in self.kinds},
+            str(self.folder.path))
         self.folder.release()  # the compiled models hold the weights now
         logger.info("pose models: %s chain %s, %s %d keypoints, input %dx%d, device %s (%s)",
                     self.folder.path, self.chain, self.scheme, self.num_keypoints, *self.input_size,

@@ -272,7 +272,8 @@ def run(args: argparse.Namespace) -> int:
         for err in close_errors:
             logger.error("closing output failed: %s", err)
     summary.update({"source": args.source, "models": str(args.models), "output": str(out),
-                    "compile_options": options.describe(), "settings": settings})
+                    "compile_options": options.describe(), "settings": settings,
+                    "cpu": estimator.runtime_info["cpu"], "precision": estimator.runtime_info["precision"]})
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     _log_summary(summary)
     logger.info("results: %s (summary: %s)", out / "predictions.jsonl", out / "summary.json")

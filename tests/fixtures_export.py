@@ -1,7 +1,7 @@
 """Fixtures for export/parity tests: model folders exported from the tiny synthetic checkpoints.
 
-``exported_models(scheme, precision="fp32", input_size=(256, 192), fused=True) -> Path`` exports (once per
-session and per arguments) the tiny checkpoint of ``scheme`` with ``convert.export.export_models`` and
+``exported_models(scheme, precision="fp32", input_size=(256, 192), fused=True, head_layout="instance") -> Path``
+exports (once per session and per arguments) the tiny checkpoint of ``scheme`` (decoder in ``head_layout``) with ``convert.export.export_models`` and
 returns the model folder. Treat the folders as read-only.
 """
 from __future__ import annotations
@@ -24,11 +24,12 @@ def exported_models(tiny_checkpoint: Callable[..., Path],
     cache: dict[tuple, Path] = {}
 
     def make(scheme: str, precision: str = "fp32", input_size: tuple[int, int] = TINY_INPUT_SIZE,
-             fused: bool = True) -> Path:
-        key = (scheme, precision, tuple(input_size), bool(fused))
+             fused: bool = True, head_layout: str = "instance") -> Path:
+        key = (scheme, precision, tuple(input_size), bool(fused), head_layout)
         if key not in cache:
-            out = tmp_path_factory.mktemp(f"models_{scheme}_{precision}_{input_size[0]}x{input_size[1]}")
-            export_models(tiny_checkpoint(scheme), out, precision=precision, input_size=input_size, fused=fused)
+            out = tmp_path_factory.mktemp(f"models_{scheme}_{head_layout}_{precision}_{input_size[0]}x{input_size[1]}")
+            export_models(tiny_checkpoint(scheme, head_layout=head_layout), out, precision=precision,
+                          input_size=input_size, fused=fused)
             cache[key] = out
         return cache[key]
 

@@ -11,8 +11,12 @@ from torch import nn
 
 from convert.checkpoint import (CheckpointError, checkpoint_sha256, class_labels, encode_empty_prompt,
                                 load_checkpoint)
-from convert.head import SCHEMES, HeadError, HeatmapHead, infer_head_config
+from convert.head import SCHEMES, HeadError, HeatmapHead, detect_head_layout, infer_head_config
 from edge_runtime.errors import SDPoseError
+
+#: the five keys of the released SDPose decoder.safetensors (InstanceNorm2d + SiLU: the norms have no entries)
+RELEASED_KEYS = ["deconv_layers.0.weight", "conv_layers.0.weight", "conv_layers.0.bias",
+                 "final_layer.weight", "final_layer.bias"]
 
 MMPOSE_KEYS = [
     "deconv_layers.0.weight",
@@ -26,8 +30,49 @@ MMPOSE_KEYS = [
 
 
 # ------------------------------------------------------------------------------------------------ head
-def test_head_has_mmpose_keys_and_layers():
+def test_released_head_has_five_keys_and_instance_norm_silu():
     head = HeatmapHead(640, 133, deconv_out_channels=(640,), conv_out_channels=(640,))
+    assert head.layout == "instance"
+    assert list(head.state_dict()) == RELEASED_KEYS
+    for block in (head.deconv_layers, head.conv_layers):
+        _conv, norm, act = block
+        assert type(norm) is nn.InstanceNorm2d and isinstance(act, nn.SiLU)
+        assert not norm.affine and not norm.track_running_stats and norm.eps == 1e-5
+    deconv = head.deconv_layers[0]
+    assert isinstance(deconv, nn.ConvTranspose2d) and deconv.bias is None
+    assert (deconv.kernel_size, deconv.stride, deconv.padding) == ((4, 4), (2, 2), (1, 1))
+    assert head.eval()(torch.randn(2, 640, 8, 6)).shape == (2, 133, 16, 12)
+
+
+def _original_head_forward(sd: dict, feats: torch.Tensor) -> torch.Tensor:
+    """The released head written out with functional ops from the raw decoder weights (independent of
+    HeatmapHead): deconv 4x4 s2 p1 -> instance norm (per crop, per channel over H,W, eps 1e-5) -> SiLU ->
+    1x1 conv -> instance norm -> SiLU -> final 1x1 conv."""
+    import torch.nn.functional as F
+
+    x = F.conv_transpose2d(feats, sd["deconv_layers.0.weight"], stride=2, padding=1)
+    x = F.silu((x - x.mean((2, 3), keepdim=True)) / torch.sqrt(x.var((2, 3), unbiased=False, keepdim=True) + 1e-5))
+    x = F.conv2d(x, sd["conv_layers.0.weight"], sd["conv_layers.0.bias"])
+    x = F.silu((x - x.mean((2, 3), keepdim=True)) / torch.sqrt(x.var((2, 3), unbiased=False, keepdim=True) + 1e-5))
+    return F.conv2d(x, sd["final_layer.weight"], sd["final_layer.bias"])
+
+
+def test_released_head_matches_functional_original_per_crop():
+    """Loaded from the five released keys, the head computes the original forward, normalising every crop of
+    a batch with its own statistics (so a crop's heatmaps do not depend on its batch neighbours)."""
+    torch.manual_seed(0)
+    sd = {k: v.clone() for k, v in HeatmapHead(32, 17, (32,), (4,), (32,), (1,)).state_dict().items()}
+    head = HeatmapHead.from_state_dict(sd, "released/decoder.safetensors")
+    assert head.layout == "instance" and detect_head_layout(sd) == "instance"
+    feats = torch.randn(3, 32, 8, 6) * torch.tensor([1.0, 5.0, 0.2]).view(3, 1, 1, 1)
+    with torch.no_grad():
+        out = head(feats)
+        assert torch.allclose(out, _original_head_forward(sd, feats), atol=1e-5, rtol=1e-5)
+        assert torch.allclose(out[1:2], head(feats[1:2]), atol=1e-5, rtol=1e-5)
+
+
+def test_head_has_mmpose_keys_and_layers():
+    head = HeatmapHead(640, 133, deconv_out_channels=(640,), conv_out_channels=(640,), layout="batchnorm")
     assert list(head.state_dict()) == MMPOSE_KEYS
     deconv, bn1, relu1 = head.deconv_layers
     assert isinstance(deconv, nn.ConvTranspose2d) and deconv.bias is None
@@ -43,20 +88,23 @@ def test_head_has_mmpose_keys_and_layers():
     assert out.shape == (2, 133, 16, 12)
 
 
+@pytest.mark.parametrize("layout", ["instance", "batchnorm"])
 @pytest.mark.parametrize("scheme", ["wholebody", "body"])
-def test_head_from_state_dict_infers_real_sizes(scheme):
+def test_head_from_state_dict_infers_real_sizes(scheme, layout):
     spec = SCHEMES[scheme]
     c = spec["in_channels"]
-    src = HeatmapHead(c, spec["num_keypoints"], deconv_out_channels=(c,), conv_out_channels=(c,))
-    with torch.no_grad():
-        src.deconv_layers[1].running_mean.uniform_(-1, 1)
-        src.conv_layers[1].running_var.uniform_(0.5, 2)
+    src = HeatmapHead(c, spec["num_keypoints"], deconv_out_channels=(c,), conv_out_channels=(c,), layout=layout)
+    if layout == "batchnorm":
+        with torch.no_grad():
+            src.deconv_layers[1].running_mean.uniform_(-1, 1)
+            src.conv_layers[1].running_var.uniform_(0.5, 2)
     sd = src.state_dict()
+    assert detect_head_layout(sd) == layout
     assert infer_head_config(sd) == dict(in_channels=c, out_channels=spec["num_keypoints"],
                                          deconv_out_channels=(c,), deconv_kernel_sizes=(4,),
                                          conv_out_channels=(c,), conv_kernel_sizes=(1,))
     head = HeatmapHead.from_state_dict(sd)
-    assert head.scheme == scheme and not head.training
+    assert head.scheme == scheme and not head.training and head.layout == layout
     for key, value in head.state_dict().items():
         assert torch.equal(value, sd[key]), key
     x = torch.randn(1, c, 4, 3)
@@ -64,7 +112,7 @@ def test_head_from_state_dict_infers_real_sizes(scheme):
 
 
 def test_head_tolerates_missing_num_batches_tracked_but_not_other_keys():
-    sd = HeatmapHead(16, 17, (16,), (4,), (16,), (1,)).state_dict()
+    sd = HeatmapHead(16, 17, (16,), (4,), (16,), (1,), layout="batchnorm").state_dict()
     no_counters = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
     HeatmapHead.from_state_dict(no_counters)
     missing = {k: v for k, v in sd.items() if k != "conv_layers.1.running_mean"}
@@ -78,11 +126,45 @@ def test_head_tolerates_missing_num_batches_tracked_but_not_other_keys():
         HeatmapHead.from_state_dict({k: v for k, v in sd.items() if not k.startswith("final")})
 
 
+def _assert_names_both_layouts(msg: str, path: str, found: list[str]) -> None:
+    assert path in msg
+    assert f"found keys {sorted(found)}" in msg
+    assert "'instance' = released SDPose decoder" in msg and "InstanceNorm2d + SiLU" in msg
+    assert "'batchnorm' = stock mmpose HeatmapHead: BatchNorm2d + ReLU" in msg
+    assert str(RELEASED_KEYS[:1])[1:-1] in msg and "'deconv_layers.1.running_var'" in msg
+
+
+def test_wrong_head_key_sets_get_a_clear_error_naming_both_layouts():
+    """Neither layout: affine InstanceNorm keys (weight/bias only), a foreign key at a norm position, and
+    a half BatchNorm. Each is refused with the file, the keys found and both accepted layouts named."""
+    released = HeatmapHead(16, 17, (16,), (4,), (16,), (1,)).state_dict()
+    affine = dict(released, **{"deconv_layers.1.weight": torch.ones(16), "deconv_layers.1.bias": torch.zeros(16),
+                               "conv_layers.1.weight": torch.ones(16), "conv_layers.1.bias": torch.zeros(16)})
+    with pytest.raises(HeadError) as info:
+        HeatmapHead.from_state_dict(affine, "x/decoder.safetensors")
+    assert "missing key 'deconv_layers.1.running_mean'" in str(info.value)
+    _assert_names_both_layouts(str(info.value), "x/decoder.safetensors", list(affine))
+    foreign = dict(released, **{"conv_layers.1.gamma": torch.ones(16)})
+    with pytest.raises(HeadError) as info:
+        HeatmapHead.from_state_dict(foreign, "y/decoder.safetensors")
+    assert "['conv_layers.1.gamma'] at a norm position are not BatchNorm2d entries" in str(info.value)
+    _assert_names_both_layouts(str(info.value), "y/decoder.safetensors", list(foreign))
+    stray = dict(released, **{"deconv_layers.2.weight": torch.ones(16)})
+    with pytest.raises(HeadError) as info:
+        HeatmapHead.from_state_dict(stray, "z/decoder.safetensors")
+    assert "unexpected keys ['deconv_layers.2.weight']" in str(info.value)
+    _assert_names_both_layouts(str(info.value), "z/decoder.safetensors", list(stray))
+
+
 # ------------------------------------------------------------------------------------------------ loading
+@pytest.mark.parametrize("layout", ["instance", "batchnorm"])
 @pytest.mark.parametrize("scheme", ["wholebody", "body"])
-def test_load_checkpoint_detects_scheme(tiny_checkpoint, scheme):
-    path = tiny_checkpoint(scheme)
+def test_load_checkpoint_detects_scheme(tiny_checkpoint, scheme, layout):
+    path = tiny_checkpoint(scheme, head_layout=layout)
     ckpt = load_checkpoint(path)
+    assert ckpt.head.layout == layout
+    if layout == "instance":
+        assert sorted(load_file(path / "decoder" / "decoder.safetensors")) == sorted(RELEASED_KEYS)
     spec = SCHEMES[scheme]
     assert (ckpt.scheme, ckpt.num_keypoints, ckpt.up_block) == (scheme, spec["num_keypoints"], spec["up_block"])
     assert ckpt.path == path.resolve()
@@ -141,6 +223,13 @@ def ckpt_copy(tiny_checkpoint_wholebody, tmp_path):
     return dst
 
 
+@pytest.fixture()
+def bn_ckpt_copy(tiny_checkpoint, tmp_path):
+    dst = tmp_path / "ckpt_bn"
+    shutil.copytree(tiny_checkpoint("wholebody", head_layout="batchnorm"), dst)
+    return dst
+
+
 def _rewrite_decoder(path, edit):
     file = path / "decoder" / "decoder.safetensors"
     sd = load_file(file)
@@ -174,13 +263,30 @@ def test_error_missing_decoder_file(ckpt_copy):
         load_checkpoint(ckpt_copy)
 
 
-def test_error_missing_key(ckpt_copy):
-    file = _rewrite_decoder(ckpt_copy, lambda sd: {k: v for k, v in sd.items()
-                                                   if k != "deconv_layers.1.running_var"})
+def test_error_missing_key(bn_ckpt_copy):
+    file = _rewrite_decoder(bn_ckpt_copy, lambda sd: {k: v for k, v in sd.items()
+                                                      if k != "deconv_layers.1.running_var"})
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(bn_ckpt_copy)
+    msg = str(info.value)
+    assert str(file) in msg and "missing key 'deconv_layers.1.running_var'" in msg and "[64]" in msg
+
+
+def test_error_released_key_missing(ckpt_copy):
+    file = _rewrite_decoder(ckpt_copy, lambda sd: {k: v for k, v in sd.items() if k != "conv_layers.0.bias"})
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(ckpt_copy)
     msg = str(info.value)
-    assert str(file) in msg and "missing key 'deconv_layers.1.running_var'" in msg and "[64]" in msg
+    assert str(file) in msg and "missing key 'conv_layers.0.bias' (expected shape [64])" in msg
+    assert "accepted layouts" in msg
+
+
+def test_error_wrong_key_set_in_the_checkpoint_names_file_keys_and_layouts(ckpt_copy):
+    """What a non-strict loader would silently accept: the released keys plus half a BatchNorm."""
+    file = _rewrite_decoder(ckpt_copy, lambda sd: dict(sd, **{"conv_layers.1.weight": torch.ones(64)}))
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(ckpt_copy)
+    _assert_names_both_layouts(str(info.value), str(file), RELEASED_KEYS + ["conv_layers.1.weight"])
 
 
 def test_error_wrong_shape(ckpt_copy):

@@ -24,6 +24,8 @@ def test_int8_folder_has_fake_quantize_on_convs_and_matmuls(converted_int8):
     pose = count_quantization_nodes(_model(out, "pose.xml"))
     assert pose["fq_on_conv"] == pose["convolutions"] > 0
     assert pose["fq_on_matmul"] > 0
+    # the released head's two InstanceNorms are MVNs over H,W and stay in float (never folded, never quantized)
+    assert pose["head_mvn"] == 2 and pose["fq_on_head_mvn"] == 0
     vae = count_quantization_nodes(_model(out, "vae_encoder.xml"))
     assert vae["fq_on_conv"] > 0 and vae["fake_quantize"] > 0
     det = count_quantization_nodes(_model(out, "detector.xml"))
@@ -45,6 +47,8 @@ def test_int8_metadata_records_the_quantization(converted_int8):
         assert calib["name"] == "default" and len(calib["fingerprint"]) == 64
         assert calib["held_out_crops"] == 2 and len(calib["held_out_files"]) == 2
         assert "fast_bias_correction" in q and "smooth_quant_alpha_matmul" in q
+        assert meta["overflow_fix"] == q["overflow_fix"] == "enable"  # the default: holds without VNNI
+    assert read_metadata(_model(out, "pose.xml"))["head_layout"] == "instance"
     assert read_metadata(_model(out, "pose.xml"))["quantization"]["model_type"] == "transformer"
     assert read_metadata(_model(out, "detector.xml"))["quantization"]["ignored_names_count"] > 0
     index = read_index(out)
@@ -85,6 +89,33 @@ def test_report_fields_present_and_sane(converted_int8):
     md = (out / "report.md").read_text()
     assert "random weights" in md and "## End to end" in md and "## Detector" in md
     assert report["fidelity"] == on_disk["fidelity"]
+    assert on_disk["cpu"]["int8_path"] in ("vnni", "no_vnni") and on_disk["cpu"]["name"]
+    assert f"INT8 path {on_disk['cpu']['int8_path']}" in md
+
+
+def test_report_measures_both_int8_paths(converted_int8):
+    """Where this CPU has VNNI the report holds a second, emulated no-VNNI row (the child really ran the
+    16-bit saturating arithmetic); where it has none, its own row is the no-VNNI path and says the VNNI row
+    can't be measured. Every row names its ISA and INT8 path."""
+    out, _, _ = converted_int8
+    report = json.loads((out / "report.json").read_text())
+    paths = report["int8_paths"]
+    here = paths["this_cpu"]
+    assert here["int8_path"] == report["cpu"]["int8_path"] and here["int8_isa"] and not here["emulated"]
+    assert 0.5 < here["end_to_end_heatmap_cosine"]["mean"] <= 1.0 + 1e-9
+    md = (out / "report.md").read_text()
+    assert "## INT8 with and without VNNI" in md
+    if here["int8_path"] == "vnni":
+        assert here["accumulation_check"]["ratio"] == pytest.approx(1.0, abs=1e-3)
+        other = paths["no_vnni"]
+        assert other["int8_path"] == "no_vnni" and other["emulated"] and other["isa_cap"] == "AVX512_CORE"
+        assert other["accumulation_check"]["ratio"] == pytest.approx(32767 / 64770, abs=0.01)
+        assert "status" not in other
+        assert 0.5 < other["end_to_end_heatmap_cosine"]["mean"] <= 1.0 + 1e-9
+        assert "emulated: ONEDNN_MAX_CPU_ISA=AVX512_CORE" in md
+    else:
+        assert here["accumulation_check"]["ratio"] == pytest.approx(32767 / 64770, abs=0.01)
+        assert "can't be measured here" in paths["vnni"]["status"]
 
 
 def test_runtime_runs_the_int8_folder(converted_int8):

@@ -137,12 +137,14 @@ def test_postprocess_maps_back_and_suppresses(detector):
         ((100.0, 50.0, 300.0, 250.0), 0, 0.9),    # person
         ((104.0, 54.0, 300.0, 252.0), 0, 0.8),    # same person, lower score: suppressed by NMS
         ((400.0, 100.0, 500.0, 400.0), 0, 0.6),   # second person
-        ((420.0, 300.0, 700.0, 520.0), 0, 0.5),   # person leaving the frame: clipped to the image
+        ((420.0, 300.0, 700.0, 520.0), 0, 0.55),  # person leaving the frame: clipped to the image
         ((10.0, 10.0, 60.0, 60.0), 2, 0.95),      # a car: not a person
-        ((10.0, 300.0, 90.0, 470.0), 0, 0.1),     # below conf_threshold 0.25
+        ((10.0, 300.0, 90.0, 470.0), 0, 0.45),    # below the default conf_threshold 0.5 (the original app's)
+        ((200.0, 300.0, 280.0, 470.0), 0, 0.5),   # exactly 0.5: the original keeps only conf > 0.5
     ]
+    assert (detector.conf_threshold, detector.iou_threshold) == (0.5, 0.7)
     boxes, scores = detector.postprocess(_raw_from_boxes(entries, meta["ratio"], meta["pad"]), meta)
-    np.testing.assert_allclose(scores, [0.9, 0.6, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(scores, [0.9, 0.6, 0.55], rtol=1e-6)
     np.testing.assert_allclose(boxes, [[100, 50, 300, 250], [400, 100, 500, 400], [420, 300, 640, 480]],
                                atol=1e-3)
 
@@ -150,7 +152,7 @@ def test_postprocess_maps_back_and_suppresses(detector):
 def test_postprocess_person_must_be_best_class_and_limits(detector):
     image = np.zeros((320, 320, 3), np.uint8)
     _, meta = detector.preprocess(image)
-    raw = _raw_from_boxes([((0, 0, 50, 50), 0, 0.5)], meta["ratio"], meta["pad"])
+    raw = _raw_from_boxes([((0, 0, 50, 50), 0, 0.6)], meta["ratio"], meta["pad"])
     raw[0, 4 + 5, 0] = 0.7  # another class wins this anchor
     boxes, scores = detector.postprocess(raw, meta)
     assert boxes.shape == (0, 4) and scores.shape == (0,)

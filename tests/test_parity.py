@@ -1,11 +1,15 @@
-"""Exported IR vs the PyTorch reference pipeline (tiny synthetic checkpoints, both schemes).
+"""Exported IR vs the PyTorch reference pipeline (tiny synthetic checkpoints, both schemes, both head layouts).
+
+The reference computes the head with functional ops from the raw decoder file (``convert.reference.original_head``),
+independently of the ``HeatmapHead`` module the exporter traces.
 
 Input: crops of a real photo (scikit-image's astronaut) cut with the runtime's own UDP geometry. OpenVINO
 runs with INFERENCE_PRECISION_HINT=f32 (it would silently use bf16 on AVX512_BF16 CPUs otherwise).
 Checks latents and heatmaps (max error relative to the largest value) against the reference run in float64
 (the exact result; tight) and in float32 (what users run), then the keypoints/scores that
-``edge_runtime.decode_heatmaps`` reads from them: within 0.1 px and 1e-3. Random weights: this measures
-conversion fidelity only.
+``edge_runtime.decode_heatmaps`` reads from them: within 0.1 px. A score is a heatmap maximum, so its error
+can never exceed the largest heatmap error: scores are checked against that bound (what the arithmetic
+guarantees on any CPU) instead of a fixed constant. Random weights: this measures conversion fidelity only.
 """
 from __future__ import annotations
 
@@ -27,7 +31,6 @@ EXACT_RTOL = 1e-4
 #: on these crops (OpenVINO's ~7e-6), so this bound covers torch's rounding, not the IR's
 F32_REF_RTOL = 1e-3
 KEYPOINT_ATOL_PX = 0.1
-SCORE_ATOL = 1e-3
 #: A keypoint is "well conditioned" when its decoded position moves < CONDITION_PX under each of
 #: CONDITION_TRIALS seeded uniform perturbations of the exact heatmaps of CONDITION_NOISE x their maximum
 #: (about the IR's f32 error, ~8e-6).
@@ -114,7 +117,10 @@ def parity_stats(models: Path, checkpoint: Path, input_size_hw: tuple[int, int],
     stats["torch_f32_kpt_err_all"] = float(np.abs(torch_kpts - exact_kpts).max())
     stats["kpt_err_conditioned"], stats["kpt_err_all"] = {}, {}
     stats["score_err"] = {"f64": {}, "f32": {}}
+    stats["heat_abs_err"] = {"f64": {}, "f32": {}}
     for name, heat in chains.items():
+        for ref_name, (_, ref_heat) in refs.items():
+            stats["heat_abs_err"][ref_name][name] = float(np.abs(heat - ref_heat).max())
         kpts, scores = decode_heatmaps(heat, input_size=(w, h))
         err = np.abs(kpts - exact_kpts).max(-1)
         stats["kpt_err_conditioned"][name] = float(err[conditioned].max())
@@ -140,21 +146,32 @@ def _check_parity(models: Path, checkpoint: Path, input_size_hw: tuple[int, int]
         # float32 rounding (torch's larger than OpenVINO's), amplified by the random UNet
         assert stats["pose_only_rel"][ref_name] < EXACT_RTOL, stats
         assert max(stats["heat_rel"][ref_name].values()) < rtol[ref_name], stats
-    assert max(stats["score_err"]["f64"].values()) < SCORE_ATOL, stats
+    _check_scores(stats, "f64")
     # the IR is at least as close to the exact result as torch's own float32 run
     assert max(stats["heat_rel"]["f64"].values()) <= stats["torch_f32_heat_rel"], stats
     if not keypoints:
         return
-    assert max(stats["score_err"]["f32"].values()) < SCORE_ATOL, stats
+    _check_scores(stats, "f32")
     assert stats["conditioned"] >= MIN_CONDITIONED, stats
     assert max(stats["kpt_err_conditioned"].values()) < KEYPOINT_ATOL_PX, stats
     assert max(stats["kpt_err_all"].values()) <= max(stats["torch_f32_kpt_err_all"], KEYPOINT_ATOL_PX), stats
 
 
+def _check_scores(stats: dict, ref_name: str) -> None:
+    """score = max of a heatmap channel, and |max a - max b| <= max |a - b|: the score error is bounded by the
+    heatmap error (plus float32 rounding of the decoded value), which the rtol checks above already bound."""
+    for chain, err in stats["score_err"][ref_name].items():
+        bound = stats["heat_abs_err"][ref_name][chain] * (1 + 1e-6) + 4 * np.finfo(np.float32).eps * stats["ref_max"]
+        assert err <= bound, (ref_name, chain, err, bound, stats)
+
+
+@pytest.mark.parametrize("head_layout", ["instance", "batchnorm"])
 @pytest.mark.parametrize("scheme, num_keypoints", [("wholebody", 133), ("body", 17)])
-def test_parity_tiny(exported_models, tiny_checkpoint, scheme: str, num_keypoints: int):
-    """Split and fused IR chains vs the reference at 256x192, both schemes."""
-    _check_parity(exported_models(scheme), tiny_checkpoint(scheme), TINY_INPUT_SIZE, num_keypoints, fused=True)
+def test_parity_tiny(exported_models, tiny_checkpoint, scheme: str, num_keypoints: int, head_layout: str):
+    """Split and fused IR chains vs the reference at 256x192, both schemes, the released (instance) and the
+    stock-mmpose (batchnorm) head."""
+    _check_parity(exported_models(scheme, head_layout=head_layout),
+                  tiny_checkpoint(scheme, head_layout=head_layout), TINY_INPUT_SIZE, num_keypoints, fused=True)
 
 
 def test_parity_default_size(exported_models, tiny_checkpoint_wholebody):

@@ -60,8 +60,26 @@ def test_hook_reads_the_feature_the_next_stage_consumes(pipe):
     assert len(seen) == 1
     assert torch.equal(features, seen[0])
     up_channels = list(reversed(unet.config.block_out_channels))
-    assert features.shape == (1, up_channels[k], H // 8, W // 8) == (1, pipe.head.in_channels, H // 8, W // 8)
-    assert torch.allclose(pipe.pose(latent), pipe.head(features))
+    assert features.shape == (1, up_channels[k], H // 8, W // 8) == (1, pipe.ckpt.head.in_channels, H // 8, W // 8)
+    # the reference's functional head (raw decoder tensors) == the HeatmapHead module the exporter traces
+    assert torch.allclose(pipe.pose(latent), pipe.ckpt.head(features), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("layout", ["instance", "batchnorm"])
+def test_original_head_follows_both_layouts(tiny_checkpoint, layout):
+    """original_head on the raw decoder file == HeatmapHead loaded strictly from it, for both layouts."""
+    from safetensors.torch import load_file
+
+    from convert.head import HeatmapHead
+    from convert.reference import original_head
+
+    path = tiny_checkpoint("body", head_layout=layout)
+    sd = load_file(path / "decoder" / "decoder.safetensors")
+    head = HeatmapHead.from_state_dict(sd)
+    assert head.layout == layout
+    feats = torch.randn(2, head.in_channels, 6, 5, generator=torch.Generator().manual_seed(1)) * 3
+    with torch.no_grad():
+        assert torch.allclose(original_head(sd, feats), head(feats), atol=1e-5, rtol=1e-5)
 
 
 def test_text_encoder_runs_on_every_call(pipe):

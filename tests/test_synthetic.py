@@ -68,14 +68,25 @@ def test_tokenizer_empty_prompt_is_bos_eos(tiny_checkpoint_wholebody):
     assert len(padded) == 77
 
 
-def test_head_matches_unet_block_and_bn_stats_nontrivial(scheme_and_ckpt):
+def test_head_matches_unet_block_in_released_layout(scheme_and_ckpt):
+    """By default the decoder is in the released layout: exactly the five keys, no norm entries."""
     scheme, path = scheme_and_ckpt
     unet_cfg = json.loads((path / "unet" / "config.json").read_text())
     sd = load_file(path / "decoder" / "decoder.safetensors")
+    assert sorted(sd) == ["conv_layers.0.bias", "conv_layers.0.weight", "deconv_layers.0.weight",
+                          "final_layer.bias", "final_layer.weight"]
+    assert json.loads((path / "synthetic.json").read_text())["head_layout"] == "instance"
     up_channels = list(reversed(unet_cfg["block_out_channels"]))
     spec = SCHEMES[scheme]
     assert sd["final_layer.weight"].shape[0] == spec["num_keypoints"]
     assert sd["deconv_layers.0.weight"].shape[0] == up_channels[spec["up_block"]]
+
+
+@pytest.mark.parametrize("scheme", ["wholebody", "body"])
+def test_batchnorm_layout_has_nontrivial_bn_stats(tiny_checkpoint, scheme):
+    path = tiny_checkpoint(scheme, head_layout="batchnorm")
+    sd = load_file(path / "decoder" / "decoder.safetensors")
+    assert json.loads((path / "synthetic.json").read_text())["head_layout"] == "batchnorm"
     for bn in ("deconv_layers.1", "conv_layers.1"):
         assert not torch.allclose(sd[f"{bn}.running_mean"], torch.zeros_like(sd[f"{bn}.running_mean"]))
         assert not torch.allclose(sd[f"{bn}.running_var"], torch.ones_like(sd[f"{bn}.running_var"]))

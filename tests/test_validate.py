@@ -49,10 +49,28 @@ def test_split_is_deterministic_disjoint_and_by_hash():
     assert len(held) == 3 and not set(calib) & set(held) and sorted(calib + held) == list(range(n))
     hashes = sorted(r["sha256"] for r in cset.crop_records)
     assert sorted(cset.crop_records[i]["sha256"] for i in held) == hashes[:3]
-    with pytest.raises(InputError, match="held-out|hold out"):
-        split_calibration(cset, n)
+    with pytest.raises(InputError, match="--held-out"):
+        split_calibration(cset, -1)
     fcal, fheld = split_frames(cset, 100)
     assert len(fheld) <= len(cset.frame_records) // 2 and not set(fcal) & set(fheld)
+
+
+def test_small_calibration_sets_hold_out_fewer_with_a_warning(caplog):
+    """A set too small for --held-out holds out half of its crops (at least one always calibrates) and
+    warns; only an empty set is an error."""
+    from types import SimpleNamespace
+
+    def cset(n):
+        return SimpleNamespace(path=f"calib_{n}", crop_records=[{"sha256": f"{i:02d}"} for i in range(n)])
+
+    with caplog.at_level("WARNING", logger="convert.validate"):
+        calib, held = split_calibration(cset(3), 4)
+    assert (calib, held) == ([1, 2], [0])
+    assert "calib_3: 3 crop(s) cannot hold out 4 and still calibrate; holding out 1" in caplog.text
+    assert split_calibration(cset(1), 4) == ([0], [])
+    assert split_calibration(cset(5), 4) == ([4], [0, 1, 2, 3])  # enough crops: as asked
+    with pytest.raises(InputError, match="calib_0: no crops"):
+        split_calibration(cset(0), 4)
 
 
 def test_validate_folder_against_reference(converted_int8, tmp_path):
