@@ -261,11 +261,12 @@ def ir_flops(model: Any) -> dict[str, Any]:
     return counted
 
 
-def _hints_for(meta: dict[str, Any]) -> list[str | None]:
-    """INFERENCE_PRECISION_HINTs to bench a folder with: f32 and bf16 for float weights, else the default."""
+def _hints_for(meta: dict[str, Any], bf16: bool = True) -> list[str | None]:
+    """INFERENCE_PRECISION_HINTs to bench a folder with: f32 and (where the CPU has it) bf16 for float
+    weights, else the default."""
     if meta.get("quantized"):
         return [None]
-    return ["f32", "bf16"]
+    return ["f32", "bf16"] if bf16 else ["f32"]
 
 
 def _variant_name(precision: str, hint: str | None, taken: set[str], folder: Path) -> str:
@@ -324,10 +325,12 @@ def build_openvino_variants(folders: Sequence[str | Path], inputs: dict[str, Any
     FLOPs are counted from the IRs here (once per folder)."""
     import openvino as ov
 
+    from .cpu import cpu_info
     from .detector import PersonDetector
     from .models import CompileOptions, ModelFolder
 
     core = core if core is not None else ov.Core()
+    bf16 = cpu_info(core, device).bf16 if device.upper().startswith("CPU") else True
     variants: list[Variant] = []
     taken: set[str] = set()
     input_wh: tuple[int, int] | None = None
@@ -352,7 +355,7 @@ def build_openvino_variants(folders: Sequence[str | Path], inputs: dict[str, Any
         component_precision = {k: folder.metadata(k).get("precision", "?") for k in kinds}
         chain, quantized = folder.chain, bool(meta.get("quantized", False))
         del folder  # drop the read models: each stage reads and compiles its IR when it runs
-        for hint in _hints_for(meta):
+        for hint in _hints_for(meta, bf16):
             options = CompileOptions(device=device, performance_hint="LATENCY", inference_precision=hint,
                                      cache_dir=None)
             name = _variant_name(precision, hint, taken, Path(folder_path))
@@ -498,6 +501,9 @@ def machine_info() -> dict[str, Any]:
         if mod in sys.modules:
             versions[mod] = str(getattr(sys.modules[mod], "__version__", "?"))
     info["versions"] = versions
+    from .cpu import cpu_info
+
+    info["cpu"] = cpu_info().to_dict()
     return info
 
 
@@ -759,7 +765,9 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
     s = report["settings"]
     lines += [f"- date: {report['created']}", f"- command: `{report['command']}`",
               f"- machine: {m.get('cpu_model', '?')}, {m.get('logical_cpus')} logical CPUs, "
-              f"{m.get('ram_gb', '?')} GB RAM, ISA {', '.join(m.get('isa', []))}",
+              f"{m.get('ram_gb', '?')} GB RAM, ISA {', '.join(m.get('isa', []))}"
+              + (f"; INT8 path {m['cpu']['int8_path']} ({m['cpu']['int8_isa']}), bf16 "
+                 f"{'yes' if m['cpu']['bf16'] else 'no'}" if m.get("cpu") else ""),
               f"- versions: {', '.join(f'{k} {v}' for k, v in m.get('versions', {}).items())}",
               f"- settings: batch 1, one {s['input_size_hw'][0]}x{s['input_size_hw'][1]} crop ({s['input_source']}), "
               f"{s['runs']} runs after {s['warmup']} warm-up, variants interleaved within each stage, "
@@ -949,6 +957,12 @@ def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = 
         "memory_mb": {"stages": memory_log, "bench_process": memory_status()},
         "notes": list(notes),
     }
+    machine_cpu = report["machine"]["cpu"]
+    if not machine_cpu["bf16"]:
+        report["notes"].append(
+            "bf16 is not supported on this CPU (OPTIMIZATION_CAPABILITIES / ONEDNN_MAX_CPU_ISA): unquantized "
+            "folders are timed with the f32 hint only; a 'bf16' column here would really be f32.")
+    report["notes"].append(f"INT8 path of this CPU: {machine_cpu['int8_path']} ({machine_cpu['int8_isa']}).")
     report["notes"] += [
         "stages are timed one after another; within a stage the variants are interleaved (A B C, A B C, ...) "
         "after all of them were compiled, so machine drift and other jobs hit every variant alike; crop = "

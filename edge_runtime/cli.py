@@ -16,6 +16,7 @@ from .errors import SDPoseError
 SUBCOMMANDS = {
     "run": "edge_runtime.run_cli",
     "bench": "edge_runtime.bench",
+    "eval": "edge_runtime.eval_cli",
 }
 
 def make_parser(prog: str, description: str, subcommands: dict[str, str]) -> argparse.ArgumentParser:

@@ -103,6 +103,9 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "reconnect_max_s": (8.0, _positive, "a positive number of seconds"),
     # outputs
     "openpose": (False, _bool, "true | false"),
+    "openpose_confidence": ("binary", _choice("binary", "score"), "binary | score"),
+    "openpose_naming": ("frame", _choice("frame", "openpose"), "frame | openpose"),
+    "coco_annotations": (None, _string, "a COCO annotation file path or null"),
     "save_video": (False, _bool, "true | false"),
     "save_images": (False, _bool, "true | false"),
     "show": (False, _bool, "true | false"),

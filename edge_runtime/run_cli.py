@@ -73,7 +73,14 @@ def register(subparsers: Any, name: str) -> None:
     g.add_argument("--bbox-padding", type=float, default=None, help="box padding (default: IR metadata)")
     g.add_argument("--det-score-threshold", type=float, default=None, help="detector person score threshold")
     g.add_argument("--openpose", action=argparse.BooleanOptionalAction, default=None,
-                   help="write OUT/openpose/<frame>.json (OpenPose layout)")
+                   help="write OUT/openpose/<frame>.json (OpenPose layout), one per input frame")
+    g.add_argument("--openpose-confidence", choices=("binary", "score"), default=None,
+                   help="OpenPose c: binary (default; 1.0 for kept points, what ControlNet readers show) or "
+                        "score (clipped to [0, 1])")
+    g.add_argument("--openpose-naming", choices=("frame", "openpose"), default=None,
+                   help="OpenPose file names: frame (<frame:06d>.json, default) or openpose (<name>_keypoints.json)")
+    g.add_argument("--coco-annotations", default=None, metavar="ANN.json",
+                   help="COCO annotation file: coco_results.json takes image ids from its images[].file_name")
     g.add_argument("--save-video", action=argparse.BooleanOptionalAction, default=None,
                    help="write OUT/overlay.mp4 with the skeletons drawn")
     g.add_argument("--save-images", action=argparse.BooleanOptionalAction, default=None,
@@ -88,7 +95,8 @@ _CLI_KEYS = ("mode", "max_frames", "detect_every", "batch", "max_inflight_frames
              "chain_slots",
              "reconnect_retries", "device", "hint", "num_streams", "num_threads", "num_requests",
              "precision_hint", "cache_dir", "flip_test", "parts", "score_threshold", "bbox_padding",
-             "det_score_threshold", "openpose", "save_video", "save_images", "show", "progress")
+             "det_score_threshold", "openpose", "openpose_confidence", "openpose_naming", "coco_annotations",
+             "save_video", "save_images", "show", "progress")
 
 
 def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -120,9 +128,13 @@ def build_sinks(out: Path, settings: dict[str, Any], source: Any, estimator: Any
     thr = float(settings["score_threshold"])
     result: list[Any] = [sinkmod.JsonlSink(out / "predictions.jsonl")]
     if isinstance(source, ImageFilesSource):
-        result.append(sinkmod.CocoResultsSink(out / "coco_results.json"))
+        result.append(sinkmod.CocoResultsSink(out / "coco_results.json", annotations=settings["coco_annotations"]))
+    elif settings["coco_annotations"]:
+        logger.warning("--coco-annotations: COCO results are written for image inputs only; ignored")
     if settings["openpose"]:
-        result.append(sinkmod.OpenPoseSink(out / "openpose", score_threshold=thr))
+        result.append(sinkmod.OpenPoseSink(out / "openpose", score_threshold=thr,
+                                           confidence=settings["openpose_confidence"],
+                                           naming=settings["openpose_naming"]))
     if settings["save_video"]:
         fps = settings["video_fps"] or (source.fps if isinstance(source, VideoFileSource) and source.fps else 10.0)
         result.append(sinkmod.VideoSink(out / "overlay.mp4", fps=fps, parts=parts, score_threshold=thr))

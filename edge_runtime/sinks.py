@@ -12,8 +12,8 @@ A frame record (one per input frame; what ``OUT/predictions.jsonl`` holds)::
 
 - :class:`JsonlSink` ``predictions.jsonl``: one line per record, flushed per line, so an interrupted
   run leaves valid JSONL (every complete line parses).
-- :class:`CocoResultsSink` ``coco_results.json``: COCO(-WholeBody) keypoint results, written
-  atomically on close.
+- :class:`edge_runtime.coco.CocoResultsSink` ``coco_results.json``: COCO(-WholeBody) keypoint results and
+  their image-id mapping, written atomically on close.
 - :class:`OpenPoseSink` ``openpose/<frame>.json`` (see :mod:`edge_runtime.openpose`).
 - :class:`VideoSink` / :class:`ImageSink`: skeleton overlays (:mod:`edge_runtime.draw`).
 """
@@ -34,7 +34,11 @@ import numpy as np
 from .draw import DrawOptions, draw_poses
 from .errors import InputError, SDPoseError
 from .keypoints import ALL_GROUPS, NUM_WHOLEBODY, WHOLEBODY_PARTS
+from .coco import CocoResultsSink, coco_instance_score  # noqa: F401  (sinks of a run, re-exported)
 from .openpose import DEFAULT_THRESHOLD, to_openpose_person, write_openpose_json
+
+#: OpenPose file naming: our frame index, or OpenPose's own <name>_keypoints.json
+OPENPOSE_NAMING = ("frame", "openpose")
 
 logger = logging.getLogger(__name__)
 
@@ -112,69 +116,6 @@ class JsonlSink(Sink):
             super().close()
 
 
-def coco_image_id(record: dict[str, Any]) -> int:
-    """COCO image id: the number a COCO-style file name ends with (``000000000785.jpg`` -> 785, also
-    ``frame_12.png`` -> 12), else the frame index."""
-    stem = Path(str(record.get("source") or "")).stem
-    match = re.search(r"(\d+)$", stem)
-    if match:
-        return int(match.group(1))
-    return int(record.get("frame", 0))
-
-
-def coco_instance_score(box_score: float, scores: np.ndarray, keypoint_score_thr: float = 0.2) -> float:
-    """mmpose CocoMetric score_mode 'bbox_keypoint': bbox score x mean of the keypoint scores above
-    ``keypoint_score_thr`` (0 when none is above)."""
-    s = np.asarray(scores, dtype=np.float64)
-    valid = s[np.isfinite(s) & (s > keypoint_score_thr)]
-    mean = float(valid.mean()) if valid.size else 0.0
-    return float(box_score) * mean
-
-
-class CocoResultsSink(Sink):
-    """``coco_results.json``: COCO-WholeBody keypoint results, as xtcocotools' COCO-WholeBody eval reads.
-
-    Per person: ``{"image_id", "category_id": 1, "keypoints": body 17*3, "foot_kpts": 6*3,
-    "face_kpts": 68*3, "lefthand_kpts": 21*3, "righthand_kpts": 21*3, "score"}`` (body-17 models:
-    ``keypoints`` only); [x, y, keypoint score] in image px. ``score`` =
-    :func:`coco_instance_score` (mmpose's default rescoring; its OKS-NMS is not applied). image_id from
-    :func:`coco_image_id`. Failed frames contribute nothing. The file is written at close via a
-    temporary file + rename, so it is either complete or absent.
-    """
-
-    def __init__(self, path: str | Path, keypoint_score_thr: float = 0.2):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.keypoint_score_thr = float(keypoint_score_thr)
-        self.results: list[dict[str, Any]] = []
-
-    def write(self, record: dict[str, Any], image: np.ndarray | None = None) -> None:
-        if record.get("error"):
-            return
-        keypoints, scores, _, box_scores, _ = person_arrays(record)
-        image_id = coco_image_id(record)
-        for kp, sc, box_score in zip(keypoints, scores, box_scores):
-            flat = np.concatenate([kp, sc[:, None]], axis=1)
-            result: dict[str, Any] = {"image_id": image_id, "category_id": 1}
-            if flat.shape[0] == NUM_WHOLEBODY:
-                for key, part in (("keypoints", "body"), ("foot_kpts", "feet"), ("face_kpts", "face"),
-                                  ("lefthand_kpts", "left_hand"), ("righthand_kpts", "right_hand")):
-                    start, stop = WHOLEBODY_PARTS[part]
-                    result[key] = flat[start:stop].reshape(-1).tolist()
-            else:
-                result["keypoints"] = flat.reshape(-1).tolist()
-            result["score"] = coco_instance_score(box_score, sc, self.keypoint_score_thr)
-            self.results.append(_clean(result))
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(json.dumps(self.results, allow_nan=False))
-        os.replace(tmp, self.path)
-        super().close()
-
-
 def _frame_size(record: dict[str, Any], image: np.ndarray | None) -> tuple[int, int] | None:
     if image is not None:
         return int(image.shape[1]), int(image.shape[0])
@@ -184,36 +125,68 @@ def _frame_size(record: dict[str, Any], image: np.ndarray | None) -> tuple[int, 
 
 
 class OpenPoseSink(Sink):
-    """``<directory>/<frame:06d>.json`` per frame in the OpenPose layout (:mod:`edge_runtime.openpose`).
+    """One OpenPose JSON per input frame (:mod:`edge_runtime.openpose`), so sequence readers never shift.
 
-    Frames that failed or whose size is unknown (no image, no width/height in the record) are skipped
-    with a warning; frames without persons get ``"people": []``.
+    Names: ``<directory>/<frame:06d>.json``, or with ``naming="openpose"`` OpenPose's own
+    ``<name>_keypoints.json`` (image inputs: the image's stem; videos and streams: ``<source stem>_<frame:012d>``).
+    A failed frame gets ``"people": []`` with the last known canvas size; failed frames before any size is
+    known are written once one is (or with a 0 x 0 canvas at close). ``confidence``: "binary" (default, 1.0
+    for kept points: what ControlNet readers show) or "score" (clipped to [0, 1]). ``person_id`` is the track ID.
     """
 
     def __init__(self, directory: str | Path, score_threshold: float = DEFAULT_THRESHOLD, face_points: int = 70,
-                 confidence: str = "score"):
+                 confidence: str = "binary", naming: str = "frame"):
+        if naming not in OPENPOSE_NAMING:
+            raise InputError(f"openpose naming: expected one of {OPENPOSE_NAMING}, got {naming!r}")
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.score_threshold = float(score_threshold)
         self.face_points = face_points
         self.confidence = confidence
+        self.naming = naming
         self.count = 0
+        self._size: tuple[int, int] | None = None
+        self._waiting: list[dict[str, Any]] = []
 
     def path_for(self, record: dict[str, Any]) -> Path:
-        return self.directory / f"{int(record['frame']):06d}.json"
+        if self.naming == "frame":
+            return self.directory / f"{int(record['frame']):06d}.json"
+        source = Path(str(record.get("source") or "frame"))
+        from .sources import IMAGE_EXTENSIONS
 
-    def write(self, record: dict[str, Any], image: np.ndarray | None = None) -> None:
-        if record.get("error"):
-            return
-        size = _frame_size(record, image)
-        if size is None:
-            logger.warning("openpose: frame %s has no image size; skipped", record.get("frame"))
-            return
-        keypoints, scores, _, _, _ = person_arrays(record)
-        people = [to_openpose_person(k, s, self.score_threshold, self.face_points, self.confidence)
-                  for k, s in zip(keypoints, scores)]
+        stem = source.stem if source.suffix.lower() in IMAGE_EXTENSIONS else \
+            f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', source.stem or 'stream')}_{int(record['frame']):012d}"
+        return self.directory / f"{stem}_keypoints.json"
+
+    def _write(self, record: dict[str, Any], people: list[dict[str, Any]], size: tuple[int, int]) -> None:
         write_openpose_json(self.path_for(record), people, *size)
         self.count += 1
+
+    def write(self, record: dict[str, Any], image: np.ndarray | None = None) -> None:
+        size = None if record.get("error") else _frame_size(record, image)
+        if size is None:
+            if self._size is None:
+                self._waiting.append(record)
+            else:
+                self._write(record, [], self._size)
+            return
+        if self._size is None:
+            for waiting in self._waiting:
+                self._write(waiting, [], size)
+            self._waiting.clear()
+        self._size = size
+        keypoints, scores, _, _, track_ids = person_arrays(record)
+        people = [to_openpose_person(k, s, self.score_threshold, self.face_points, self.confidence, size, tid)
+                  for k, s, tid in zip(keypoints, scores, track_ids)]
+        self._write(record, people, size)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        for waiting in self._waiting:
+            self._write(waiting, [], (0, 0))
+        self._waiting.clear()
+        super().close()
 
 
 class _DrawingSink(Sink):

@@ -134,8 +134,12 @@ def test_runtime_runs_the_int8_folder(converted_int8):
     ref = PoseEstimator(fp32, options=opts)
     crops = est.preprocess(image, boxes)
     hm_q, hm_r = est.infer(crops), ref.infer(crops)
-    cos = float((hm_q * hm_r).sum() / np.linalg.norm(hm_q) / np.linalg.norm(hm_r))
-    assert cos > 0.9
+    # per-channel centred correlation with the FP32 IRs: the shared positive offset of random-weight
+    # heatmaps would make a plain cosine high even for unrelated outputs. 0.99 is measured on AVX-512 VNNI;
+    # with the overflow fix the no-VNNI path gives the same integers (test_cpu), so 0.8 is margin, not tuning.
+    q = hm_q - hm_q.mean(axis=(-2, -1), keepdims=True)
+    r = hm_r - hm_r.mean(axis=(-2, -1), keepdims=True)
+    assert float((q * r).sum() / np.linalg.norm(q) / np.linalg.norm(r)) > 0.8
 
 
 def test_calib_required_for_quantized_precisions(tiny_checkpoint_wholebody, tmp_path):

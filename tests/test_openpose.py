@@ -52,8 +52,10 @@ def test_filter_parts_zeroes_scores_only():
 
 def test_person_layout_wholebody():
     keypoints, scores = _person()
-    person = to_openpose_person(keypoints, scores)
-    counts = {key: len(value) // 3 for key, value in person.items()}
+    person = to_openpose_person(keypoints, scores, confidence="score")
+    assert person["person_id"] == [-1]  # OpenPose's "not tracked"
+    assert to_openpose_person(keypoints, scores, person_id=4)["person_id"] == [4]
+    counts = {key: len(value) // 3 for key, value in person.items() if key != "person_id"}
     assert counts == {"pose_keypoints_2d": 18, "foot_keypoints_2d": 6, "face_keypoints_2d": 70,
                       "hand_left_keypoints_2d": 21, "hand_right_keypoints_2d": 21}
     pose = _triples(person["pose_keypoints_2d"])
@@ -85,10 +87,41 @@ def test_threshold_neck_and_binary_confidence():
     np.testing.assert_array_equal(pose[1], 0)
     np.testing.assert_array_equal(_triples(person["hand_left_keypoints_2d"])[9], 0)
     scores[5] = 0.5
-    pose = _triples(to_openpose_person(keypoints, scores)["pose_keypoints_2d"])
+    pose = _triples(to_openpose_person(keypoints, scores, confidence="score")["pose_keypoints_2d"])
     assert pose[1, 2] == pytest.approx(0.5)  # neck score = min of the shoulders
-    binary = _triples(to_openpose_person(keypoints, scores, confidence="binary")["pose_keypoints_2d"])
+    binary = _triples(to_openpose_person(keypoints, scores)["pose_keypoints_2d"])  # the default
     assert set(binary[:, 2].tolist()) == {1.0}
+
+
+def test_score_mode_clips_to_unit_range_and_canvas_drops_outside_points():
+    keypoints, scores = _person()
+    scores[0], scores[6] = 1.7, -0.2  # raw heatmap maxima can leave [0, 1]
+    keypoints[9] = (-13730.0, 50.0)   # left wrist far outside a 320 x 240 canvas
+    keypoints[10] = (100.0, 240.0)    # right wrist on the bottom edge: outside [0, 240)
+    person = to_openpose_person(keypoints, scores, threshold=-1.0, confidence="score", canvas=(320, 240))
+    pose = _triples(person["pose_keypoints_2d"])
+    assert pose[0, 2] == 1.0 and pose[2, 2] == 0.0  # nose clipped to 1; right shoulder (COCO 6) to 0
+    np.testing.assert_array_equal(pose[7], 0)  # OpenPose-18 left wrist
+    np.testing.assert_array_equal(pose[4], 0)  # OpenPose-18 right wrist
+    assert all(0.0 <= c <= 1.0 for key in person if key != "person_id" for c in _triples(person[key])[:, 2])
+
+
+def _read_like_controlnet_readers(frame: dict) -> list[int]:
+    """Visible body points per person as comfyui_controlnet_aux's decode_json_as_poses (keeps c >= 1.0)
+    and sd-webui-openpose-editor (shows c == 1) read them: a point counts only with confidence 1."""
+    return [sum(1 for c in _triples(p["pose_keypoints_2d"])[:, 2] if c == 1.0) for p in frame["people"]]
+
+
+def test_default_output_is_read_with_all_visible_points_by_controlnet_readers():
+    from edge_runtime.openpose import to_openpose
+
+    keypoints, scores = _person()
+    scores[:17] = np.linspace(0.35, 1.3, 17)  # raw scores, some above 1
+    scores[3] = 0.1                            # one body point below the threshold
+    frame = to_openpose(keypoints[None], scores[None], 320, 320)  # defaults: binary, threshold 0.3
+    assert _read_like_controlnet_readers(frame) == [17]  # 18 OpenPose points minus the invisible ear
+    scored = to_openpose(keypoints[None], scores[None], 320, 320, confidence="score")
+    assert _read_like_controlnet_readers(scored) < [17]
 
 
 def test_body17_person():
@@ -115,10 +148,10 @@ def test_write_openpose_json(tmp_path):
     frame = to_openpose(np.stack([keypoints, keypoints + 1]), np.stack([scores, scores]), 320, 240)
     path = write_openpose_json(tmp_path / "sub" / "000001.json", frame["people"], 320, 240)
     data = json.loads(path.read_text())
-    assert set(data) == {"people", "canvas_width", "canvas_height"}
+    assert set(data) == {"version", "people", "canvas_width", "canvas_height"}
     assert (data["canvas_width"], data["canvas_height"], len(data["people"])) == (320, 240, 2)
     assert not list(tmp_path.glob("sub/.*"))  # no temporary file left
     empty = to_openpose(np.zeros((0, 133, 2)), np.zeros((0, 133)), 10, 10)
     assert empty["people"] == []
     with pytest.raises(InputError, match="canvas size"):
-        write_openpose_json(tmp_path / "x.json", [], 0, 10)
+        write_openpose_json(tmp_path / "x.json", frame["people"], 0, 10)

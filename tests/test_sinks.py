@@ -13,8 +13,8 @@ import pytest
 
 from edge_runtime.draw import DrawOptions, draw_poses
 from edge_runtime.errors import InputError
-from edge_runtime.sinks import (CocoResultsSink, ImageSink, JsonlSink, OpenPoseSink, VideoSink, coco_image_id,
-                                coco_instance_score, person_arrays)
+from edge_runtime.sinks import (CocoResultsSink, ImageSink, JsonlSink, OpenPoseSink, VideoSink, coco_instance_score,
+                                person_arrays)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +83,10 @@ def test_coco_results_layout(tmp_path):
     sink.close()  # idempotent
     results = json.loads(path.read_text())
     assert len(results) == 3
-    assert [r["image_id"] for r in results] == [785, 785, 1]
+    # "frame.jpg" has no number, so the file-name numbers cannot be the ids: the frame index for every file
+    assert [r["image_id"] for r in results] == [0, 0, 1]
+    ids = json.loads((tmp_path / "coco_image_ids.json").read_text())
+    assert ids == {"how": "frame index", "image_ids": {"images/000000000785.jpg": 0, "frame.jpg": 1}}
     first = results[0]
     assert first["category_id"] == 1
     lengths = {key: len(first[key]) for key in ("keypoints", "foot_kpts", "face_kpts", "lefthand_kpts", "righthand_kpts")}
@@ -94,6 +97,10 @@ def test_coco_results_layout(tmp_path):
     scores = np.array(rec)[:, 2]
     assert first["score"] == pytest.approx(0.8 * scores[scores > 0.2].mean())
     assert not list(tmp_path.glob(".*"))
+    only_coco = CocoResultsSink(tmp_path / "c2.json")
+    only_coco.write(_record(0, source="images/000000000785.jpg"))
+    only_coco.close()
+    assert json.loads((tmp_path / "c2.json").read_text())[0]["image_id"] == 785
 
 
 def test_coco_body17_and_helpers(tmp_path):
@@ -102,7 +109,6 @@ def test_coco_body17_and_helpers(tmp_path):
         sink.write(_record(4, k=17, source="x.png"))
     result = json.loads(path.read_text())[0]
     assert len(result["keypoints"]) == 51 and "face_kpts" not in result and result["image_id"] == 4
-    assert coco_image_id({"frame": 7, "source": "cam"}) == 7
     assert coco_instance_score(0.5, np.array([0.1, 0.3, 0.5])) == pytest.approx(0.5 * 0.4)
     assert coco_instance_score(0.5, np.array([0.1, 0.2])) == 0.0
 
@@ -121,12 +127,33 @@ def test_openpose_sink(tmp_path):
     sink.write(_record(2, error="bad"))
     sink.close()
     files = sorted(p.name for p in (tmp_path / "openpose").iterdir())
-    assert files == ["000000.json", "000001.json"]
+    assert files == ["000000.json", "000001.json", "000002.json"]  # every input frame, the failed one too
     first = json.loads((tmp_path / "openpose" / "000000.json").read_text())
-    assert (first["canvas_width"], first["canvas_height"]) == (128, 96)
+    assert (first["canvas_width"], first["canvas_height"], first["version"]) == (128, 96, 1.3)
     assert len(first["people"]) == 2 and len(first["people"][0]["pose_keypoints_2d"]) == 54
     second = json.loads((tmp_path / "openpose" / "000001.json").read_text())
     assert (second["canvas_width"], second["canvas_height"], second["people"]) == (60, 50, [])
+    failed = json.loads((tmp_path / "openpose" / "000002.json").read_text())
+    assert (failed["canvas_width"], failed["canvas_height"], failed["people"]) == (60, 50, [])
+
+
+def test_openpose_sink_failed_first_frames_and_openpose_naming(tmp_path):
+    sink = OpenPoseSink(tmp_path / "op", naming="openpose")
+    sink.write({"frame": 0, "source": "shots/a.jpg", "error": "unreadable"})  # size not known yet
+    sink.write(dict(_record(1, n=1), source="shots/b.jpg"))
+    sink.write({"frame": 2, "source": "cam.mp4", "persons": []}, image=np.zeros((40, 30, 3), np.uint8))
+    sink.write({"frame": 3, "source": "rtsp://cam/stream", "error": "timeout"})
+    sink.close()
+    names = sorted(p.name for p in (tmp_path / "op").iterdir())
+    assert names == ["a_keypoints.json", "b_keypoints.json", "cam_000000000002_keypoints.json",
+                     "stream_000000000003_keypoints.json"]
+    first = json.loads((tmp_path / "op" / "a_keypoints.json").read_text())
+    assert (first["people"], first["canvas_width"]) == ([], 128)  # written once b.jpg gave a size
+    only_failed = OpenPoseSink(tmp_path / "op2")
+    only_failed.write({"frame": 0, "source": "x.jpg", "error": "bad"})
+    only_failed.close()
+    data = json.loads((tmp_path / "op2" / "000000.json").read_text())
+    assert (data["people"], data["canvas_width"], data["canvas_height"]) == ([], 0, 0)
 
 
 def test_video_sink_is_playable(tmp_path):

@@ -1,0 +1,164 @@
+"""``edge_runtime.cpu``: the CPU's INT8 path (VNNI or 16-bit saturating sums), bf16 support, the ISA cap.
+
+The capped checks run in a subprocess with ``ONEDNN_MAX_CPU_ISA=AVX512_CORE``: on every x86 CPU (AMX, AVX-512
+with or without VNNI, AVX2-only) that cap leaves INT8 kernels without VNNI, so the accumulation check must
+show the 16-bit saturation. If a later OpenVINO ignored the cap, this test fails instead of the conversion
+report silently showing the VNNI path twice.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.cpu import CpuInfo, cpu_info, int8_accumulation_ratio, overflow_warning, read_cpu_flags
+
+SATURATED = 32767 / 64770  # one pair of u8 255 x s8 127 products, clamped to int16
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run_capped(code: str, cap: str = "AVX512_CORE") -> dict:
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA=cap, PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_capped_cpu_computes_int8_with_16_bit_saturating_sums():
+    got = _run_capped("import json; from edge_runtime.cpu import cpu_info, int8_accumulation_ratio; "
+                      "print(json.dumps({'check': int8_accumulation_ratio(), 'cpu': cpu_info().to_dict()}))")
+    assert got["check"]["ratio"] == pytest.approx(SATURATED, abs=0.01)
+    assert got["cpu"]["int8_path"] == "no_vnni" and got["cpu"]["isa_cap"] == "AVX512_CORE"
+    assert got["cpu"]["bf16"] is False  # bf16 kernels are capped away even where cpuid has them
+
+
+def test_native_int8_path_matches_the_arithmetic():
+    """With VNNI/AMX the sums are exact; without (AVX2-only CPUs), the same saturation as under the cap."""
+    info = cpu_info()
+    ratio = int8_accumulation_ratio()["ratio"]
+    if info.int8_path == "vnni":
+        assert ratio == pytest.approx(1.0, abs=1e-4)
+    elif info.int8_path == "no_vnni":
+        assert ratio == pytest.approx(SATURATED, abs=0.01)
+    assert info.bf16 == ("BF16" in info.capabilities and not info.isa_cap)
+
+
+@pytest.mark.parametrize("flags, cap, path, isa", [
+    ("fpu avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_int8", None, "vnni", "AMX"),
+    ("fpu avx2 avx512f avx512_vnni avx512_bf16", None, "vnni", "AVX512-VNNI"),
+    ("fpu avx2 avx_vnni", None, "vnni", "AVX-VNNI"),
+    ("fpu sse4_2 avx2 fma", None, "no_vnni", "none: no VNNI"),
+    ("fpu avx2 avx512f avx512_vnni avx512_bf16 amx_int8", "AVX512_CORE", "no_vnni", "none: ONEDNN_MAX_CPU_ISA"),
+])
+def test_int8_path_from_cpuid_flags_and_cap(tmp_path, monkeypatch, flags, cap, path, isa):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Test CPU\nflags\t\t: {flags}\n\nprocessor\t: 1\n")
+    if cap:
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", cap)
+    else:
+        monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    info = cpu_info(cpuinfo=cpuinfo)
+    assert (info.int8_path, info.isa_cap) == (path, cap)
+    assert info.int8_isa.startswith(isa)
+    assert set(info.flags) <= set(flags.split())
+
+
+def test_unreadable_cpuinfo_gives_unknown(tmp_path, monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert read_cpu_flags(tmp_path / "missing") is None
+    assert cpu_info(cpuinfo=tmp_path / "missing").int8_path == "unknown"
+
+
+def _info(path: str) -> CpuInfo:
+    return CpuInfo(name="x", flags=(), capabilities=(), isa_cap=None, int8_path=path, int8_isa="none", bf16=False)
+
+
+def test_overflow_warning_only_for_int8_activations_without_the_fix_on_no_vnni():
+    int8 = {"quantized": True, "precision": "int8"}
+    assert "--overflow-fix enable" in overflow_warning({**int8, "overflow_fix": "first_layer"}, _info("no_vnni"), "m")
+    assert "no overflow fix recorded" in overflow_warning(int8, _info("no_vnni"), "m")
+    assert overflow_warning({**int8, "overflow_fix": "enable"}, _info("no_vnni"), "m") is None
+    assert overflow_warning({**int8, "overflow_fix": "first_layer"}, _info("vnni"), "m") is None
+    assert overflow_warning({"quantized": True, "precision": "int8_weights"}, _info("no_vnni"), "m") is None
+    assert overflow_warning({"quantized": False, "precision": "fp32"}, _info("no_vnni"), "m") is None
+
+
+def _folder_without_overflow_fix(src: Path, dst: Path) -> Path:
+    """A copy of an INT8 model folder whose rt_info says it was quantized with NNCF's default fix only."""
+    import shutil
+
+    import openvino as ov
+
+    from edge_runtime.metadata import read_metadata, write_metadata
+
+    shutil.copytree(src, dst)
+    core = ov.Core()
+    for xml in ("vae_encoder.xml", "pose.xml"):
+        model = core.read_model(str(src / xml))
+        assert read_metadata(model)["overflow_fix"] == "enable"
+        write_metadata(model, {"overflow_fix": "first_layer"})
+        ov.save_model(model, str(dst / xml), compress_to_fp16=False)
+    return dst
+
+
+def test_runtime_names_its_int8_path_and_warns_once_without_the_fix(converted_int8, tmp_path):
+    """summary.json records the CPU's INT8 path and the precision read back from the compiled models; under
+    the no-VNNI cap, a folder quantized without the overflow fix gets one warning naming the flag."""
+    from tests.test_run_cli import write_people_images
+
+    out, _, _ = converted_int8
+    dets = write_people_images(tmp_path / "imgs", 2)
+    (tmp_path / "dets.json").write_text(json.dumps(dets))
+    folder = _folder_without_overflow_fix(out, tmp_path / "models_first_layer")
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX512_CORE", PYTHONPATH=str(ROOT))
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_runtime.cli", "run", "--models", str(folder), "--source",
+         str(tmp_path / "imgs"), "--detections", str(tmp_path / "dets.json"), "--output", str(tmp_path / "out"),
+         "--no-cache", "--no-progress", "--precision-hint", "f32"],
+        capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert log.count("running on a CPU without VNNI") == 1 and "--overflow-fix enable" in log
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["cpu"]["int8_path"] == "no_vnni" and summary["cpu"]["isa_cap"] == "AVX512_CORE"
+    assert summary["precision"]["pose"]["inference_precision"] == "f32"
+    assert summary["precision"]["pose"]["executed"]  # the kernels' runtime precisions, read back
+    # the folder as converted (overflow fix on every layer) runs without the warning, natively
+    from edge_runtime.cli import main
+
+    assert main(["run", "--models", str(out), "--source", str(tmp_path / "imgs"), "--detections",
+                 str(tmp_path / "dets.json"), "--output", str(tmp_path / "out2"), "--no-cache", "--no-progress"]) == 0
+    native = json.loads((tmp_path / "out2" / "summary.json").read_text())
+    assert native["cpu"]["int8_path"] == cpu_info().int8_path
+    expected = "bf16" if cpu_info().bf16 else "f32"  # the device default, read back, never null
+    assert native["precision"]["pose"]["inference_precision"] == expected
+
+
+def test_overflow_fix_makes_both_int8_paths_compute_the_same(converted_int8):
+    """With overflow_fix=enable every INT8 weight has 7 bits, so a pair of u8 x s7 products sums to at most
+    2 x 255 x 63 = 32130 < 32767: the 16-bit path cannot saturate and yields the VNNI path's integers. The
+    folder's heatmaps under the no-VNNI cap therefore equal the native ones up to float rounding of the
+    float post-ops (on a CPU without VNNI both runs are the same path)."""
+    out, _, _ = converted_int8
+    code = ("import json, numpy as np; from edge_runtime.estimator import PoseEstimator; "
+            "from edge_runtime.models import CompileOptions; "
+            "rng = np.random.default_rng(0); image = rng.integers(0, 255, (120, 90, 3), dtype=np.uint8); "
+            f"est = PoseEstimator({str(out)!r}, options=CompileOptions(inference_precision='f32', cache_dir=None)); "
+            "hm = est.infer(est.preprocess(image, np.array([[10, 5, 70, 110]], np.float32))); "
+            "print(json.dumps(hm.ravel().tolist()))")
+    import numpy as np
+
+    capped = np.array(_run_capped(code))
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("ONEDNN_MAX_CPU_ISA", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    native = np.array(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert capped.shape == native.shape and np.abs(native).max() > 0
+    assert np.abs(capped - native).max() <= 1e-3 * np.abs(native).max()
