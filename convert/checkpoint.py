@@ -170,11 +170,14 @@ def checkpoint_sha256(path: str | Path) -> str:
 
 
 def find_detector(path: Path) -> Path | None:
-    """A ``yolo11*.pt`` file directly in the checkpoint folder (the alphabetically first), or None."""
-    found = sorted(path.glob("yolo11*.pt"))
-    if len(found) > 1:
-        logger.info("several detectors in %s, using %s", path, found[0].name)
-    return found[0] if found else None
+    """The ``yolo11*.pt`` the converter converts (largest variant first: the release ships yolo11x.pt), or None.
+    One rule for the converter and the bench: :func:`convert.detector.find_detector_checkpoint`."""
+    from convert.detector import find_detector_checkpoint
+
+    found = find_detector_checkpoint(path)
+    if found is not None and len(list(path.glob("yolo11*.pt"))) > 1:
+        logger.info("several detectors in %s, using %s", path, found.name)
+    return found
 
 
 def unet_up_block_channels(unet_config: dict, config_path: Path | str = "unet/config.json") -> list[int]:

@@ -57,8 +57,8 @@ DEFAULT_CONFIG_VALUES: dict[str, Any] = {
     "detector_imgsz": 640,
     "components": {
         "detector": {"precision": "int8", "subset_size": 32},
-        "vae_encoder": {"precision": "hybrid", "subset_size": 64},
-        "pose": {"precision": "hybrid", "subset_size": 64},
+        "vae_encoder": {"precision": "int8", "subset_size": 64},
+        "pose": {"precision": "int8", "subset_size": 64},
     },
     "calibration": {"held_out": 4, "capture_precision_hint": "f32"},
     "validation": {"latency_runs": 3, "latency_hints": ["f32", "bf16"]},
@@ -498,6 +498,10 @@ def convert(checkpoint: str | Path, out: str | Path, config: ConvertConfig, cali
         if synthetic_note:
             notes.append("Synthetic checkpoint (random weights): the figures measure quantization error on a "
                          "random-weight network, not pose accuracy.")
+        if (checkpoint / "proxy.json").is_file():
+            notes.append("Proxy checkpoint: a tiny SDPose-architecture model trained on drawn figures "
+                         "(convert.train_proxy); fidelity figures are real for it, but say nothing about the "
+                         "released model on real people.")
         report: dict[str, Any]
         with log.stage("validate"):
             report = validate_folder(stage_dir, reference=fp32_dir, calib=cset.path if cset else None,

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.cpu import EMULATE_NO_VNNI_CAP, CpuInfo, int8_accumulation_ratio
+from edge_runtime.cpu import EMULATE_NO_VNNI_CAP, CpuInfo
 from edge_runtime.errors import SDPoseError
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ def run_capped_child(models: Path, reference: Path, calib: str | Path, held_out:
 def measure_paths(report: dict[str, Any], info: CpuInfo, models: Path, reference: Path, calib: str | Path,
                   held_out: int, latency_runs: int) -> dict[str, Any]:
     """The report's ``int8_paths`` section: {"this_cpu": row, "no_vnni" | "vnni": row or status}."""
-    here = path_row(report, info, accumulation=int8_accumulation_ratio())
+    here = path_row(report, info, accumulation=report.get("accumulation_check"))
     paths: dict[str, Any] = {"this_cpu": here}
     if info.int8_path == "no_vnni":
         paths["vnni"] = {"status": f"this CPU ({info.int8_isa}) has no VNNI or AMX: its own row above is the "
@@ -136,16 +136,15 @@ def render_markdown(paths: Mapping[str, Any]) -> list[str]:
             notes.append(f"- {key}: {row.get('status')}")
             continue
         kd = row.get("end_to_end_keypoint_displacement") or {}
-        lat = "; ".join(f"{k} {v['model']:.0f} ({v['fp32_reference']:.0f})" if v.get("fp32_reference") else
-                        f"{k} {v['model']:.0f}" for k, v in (row.get("latency_ms_f32_hint") or {}).items()
-                        if v.get("model") is not None) or "-"
-        acc = row.get("accumulation_check") or {}
-        label = row["int8_path"] + (" (emulated: ONEDNN_MAX_CPU_ISA=" + str(row.get("isa_cap")) + ")"
-                                    if row.get("emulated") else " (this CPU)")
         kp = f"{kd['median_px']:.3f} / {kd['p95_px']:.3f}" if kd.get("median_px") is not None else "-"
+        lat = "; ".join(f"{k} {v['model']:.0f}" + (f" ({v['fp32_reference']:.0f})" if v.get("fp32_reference") else "")
+                        for k, v in (row.get("latency_ms_f32_hint") or {}).items() if v.get("model") is not None)
+        ratio = (row.get("accumulation_check") or {}).get("ratio")
+        label = row["int8_path"] + (f" (emulated: ONEDNN_MAX_CPU_ISA={row.get('isa_cap')})" if row.get("emulated")
+                                    else " (this CPU)")
         lines.append(f"| {label} | {row['int8_isa']} | {_cos(row.get('end_to_end_heatmap_cosine'))} | "
                      f"{_cos(row.get('vae_encoder_latent_cosine'))} | {_cos(row.get('pose_heatmap_cosine'))} | "
-                     f"{kp} | {lat} | {acc.get('ratio', '-') if not isinstance(acc.get('ratio'), float) else round(acc['ratio'], 3)} |")
+                     f"{kp} | {lat or '-'} | {'-' if ratio is None else f'{ratio:.3f}'} |")
         if row.get("status"):
             notes.append(f"- {key}: {row['status']}")
         if row.get("stands_in_for"):

@@ -152,6 +152,17 @@ def running_precision(compiled: Any) -> dict[str, Any]:
     return {"inference_precision": precision, "executed": sorted(executed)}
 
 
+def recommended_precision_hint(info: CpuInfo, quantized: bool) -> str | None:
+    """The INFERENCE_PRECISION_HINT the runtime uses when the user sets none, from measurements per ISA
+    (docs/benchmarks.md, round 2): an INT8 folder on a CPU with bf16 but without AMX (AVX512_BF16, e.g. Zen 4,
+    Cooper Lake) runs its crop faster with f32 float ops (Zen 4: 12.2 s vs 13.4 s at 1024x768; the VAE
+    encoder's bf16 reorders cost more than they save) -> "f32". With AMX the bf16 hint is faster (round 1:
+    VAE encoder 1.9 s vs 2.5 s), and without bf16 there is nothing to choose -> None (device default)."""
+    if quantized and info.bf16 and "amx_bf16" not in (info.flags or ()):
+        return "f32"
+    return None
+
+
 def overflow_warning(meta: dict[str, Any], info: CpuInfo, source: str) -> str | None:
     """The warning for a model quantized with INT8 activations but without the overflow fix on every layer,
     run where INT8 has no VNNI; None when there is nothing to warn about."""
@@ -224,4 +235,5 @@ def describe_runtime(core: Any, device: str, compiled: Mapping[str, Any], metas:
 
 
 __all__ = ["CpuInfo", "cpu_info", "read_cpu_flags", "running_precision", "overflow_warning", "describe_runtime",
+           "recommended_precision_hint",
            "int8_accumulation_ratio", "EMULATE_NO_VNNI_CAP", "NO_VNNI_CAPS"]

@@ -190,6 +190,24 @@ def test_config_precedence_cli_over_yaml(tmp_path):
     assert {p.subset_size for p in cfg.components.values()} == {3}
 
 
+def test_overflow_fix_default_yaml_and_cli(tmp_path):
+    """enable by default (one folder for CPUs with and without VNNI); YAML sets it, --overflow-fix overrides
+    every component, also one with its own advanced section; a bad value names the flag."""
+    assert {p.options.overflow_fix for p in load_config(None).components.values()} == {"enable"}
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("advanced: {overflow_fix: first_layer}\n"
+                        "components:\n  pose: {advanced: {smooth_quant_alpha: 0.5}}\n")
+    assert {p.options.overflow_fix for p in load_config(cfg_file).components.values()} == {"first_layer"}
+    cfg = load_config(cfg_file, overflow_fix="disable")
+    assert {p.options.overflow_fix for p in cfg.components.values()} == {"disable"}
+    assert cfg.components["pose"].options.smooth_quant_alpha == 0.5
+    with pytest.raises(InputError, match="--overflow-fix: expected one of"):
+        load_config(None, overflow_fix="sometimes")
+    cfg_file.write_text("advanced: {overflow_fix: maybe}\n")
+    with pytest.raises(InputError, match="overflow_fix: expected one of"):
+        load_config(cfg_file)
+
+
 @pytest.mark.parametrize("text, match", [
     ("components:\n  pose: {precison: int8}\n", "precison"),
     ("bogus: 1\n", "bogus"),

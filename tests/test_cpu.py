@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.cpu import CpuInfo, cpu_info, int8_accumulation_ratio, overflow_warning, read_cpu_flags
+from edge_runtime.cpu import (CpuInfo, cpu_info, int8_accumulation_ratio, overflow_warning, read_cpu_flags,
+                              recommended_precision_hint)
 
 SATURATED = 32767 / 64770  # one pair of u8 255 x s8 127 products, clamped to int16
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +79,19 @@ def _info(path: str) -> CpuInfo:
     return CpuInfo(name="x", flags=(), capabilities=(), isa_cap=None, int8_path=path, int8_isa="none", bf16=False)
 
 
+def test_per_isa_precision_hint():
+    """INT8 folders: f32 float ops on bf16 CPUs without AMX (measured faster on Zen 4), the device default
+    with AMX or without bf16; FP32 folders always the device default."""
+    def info(flags, bf16):
+        return CpuInfo(name="x", flags=flags, capabilities=("BF16",) if bf16 else (), isa_cap=None,
+                       int8_path="vnni", int8_isa="x", bf16=bf16)
+
+    assert recommended_precision_hint(info(("avx512_vnni", "avx512_bf16"), True), True) == "f32"
+    assert recommended_precision_hint(info(("avx512_vnni", "avx512_bf16", "amx_bf16"), True), True) is None
+    assert recommended_precision_hint(info(("avx2",), False), True) is None
+    assert recommended_precision_hint(info(("avx512_vnni", "avx512_bf16"), True), False) is None
+
+
 def test_overflow_warning_only_for_int8_activations_without_the_fix_on_no_vnni():
     int8 = {"quantized": True, "precision": "int8"}
     assert "--overflow-fix enable" in overflow_warning({**int8, "overflow_fix": "first_layer"}, _info("no_vnni"), "m")
@@ -134,9 +148,12 @@ def test_runtime_names_its_int8_path_and_warns_once_without_the_fix(converted_in
     assert main(["run", "--models", str(out), "--source", str(tmp_path / "imgs"), "--detections",
                  str(tmp_path / "dets.json"), "--output", str(tmp_path / "out2"), "--no-cache", "--no-progress"]) == 0
     native = json.loads((tmp_path / "out2" / "summary.json").read_text())
-    assert native["cpu"]["int8_path"] == cpu_info().int8_path
-    expected = "bf16" if cpu_info().bf16 else "f32"  # the device default, read back, never null
+    info = cpu_info()
+    assert native["cpu"]["int8_path"] == info.int8_path
+    # read back from the compiled model, never null: the per-ISA choice for an INT8 folder, else the device's
+    expected = recommended_precision_hint(info, True) or ("bf16" if info.bf16 else "f32")
     assert native["precision"]["pose"]["inference_precision"] == expected
+    assert native["precision_hint_source"] in ("device default", "per-ISA default (INT8 on bf16 without AMX)")
 
 
 def test_overflow_fix_makes_both_int8_paths_compute_the_same(converted_int8):

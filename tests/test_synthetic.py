@@ -141,3 +141,13 @@ def test_detector_written_beside_checkpoint(tiny_checkpoint):
     assert (path / "yolo11n.pt").is_file()
     assert find_detector(path) == path / "yolo11n.pt"
     assert json.loads((path / "synthetic.json").read_text())["detector"] == "yolo11n.pt"
+
+
+def test_bench_and_converter_pick_the_same_detector(tmp_path):
+    """The released checkpoint keeps yolo11x.pt beside it: the largest variant wins, for every caller."""
+    from convert.checkpoint import find_detector
+    from convert.detector import find_detector_checkpoint
+
+    for name in ("yolo11n.pt", "yolo11x.pt", "yolo11m.pt"):
+        (tmp_path / name).write_bytes(b"")
+    assert find_detector(tmp_path) == find_detector_checkpoint(tmp_path) == tmp_path / "yolo11x.pt"
