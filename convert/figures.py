@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edge_runtime.tracking import box_iou
+
 NUM_KEYPOINTS = 133
 
 # COCO body indices
@@ -340,14 +342,6 @@ def walk_sequence(num_frames: int, size_wh: tuple[int, int] = (640, 480), num_fi
 PARTS = {"body": (0, 17), "feet": (17, 23), "face": (23, 91), "hands": (91, 133)}
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    x1, y1 = max(a[0], b[0]), max(a[1], b[1])
-    x2, y2 = min(a[2], b[2]), min(a[3], b[3])
-    inter = max(0.0, x2 - x1) * max(0.0, y2 - y1)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def score_records(records: list[dict], gt_keypoints: np.ndarray, gt_boxes: np.ndarray,
                   alpha: float = 0.05) -> dict[str, float]:
     """PCK@alpha of ``predictions.jsonl`` records against ground truth [T,P,K,2] / boxes [T,P,4].
@@ -371,7 +365,7 @@ def score_records(records: list[dict], gt_keypoints: np.ndarray, gt_boxes: np.nd
             box = gt_boxes[t, p]
             best, best_iou = None, 0.3
             for person in preds:
-                iou = _iou(np.asarray(person["bbox_xyxy"], np.float32), box)
+                iou = float(box_iou(np.asarray(person["bbox_xyxy"], np.float32)[None], box[None])[0, 0])
                 if iou >= best_iou:
                     best, best_iou = person, iou
             if best is None:

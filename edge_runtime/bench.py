@@ -477,9 +477,6 @@ def machine_info() -> dict[str, Any]:
         info["cpu_model"] = fields.get("Model name", "")
         info["cores_per_socket"] = fields.get("Core(s) per socket", "")
         info["sockets"] = fields.get("Socket(s)", "")
-        flags = fields.get("Flags", "").split()
-        info["isa"] = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
-                                   "avx512_fp16") if f in flags]
     except (OSError, subprocess.SubprocessError) as exc:
         logger.debug("lscpu not available: %s", exc)
     try:
@@ -504,6 +501,7 @@ def machine_info() -> dict[str, Any]:
     from .cpu import cpu_info
 
     info["cpu"] = cpu_info().to_dict()
+    info["isa"] = list(info["cpu"]["flags"] or [])
     return info
 
 

@@ -135,21 +135,15 @@ def _read(core: Any, device: str, cpuinfo: Path) -> CpuInfo:
 def running_precision(compiled: Any) -> dict[str, Any]:
     """{"inference_precision": what the compiled model runs its float ops at (read back from it),
     "executed": runtime precisions of its convolutions and MatMuls, e.g. ["bf16", "i8"]}."""
+    from .peak import _property, executed_precisions
+
+    precision = _property(compiled, "INFERENCE_PRECISION_HINT")
     try:
-        value = compiled.get_property("INFERENCE_PRECISION_HINT")
-        precision = str(value.get_type_name() if hasattr(value, "get_type_name") else value)
-    except RuntimeError:
-        precision = "n/a"
-    wanted = {"FullyConnected", "MatMul", "Convolution", "Deconvolution"}
-    executed: set[str] = set()
-    try:
-        for node in compiled.get_runtime_model().get_ordered_ops():
-            info = node.get_rt_info()
-            if "layerType" in info and "runtimePrecision" in info and info["layerType"].astype(str) in wanted:
-                executed.add(info["runtimePrecision"].astype(str))
+        executed = executed_precisions(compiled, ("FullyConnected", "MatMul", "Convolution", "Deconvolution"))
     except RuntimeError as exc:
         logger.debug("no runtime model: %s", exc)
-    return {"inference_precision": precision, "executed": sorted(executed)}
+        executed = []
+    return {"inference_precision": precision, "executed": executed}
 
 
 def recommended_precision_hint(info: CpuInfo, quantized: bool) -> str | None:
