@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -63,7 +64,8 @@ def make_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.nd
     looks = [figures.random_look(rng) for _ in poses]
     image, kps, boxes = figures.render_scene(CANVAS_WH, poses, looks, rng)
     if rng.random() < 0.3:
-        image = cv2_blur(image, rng)
+        k = int(rng.choice([3, 5]))
+        image = cv2.GaussianBlur(image, (k, k), 0)
     box = boxes[0].copy()
     bw, bh = box[2] - box[0], box[3] - box[1]
     scale = rng.uniform(0.9, 1.1)
@@ -73,13 +75,6 @@ def make_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.nd
     crop = warp_crop(image, matrix, input_size=INPUT_WH)
     kp = kps[0] @ matrix[:, :2].T + matrix[:, 2]
     return crop, kp.astype(np.float32), box
-
-
-def cv2_blur(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    import cv2
-
-    k = int(rng.choice([3, 5]))
-    return cv2.GaussianBlur(image, (k, k), 0)
 
 
 def to_tensor(crops_bgr: np.ndarray) -> torch.Tensor:

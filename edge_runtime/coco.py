@@ -173,19 +173,13 @@ class CocoResultsSink:
             score = coco_instance_score(box_score, sc, self.keypoint_score_thr)
             self._pending.append((name, result_entry(kp, sc, 0, score)))
 
-    @property
-    def results(self) -> list[dict[str, Any]]:
-        """The results with their final image ids."""
+    def close(self) -> None:
         from .sinks import _clean
 
-        mapping, _ = self.ids.finish()
-        return [_clean(dict(r, image_id=mapping[name])) for name, r in self._pending]
-
-    def close(self) -> None:
         if self.closed:
             return
         mapping, how = self.ids.finish()
-        _write_atomic(self.path, self.results)
+        _write_atomic(self.path, [_clean(dict(r, image_id=mapping[name])) for name, r in self._pending])
         _write_atomic(self.path.with_name(IDS_FILE), {"how": how, "image_ids": mapping})
         self.closed = True
 

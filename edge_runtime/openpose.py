@@ -52,7 +52,6 @@ DEFAULT_THRESHOLD = 0.3
 #: OpenPose's JSON format version
 OPENPOSE_VERSION = 1.3
 CONFIDENCE_MODES = ("binary", "score")
-_CONFIDENCE_MODES = CONFIDENCE_MODES
 _FACE_POINTS = (68, 70)
 PART_KEYS = ("pose_keypoints_2d", "foot_keypoints_2d", "face_keypoints_2d", "hand_left_keypoints_2d",
              "hand_right_keypoints_2d")
@@ -105,8 +104,8 @@ def to_openpose_person(keypoints: np.ndarray, scores: np.ndarray, threshold: flo
         raise InputError(f"keypoints/scores: expected [133,2]/[133] or [17,2]/[17], got {kp.shape}/{sc.shape}")
     if face_points not in _FACE_POINTS:
         raise InputError(f"face_points: expected 68 or 70, got {face_points}")
-    if confidence not in _CONFIDENCE_MODES:
-        raise InputError(f"confidence: expected one of {_CONFIDENCE_MODES}, got {confidence!r}")
+    if confidence not in CONFIDENCE_MODES:
+        raise InputError(f"confidence: expected one of {CONFIDENCE_MODES}, got {confidence!r}")
     body, body_scores = openpose18(kp, sc, threshold)
     person: dict[str, Any] = {"person_id": [-1 if person_id is None else int(person_id)]}
     person.update({key: [] for key in PART_KEYS})
