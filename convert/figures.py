@@ -338,6 +338,13 @@ def walk_sequence(num_frames: int, size_wh: tuple[int, int] = (640, 480), num_fi
     return frames, np.stack(kps), np.stack(boxes)
 
 
+def pck(pred: np.ndarray, gt: np.ndarray, boxes_size: np.ndarray, alpha: float = 0.05) -> np.ndarray:
+    """Correct-keypoint mask [N,K]: distance of pred [N,K,2] to gt [N,K,2] <= alpha x boxes_size [N] (the box's
+    longer side), PCK@alpha; a non-finite prediction is wrong."""
+    dist = np.nan_to_num(np.linalg.norm(pred - gt, axis=-1), nan=np.inf)
+    return dist <= alpha * np.asarray(boxes_size, np.float64)[:, None]
+
+
 #: part -> (start, stop) keypoint index range, for per-part PCK
 PARTS = {"body": (0, 17), "feet": (17, 23), "face": (23, 91), "hands": (91, 133)}
 
@@ -374,8 +381,8 @@ def score_records(records: list[dict], gt_keypoints: np.ndarray, gt_boxes: np.nd
             matched += 1
             kp = np.array([[np.nan if v is None else v for v in k[:2]] for k in best["keypoints"]], np.float32)
             k_pred = len(kp)
-            dist = np.linalg.norm(kp - gt_keypoints[t, p, :k_pred], axis=-1)
-            correct.append(np.nan_to_num(dist, nan=np.inf) <= alpha * float(max(box[2] - box[0], box[3] - box[1])))
+            size = np.array([max(box[2] - box[0], box[3] - box[1])])
+            correct.append(pck(kp[None], gt_keypoints[t, p, :k_pred][None], size, alpha)[0])
     k = k_pred or gt_keypoints.shape[2]
     ok = np.stack([c[:k] if len(c) >= k else np.zeros(k, bool) for c in correct]) if correct else np.zeros((0, k), bool)
     out = {"all": float(ok.mean()) if ok.size else 0.0, "persons": persons, "matched": matched}

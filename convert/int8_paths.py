@@ -101,13 +101,8 @@ def measure_paths(report: dict[str, Any], info: CpuInfo, models: Path, reference
         logger.error("INT8 without VNNI could not be measured: %s", exc)
         paths["no_vnni"] = {"status": f"failed: {exc}"}
         return paths
-    child_info = child.get("cpu") or {}
     acc = child.get("accumulation_check") or {}
-    row = path_row(child, CpuInfo(name=child_info.get("name", info.name), flags=info.flags,
-                                  capabilities=tuple(child_info.get("capabilities", ())),
-                                  isa_cap=child_info.get("isa_cap"), int8_path=child_info.get("int8_path", "?"),
-                                  int8_isa=child_info.get("int8_isa", "?"), bf16=False),
-                   emulated=True, accumulation=acc)
+    row = path_row(child, CpuInfo.from_dict(child["cpu"]), emulated=True, accumulation=acc)
     ratio = acc.get("ratio")
     if ratio is None or ratio >= SATURATION_RATIO_MAX:
         row["status"] = (f"ONEDNN_MAX_CPU_ISA={EMULATE_NO_VNNI_CAP} did not take effect (INT8 accumulation "

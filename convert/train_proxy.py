@@ -100,11 +100,6 @@ def keypoint_weights() -> torch.Tensor:
     return w.view(1, -1, 1, 1)
 
 
-def pck(pred: np.ndarray, gt: np.ndarray, boxes_size: np.ndarray, alpha: float = 0.05) -> np.ndarray:
-    """Correct-keypoint mask [N,K]: distance <= alpha x the box's longer side (PCK@alpha)."""
-    return np.linalg.norm(pred - gt, axis=-1) <= alpha * boxes_size[:, None]
-
-
 def evaluate(vae: torch.nn.Module, pose: torch.nn.Module, val: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     """PCK@0.05 (crop px, normalised by the crop's longer side / 1.25 = the box) on the validation crops."""
     vae.eval()
@@ -120,7 +115,7 @@ def evaluate(vae: torch.nn.Module, pose: torch.nn.Module, val: list[tuple[np.nda
     pred = np.concatenate(preds)
     gt = np.stack([k for _, k in val])
     size = np.full(len(val), max(INPUT_WH) / 1.25, np.float32)
-    ok = pck(pred, gt, size)
+    ok = figures.pck(pred, gt, size)
     return {"pck05_all": float(ok.mean()), "pck05_body": float(ok[:, :17].mean()),
             "pck05_feet": float(ok[:, 17:23].mean()), "pck05_face": float(ok[:, 23:91].mean()),
             "pck05_hands": float(ok[:, 91:].mean())}

@@ -262,18 +262,22 @@ def _coco_eval(gt: dict[str, Any], dts: list[dict[str, Any]], sigmas: np.ndarray
 
 
 def evaluate_keypoints(annotations: dict[str, Any], results: list[dict[str, Any]], *,
-                       nms_thr: float | None = NMS_THR) -> dict[str, dict[str, float]]:
+                       nms_thr: float | None = NMS_THR, num_keypoints: int | None = None
+                       ) -> dict[str, dict[str, float]]:
     """COCO-WholeBody AP/AR per part (or COCO body AP for 17-keypoint results).
 
     ``annotations``: a COCO(-WholeBody) annotation dict (images, annotations with keypoints/foot_kpts/
     face_kpts/lefthand_kpts/righthand_kpts, area, bbox, iscrowd). ``results``: :class:`CocoResultsSink`
-    entries. Returns {"body": {"AP", "AR", ...}, "foot": ..., "face": ..., "lefthand": ..., "righthand": ...,
-    "wholebody": ...} (only "body" when the results have 17 keypoints).
+    entries. ``num_keypoints``: the model's (133 or 17); None reads it from the results (133 when there are
+    none). Returns {"body": {"AP", "AR", ...}, "foot": ..., "face": ..., "lefthand": ..., "righthand": ...,
+    "wholebody": ...} (only "body" for 17 keypoints).
     """
-    if not results:
-        wholebody = True
+    if num_keypoints is None:
+        wholebody = not results or "foot_kpts" in results[0]
+    elif num_keypoints in (NUM_WHOLEBODY, NUM_BODY):
+        wholebody = num_keypoints == NUM_WHOLEBODY
     else:
-        wholebody = "foot_kpts" in results[0]
+        raise InputError(f"num_keypoints: expected {NUM_WHOLEBODY} or {NUM_BODY}, got {num_keypoints}")
     sigmas = WHOLEBODY_SIGMAS if wholebody else WHOLEBODY_SIGMAS[:NUM_BODY]
     if nms_thr is not None:
         results = oks_nms(results, sigmas, nms_thr)

@@ -65,6 +65,14 @@ class CpuInfo:
         d["capabilities"] = list(self.capabilities)
         return d
 
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "CpuInfo":
+        """The inverse of :meth:`to_dict` (e.g. a report written by another process)."""
+        flags = d.get("flags")
+        return cls(name=str(d["name"]), flags=tuple(flags) if flags is not None else None,
+                   capabilities=tuple(d.get("capabilities") or ()), isa_cap=d.get("isa_cap"),
+                   int8_path=str(d["int8_path"]), int8_isa=str(d["int8_isa"]), bf16=bool(d["bf16"]))
+
     def describe(self) -> str:
         """One line for logs and reports."""
         cap = f", capped by ONEDNN_MAX_CPU_ISA={self.isa_cap}" if self.isa_cap else ""

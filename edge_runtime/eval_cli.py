@@ -91,7 +91,7 @@ def run_eval(models: str | Path, annotations_path: str | Path, images: str | Pat
         if n % 50 == 0 or n == len(image_list):
             logger.info("eval: %d/%d images, %d persons (%.1f s)", n, len(image_list), len(results),
                         time.perf_counter() - started)
-    metrics = evaluate_keypoints(annotations, results)
+    metrics = evaluate_keypoints(annotations, results, num_keypoints=estimator.num_keypoints)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     from .sinks import _clean

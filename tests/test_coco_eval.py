@@ -122,3 +122,16 @@ def test_image_ids_are_collision_free_and_written_next_to_results(tmp_path, capl
     dup.write_text(json.dumps({"images": [{"id": 1, "file_name": "a/x.jpg"}, {"id": 2, "file_name": "b/x.jpg"}]}))
     with pytest.raises(InputError, match="two images share the file name 'x.jpg'"):
         load_annotation_ids(dup)
+
+
+def test_a_body_model_without_detections_is_scored_on_body_only():
+    """The model's keypoint count picks the parts: no results from a 17-keypoint model still means body AP
+    (0), not a demand for whole-body annotations."""
+    ann, _ = _annotations(num_images=1)
+    for a in ann["annotations"]:
+        for key, _, _ in PART_FIELDS[1:]:
+            del a[key]
+    metrics = evaluate_keypoints(ann, [], num_keypoints=17)
+    assert set(metrics) == {"body"} and metrics["body"]["AP"] == 0.0
+    with pytest.raises(InputError, match="num_keypoints: expected 133 or 17"):
+        evaluate_keypoints(ann, [], num_keypoints=20)

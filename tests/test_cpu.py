@@ -69,6 +69,11 @@ def test_int8_path_from_cpuid_flags_and_cap(tmp_path, monkeypatch, flags, cap, p
     assert set(info.flags) <= set(flags.split())
 
 
+def test_cpu_info_round_trips_through_its_dict():
+    info = cpu_info()
+    assert CpuInfo.from_dict(json.loads(json.dumps(info.to_dict()))) == info
+
+
 def test_unreadable_cpuinfo_gives_unknown(tmp_path, monkeypatch):
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     assert read_cpu_flags(tmp_path / "missing") is None

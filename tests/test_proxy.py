@@ -74,7 +74,7 @@ def proxy_int8(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 
 def _pck(pred: np.ndarray, gt: np.ndarray, boxes: np.ndarray) -> dict[str, float]:
-    from convert.train_proxy import pck
+    from convert.figures import pck
 
     size = np.maximum(boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]).reshape(-1)
     ok = pck(pred.reshape(-1, *pred.shape[-2:]), gt.reshape(-1, *gt.shape[-2:]), size)
