@@ -85,6 +85,10 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "chain_slots": (None, _positive_int, "a positive integer or null (split chain: vae_encoder + pose requests "
                     "in flight together)"),
     "live_queue_size": (1, _positive_int, "a positive integer (frames waiting in live mode; newest wins)"),
+    "schedule_poses": (False, _bool, "true | false (file mode: tracks, pose scheduling and propagation as live)"),
+    "pose_budget": (None, _unit, "a share of person-frames in (0, 1] or null (as fast as the pose requests allow)"),
+    "max_pose_age": (None, _positive, "milliseconds or null (a pose older than this is due for recompute)"),
+    "request_timeout_s": (600.0, _positive, "a positive number of seconds (a request without answer fails)"),
     # pose
     "flip_test": (False, _bool, "true | false"),
     "bbox_padding": (None, _positive, "a positive number or null (the IR metadata, 1.25)"),
@@ -93,10 +97,11 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     # detector
     "det_score_threshold": (None, _unit, "a number in [0, 1] or null (detector default 0.5, as the original app)"),
     "det_iou_threshold": (None, _unit, "a number in [0, 1] or null (detector default 0.7, ultralytics' NMS IoU)"),
-    "max_persons": (None, _positive_int, "a positive integer or null (keep the N highest-scoring boxes)"),
+    "max_persons": (20, _positive_int, "a positive integer (keep the N highest-scoring boxes per frame)"),
     # tracking (frames between detector runs)
     "track_iou_threshold": (0.3, _unit, "a number in [0, 1]"),
     "track_box_expansion": (1.25, _positive, "a positive number (box from keypoints, scaled around its center)"),
+    "track_lost_s": (1.5, _positive, "seconds a track missed by the detector keeps its ID (occlusions)"),
     # sources
     "reconnect_retries": (5, _non_negative_int, "a non-negative integer"),
     "reconnect_initial_s": (0.5, _positive, "a positive number of seconds"),

@@ -1,4 +1,7 @@
-"""The pipelined runtime: capture -> detector requests -> crops -> pose requests -> decode -> sinks.
+"""The file-mode runtime: capture -> detector requests -> crops -> pose requests -> decode -> sinks.
+
+Live feeds (cameras, streams, several sources) run in :mod:`edge_runtime.live` instead, with tracks, pose
+scheduling and keypoint propagation; this module processes every frame in order with a full recompute.
 
 Threads and queues::
 
@@ -16,9 +19,6 @@ Scheduling
 - file mode: every frame is processed, at most ``max_inflight_frames`` at a time (capture blocks), and
   results are written strictly in frame order: exactly one record per input frame, including frames
   without persons and failed frames (those carry an ``"error"`` field).
-- live mode: capture never waits; frames wait in a small slot where the newest frame replaces older ones
-  (counted as skipped); a frame is taken only when no crops wait for a request, so the work always starts
-  on the newest frame; latency from capture to written result is measured.
 - the detector runs every ``detect_every`` frames; in between, boxes come from the previous frame's poses
   (:func:`edge_runtime.tracking.boxes_from_keypoints`); a frame whose carried boxes are empty is detected.
 - crops of several persons and frames are batched up to ``batch`` per pose request; a partial batch is sent
@@ -41,220 +41,15 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 
+from .backends import (Backend, BackendFactory, Completion, InflightRequests, OpenVINOBackend,  # noqa: F401
+                       openvino_backend_factory)
 from .errors import InputError, SDPoseError
-from .sources import Frame, FrameSource
+from .feeds import CaptureStatus, FrameFeed, capture_loop
+from .metrics import BusyMeter, Progress, Reservoirs, busy_share, percentile_summary  # noqa: F401
+from .sources import Frame, FrameSource, mask_credentials
 from .tracking import IouTracker, boxes_from_keypoints
 
 logger = logging.getLogger(__name__)
-
-
-# ============================================================================ backends
-@dataclasses.dataclass
-class Completion:
-    """A finished inference request, as handed from a backend to the coordinator.
-
-    output: the model's first output (copied out of the request), or None when ``error`` is set.
-    submit_t / done_t: ``time.perf_counter()`` at submission and in the completion callback.
-    """
-
-    stage: str
-    userdata: Any
-    output: "np.ndarray | None"
-    error: "str | None"
-    submit_t: float
-    done_t: float
-
-
-class Backend(Protocol):
-    """Asynchronous inference of one model.
-
-    ``submit(inputs, userdata)`` starts a request on ``inputs`` (the model's single input, e.g. u8
-    [N,h,w,3]); when it finishes the backend calls the ``on_complete`` callback it was built with, exactly
-    once per submission, with a :class:`Completion` (in any order, from any thread). ``capacity`` is the
-    number of requests that may run at once (the coordinator never has more in flight). ``wait_all()``
-    blocks until every submitted request has completed.
-    """
-
-    capacity: int
-
-    def submit(self, inputs: np.ndarray, userdata: Any) -> None: ...
-
-    def wait_all(self) -> None: ...
-
-
-#: factory(stage, compiled_model, num_requests, on_complete) -> Backend
-BackendFactory = Callable[[str, Any, int, Callable[[Completion], None]], Backend]
-
-
-class OpenVINOBackend:
-    """:class:`Backend` on ``openvino.AsyncInferQueue`` with ``num_requests`` infer requests.
-
-    The callback copies output 0 out of the request, stamps the time and calls ``on_complete``; nothing else
-    runs on OpenVINO's callback thread.
-    """
-
-    def __init__(self, stage: str, compiled: Any, num_requests: int,
-                 on_complete: Callable[[Completion], None]) -> None:
-        import openvino as ov
-
-        self.stage = stage
-        self.capacity = max(1, int(num_requests))
-        self._on_complete = on_complete
-        self._queue = ov.AsyncInferQueue(compiled, self.capacity)
-        self._queue.set_callback(self._callback)
-
-    def _callback(self, request: Any, userdata: Any) -> None:
-        submit_t, payload = userdata
-        done_t = time.perf_counter()
-        try:
-            output = request.get_output_tensor(0).data.copy()
-            error = None
-        except RuntimeError as exc:  # a failed request: hand the reason to the coordinator
-            output, error = None, f"{self.stage} inference failed: {exc}"
-        self._on_complete(Completion(self.stage, payload, output, error, submit_t, done_t))
-
-    def submit(self, inputs: np.ndarray, userdata: Any) -> None:
-        self._queue.start_async([np.ascontiguousarray(inputs)], (time.perf_counter(), userdata))
-
-    def wait_all(self) -> None:
-        self._queue.wait_all()
-
-
-def openvino_backend_factory(stage: str, compiled: Any, num_requests: int,
-                             on_complete: Callable[[Completion], None]) -> Backend:
-    """The default :data:`BackendFactory`."""
-    return OpenVINOBackend(stage, compiled, num_requests, on_complete)
-
-
-# ============================================================================ frame feed
-class FrameFeed:
-    """Frames between the capture thread and the coordinator.
-
-    ``drop_oldest=False`` (file mode): ``put`` blocks while ``maxsize`` frames wait. ``drop_oldest=True``
-    (live mode): ``put`` never blocks; when full, the oldest waiting frame is discarded (``skipped`` += 1),
-    so the coordinator always takes the newest frames.
-    """
-
-    def __init__(self, maxsize: int, drop_oldest: bool) -> None:
-        self.maxsize = max(1, int(maxsize))
-        self.drop_oldest = drop_oldest
-        self._items: collections.deque = collections.deque()
-        self._cond = threading.Condition()
-        self._closed = False
-        self.skipped = 0
-        self.skipped_indices: list[int] = []
-
-    def put(self, item: Any) -> bool:
-        """Add a frame; False if the feed was closed (the frame is discarded)."""
-        with self._cond:
-            if not self.drop_oldest:
-                while len(self._items) >= self.maxsize and not self._closed:
-                    self._cond.wait()
-            if self._closed:
-                return False
-            while len(self._items) >= self.maxsize:
-                dropped = self._items.popleft()
-                self.skipped += 1
-                self.skipped_indices.append(getattr(dropped[0], "index", -1))
-            self._items.append(item)
-            return True
-
-    def get_nowait(self) -> Any:
-        """The next frame or None if none is waiting."""
-        with self._cond:
-            if not self._items:
-                return None
-            item = self._items.popleft()
-            self._cond.notify_all()
-            return item
-
-    def close(self) -> None:
-        """No more frames will come (waiting ``put`` calls return False)."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
-
-    def discard(self) -> int:
-        """Drop every waiting frame (on stop); returns how many."""
-        with self._cond:
-            count = len(self._items)
-            self._items.clear()
-            self._cond.notify_all()
-            return count
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._items)
-
-
-# ============================================================================ statistics
-def percentile_summary(values_ms: Sequence[float]) -> dict[str, Any]:
-    """{"count", "mean", "p50", "p95", "max"} in ms (None values when empty)."""
-    if not values_ms:
-        return {"count": 0, "mean": None, "p50": None, "p95": None, "max": None}
-    arr = np.asarray(values_ms, dtype=np.float64)
-    return {"count": int(arr.size), "mean": round(float(arr.mean()), 3),
-            "p50": round(float(np.percentile(arr, 50)), 3), "p95": round(float(np.percentile(arr, 95)), 3),
-            "max": round(float(arr.max()), 3)}
-
-
-def busy_share(intervals: Iterable[tuple[float, float]], start: float, end: float) -> float:
-    """Fraction of [start, end] covered by the union of (t0, t1) intervals (0..1)."""
-    total = end - start
-    if total <= 0:
-        return 0.0
-    covered, cur0, cur1 = 0.0, None, None
-    for t0, t1 in sorted(intervals):
-        t0, t1 = max(t0, start), min(t1, end)
-        if t1 <= t0:
-            continue
-        if cur1 is None or t0 > cur1:
-            if cur1 is not None:
-                covered += cur1 - cur0
-            cur0, cur1 = t0, t1
-        else:
-            cur1 = max(cur1, t1)
-    if cur1 is not None:
-        covered += cur1 - cur0
-    return min(1.0, covered / total)
-
-
-class Progress:
-    """A text progress bar on stderr for file mode (a log line every ``interval_s`` when not a TTY)."""
-
-    def __init__(self, total: "int | None", enabled: bool, interval_s: float = 5.0) -> None:
-        self.total = total
-        self.enabled = enabled
-        self.tty = enabled and hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
-        self.interval_s = interval_s if not self.tty else 0.2
-        self._t0 = time.perf_counter()
-        self._last = 0.0
-
-    def update(self, done: int, force: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.perf_counter()
-        if not force and now - self._last < self.interval_s:
-            return
-        self._last = now
-        elapsed = now - self._t0
-        fps = done / elapsed if elapsed > 0 else 0.0
-        if self.total:
-            frac = min(1.0, done / self.total)
-            eta = (self.total - done) / fps if fps > 0 else float("nan")
-            bar = "#" * int(frac * 30) + "-" * (30 - int(frac * 30))
-            text = f"[{bar}] {done}/{self.total} frames {fps:.2f} fps ETA {eta:.0f}s"
-        else:
-            text = f"{done} frames {fps:.2f} fps"
-        if self.tty:
-            sys.stderr.write("\r" + text + ("\n" if force else ""))
-            sys.stderr.flush()
-        else:
-            logger.info("progress: %s", text)
 
 
 # ============================================================================ configuration
@@ -272,7 +67,10 @@ class PipelineConfig:
     parts: keypoint groups kept in the records (others get score 0): subset of body, feet, face, hands.
     score_threshold: keypoints above it count as visible (carried boxes, drawing).
     track_iou_threshold, track_box_expansion: IoU track IDs and keypoint->box expansion between detections.
-    max_persons: keep the N highest-scoring boxes per frame (None: all).
+    max_persons: keep the N highest-scoring boxes per frame (None: all; default 20). Crops are built per
+        request, so memory does not grow with the number of boxes.
+    request_timeout_s: a request without an answer after this long fails its frames (a lost device) and
+        its slot is not reused (None: wait for ever).
     pace_live_files: in live mode, read video files at their native fps (simulating a camera).
     progress: show a progress bar (file mode).
     chain_slots: split chain only: at most this many vae_encoder + pose requests in flight together
@@ -290,10 +88,11 @@ class PipelineConfig:
     score_threshold: float = 0.3
     track_iou_threshold: float = 0.3
     track_box_expansion: float = 1.25
-    max_persons: "int | None" = None
+    max_persons: "int | None" = 20
     pace_live_files: bool = True
     progress: bool = False
     chain_slots: "int | None" = None
+    request_timeout_s: "float | None" = 600.0
 
     def __post_init__(self) -> None:
         if self.mode not in ("file", "live"):
@@ -307,6 +106,8 @@ class PipelineConfig:
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise InputError(f"{name}: expected a positive integer or None, got {value!r}")
         self.parts = tuple(self.parts)
+        if self.request_timeout_s is not None and not self.request_timeout_s > 0:
+            raise InputError(f"request_timeout_s: expected a positive number or None, got {self.request_timeout_s!r}")
 
 
 # ============================================================================ per-frame state
@@ -363,6 +164,8 @@ class Pipeline:
         self.estimator = estimator
         self.sinks = list(sinks)
         self.config = config if config is not None else PipelineConfig()
+        if self.config.mode != "file":
+            raise InputError("Pipeline processes files (mode 'file'); live feeds run in edge_runtime.live.LiveRunner")
         self.detector = detector
         self.detections = detections
         if detector is None and detections is None:
@@ -404,24 +207,20 @@ class Pipeline:
         self._reset()
         self._source = source
         pose_cap = self.backends[self.heat_stage].capacity
-        if cfg.max_inflight_frames is not None:
-            self._max_inflight = cfg.max_inflight_frames
-        elif cfg.mode == "file":
-            self._max_inflight = 2 * pose_cap + 2
-        else:
-            self._max_inflight = max(1, pose_cap)
-        live = cfg.mode == "live"
-        self._feed = FrameFeed(cfg.live_queue_size if live else 2, drop_oldest=live)
+        self._max_inflight = cfg.max_inflight_frames if cfg.max_inflight_frames is not None else 2 * pose_cap + 2
+        self._feed = FrameFeed(2, drop_oldest=False)
         total = source.total
         if cfg.max_frames is not None:
             total = min(total, cfg.max_frames) if total is not None else cfg.max_frames
-        self._progress = Progress(total, enabled=cfg.progress and not live)
-        logger.info("running %s in %s mode: %s chain, requests %s, batch %d, detect every %d, max %d frames "
-                    "in flight", source.description or type(source).__name__, cfg.mode, "+".join(self.stages),
+        self._progress = Progress(total, enabled=cfg.progress)
+        logger.info("running %s in file mode: %s chain, requests %s, batch %d, detect every %d, max %d frames "
+                    "in flight", source.description or type(source).__name__, "+".join(self.stages),
                     {k: b.capacity for k, b in self.backends.items()}, cfg.batch, cfg.detect_every,
                     self._max_inflight)
         self._t0 = time.perf_counter()
-        capture = threading.Thread(target=self._capture, args=(source,), name="sdpose-capture", daemon=True)
+        capture = threading.Thread(target=capture_loop, name="sdpose-capture", daemon=True,
+                                   args=(source, self._feed, self._stop, lambda: self.events.put(_WAKE),
+                                         self._capture, False, cfg.max_frames))
         capture.start()
         try:
             self._loop()
@@ -433,66 +232,39 @@ class Pipeline:
             capture.join(timeout=10.0)
             if capture.is_alive():
                 logger.warning("capture thread did not stop within 10 s (blocked in the source read)")
-            for backend in self.backends.values():
-                backend.wait_all()
+            for stage, backend in self.backends.items():
+                if not backend.wait_all(timeout_s=cfg.request_timeout_s):
+                    logger.error("%s: requests still running after %.0f s; leaving them", stage,
+                                 cfg.request_timeout_s)
         self._t1 = time.perf_counter()
         self._progress.update(self._written, force=True)
         return self.summary()
-
-    # ------------------------------------------------------------------ capture thread
-    def _capture(self, source: FrameSource) -> None:
-        cfg = self.config
-        pace = cfg.mode == "live" and cfg.pace_live_files and source.default_mode == "file" and \
-            getattr(source, "fps", 0)
-        start_wall: "float | None" = None
-        try:
-            for frame in source:
-                if self._stop.is_set():
-                    break
-                now = time.perf_counter()
-                if pace and frame.timestamp_ms is not None:
-                    if start_wall is None:
-                        start_wall = now - frame.timestamp_ms / 1000.0
-                    delay = start_wall + frame.timestamp_ms / 1000.0 - now
-                    if delay > 0 and self._stop.wait(delay):
-                        break
-                    now = time.perf_counter()
-                self._frames_read += 1
-                if not self._feed.put((frame, now)):
-                    break
-                self.events.put(_WAKE)
-                if cfg.max_frames is not None and self._frames_read >= cfg.max_frames:
-                    break
-        except (SDPoseError, OSError, RuntimeError, ValueError) as exc:
-            self._capture_error = str(exc)
-            logger.error("capture stopped: %s", exc)
-        finally:
-            self._feed.close()
-            self.events.put(_WAKE)
 
     # ------------------------------------------------------------------ coordinator
     def _reset(self) -> None:
         self._states: dict[int, _FrameState] = {}
         self._next_seq = 0
         self._next_write = 0
-        self._frames_read = 0
+        self._capture = CaptureStatus()
         self._written = 0
         self._failed = 0
         self._persons = 0
         self._discarded_at_stop = 0
         self._dets_missing = 0
-        self._capture_error: "str | None" = None
         self._inflight = collections.Counter()
+        self._lost = collections.Counter()  # request slots whose request never answered
+        self._requests = InflightRequests(self.config.request_timeout_s)
         self._det_queue: collections.deque = collections.deque()
-        self._pose_items: collections.deque = collections.deque()  # (_PoseItem, crop)
+        self._pose_items: collections.deque = collections.deque()  # _PoseItem (crop made at submission)
         self._latent_queue: collections.deque = collections.deque()  # (latents, items)
         self._waiting_carry: dict[int, _FrameState] = {}
         self._carry: "tuple[np.ndarray, np.ndarray, tuple[int, int]] | None" = None
         self._last_detect_seq: "int | None" = None
         self._tracker = IouTracker(self.config.track_iou_threshold)
-        self._lat: dict[str, list[float]] = collections.defaultdict(list)
-        self._intervals: dict[str, list[tuple[float, float]]] = collections.defaultdict(list)
-        self._written_indices: list[int] = []
+        self._lat = Reservoirs()
+        self._busy: dict[str, BusyMeter] = collections.defaultdict(BusyMeter)
+        self._chain_busy = BusyMeter()  # any vae_encoder / pose request in flight
+        self._written_indices: collections.deque = collections.deque(maxlen=100000)
         self._t0 = self._t1 = time.perf_counter()
         self._interrupted = False
 
@@ -504,6 +276,7 @@ class Pipeline:
                 logger.info("stopping: capture closed, draining %d frame(s) in flight", len(self._states))
             if self._interrupted:
                 self._discarded_at_stop += self._feed.discard()
+            self._expire()
             self._admit()
             self._schedule()
             if self._finished():
@@ -525,13 +298,29 @@ class Pipeline:
             return False
         return self._interrupted or (self._feed.closed and len(self._feed) == 0)
 
+    def _expire(self) -> None:
+        """Requests past their deadline fail their frames; their slots stay taken (the device holds them)."""
+        for stage, userdata, submit_t in self._requests.expired():
+            self._lost[stage] += 1
+            self._inflight[stage] -= 1
+            logger.error("%s request got no answer within %.0f s: its frames fail, %d slot(s) of %d left", stage,
+                         self.config.request_timeout_s, self.backends[stage].capacity - self._lost[stage],
+                         self.backends[stage].capacity)
+            self._handle(Completion(stage, userdata, None, f"{stage} request got no answer within "
+                                    f"{self.config.request_timeout_s:.0f} s", submit_t, time.perf_counter()),
+                         counted=False)
+
+    def _submit(self, stage: str, inputs: np.ndarray, userdata: Any) -> None:
+        self._inflight[stage] += 1
+        token = self._requests.add(stage, userdata)
+        now = time.perf_counter()
+        self._busy[stage].start(now)
+        if stage in self.stages:
+            self._chain_busy.start(now)
+        self.backends[stage].submit(inputs, token)
+
     def _admit(self) -> None:
-        live = self.config.mode == "live"
         while not self._interrupted and len(self._states) < self._max_inflight:
-            if live and (self._pose_items or self._latent_queue or self._det_queue):
-                # live: take a frame only when its work can start at once, so that the newest frame is
-                # picked as late as possible (lowest capture-to-result latency)
-                return
             item = self._feed.get_nowait()
             if item is None:
                 return
@@ -607,24 +396,15 @@ class Pipeline:
         if n == 0:
             self._complete(state)
             return
-        t = time.perf_counter()
-        try:
-            crops = self.estimator.preprocess(state.frame.image, boxes)
-        except SDPoseError as exc:
-            state.error = f"crop failed: {exc}"
-            self._complete(state)
-            return
-        self._lat["crop"].append((time.perf_counter() - t) * 1000.0)
         variants = (False, True) if self.config.flip_test else (False,)
         for person in range(n):
-            for flipped in variants:
-                crop = crops[person, :, ::-1] if flipped else crops[person]
-                self._pose_items.append((_PoseItem(state.seq, person, flipped), crop))
+            for flipped in variants:  # the crop is made when the request is sent
+                self._pose_items.append(_PoseItem(state.seq, person, flipped))
         state.pending = n * len(variants)
 
     # ------------------------------------------------------------------ submission
     def _free(self, stage: str) -> int:
-        free = self.backends[stage].capacity - self._inflight[stage]
+        free = self.backends[stage].capacity - self._lost[stage] - self._inflight[stage]
         if self.config.chain_slots is not None and stage in self.stages and len(self.stages) == 2:
             used = sum(self._inflight[s] for s in self.stages)
             free = min(free, self.config.chain_slots - used)
@@ -639,7 +419,28 @@ class Pipeline:
         # file mode: capture is still reading frames that will be admitted
         return len(self._feed) > 0 or (self.config.mode == "file" and not self._feed.closed)
 
+    def _dead(self, stage: str) -> bool:
+        """Every request slot of ``stage`` was lost to a request that never answered."""
+        return stage in self.backends and self.backends[stage].capacity - self._lost[stage] <= 0
+
+    def _fail_dead_stages(self) -> None:
+        reason = "no inference request left (every request of the {} stage stopped answering)"
+        if self._dead("detector"):
+            while self._det_queue:
+                state = self._states[self._det_queue.popleft()]
+                state.error = reason.format("detector")
+                self._complete(state)
+        if self._dead(self.first_stage) and self._pose_items:
+            items = list(self._pose_items)
+            self._pose_items.clear()
+            self._fail_items(items, reason.format(self.first_stage))
+        if len(self.stages) == 2 and self._dead(self.heat_stage):
+            while self._latent_queue:
+                _, items = self._latent_queue.popleft()
+                self._fail_items(items, reason.format(self.heat_stage))
+
     def _schedule(self) -> None:
+        self._fail_dead_stages()
         # detector
         while self._det_queue and self._free("detector") > 0:
             seq = self._det_queue.popleft()
@@ -652,14 +453,12 @@ class Pipeline:
                 self._complete(state)
                 continue
             self._lat["detector_pre"].append((time.perf_counter() - t) * 1000.0)
-            self._inflight["detector"] += 1
-            self.backends["detector"].submit(tensor, seq)
+            self._submit("detector", tensor, seq)
         # second stage of the split chain first (keeps the fewest latents alive)
         if len(self.stages) == 2:
             while self._latent_queue and self._free(self.heat_stage) > 0:
                 latents, items = self._latent_queue.popleft()
-                self._inflight[self.heat_stage] += 1
-                self.backends[self.heat_stage].submit(latents, items)
+                self._submit(self.heat_stage, latents, items)
         batch = self.config.batch
         while self._pose_items and self._free(self.first_stage) > 0:
             if len(self.stages) == 2 and len(self._latent_queue) >= self.backends[self.heat_stage].capacity:
@@ -668,20 +467,36 @@ class Pipeline:
                 break  # wait for a full batch
             take = min(batch, len(self._pose_items))
             items, crops = [], []
+            t = time.perf_counter()
             for _ in range(take):
-                item, crop = self._pose_items.popleft()
+                item = self._pose_items.popleft()
+                state = self._states[item.seq]
+                try:
+                    crop = self.estimator.preprocess(state.frame.image, state.boxes[item.person:item.person + 1])[0]
+                except SDPoseError as exc:
+                    self._fail_items([item], f"crop failed: {exc}")
+                    continue
                 items.append(item)
-                crops.append(crop)
-            self._inflight[self.first_stage] += 1
-            self.backends[self.first_stage].submit(np.stack(crops), items)
+                crops.append(crop[:, ::-1] if item.flipped else crop)
+            self._lat["crop"].append((time.perf_counter() - t) * 1000.0)
+            if items:
+                self._submit(self.first_stage, np.stack(crops), items)
 
     # ------------------------------------------------------------------ completions
-    def _handle(self, event: Any) -> None:
+    def _handle(self, event: Any, counted: bool = True) -> None:
         if event is _WAKE:
             return
-        self._inflight[event.stage] -= 1
-        self._lat[event.stage].append((event.done_t - event.submit_t) * 1000.0)
-        self._intervals[event.stage].append((event.submit_t, event.done_t))
+        if counted:
+            entry = self._requests.pop(event.userdata)
+            if entry is None:
+                logger.warning("%s: an answer arrived after its deadline; ignored", event.stage)
+                return
+            event = dataclasses.replace(event, userdata=entry[1])
+            self._inflight[event.stage] -= 1
+            self._lat[event.stage].append((event.done_t - event.submit_t) * 1000.0)
+        self._busy[event.stage].finish(event.submit_t, event.done_t)
+        if event.stage in self.stages:
+            self._chain_busy.finish(event.submit_t, event.done_t)
         if event.stage == "detector":
             self._on_detection(event)
         elif event.stage == self.heat_stage:
@@ -716,7 +531,7 @@ class Pipeline:
             state = self._states.get(item.seq)
             if state is None or state.done:
                 continue
-            state.error = error
+            state.error = mask_credentials(error)
             state.pending -= 1
             if state.pending == 0:
                 self._complete(state)
@@ -817,16 +632,15 @@ class Pipeline:
     # ------------------------------------------------------------------ summary
     def summary(self) -> dict[str, Any]:
         wall = max(self._t1 - self._t0, 1e-9)
-        pose_stages = list(self.stages)
-        pose_intervals = [iv for s in pose_stages for iv in self._intervals[s]]
         heat_cap = self.backends[self.heat_stage].capacity
-        busy_sum = sum(t1 - t0 for t0, t1 in self._intervals[self.heat_stage])
+        heat = self._busy[self.heat_stage]
+        busy_sum = heat.requests_s
         ok = self._written - self._failed
         skipped = self._feed.skipped + self._discarded_at_stop
         return {
             "mode": self.config.mode,
             "chain": "+".join(self.stages),
-            "frames_in": self._frames_read,
+            "frames_in": self._capture.frames_read,
             "frames_out": self._written,
             "frames_ok": ok,
             "frames_skipped": skipped,
@@ -835,17 +649,18 @@ class Pipeline:
             "wall_s": round(wall, 3),
             "fps": round(self._written / wall, 4),
             "persons_per_s": round(self._persons / wall, 4),
-            "latency_ms": {k: percentile_summary(v) for k, v in sorted(self._lat.items())},
-            "pose_busy_share": round(busy_share(pose_intervals, self._t0, self._t1), 4),
-            "stage_busy_share": {s: round(busy_share(self._intervals[s], self._t0, self._t1), 4)
-                                 for s in sorted(self._intervals)},
+            "latency_ms": {k: v.summary() for k, v in sorted(self._lat.items())},
+            "pose_busy_share": round(min(1.0, self._chain_busy.busy_s(self._t1) / wall), 4),
+            "stage_busy_share": {s: round(min(1.0, m.busy_s(self._t1) / wall), 4)
+                                 for s, m in sorted(self._busy.items())},
             "pose_request_utilization": round(busy_sum / (wall * heat_cap), 4),
             "requests": {k: b.capacity for k, b in self.backends.items()},
             "frames_without_detections": self._dets_missing if self.detections is not None else None,
             "batch": self.config.batch,
             "detect_every": self.config.detect_every,
             "interrupted": self._interrupted,
-            "capture_error": self._capture_error,
+            "capture_error": self._capture.error,
+            "requests_timed_out": self._requests.expired_count,
         }
 
     @property

@@ -1,10 +1,14 @@
 """``sdpose-edge run``: pose estimation over a camera, stream, video, image, folder or glob of images.
 
-    sdpose-edge run --models MODELS --source SRC --output OUT [--detections DETS.json] [options]
+    sdpose-edge run --models MODELS --source SRC [--source SRC2 ...] --output OUT [--detections DETS.json] [options]
 
 Writes ``OUT/predictions.jsonl`` (one record per processed frame, in frame order), ``OUT/summary.json``
 (frames in/out/skipped/failed, fps, per-stage latency p50/p95, pose-stage busy share), and on request
 ``OUT/coco_results.json`` (image inputs), ``OUT/openpose/``, ``OUT/overlay.mp4``, ``OUT/images/``.
+Live sources (cameras, streams) run with tracks, pose scheduling and keypoint propagation
+(:mod:`edge_runtime.live`): every frame is output at once with every tracked person. Several ``--source``
+options (or one YAML file listing them) share one set of compiled models; each source then writes to
+``OUT/<source-name>/`` and ``OUT/summary.json`` holds the totals and every source's figures.
 Settings: command line > YAML (``--config``, else ``configs/edge.yaml`` when present) > IR metadata.
 SIGINT/SIGTERM stop capture, drain in-flight requests and close every output.
 """
@@ -31,10 +35,14 @@ def register(subparsers: Any, name: str) -> None:
     p = subparsers.add_parser(name, help="run pose estimation on a camera, stream, video or images",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--models", required=True, help="model folder written by sdpose-convert export")
-    p.add_argument("--source", required=True,
+    p.add_argument("--source", required=True, action="append",
                    help="camera index ('0'), video file, image file, folder or glob of images, rtsp:// or "
-                        "http(s):// stream (MJPEG)")
-    p.add_argument("--output", required=True, help="output folder (created)")
+                        "http(s):// stream (MJPEG); repeat for several sources, or give a YAML file with a list "
+                        "of sources (strings or {name, source})")
+    p.add_argument("--output", required=True, help="output folder (created; must be empty unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="reuse a non-empty output folder: first delete the files sdpose-edge writes there "
+                        "(and only those)")
     p.add_argument("--config", default=None, help="YAML settings (default: configs/edge.yaml if present)")
     p.add_argument("--detections", default=None,
                    help="JSON {image file name or frame index: [[x1,y1,x2,y2,score],...]}; bypasses the detector")
@@ -52,7 +60,16 @@ def register(subparsers: Any, name: str) -> None:
     g.add_argument("--chain", choices=("split", "fused"), default=None,
                    help="vae_encoder -> pose (split) or vae_pose (fused); default: the model folder's")
     g.add_argument("--reconnect-retries", type=int, default=None,
-                   help="camera/stream reconnection attempts (exponential backoff)")
+                   help="camera/stream reconnection attempts per outage (exponential backoff); when spent the "
+                        "run ends with exit code 1 and summary.json capture_error")
+    g.add_argument("--schedule-poses", action=argparse.BooleanOptionalAction, default=None,
+                   help="file mode: tracks, pose scheduling and propagation as in live mode (deterministic)")
+    g.add_argument("--pose-budget", type=float, default=None,
+                   help="live/scheduled: share of person-frames whose pose is recomputed (e.g. 0.1)")
+    g.add_argument("--max-pose-age", type=float, default=None, metavar="MS",
+                   help="live/scheduled: recompute a pose once it is older than MS (or moved, or low confidence)")
+    g.add_argument("--request-timeout", dest="request_timeout_s", type=float, default=None, metavar="S",
+                   help="an inference request without an answer after S seconds fails its frames")
     g = p.add_argument_group("OpenVINO")
     g.add_argument("--device", default=None, help="OpenVINO device (CPU, GPU, NPU, AUTO ...)")
     g.add_argument("--hint", choices=("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"), default=None,
@@ -92,7 +109,7 @@ def register(subparsers: Any, name: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- settings
 _CLI_KEYS = ("mode", "max_frames", "detect_every", "batch", "max_inflight_frames", "max_persons", "chain",
-             "chain_slots",
+             "chain_slots", "schedule_poses", "pose_budget", "max_pose_age", "request_timeout_s",
              "reconnect_retries", "device", "hint", "num_streams", "num_threads", "num_requests",
              "precision_hint", "cache_dir", "flip_test", "parts", "score_threshold", "bbox_padding",
              "det_score_threshold", "openpose", "openpose_confidence", "openpose_naming", "coco_annotations",
@@ -187,16 +204,19 @@ class _ShowHook:
 
 # ---------------------------------------------------------------------------------------------- run
 def _log_summary(summary: dict[str, Any]) -> None:
-    logger.info("frames in %d, out %d (ok %d), skipped %d, failed %d; %d persons; %.3f frames/s, %.3f persons/s "
-                "over %.1f s", summary["frames_in"], summary["frames_out"], summary["frames_ok"],
-                summary["frames_skipped"], summary["frames_failed"], summary["persons"], summary["fps"],
-                summary["persons_per_s"], summary["wall_s"])
-    for stage, stats in summary["latency_ms"].items():
-        if stats["count"]:
+    logger.info("frames in %s, out %s (ok %s), skipped %s, failed %s; %s persons; %s frames/s over %s s",
+                summary.get("frames_in"), summary.get("frames_out"), summary.get("frames_ok"),
+                summary.get("frames_skipped"), summary.get("frames_failed"), summary.get("persons"),
+                summary.get("fps"), summary.get("wall_s"))
+    for stage, stats in (summary.get("latency_ms") or {}).items():
+        if stats.get("count"):
             logger.info("  %-14s p50 %9.1f ms  p95 %9.1f ms  (n=%d)", stage, stats["p50"], stats["p95"],
                         stats["count"])
-    logger.info("pose-stage busy share %.1f%% (pose request utilization %.1f%%)",
-                100 * summary["pose_busy_share"], 100 * summary["pose_request_utilization"])
+    if "pose_busy_share" in summary:
+        logger.info("pose-stage busy share %.1f%% (pose request utilization %.1f%%)",
+                    100 * summary["pose_busy_share"], 100 * summary["pose_request_utilization"])
+    if "pose_recomputes" in summary:
+        logger.info("pose recomputes %d", summary["pose_recomputes"])
 
 
 class _SignalStop:
@@ -208,8 +228,11 @@ class _SignalStop:
 
     def _handler(self, signum: int, frame: Any) -> None:
         if self.pipeline.stopping:
-            logger.warning("signal %d again: still draining in-flight requests", signum)
-            return
+            # a second signal always ends the run: the outputs are closed and the summary written by the
+            # caller's finally blocks as the exception unwinds
+            logger.warning("signal %d again: ending now without waiting for in-flight requests", signum)
+            raise KeyboardInterrupt
+
         logger.warning("signal %d: stopping capture, draining in-flight requests", signum)
         self.pipeline.stop()
 
@@ -244,75 +267,152 @@ def per_isa_options(options: Any, models: str | Path) -> tuple[Any, str]:
     return dataclasses.replace(options, inference_precision=hint), "per-ISA default (INT8 on bf16 without AMX)"
 
 
+def _build_detector(args: argparse.Namespace, settings: dict[str, Any], estimator: Any, options: Any) -> Any:
+    if not estimator.folder.has("detector"):
+        raise InputError(f"{args.models}: the model folder has no detector component; pass --detections "
+                         "DETS.json or export a detector with sdpose-convert")
+    from .detector import PersonDetector
+
+    kwargs = {}
+    if settings["det_score_threshold"] is not None:
+        kwargs["conf_threshold"] = float(settings["det_score_threshold"])
+    if settings["det_iou_threshold"] is not None:
+        kwargs["iou_threshold"] = float(settings["det_iou_threshold"])
+    return PersonDetector(estimator.folder, options=options, core=estimator.core, **kwargs)
+
+
+def _live_config(settings: dict[str, Any], mode: str) -> Any:
+    from .live import LiveConfig
+    from .tracks import TrackConfig
+
+    age = settings["max_pose_age"]
+    track = TrackConfig(iou_threshold=settings["track_iou_threshold"], lost_s=settings["track_lost_s"],
+                        score_threshold=settings["score_threshold"],
+                        max_pose_age_s=None if age is None else float(age) / 1000.0)
+    return LiveConfig(mode=mode, batch=settings["batch"], detect_every=settings["detect_every"],
+                      pose_budget=settings["pose_budget"], max_frames=settings["max_frames"],
+                      max_persons=settings["max_persons"], flip_test=settings["flip_test"],
+                      parts=tuple(settings["parts"]), score_threshold=settings["score_threshold"], track=track,
+                      live_queue_size=settings["live_queue_size"], request_timeout_s=settings["request_timeout_s"])
+
+
+def _pipeline_config(settings: dict[str, Any]) -> Any:
+    from .pipeline import PipelineConfig
+
+    return PipelineConfig(mode="file", batch=settings["batch"], detect_every=settings["detect_every"],
+                          max_frames=settings["max_frames"], max_inflight_frames=settings["max_inflight_frames"],
+                          flip_test=settings["flip_test"], parts=tuple(settings["parts"]),
+                          score_threshold=settings["score_threshold"],
+                          track_iou_threshold=settings["track_iou_threshold"],
+                          track_box_expansion=settings["track_box_expansion"], max_persons=settings["max_persons"],
+                          progress=settings["progress"], chain_slots=settings["chain_slots"],
+                          request_timeout_s=settings["request_timeout_s"])
+
+
+def _close_all(sinks: list[Any]) -> None:
+    for sink in sinks:
+        try:
+            sink.close()
+        except (OSError, SDPoseError, ValueError) as exc:
+            logger.error("closing output failed: %s: %s", type(sink).__name__, exc)
+
+
 def run(args: argparse.Namespace) -> int:
     from .estimator import PoseEstimator
-    from .pipeline import Pipeline, PipelineConfig, load_detections
+    from .outputs import expand_sources, prepare_output, write_json_atomic
+    from .pipeline import load_detections
+    from .sources import mask_credentials
 
     settings = resolve_settings(args)
+    named = expand_sources(args.source)
     detections = load_detections(args.detections) if args.detections else None
     policy = ReconnectPolicy(max_retries=settings["reconnect_retries"], initial_s=settings["reconnect_initial_s"],
                              max_s=settings["reconnect_max_s"])
-    source = open_source(args.source, policy=policy)
-    mode = settings["mode"] or source.default_mode
+    sources = [(name, open_source(spec, policy=policy)) for name, spec in named]
+    mode = settings["mode"] or ("live" if any(src.default_mode == "live" for _, src in sources) else "file")
+    out = Path(args.output)
+    prepare_output(out, overwrite=args.overwrite)
     options, hint_source = per_isa_options(compile_options(settings), args.models)
     estimator = PoseEstimator(args.models, options=options, chain=settings["chain"],
                               flip_test=settings["flip_test"])
     if settings["bbox_padding"] is not None:
         estimator.padding = float(settings["bbox_padding"])
-    detector = None
-    if detections is None:
-        if not estimator.folder.has("detector"):
-            raise InputError(f"{args.models}: the model folder has no detector component; pass --detections "
-                             "DETS.json or export a detector with sdpose-convert")
-        from .detector import PersonDetector
-
-        kwargs = {}
-        if settings["det_score_threshold"] is not None:
-            kwargs["conf_threshold"] = float(settings["det_score_threshold"])
-        if settings["det_iou_threshold"] is not None:
-            kwargs["iou_threshold"] = float(settings["det_iou_threshold"])
-        detector = PersonDetector(estimator.folder, options=options, core=estimator.core, **kwargs)
-    pconfig = PipelineConfig(mode=mode, batch=settings["batch"], detect_every=settings["detect_every"],
-                             max_frames=settings["max_frames"], max_inflight_frames=settings["max_inflight_frames"],
-                             live_queue_size=settings["live_queue_size"], flip_test=settings["flip_test"],
-                             parts=tuple(settings["parts"]), score_threshold=settings["score_threshold"],
-                             track_iou_threshold=settings["track_iou_threshold"],
-                             track_box_expansion=settings["track_box_expansion"],
-                             max_persons=settings["max_persons"], progress=settings["progress"],
-                             chain_slots=settings["chain_slots"])
-    out = Path(args.output)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(f"--output {out}: cannot create the folder ({exc})") from exc
+    detector = None if detections is not None else _build_detector(args, settings, estimator, options)
+    multi = len(sources) > 1
+    folders = {name: (out / name if multi else out) for name, _ in sources}
     show = _ShowHook(settings) if settings["show"] else None
-    sinks = build_sinks(out, settings, source, estimator)
-    pipeline = Pipeline(estimator, sinks, pconfig, detector=detector, detections=detections, frame_hook=show)
-    summary: dict[str, Any] = {}
+    common = {"models": str(args.models), "output": str(out), "compile_options": options.describe(),
+              "settings": {k: v for k, v in settings.items()}, "cpu": estimator.runtime_info["cpu"],
+              "precision": estimator.runtime_info["precision"], "precision_hint_source": hint_source}
+    per_source: dict[str, dict[str, Any]] = {name: {"error": "the run ended before this source finished"}
+                                             for name, _ in sources}
+    total: dict[str, Any] = {"error": "the run ended before it finished"}
+    all_sinks: list[Any] = []
     try:
-        with _SignalStop(pipeline):
-            summary = pipeline.run(source)
+        if mode == "live" or settings["schedule_poses"]:
+            from .live import LiveRunner, SourceRun
+
+            runs = []
+            for name, src in sources:
+                folders[name].mkdir(parents=True, exist_ok=True)
+                sinks = build_sinks(folders[name], settings, src, estimator)
+                all_sinks.extend(sinks)
+                runs.append(SourceRun(name, src, sinks))
+            runner = LiveRunner(estimator, _live_config(settings, mode), detector=detector, detections=detections,
+                                frame_hook=show)
+            with _SignalStop(runner):
+                result = runner.run(runs)
+            per_source, total = result["sources"], result["total"]
+        else:
+            from .pipeline import Pipeline
+
+            for name, src in sources:
+                folders[name].mkdir(parents=True, exist_ok=True)
+                sinks = build_sinks(folders[name], settings, src, estimator)
+                all_sinks.extend(sinks)
+                pipeline = Pipeline(estimator, sinks, _pipeline_config(settings), detector=detector,
+                                    detections=detections, frame_hook=show)
+                try:
+                    with _SignalStop(pipeline):
+                        per_source[name] = pipeline.run(src)
+                finally:
+                    _close_all(sinks)
+                if pipeline.stopping:
+                    break
+            done = [s for s in per_source.values() if "frames_in" in s]
+            total = {k: sum(s[k] for s in done) for k in ("frames_in", "frames_out", "frames_ok", "frames_skipped",
+                                                          "frames_failed", "persons")}
+            errors = [f"{n}: {s['capture_error']}" for n, s in per_source.items() if s.get("capture_error")]
+            total.update({"mode": "file", "sources": len(sources), "capture_error": "; ".join(errors) or None})
+            if not multi and done:
+                total = dict(done[0])
+    except BaseException as exc:
+        total["error"] = mask_credentials(f"{type(exc).__name__}: {exc}")
+        raise
     finally:
-        close_errors = []
-        for sink in sinks:
-            try:
-                sink.close()
-            except (OSError, SDPoseError, ValueError) as exc:
-                close_errors.append(f"{type(sink).__name__}: {exc}")
+        _close_all(all_sinks)
         if show is not None:
             show.close()
-        for err in close_errors:
-            logger.error("closing output failed: %s", err)
-    summary.update({"source": args.source, "models": str(args.models), "output": str(out),
-                    "compile_options": options.describe(), "settings": settings,
-                    "cpu": estimator.runtime_info["cpu"], "precision": estimator.runtime_info["precision"],
-                    "precision_hint_source": hint_source})
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    _log_summary(summary)
-    logger.info("results: %s (summary: %s)", out / "predictions.jsonl", out / "summary.json")
-    if summary["frames_ok"] == 0:
-        logger.error("nothing could be processed (%d frames read, %d failed%s)", summary["frames_in"],
-                     summary["frames_failed"],
-                     f"; capture error: {summary['capture_error']}" if summary.get("capture_error") else "")
+        for (name, spec), (_, src) in zip(named, sources):
+            entry = dict(per_source.get(name, {}))
+            entry.update(common, source=mask_credentials(spec), name=name)
+            per_source[name] = entry
+            if multi:
+                write_json_atomic(folders[name] / "summary.json", entry)
+        doc = dict(total)
+        if multi:
+            doc.update(common, sources={n: per_source[n] for n, _ in sources})
+        else:
+            doc.update(per_source[named[0][0]])
+            doc.update({k: v for k, v in total.items() if k == "error"})
+        write_json_atomic(out / "summary.json", doc)
+    _log_summary(doc)
+    logger.info("results: %s (summary: %s)", out if multi else out / "predictions.jsonl", out / "summary.json")
+    if doc.get("capture_error"):
+        logger.error("capture failed: %s", doc["capture_error"])
+        return 1
+    if doc.get("frames_ok", 0) == 0:
+        logger.error("nothing could be processed (%d frames read, %d failed)", doc.get("frames_in", 0),
+                     doc.get("frames_failed", 0))
         return 1
     return 0

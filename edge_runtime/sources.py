@@ -18,6 +18,7 @@ with bounded exponential backoff when the feed drops.
 from __future__ import annotations
 
 import glob as globmod
+import http.client
 import logging
 import re
 import threading
@@ -34,6 +35,31 @@ import numpy as np
 from .errors import InputError
 
 logger = logging.getLogger(__name__)
+
+_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@")
+
+#: largest MJPEG part accepted (a bigger Content-Length, or a part without an end, is a broken stream)
+MAX_MJPEG_PART_BYTES = 32 * 1024 * 1024
+
+
+def mask_credentials(text: str) -> str:
+    """``rtsp://user:pass@host/x`` -> ``rtsp://user:***@host/x`` anywhere in ``text`` (logs, records, errors)."""
+    return _USERINFO.sub(lambda m: f"{m.group('scheme')}{m.group('user')}:***@", str(text))
+
+
+def split_credentials(url: str) -> "tuple[str, str | None, str | None]":
+    """(url without user:password@, user, password); user/password None when the URL has none."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, None, None
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host + (f":{parts.port}" if parts.port else "")
+    return (urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment)),
+            unquote(parts.username or ""), unquote(parts.password or ""))
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -81,12 +107,15 @@ class ReconnectPolicy:
     """Bounded exponential backoff for live sources.
 
     After a read failure the source waits ``initial_s``, then doubles the wait up to ``max_s``; it gives up
-    after ``max_retries`` consecutive failed (re)connection attempts (``0`` = never reconnect).
+    after ``max_retries`` (re)connection attempts in one outage (``0`` = never reconnect) or after
+    ``max_outage_s`` seconds without a frame. An outage ends only when a frame arrives: a server that
+    accepts the connection and sends nothing does not reset the count.
     """
 
     max_retries: int = 5
     initial_s: float = 0.5
     max_s: float = 8.0
+    max_outage_s: "float | None" = 120.0
 
     def delays(self) -> Iterator[float]:
         delay = self.initial_s
@@ -240,6 +269,8 @@ class _MjpegReader:
     def _readline(self) -> bytes:
         while True:
             pos = self._buf.find(b"\n")
+            if pos < 0 and len(self._buf) > 65536:
+                raise ValueError("MJPEG header line longer than 64 KiB")
             if pos >= 0:
                 line = bytes(self._buf[:pos + 1])
                 del self._buf[:pos + 1]
@@ -267,6 +298,9 @@ class _MjpegReader:
                 del self._buf[:end if keep_marker else pos]
                 return data
             start = max(0, len(self._buf) - len(marker) + 1)
+            if len(self._buf) > MAX_MJPEG_PART_BYTES:
+                raise ValueError(f"MJPEG part without an end after {len(self._buf)} bytes (cap "
+                                 f"{MAX_MJPEG_PART_BYTES})")
             if not self._fill():
                 data = bytes(self._buf)
                 self._buf.clear()
@@ -301,6 +335,9 @@ class _MjpegReader:
             _add_header(stripped, headers)
         length = headers.get("content-length")
         if length is not None and length.isdigit():
+            if int(length) > MAX_MJPEG_PART_BYTES:
+                raise ValueError(f"MJPEG part announces {int(length)} bytes (more than the "
+                                 f"{MAX_MJPEG_PART_BYTES}-byte cap)")
             return self._read_exact(int(length))
         if self.boundary is not None:
             data = self._read_until(b"\r\n--" + self.boundary, keep_marker=False)
@@ -328,27 +365,41 @@ class LiveSource(FrameSource):
         self.policy = policy if policy is not None else ReconnectPolicy()
         self.timeout_s = timeout_s
         self.is_camera = spec.isdigit()
-        self.description = f"camera {spec}" if self.is_camera else f"stream {spec}"
+        self.safe_spec = mask_credentials(spec)
+        self.description = f"camera {spec}" if self.is_camera else f"stream {self.safe_spec}"
         self.reconnects = 0
         self._lock = threading.Lock()
         self._handle = None  # cv2.VideoCapture or _MjpegReader while open
 
     # -- connection -----------------------------------------------------------------------------
+    def _open_http(self):
+        url, user, password = split_credentials(self.spec)
+        request = urllib.request.Request(url)
+        if user is not None:  # basic auth: urllib would take user:pass@host for the host name
+            import base64
+
+            token = base64.b64encode(f"{user}:{password or ''}".encode()).decode("ascii")
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            response = urllib.request.urlopen(request, timeout=self.timeout_s)  # noqa: S310 (user URL)
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+            logger.warning("%s: cannot connect (%s)", self.safe_spec, mask_credentials(str(exc)))
+            return None
+        ctype = response.headers.get("Content-Type", "")
+        if "multipart" in ctype.lower():
+            match = re.search(r'boundary="?([^";]+)"?', ctype)
+            boundary = match.group(1).encode("latin-1") if match else None
+            if boundary is not None and boundary.startswith(b"--"):
+                boundary = boundary[2:]
+            return _MjpegReader(response, boundary)
+        response.close()  # not MJPEG: let FFMPEG handle it (HLS, raw mp4 ...)
+        return False
+
     def _open(self):
         if self.spec.startswith(("http://", "https://")):
-            try:
-                response = urllib.request.urlopen(self.spec, timeout=self.timeout_s)  # noqa: S310 (user URL)
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                logger.warning("%s: cannot connect (%s)", self.spec, exc)
-                return None
-            ctype = response.headers.get("Content-Type", "")
-            if "multipart" in ctype.lower():
-                match = re.search(r'boundary="?([^";]+)"?', ctype)
-                boundary = match.group(1).encode("latin-1") if match else None
-                if boundary is not None and boundary.startswith(b"--"):
-                    boundary = boundary[2:]
-                return _MjpegReader(response, boundary)
-            response.close()  # not MJPEG: let FFMPEG handle it (HLS, raw mp4 ...)
+            handle = self._open_http()
+            if handle is None or handle is not False:
+                return handle
         cap = cv2.VideoCapture(int(self.spec)) if self.is_camera else cv2.VideoCapture(self.spec)
         if not cap.isOpened():
             cap.release()
@@ -356,14 +407,17 @@ class LiveSource(FrameSource):
             return None
         return cap
 
-    def _connect_with_backoff(self, first: bool):
-        handle = self._open() if first else None
-        if handle is not None:
-            return handle
-        for attempt, delay in enumerate(self.policy.delays(), start=1):
+    def _reconnect(self, outage: dict):
+        """Reconnect within the outage's budget (attempts and time); None when it is spent or closed."""
+        delays = outage["delays"]
+        for delay in delays:
+            elapsed = time.monotonic() - outage["t0"]
+            if self.policy.max_outage_s is not None and elapsed + delay > self.policy.max_outage_s:
+                return None
             if self._closed.wait(delay):
                 return None
-            logger.info("%s: reconnecting (attempt %d/%d after %.1f s)", self.description, attempt,
+            outage["attempts"] += 1
+            logger.info("%s: reconnecting (attempt %d/%d after %.1f s)", self.description, outage["attempts"],
                         self.policy.max_retries, delay)
             handle = self._open()
             if handle is not None:
@@ -376,17 +430,22 @@ class LiveSource(FrameSource):
         if isinstance(handle, _MjpegReader):
             try:
                 data = handle.read()
-            except (OSError, ValueError) as exc:
-                logger.warning("%s: read failed (%s)", self.spec, exc)
+            except (OSError, ValueError, http.client.HTTPException) as exc:
+                logger.warning("%s: read failed (%s: %s)", self.safe_spec, type(exc).__name__,
+                               mask_credentials(str(exc)))
                 return False, None
             if data is None:
                 return False, None
             image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
             if image is None:
-                return True, FrameError(f"{self.spec}: received a part of {len(data)} bytes that is not a "
+                return True, FrameError(f"{self.safe_spec}: received a part of {len(data)} bytes that is not a "
                                         "decodable JPEG")
             return True, image
-        ok, image = handle.read()
+        try:
+            ok, image = handle.read()
+        except cv2.error as exc:
+            logger.warning("%s: read failed (%s)", self.description, mask_credentials(str(exc)))
+            return False, None
         if not ok or image is None:
             return False, None
         return True, image
@@ -400,33 +459,44 @@ class LiveSource(FrameSource):
             handle.release()
 
     def __iter__(self) -> Iterator[Frame]:
-        handle = self._connect_with_backoff(first=True)
+        outage = {"delays": iter(self.policy.delays()), "attempts": 0, "t0": time.monotonic()}
+        handle = self._open()
+        if handle is None and not self.closed:
+            handle = self._reconnect(outage)
         if handle is None:
             if not self.closed:
-                raise InputError(f"--source {self.spec}: cannot open {self.description} "
-                                 f"(gave up after {self.policy.max_retries} retries)")
+                raise InputError(f"--source {self.safe_spec}: cannot open {self.description} "
+                                 f"(gave up after {outage['attempts']} retries)")
             return
         with self._lock:
             self._handle = handle
         index = 0
+        in_outage = False
         try:
             while not self.closed:
                 connected, image = self._read(handle)
                 if not connected:
                     if self.closed:
                         break
-                    logger.warning("%s: feed dropped after frame %d; reconnecting", self.description, index - 1)
+                    if not in_outage:  # a new outage: a fresh budget of attempts and time
+                        outage = {"delays": iter(self.policy.delays()), "attempts": 0, "t0": time.monotonic()}
+                        in_outage = True
+                        logger.warning("%s: feed dropped after frame %d; reconnecting", self.description, index - 1)
                     self._release(handle)
-                    handle = self._connect_with_backoff(first=False)
+                    with self._lock:
+                        self._handle = None
+                    handle = self._reconnect(outage)
                     with self._lock:
                         self._handle = handle
                     if handle is None:
-                        if not self.closed:
-                            logger.error("%s: gave up after %d reconnection attempts", self.description,
-                                         self.policy.max_retries)
-                        break
+                        if self.closed:
+                            break
+                        raise InputError(f"{self.description}: no frames for {time.monotonic() - outage['t0']:.1f} s; "
+                                         f"gave up after {outage['attempts']} reconnection attempts "
+                                         f"(--reconnect-retries {self.policy.max_retries})")
                     continue
-                name = f"{'camera' + self.spec if self.is_camera else self.spec}#{index}"
+                in_outage = False
+                name = f"{'camera' + self.spec if self.is_camera else self.safe_spec}#{index}"
                 if isinstance(image, FrameError):
                     logger.warning("skipping frame %d: %s", index, image.message)
                 yield Frame(index, name, image, time.time() * 1000.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -29,8 +30,10 @@ class MjpegServer:
     """Serves ``sessions[i]`` (a list of JPEG byte strings; b"" = a corrupt part) to the i-th connection,
     then answers 503 to later connections."""
 
-    def __init__(self, sessions: list[list[bytes]], content_length: bool = True) -> None:
+    def __init__(self, sessions: list[list[bytes]], content_length: bool = True, interval_s: float = 0.0,
+                 auth: "str | None" = None) -> None:
         self.sessions = sessions
+        self.auth_seen: list = []
         self.connections = 0
         outer = self
 
@@ -39,6 +42,10 @@ class MjpegServer:
                 pass
 
             def do_GET(self) -> None:
+                outer.auth_seen.append(self.headers.get("Authorization"))
+                if auth is not None and self.headers.get("Authorization") != auth:
+                    self.send_error(401, "authorization required")
+                    return
                 index = outer.connections
                 outer.connections += 1
                 if index >= len(outer.sessions):
@@ -54,6 +61,8 @@ class MjpegServer:
                         head += f"Content-Length: {len(body)}\r\n"
                     self.wfile.write(head.encode() + b"\r\n" + body + b"\r\n")
                     self.wfile.flush()
+                    if interval_s:
+                        time.sleep(interval_s)
                 # drop the connection without a closing boundary (a feed that dies)
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
@@ -78,7 +87,10 @@ def test_mjpeg_frames_and_reconnect(content_length: bool) -> None:
     with MjpegServer(sessions, content_length=content_length) as server:
         source = open_source(server.url, policy=FAST_RETRY)
         assert isinstance(source, LiveSource) and source.default_mode == "live"
-        frames = list(source)
+        frames = []
+        with pytest.raises(InputError, match="gave up after 2 reconnection attempts"):
+            for frame in source:  # the stream ends for good: the source says so instead of just stopping
+                frames.append(frame)
     assert [f.index for f in frames] == list(range(6))
     assert [f.ok for f in frames] == [True, True, True, True, False, True]
     levels = [int(np.median(f.image)) for f in frames if f.ok]
@@ -99,18 +111,26 @@ def test_unreachable_stream_is_a_clear_error() -> None:
 def test_mjpeg_stream_through_run_cli(tmp_path: Path, fake_models_dir: Path) -> None:
     from edge_runtime.cli import main
 
-    sessions = [[jpeg(40 + 10 * i) for i in range(6)]]
-    dets = {str(i): [[5, 5, 60, 45, 0.9]] for i in range(6)}
+    sessions = [[jpeg(40 + 10 * i) for i in range(12)]]
+    dets = {str(i): [[5, 5, 60, 45, 0.9]] for i in range(12)}
     (tmp_path / "d.json").write_text(json.dumps(dets))
-    with MjpegServer(sessions) as server:
+    with MjpegServer(sessions, interval_s=0.08) as server:
         code = main(["run", "--models", str(fake_models_dir), "--source", server.url, "--output",
                      str(tmp_path / "out"), "--detections", str(tmp_path / "d.json"), "--no-cache",
                      "--reconnect-retries", "0"])
-    assert code == 0
+    # the feed dies and no reconnection is allowed: the run says so in its exit code and summary
+    assert code == 1
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["mode"] == "live" and summary["frames_in"] == 6
+    assert summary["mode"] == "live" and summary["frames_in"] == 12
+    assert "gave up after 0 reconnection attempts" in summary["capture_error"]
     lines = (tmp_path / "out" / "predictions.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
-    assert len(records) == summary["frames_out"] and 1 <= len(records) <= 6
-    assert records[-1]["frame"] == 5  # newest frame always processed
-    assert all(len(r["persons"]) == 1 for r in records)
+    assert len(records) == summary["frames_out"] and summary["frames_out"] + summary["frames_skipped"] == 12
+    assert records[-1]["frame"] == 11  # newest frame always processed
+    with_pose = [r for r in records if r["persons"]]
+    assert with_pose, "the tracked person never got a pose"
+    for r in with_pose:  # once the track has a pose, every later frame carries it
+        (person,) = r["persons"]
+        assert person["track_id"] == 0 and 0 <= person["pose_frame"] <= r["frame"]
+        assert isinstance(person["propagated"], bool) and person["pose_age_ms"] >= 0
+    assert [bool(r["persons"]) for r in records] == sorted(bool(r["persons"]) for r in records)

@@ -1,0 +1,165 @@
+"""The inference backend: the boundary between the runtime's coordinators and the inference engine.
+
+A :class:`Backend` runs one model asynchronously and reports every submission exactly once as a
+:class:`Completion`, failed ones included. :class:`OpenVINOBackend` gives each of its ``num_requests``
+OpenVINO infer requests a worker thread that runs ``InferRequest.infer`` (which releases the GIL and raises
+when the request fails). It does not use ``openvino.AsyncInferQueue``: that queue calls its Python callback
+only for requests that succeed (``async_infer_queue.cpp`` runs ``f_callback`` only without an exception), so
+a failed request would never complete and the run would wait for ever. Tests inject slow, out-of-order or
+failing backends through a :data:`BackendFactory`.
+
+Coordinators additionally guard against a request that never returns (a lost device) with a deadline
+(:class:`InflightRequests`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Completion:
+    """A finished inference request, as handed from a backend to the coordinator.
+
+    output: the model's first output (copied out of the request), or None when ``error`` is set.
+    submit_t / done_t: ``time.perf_counter()`` at submission and at completion.
+    """
+
+    stage: str
+    userdata: Any
+    output: "np.ndarray | None"
+    error: "str | None"
+    submit_t: float
+    done_t: float
+
+
+class Backend(Protocol):
+    """Asynchronous inference of one model.
+
+    ``submit(inputs, userdata)`` starts a request on ``inputs`` (the model's single input, e.g. u8
+    [N,h,w,3]); when it finishes, successfully or not, the backend calls the ``on_complete`` callback it was
+    built with, exactly once per submission, with a :class:`Completion` (in any order, from any thread).
+    ``capacity`` is the number of requests that may run at once (the coordinator never has more in flight).
+    ``wait_all()`` blocks until every submitted request has completed (or the timeout passes; returns False
+    then).
+    """
+
+    capacity: int
+
+    def submit(self, inputs: np.ndarray, userdata: Any) -> None: ...
+
+    def wait_all(self, timeout_s: "float | None" = None) -> bool: ...
+
+
+#: factory(stage, compiled_model, num_requests, on_complete) -> Backend
+BackendFactory = Callable[[str, Any, int, Callable[[Completion], None]], Backend]
+
+
+class OpenVINOBackend:
+    """:class:`Backend` with ``num_requests`` OpenVINO infer requests, one worker thread each."""
+
+    def __init__(self, stage: str, compiled: Any, num_requests: int,
+                 on_complete: Callable[[Completion], None]) -> None:
+        self.stage = stage
+        self.capacity = max(1, int(num_requests))
+        self._on_complete = on_complete
+        self._jobs: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._cond = threading.Condition()
+        self._outstanding = 0
+        self._workers = []
+        for i in range(self.capacity):
+            request = compiled.create_infer_request()
+            worker = threading.Thread(target=self._work, args=(request,), name=f"sdpose-{stage}-{i}", daemon=True)
+            worker.start()
+            self._workers.append(worker)
+
+    def _work(self, request: Any) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            inputs, userdata, submit_t = job
+            try:
+                request.infer({0: inputs})
+                output, error = request.get_output_tensor(0).data.copy(), None
+            except Exception as exc:  # noqa: BLE001 - any failure of the engine becomes this request's error
+                output, error = None, f"{self.stage} inference failed: {type(exc).__name__}: {exc}"
+            try:
+                self._on_complete(Completion(self.stage, userdata, output, error, submit_t, time.perf_counter()))
+            finally:
+                with self._cond:
+                    self._outstanding -= 1
+                    self._cond.notify_all()
+
+    def submit(self, inputs: np.ndarray, userdata: Any) -> None:
+        with self._cond:
+            self._outstanding += 1
+        self._jobs.put((np.ascontiguousarray(inputs), userdata, time.perf_counter()))
+
+    def wait_all(self, timeout_s: "float | None" = None) -> bool:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        with self._cond:
+            while self._outstanding > 0:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+        return True
+
+    def close(self) -> None:
+        """Let the workers end after the jobs already queued."""
+        for _ in self._workers:
+            self._jobs.put(None)
+
+
+def openvino_backend_factory(stage: str, compiled: Any, num_requests: int,
+                             on_complete: Callable[[Completion], None]) -> Backend:
+    """The default :data:`BackendFactory`."""
+    return OpenVINOBackend(stage, compiled, num_requests, on_complete)
+
+
+class InflightRequests:
+    """Requests in flight of a coordinator, with a deadline for requests that never come back.
+
+    ``add(stage, userdata)`` returns a token to submit instead of the userdata; ``pop(token)`` returns the
+    entry when its completion arrives (None if it had expired: a late completion is ignored).
+    ``expired(now)`` removes and returns the entries older than ``timeout_s``: the coordinator turns them
+    into error records and counts their slot as lost (the backend still holds it).
+    """
+
+    def __init__(self, timeout_s: "float | None") -> None:
+        self.timeout_s = timeout_s
+        self._entries: dict[int, tuple[str, Any, float]] = {}
+        self._next = 0
+        self.expired_count = 0
+
+    def add(self, stage: str, userdata: Any) -> int:
+        token = self._next
+        self._next += 1
+        self._entries[token] = (stage, userdata, time.perf_counter())
+        return token
+
+    def pop(self, token: int) -> "tuple[str, Any, float] | None":
+        return self._entries.pop(token, None)
+
+    def expired(self, now: "float | None" = None) -> list[tuple[str, Any, float]]:
+        if self.timeout_s is None:
+            return []
+        now = time.perf_counter() if now is None else now
+        old = [tok for tok, (_, _, t) in self._entries.items() if now - t > self.timeout_s]
+        self.expired_count += len(old)
+        return [self._entries.pop(tok) for tok in old]
+
+    def count(self, stage: str) -> int:
+        return sum(1 for s, _, _ in self._entries.values() if s == stage)
+
+    def __len__(self) -> int:
+        return len(self._entries)

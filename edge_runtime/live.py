@@ -1,0 +1,541 @@
+"""Live feeds: every tracked person in every frame, with the heavy pose model recomputing in the background.
+
+One coordinator thread serves one or more sources with one set of compiled models::
+
+    capture thread per source --FrameFeed (newest wins)--> coordinator
+    coordinator, per frame:  PoseTracks.advance (keypoint flow) -> detections (every N frames; the detector
+                             runs asynchronously and its result is matched on the frame it saw) -> output
+    coordinator, always:     the pose scheduler fills free pose requests with the most urgent tracks of all
+                             sources (new track > motion / scale change / low confidence > oldest pose;
+                             optional budget ``pose_budget`` in person-frames and ``max_pose_age_s``)
+    pose completions:        decode -> PoseTracks.apply_pose: carried from the frame the model saw to now
+
+Live mode outputs each frame as soon as it is processed (capture-to-output latency stays about a frame),
+with each person's ``pose_frame``, ``pose_age_ms`` and ``propagated``. File mode (``mode="file"``, the
+``--schedule-poses`` option of ``sdpose-edge run``) takes every frame in order and holds each frame until the
+poses scheduled on it are back, so results are deterministic; poses are then never propagated from an
+older frame, only carried between recomputes.
+
+Every per-frame result is a :class:`~edge_runtime.results.FrameResult` (arrays), written to each source's
+sinks as a record. Statistics are bounded (reservoirs), so a run may last days.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .backends import BackendFactory, Completion, InflightRequests, openvino_backend_factory
+from .errors import InputError, SDPoseError
+from .feeds import CaptureStatus, FrameFeed, capture_loop
+from .metrics import BusyMeter, Reservoirs
+from .results import FrameResult
+from .sources import Frame, FrameSource, mask_credentials
+from .tracks import PoseTracks, TrackConfig
+
+logger = logging.getLogger(__name__)
+_WAKE = object()
+
+
+@dataclasses.dataclass
+class LiveConfig:
+    """Options of a :class:`LiveRunner`.
+
+    mode: "live" (newest frame wins, output at once) or "file" (every frame, held until its poses are back).
+    batch: crops per pose request (never waits to fill a batch). detect_every: detector every N frames.
+    pose_budget: share of person-frames recomputed, e.g. 0.1 (None: as fast as the pose requests allow).
+    max_frames: per source. max_persons: highest-scoring detections kept per frame.
+    flip_test, parts, score_threshold: as in file mode. track: :class:`TrackConfig`.
+    pace_live_files: video files given in live mode play at their own fps (a simulated camera).
+    live_queue_size: frames waiting per source in live mode. request_timeout_s: see PipelineConfig.
+    """
+
+    mode: str = "live"
+    batch: int = 1
+    detect_every: int = 1
+    pose_budget: "float | None" = None
+    max_frames: "int | None" = None
+    max_persons: "int | None" = 20
+    flip_test: bool = False
+    parts: "tuple[str, ...]" = ("body", "feet", "face", "hands")
+    score_threshold: float = 0.3
+    track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
+    pace_live_files: bool = True
+    live_queue_size: int = 1
+    request_timeout_s: "float | None" = 600.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("live", "file"):
+            raise InputError(f"mode: expected 'live' or 'file', got {self.mode!r}")
+        for name in ("batch", "detect_every", "live_queue_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"{name}: expected a positive integer, got {value!r}")
+        if self.pose_budget is not None and not 0.0 < float(self.pose_budget) <= 1.0:
+            raise InputError(f"pose_budget: expected a share of person-frames in (0, 1], got {self.pose_budget!r}")
+        self.parts = tuple(self.parts)
+
+
+@dataclasses.dataclass
+class SourceRun:
+    """One source of a run: its name (output sub-folder), the frames, and where its results go."""
+
+    name: str
+    source: FrameSource
+    sinks: Sequence[Any]
+
+
+@dataclasses.dataclass
+class _Pose:
+    """One crop in a pose request."""
+
+    src: int
+    track_id: int
+    frame_index: int
+    clock: float
+    box: np.ndarray  # [4] image px
+    flipped: bool
+
+
+class _Source:
+    """Per-source state, touched by the coordinator only."""
+
+    def __init__(self, i: int, run: SourceRun, config: LiveConfig) -> None:
+        self.i, self.name, self.source, self.sinks = i, run.name, run.source, list(run.sinks)
+        self.feed = FrameFeed(config.live_queue_size if config.mode == "live" else 2,
+                              drop_oldest=config.mode == "live")
+        self.status = CaptureStatus()
+        self.tracks = PoseTracks(config.track)
+        self.thread: "threading.Thread | None" = None
+        self.frame: "Frame | None" = None   # the current (newest processed) frame
+        self.capture_t = 0.0
+        self.held = False                   # file mode: the current frame waits for its poses
+        self.det_pending = False
+        self.last_detect = -10 ** 9
+        self.pending = 0                    # pose crops in flight for this source
+        self.credit = 0.0
+        self.frames_out = self.failed = self.persons = self.recomputes = self.dets_missing = 0
+        self.person_slots = self.person_present = 0
+        self.lat = Reservoirs()
+        self.t_first: "float | None" = None
+        self.t_last = 0.0
+
+
+def source_clock(frame: Frame, capture_t: float, mode: str) -> float:
+    """Seconds on the source's clock: capture time (live) or media time (file; frame index / 30 without)."""
+    if mode == "live":
+        return capture_t
+    return frame.timestamp_ms / 1000.0 if frame.timestamp_ms is not None else frame.index / 30.0
+
+
+class LiveRunner:
+    """Tracks, pose scheduling and propagation over one or more sources (see the module docstring).
+
+    Args mirror :class:`edge_runtime.pipeline.Pipeline`: ``estimator`` (a PoseEstimator), ``detector`` or
+    ``detections`` ({frame name or index: [M,5]}, used for every source, keyed by capture order),
+    ``backend_factory``, ``num_requests``, ``frame_hook(record, image) -> keep going``.
+    """
+
+    def __init__(self, estimator: Any, config: "LiveConfig | None" = None, detector: Any = None,
+                 detections: "dict[str, np.ndarray] | None" = None,
+                 backend_factory: "BackendFactory | None" = None, num_requests: "dict[str, int] | None" = None,
+                 frame_hook: "Callable[[dict, np.ndarray | None], bool] | None" = None) -> None:
+        if detector is None and detections is None:
+            raise InputError("no person boxes: the model folder has no detector component and no --detections "
+                             "file was given (export a detector with sdpose-convert, or pass --detections)")
+        self.estimator, self.detector, self.detections = estimator, detector, detections
+        self.config = config if config is not None else LiveConfig()
+        self.frame_hook = frame_hook
+        factory = backend_factory if backend_factory is not None else openvino_backend_factory
+        requests = dict(num_requests or {})
+        self.events: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self.stages: tuple[str, ...] = tuple(estimator.kinds)
+        self.backends = {s: factory(s, estimator.compiled[s], requests.get(s) or estimator.num_requests(s),
+                                    self.events.put) for s in self.stages}
+        if detector is not None and detections is None:
+            n = requests.get("detector")
+            if not n:
+                from .models import optimal_requests
+                n = optimal_requests(detector.compiled, getattr(detector, "options", None))
+            self.backends["detector"] = factory("detector", detector.compiled, n, self.events.put)
+        self._stop = threading.Event()
+        self._interrupted = False
+
+    # ------------------------------------------------------------------ public
+    def stop(self) -> None:
+        """Stop capture on every source; the run ends after the frames being processed (signal-safe)."""
+        self._interrupted = True
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, runs: Sequence[SourceRun]) -> dict[str, Any]:
+        """Process every source to its end (or max_frames / stop()); returns {"total": {...}, "sources":
+        {name: summary}}."""
+        cfg = self.config
+        self._stop.clear()
+        self._interrupted = False
+        self._srcs = [_Source(i, r, cfg) for i, r in enumerate(runs)]
+        self._inflight: collections.Counter = collections.Counter()
+        self._lost: collections.Counter = collections.Counter()
+        self._requests = InflightRequests(cfg.request_timeout_s)
+        self._latents: collections.deque = collections.deque()
+        self._lat = Reservoirs()
+        self._busy: dict[str, BusyMeter] = collections.defaultdict(BusyMeter)
+        self._rr = 0
+        self._t0 = time.perf_counter()
+        for src in self._srcs:
+            pace = cfg.mode == "live" and cfg.pace_live_files and src.source.default_mode == "file"
+            src.thread = threading.Thread(
+                target=capture_loop, name=f"sdpose-capture-{src.name}", daemon=True,
+                args=(src.source, src.feed, self._stop, lambda: self.events.put(_WAKE), src.status, pace,
+                      cfg.max_frames))
+            src.thread.start()
+        logger.info("%s mode over %d source(s): %s chain, requests %s, batch %d, detect every %d, pose budget %s",
+                    cfg.mode, len(self._srcs), "+".join(self.stages),
+                    {k: b.capacity for k, b in self.backends.items()}, cfg.batch, cfg.detect_every,
+                    cfg.pose_budget if cfg.pose_budget is not None else "as fast as possible")
+        try:
+            self._loop()
+        finally:
+            self._stop.set()
+            for src in self._srcs:
+                src.source.close()
+                src.feed.close()
+                src.feed.discard()
+            for src in self._srcs:
+                src.thread.join(timeout=10.0)
+                if src.thread.is_alive():
+                    logger.warning("%s: capture thread did not stop within 10 s (blocked in a read)", src.name)
+            for stage, backend in self.backends.items():
+                if not backend.wait_all(timeout_s=5.0 if cfg.mode == "live" else cfg.request_timeout_s):
+                    logger.warning("%s: requests still running at the end; their results are dropped", stage)
+        self._t1 = time.perf_counter()
+        return self.summary()
+
+    # ------------------------------------------------------------------ loop
+    def _loop(self) -> None:
+        while True:
+            self._expire()
+            n = len(self._srcs)
+            for k in range(n):  # round-robin over sources, starting one further each time
+                src = self._srcs[(self._rr + k) % n]
+                if self._stop.is_set() or src.held or src.det_pending and self.config.mode == "file":
+                    continue
+                item = src.feed.get_nowait()
+                if item is not None:
+                    self._frame(src, *item)
+            self._rr += 1
+            self._schedule()
+            if self._finished():
+                return
+            try:
+                event = self.events.get(timeout=0.05)
+            except queue.Empty:
+                continue
+            self._handle(event)
+            while True:
+                try:
+                    self._handle(self.events.get_nowait())
+                except queue.Empty:
+                    break
+
+    def _finished(self) -> bool:
+        for src in self._srcs:
+            if src.held:
+                if self._stop.is_set():
+                    self._emit(src)  # stopping: write what the held frame has
+                return False
+            if not self._stop.is_set() and (not src.feed.closed or len(src.feed)):
+                return False
+        return True
+
+    # ------------------------------------------------------------------ frames
+    def _frame(self, src: _Source, frame: Frame, capture_t: float) -> None:
+        cfg = self.config
+        src.frame, src.capture_t = frame, capture_t
+        if src.t_first is None:
+            src.t_first = capture_t
+        if not frame.ok:
+            self._write(src, FrameResult.failed(frame, src.name, mask_credentials(frame.error or "unreadable frame")))
+            return
+        t = time.perf_counter()
+        try:
+            src.tracks.advance(frame.index, source_clock(frame, capture_t, cfg.mode), frame.image)
+        except (SDPoseError, ValueError) as exc:
+            self._write(src, FrameResult.failed(frame, src.name, f"tracking failed: {exc}"))
+            return
+        src.lat["propagate"].append((time.perf_counter() - t) * 1000.0)
+        if frame.index - src.last_detect >= cfg.detect_every and not src.det_pending:
+            self._detect(src, frame)
+        if cfg.mode == "file":
+            src.held = True  # emitted by _schedule once its poses are back
+            if cfg.pose_budget is not None:
+                src.credit = min(src.credit + cfg.pose_budget * src.tracks.active(), 1.0 + src.tracks.active())
+        else:
+            if cfg.pose_budget is not None:
+                src.credit = min(src.credit + cfg.pose_budget * src.tracks.active(), 1.0 + src.tracks.active())
+            self._emit(src)
+
+    def _detect(self, src: _Source, frame: Frame) -> None:
+        src.last_detect = frame.index
+        if self.detections is not None:
+            dets = self.detections.get(frame.name)
+            if dets is None:
+                dets = self.detections.get(str(frame.index))
+            if dets is None:
+                if src.dets_missing == 0:
+                    logger.warning("%s: --detections has no entry for frame %d (%r): no detections on it (further "
+                                   "misses are counted)", src.name, frame.index, frame.name)
+                src.dets_missing += 1
+                dets = np.zeros((0, 5), np.float32)
+            self._match(src, frame.index, dets[:, :4], dets[:, 4])
+            return
+        try:
+            tensor, meta = self.detector.preprocess(frame.image)
+        except SDPoseError as exc:
+            logger.warning("%s frame %d: detector preprocessing failed: %s", src.name, frame.index, exc)
+            return
+        src.det_pending = True
+        self._submit("detector", tensor, (src.i, frame.index, meta))
+
+    def _match(self, src: _Source, frame_index: int, boxes: np.ndarray, scores: np.ndarray) -> None:
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        scores = np.asarray(scores, np.float32).reshape(-1)
+        if self.config.max_persons is not None and len(boxes) > self.config.max_persons:
+            keep = np.argsort(-scores, kind="stable")[: self.config.max_persons]
+            boxes, scores = boxes[keep], scores[keep]
+        src.tracks.match(frame_index, boxes, scores)
+
+    def _emit(self, src: _Source) -> None:
+        src.held = False
+        frame = src.frame
+        persons = src.tracks.persons()
+        result = FrameResult.from_persons(frame, src.name, persons, src.tracks.image_size,
+                                          num_keypoints=self.estimator.num_keypoints)
+        src.person_slots += src.tracks.active()
+        src.person_present += len(persons)
+        for p in persons:
+            src.lat["pose_age"].append(p.pose_age_ms)
+        self._write(src, result)
+
+    def _write(self, src: _Source, result: FrameResult) -> None:
+        record = result.to_record(self.config.parts)
+        image = src.frame.image if src.frame is not None and src.frame.ok else None
+        t = time.perf_counter()
+        for sink in src.sinks:
+            sink.write(record, image=image)
+        now = time.perf_counter()
+        src.lat["sinks"].append((now - t) * 1000.0)
+        latency = (now - src.capture_t) * 1000.0
+        src.lat["frame_latency"].append(latency)
+        self._lat["frame_latency"].append(latency)
+        src.frames_out += 1
+        src.failed += result.error is not None
+        src.persons += len(result.track_ids)
+        src.t_last = now
+        if self.frame_hook is not None and not self.frame_hook(record, image):
+            self.stop()
+
+    # ------------------------------------------------------------------ scheduling
+    def _free(self, stage: str) -> int:
+        return self.backends[stage].capacity - self._lost[stage] - self._inflight[stage]
+
+    def _candidates(self) -> list[tuple[float, int, int]]:
+        """(urgency, source, track id) of every track that may get a pose now, most urgent first."""
+        cfg = self.config
+        out: list[tuple[float, int, int]] = []
+        if any(self.backends[s].capacity - self._lost[s] <= 0 for s in self.stages):
+            return out  # every request of a pose stage stopped answering: poses stay as they are
+        for src in self._srcs:
+            if src.frame is None or not src.frame.ok or self._stop.is_set():
+                continue
+            if cfg.mode == "file" and (not src.held or src.det_pending):
+                continue
+            if cfg.mode == "live" and src.det_pending and src.tracks.active() == 0:
+                continue
+            for track in src.tracks.tracks.values():
+                urgency = src.tracks.urgency(track)
+                if urgency is None:
+                    continue
+                if cfg.pose_budget is not None and src.credit < 1.0 and track.keypoints is not None:
+                    continue  # no budget left for a refresh (a track without a pose may go into debt)
+                out.append((urgency, src.i, track.track_id))
+        out.sort(key=lambda c: (-c[0], c[1], c[2]))
+        return out
+
+    def _schedule(self) -> None:
+        cfg = self.config
+        if len(self.stages) == 2:
+            while self._latents and self._free(self.stages[1]) > 0:
+                latents, items = self._latents.popleft()
+                self._submit(self.stages[1], latents, items)
+        while self._free(self.stages[0]) > 0 and not (
+                len(self.stages) == 2 and len(self._latents) >= self.backends[self.stages[1]].capacity):
+            cands = self._candidates()
+            if not cands:
+                break
+            per_crop = 2 if cfg.flip_test else 1
+            items, crops = [], []
+            t = time.perf_counter()
+            for _, si, tid in cands:
+                if len(crops) + per_crop > max(cfg.batch, per_crop):
+                    break
+                src = self._srcs[si]
+                if cfg.pose_budget is not None:
+                    if src.credit < 1.0 and src.tracks.tracks[tid].keypoints is not None:
+                        continue
+                    src.credit -= 1.0
+                box = src.tracks.begin_pose(tid)
+                try:
+                    crop = self.estimator.preprocess(src.frame.image, box[None])[0]
+                except SDPoseError as exc:
+                    logger.warning("%s track %d: crop failed: %s", src.name, tid, exc)
+                    src.tracks.cancel_pose(tid)
+                    continue
+                clock = src.tracks.clock_s
+                for flipped in ((False, True) if cfg.flip_test else (False,)):
+                    items.append(_Pose(si, tid, src.frame.index, clock, box, flipped))
+                    crops.append(np.ascontiguousarray(crop[:, ::-1]) if flipped else crop)
+                src.pending += 1
+            self._lat["crop"].append((time.perf_counter() - t) * 1000.0)
+            if not items:
+                break
+            self._submit(self.stages[0], np.stack(crops), items)
+        if cfg.mode == "file":
+            for src in self._srcs:
+                if src.held and not src.det_pending and src.pending == 0 and not self._wants_pose(src):
+                    self._emit(src)
+
+    def _wants_pose(self, src: _Source) -> bool:
+        return any(si == src.i for _, si, _ in self._candidates())
+
+    def _submit(self, stage: str, inputs: np.ndarray, userdata: Any) -> None:
+        self._inflight[stage] += 1
+        self._busy[stage].start(time.perf_counter())
+        self.backends[stage].submit(inputs, self._requests.add(stage, userdata))
+
+    # ------------------------------------------------------------------ completions
+    def _expire(self) -> None:
+        for stage, userdata, submit_t in self._requests.expired():
+            self._lost[stage] += 1
+            self._inflight[stage] -= 1
+            logger.error("%s request got no answer within %.0f s; %d of %d slot(s) left", stage,
+                         self.config.request_timeout_s, self.backends[stage].capacity - self._lost[stage],
+                         self.backends[stage].capacity)
+            self._complete(Completion(stage, userdata, None, "no answer", submit_t, time.perf_counter()))
+
+    def _handle(self, event: Any) -> None:
+        if event is _WAKE:
+            return
+        entry = self._requests.pop(event.userdata)
+        if entry is None:
+            return  # expired earlier; already handled as failed
+        self._inflight[event.stage] -= 1
+        self._lat[event.stage].append((event.done_t - event.submit_t) * 1000.0)
+        self._complete(dataclasses.replace(event, userdata=entry[1]))
+
+    def _complete(self, event: Completion) -> None:
+        self._busy[event.stage].finish(event.submit_t, event.done_t)
+        if event.stage == "detector":
+            si, frame_index, meta = event.userdata
+            src = self._srcs[si]
+            src.det_pending = False
+            if event.error is not None:
+                logger.warning("%s frame %d: %s", src.name, frame_index, mask_credentials(event.error))
+                return
+            try:
+                boxes, scores = self.detector.postprocess(event.output, meta)
+            except SDPoseError as exc:
+                logger.warning("%s frame %d: detector postprocessing failed: %s", src.name, frame_index, exc)
+                return
+            self._match(src, frame_index, boxes, scores)
+        elif event.stage == self.stages[-1]:
+            self._on_heatmaps(event)
+        elif event.error is not None:
+            self._fail_poses(event.userdata, event.error)
+        else:
+            self._latents.append((event.output, event.userdata))
+
+    def _fail_poses(self, items: "list[_Pose]", error: str) -> None:
+        logger.warning("pose request failed (%d crop(s)): %s", len(items), mask_credentials(error))
+        for item in items:
+            if item.flipped:
+                continue
+            src = self._srcs[item.src]
+            src.pending -= 1
+            src.tracks.cancel_pose(item.track_id)
+
+    def _on_heatmaps(self, event: Completion) -> None:
+        items: list[_Pose] = event.userdata
+        if event.error is not None:
+            self._fail_poses(items, event.error)
+            return
+        heatmaps = event.output
+        if self.config.flip_test:  # items come in (plain, flipped) pairs
+            heatmaps = 0.5 * (heatmaps[0::2] + self.estimator.flip_back(heatmaps[1::2]))
+            items = items[0::2]
+        t = time.perf_counter()
+        try:
+            kpts, scores = self.estimator.postprocess(heatmaps, np.stack([it.box for it in items]))
+        except SDPoseError as exc:
+            self._fail_poses(items, f"decoding failed: {exc}")
+            return
+        self._lat["decode"].append((time.perf_counter() - t) * 1000.0)
+        for j, item in enumerate(items):
+            src = self._srcs[item.src]
+            src.pending -= 1
+            t = time.perf_counter()
+            if src.tracks.apply_pose(item.track_id, item.frame_index, item.clock, item.box, kpts[j], scores[j]):
+                src.recomputes += 1
+            src.lat["carry_forward"].append((time.perf_counter() - t) * 1000.0)
+
+    # ------------------------------------------------------------------ summary
+    def _source_summary(self, src: _Source) -> dict[str, Any]:
+        wall = max((src.t_last or self._t1) - (src.t_first or self._t0), 1e-9)
+        active_s = max(self._t1 - self._t0, 1e-9)
+        tracks = src.tracks.stats()
+        return {
+            "mode": self.config.mode, "chain": "+".join(self.stages), "name": src.name,
+            "source": mask_credentials(src.source.description or src.name),
+            "frames_in": src.status.frames_read, "frames_out": src.frames_out,
+            "frames_ok": src.frames_out - src.failed, "frames_skipped": src.feed.skipped,
+            "frames_failed": src.failed, "persons": src.persons,
+            "wall_s": round(wall, 3), "fps": round(src.frames_out / active_s, 4),
+            "pose_recomputes": src.recomputes,
+            "pose_recomputes_per_track_s": round(src.recomputes / max(tracks["tracks_created"], 1) / active_s, 4),
+            "person_presence": round(src.person_present / src.person_slots, 4) if src.person_slots else None,
+            "latency_ms": {k: v.summary() for k, v in sorted(src.lat.items())},
+            "tracks": tracks, "detect_every": self.config.detect_every, "pose_budget": self.config.pose_budget,
+            "frames_without_detections": src.dets_missing if self.detections is not None else None,
+            "interrupted": self._interrupted,
+            "capture_error": src.status.error,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        wall = max(self._t1 - self._t0, 1e-9)
+        per = {src.name: self._source_summary(src) for src in self._srcs}
+        keys = ("frames_in", "frames_out", "frames_ok", "frames_skipped", "frames_failed", "persons",
+                "pose_recomputes")
+        total: dict[str, Any] = {k: sum(s[k] for s in per.values()) for k in keys}
+        errors = {name: s["capture_error"] for name, s in per.items() if s["capture_error"]}
+        total.update({
+            "mode": self.config.mode, "chain": "+".join(self.stages), "sources": len(per),
+            "wall_s": round(wall, 3), "fps": round(total["frames_out"] / wall, 4),
+            "latency_ms": {k: v.summary() for k, v in sorted(self._lat.items())},
+            "stage_busy_share": {s: round(min(1.0, m.busy_s(self._t1) / wall), 4) for s, m in sorted(self._busy.items())},
+            "requests": {k: b.capacity for k, b in self.backends.items()},
+            "requests_timed_out": self._requests.expired_count,
+            "batch": self.config.batch, "detect_every": self.config.detect_every,
+            "pose_budget": self.config.pose_budget, "interrupted": self._interrupted,
+            "capture_error": "; ".join(f"{k}: {v}" for k, v in errors.items()) or None,
+        })
+        return {"total": total, "sources": per}

@@ -1,0 +1,85 @@
+"""The typed per-frame result handed to the sinks, and its JSONL record.
+
+A :class:`FrameResult` holds arrays (image px): boxes_xyxy [N,4], box_scores [N], keypoints [N,K,2],
+scores [N,K], track_ids [N]; in live mode also pose_frames [N] (the frame whose pixels the model saw),
+pose_age_ms [N] and propagated [N]. :meth:`FrameResult.to_record` gives the ``predictions.jsonl`` record.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import numpy as np
+
+ALL_PARTS = ("body", "feet", "face", "hands")
+
+
+@dataclasses.dataclass
+class FrameResult:
+    frame: int
+    source: str
+    timestamp_ms: "float | None"
+    image_size: "tuple[int, int] | None"  # (w, h) image px
+    boxes_xyxy: np.ndarray                 # [N,4]
+    box_scores: np.ndarray                 # [N]
+    keypoints: np.ndarray                  # [N,K,2]
+    scores: np.ndarray                     # [N,K]
+    track_ids: np.ndarray                  # [N] int
+    pose_frames: "np.ndarray | None" = None   # [N] int
+    pose_age_ms: "np.ndarray | None" = None   # [N] float
+    propagated: "np.ndarray | None" = None    # [N] bool
+    error: "str | None" = None
+
+    @classmethod
+    def failed(cls, frame: Any, source_name: str, error: str, num_keypoints: int = 0) -> "FrameResult":
+        """A frame that could not be processed (no persons, ``error`` set)."""
+        size = None
+        if getattr(frame, "ok", False):
+            size = (int(frame.image.shape[1]), int(frame.image.shape[0]))
+        return cls(frame.index, frame.name, frame.timestamp_ms, size, np.zeros((0, 4), np.float32),
+                   np.zeros(0, np.float32), np.zeros((0, num_keypoints, 2), np.float32),
+                   np.zeros((0, num_keypoints), np.float32), np.zeros(0, np.int64), error=error)
+
+    @classmethod
+    def from_persons(cls, frame: Any, source_name: str, persons: Sequence[Any], image_size: "tuple[int, int]",
+                     num_keypoints: int) -> "FrameResult":
+        """From :class:`edge_runtime.tracks.PersonState` objects of one frame."""
+        n, k = len(persons), num_keypoints
+        return cls(
+            frame.index, frame.name, frame.timestamp_ms, tuple(image_size),
+            np.array([p.box for p in persons], np.float32).reshape(n, 4),
+            np.array([p.score for p in persons], np.float32).reshape(n),
+            np.array([p.keypoints for p in persons], np.float32).reshape(n, k, 2),
+            np.array([p.kp_scores for p in persons], np.float32).reshape(n, k),
+            np.array([p.track_id for p in persons], np.int64).reshape(n),
+            np.array([p.pose_frame for p in persons], np.int64).reshape(n),
+            np.array([p.pose_age_ms for p in persons], np.float64).reshape(n),
+            np.array([p.propagated for p in persons], bool).reshape(n))
+
+    def to_record(self, parts: Sequence[str] = ALL_PARTS) -> dict[str, Any]:
+        """The ``predictions.jsonl`` record; keypoint groups outside ``parts`` get score 0."""
+        record: dict[str, Any] = {"frame": self.frame, "source": self.source, "timestamp_ms": self.timestamp_ms,
+                                  "persons": []}
+        if self.image_size is not None:
+            record["width"], record["height"] = self.image_size
+        if self.error is not None:
+            record["error"] = self.error
+            return record
+        scores = self.scores
+        if len(scores) and set(parts) != set(ALL_PARTS):
+            from .keypoints import filter_parts
+            _, scores = filter_parts(self.keypoints, scores, tuple(parts))
+        for i in range(len(self.track_ids)):
+            kp = np.concatenate([self.keypoints[i], scores[i][:, None]], axis=1)
+            person: dict[str, Any] = {
+                "bbox_xyxy": [round(float(v), 2) for v in self.boxes_xyxy[i]],
+                "score": round(float(self.box_scores[i]), 5),
+                "track_id": int(self.track_ids[i]),
+                "keypoints": [[round(float(x), 3), round(float(y), 3), round(float(s), 5)] for x, y, s in kp],
+            }
+            if self.pose_frames is not None:
+                person["pose_frame"] = int(self.pose_frames[i])
+                person["pose_age_ms"] = round(float(self.pose_age_ms[i]), 3)
+                person["propagated"] = bool(self.propagated[i])
+            record["persons"].append(person)
+        return record

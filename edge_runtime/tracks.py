@@ -1,0 +1,367 @@
+"""Person tracks of one source between pose updates: motion, keypoint propagation and pose urgency.
+
+No threads, no inference: :class:`PoseTracks` is driven by the live runner (and by offline scripts):
+
+    tracks.advance(frame_index, clock_s, image_bgr)      # every frame: carry every track to this frame
+    tracks.match(frame_index, boxes_xyxy, scores)        # on detector frames (may be an older frame)
+    tracks.apply_pose(track_id, frame_index, kpts, sc)   # a pose computed on (an older) frame_index
+    tracks.persons()                                     # what the current frame outputs
+
+Motion between detector runs comes from the keypoints: sparse pyramidal Lucas-Kanade flow
+(``cv2.calcOpticalFlowPyrLK``) on every keypoint with a forward-backward check; a keypoint that fails the
+check moves with the median motion of its track's good keypoints, and a track without good keypoints (or
+without a pose yet) moves with its box velocity (constant velocity from its last two detections). A pose
+that finishes late was computed on an older frame: it is carried forward through the kept grayscale frames
+(``history``) to the current one, or moved by the box motion when those frames are gone.
+
+Association is greedy IoU in two passes, as ByteTrack: high-score detections first, then low-score
+detections may only extend existing tracks. A track missed by the detector stays alive for ``lost_s``
+(short occlusions keep their ID) but is not output while lost. Hand-written rather than a tracker
+library: ByteTrack implementations (supervision, trackers, boxmot) expect a detection on every frame and
+bring scipy/lap or torch, while here the detector runs every N frames, its results arrive late, and the
+boxes in between move with the keypoint flow, which a Kalman box model cannot see.
+
+Coordinates: boxes_xyxy [4] / [N,4] image px; keypoints [K,2] image px; scores [K]. Time: ``clock_s`` is
+the frame's capture time (live) or its video timestamp (files), in seconds.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import math
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .tracking import box_iou
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackConfig:
+    """How tracks move, match and ask for poses.
+
+    iou_threshold: minimum IoU of a detection with a track's box (at the detection's frame) to match.
+    high_score / low_score: detections >= high_score may start tracks; [low_score, high_score) only extend.
+    lost_s: a track unmatched this long (seconds of source time) is dropped; until then it keeps its ID.
+    score_threshold: keypoint score above which a keypoint is visible (flow, motion and confidence use these).
+    fb_threshold_px: forward-backward LK error (image px) above which a keypoint's flow is rejected.
+    flow_max_side: the grayscale frames for LK are scaled to at most this longer side.
+    history: grayscale frames kept to carry late poses forward.
+    max_pose_age_s: a pose older than this is due for recompute (None: every pose is always a candidate;
+        the oldest goes first).
+    motion_threshold: box center motion since the pose, as a share of the box height, that makes it due.
+    scale_threshold: |log(box height ratio)| since the pose that makes it due.
+    low_confidence: mean visible-keypoint score below which the pose is due.
+    """
+
+    iou_threshold: float = 0.3
+    high_score: float = 0.5
+    low_score: float = 0.1
+    lost_s: float = 1.5
+    score_threshold: float = 0.3
+    fb_threshold_px: float = 2.0
+    flow_max_side: int = 960
+    history: int = 64
+    max_pose_age_s: "float | None" = None
+    motion_threshold: float = 0.25
+    scale_threshold: float = 0.2
+    low_confidence: float = 0.35
+
+
+@dataclasses.dataclass
+class Track:
+    """One person. ``box`` and ``keypoints`` are at the tracker's current frame (image px)."""
+
+    track_id: int
+    box: np.ndarray                      # [4] image px
+    score: float                         # detection score
+    created_frame: int
+    last_det_frame: int
+    last_det_clock: float
+    velocity: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(4))  # box px per frame
+    boxes: "collections.OrderedDict[int, np.ndarray]" = dataclasses.field(default_factory=collections.OrderedDict)
+    keypoints: "np.ndarray | None" = None  # [K,2]
+    kp_scores: "np.ndarray | None" = None  # [K]
+    pose_frame: int = -1
+    pose_clock: float = 0.0
+    pose_box: "np.ndarray | None" = None   # the box the pose was computed in
+    propagated: bool = False
+    pending: bool = False
+    lost: bool = False
+    recomputes: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class PersonState:
+    """What one output frame says of one tracked person."""
+
+    track_id: int
+    box: np.ndarray          # [4] image px
+    score: float
+    keypoints: np.ndarray    # [K,2] image px
+    kp_scores: np.ndarray    # [K]
+    pose_frame: int
+    pose_age_ms: float
+    propagated: bool
+
+
+def _box_h(box: np.ndarray) -> float:
+    return max(float(box[3] - box[1]), 1.0)
+
+
+def _center(box: np.ndarray) -> np.ndarray:
+    return np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0])
+
+
+class PoseTracks:
+    """The tracks of one source (see the module docstring)."""
+
+    def __init__(self, config: "TrackConfig | None" = None) -> None:
+        self.config = config if config is not None else TrackConfig()
+        self.tracks: dict[int, Track] = {}
+        self.frame_index = -1
+        self.clock_s = 0.0
+        self.image_size = (0, 0)  # (w, h)
+        self._next_id = 0
+        self._scale = 1.0
+        self._grays: "collections.OrderedDict[int, np.ndarray]" = collections.OrderedDict()
+        self.flow_points = 0
+        self.flow_rejected = 0
+
+    # ------------------------------------------------------------------ motion
+    def _gray(self, image_bgr: np.ndarray) -> np.ndarray:
+        gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+        if self._scale != 1.0:
+            gray = cv2.resize(gray, None, fx=self._scale, fy=self._scale, interpolation=cv2.INTER_AREA)
+        return gray
+
+    def _flow(self, prev: np.ndarray, cur: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """pts [M,2] image px on ``prev`` -> (moved [M,2] image px, good [M] bool) with the FB check."""
+        if len(pts) == 0:
+            return pts.copy(), np.zeros(0, bool)
+        p0 = (pts * self._scale).astype(np.float32).reshape(-1, 1, 2)
+        lk = dict(winSize=(21, 21), maxLevel=3,
+                  criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
+        p1, st1, _ = cv2.calcOpticalFlowPyrLK(prev, cur, p0, None, **lk)
+        p0b, st2, _ = cv2.calcOpticalFlowPyrLK(cur, prev, p1, None, **lk)
+        fb = np.linalg.norm((p0 - p0b).reshape(-1, 2), axis=1) / self._scale
+        good = (st1.reshape(-1) == 1) & (st2.reshape(-1) == 1) & (fb < self.config.fb_threshold_px)
+        moved = p1.reshape(-1, 2).astype(np.float64) / self._scale
+        good &= np.all(np.isfinite(moved), axis=1)
+        return moved, good
+
+    def _step_points(self, kpts: np.ndarray, kp_scores: np.ndarray, moved: np.ndarray, good: np.ndarray,
+                     fallback_shift: np.ndarray) -> "tuple[np.ndarray, np.ndarray | None, float]":
+        """One flow step of one pose: keypoints [K,2] -> (new keypoints, median shift or None, scale).
+
+        Keypoints whose flow failed move with the median shift of the good visible ones; without three of
+        those the whole pose moves by ``fallback_shift`` (the box motion) and the shift is None."""
+        old = kpts.astype(np.float64)
+        anchor = good & (kp_scores > self.config.score_threshold)
+        self.flow_points += len(good)
+        self.flow_rejected += int((~good).sum())
+        if anchor.sum() < 3:
+            return old + fallback_shift, None, 1.0
+        shift = np.median(moved[anchor] - old[anchor], axis=0)
+        spread_old = np.median(np.linalg.norm(old[anchor] - old[anchor].mean(0), axis=1))
+        spread_new = np.median(np.linalg.norm(moved[anchor] - moved[anchor].mean(0), axis=1))
+        scale = float(np.clip(spread_new / spread_old, 0.8, 1.25)) if spread_old > 1.0 else 1.0
+        return np.where(good[:, None], moved, old + shift), shift, scale
+
+    def _move_track(self, track: Track, moved: np.ndarray, good: np.ndarray) -> None:
+        """Apply one frame's flow to a track's keypoints and box (moved/good: [K,2]/[K])."""
+        box_shift = (track.velocity[:2] + track.velocity[2:]) / 2.0
+        new, shift, scale = self._step_points(track.keypoints, track.kp_scores, moved, good, box_shift)
+        if shift is None:
+            track.box = track.box + track.velocity
+        else:
+            c = _center(track.box) + shift
+            half = np.array([track.box[2] - track.box[0], track.box[3] - track.box[1]]) * scale / 2.0
+            track.box = np.array([c[0] - half[0], c[1] - half[1], c[0] + half[0], c[1] + half[1]])
+        track.keypoints = new.astype(np.float32)
+        track.propagated = True
+
+    def advance(self, frame_index: int, clock_s: float, image_bgr: np.ndarray) -> None:
+        """Carry every track from the previous frame to ``frame_index`` (its image BGR u8 [H,W,3])."""
+        h, w = image_bgr.shape[:2]
+        if (w, h) != self.image_size:
+            self.image_size = (w, h)
+            self._scale = min(1.0, self.config.flow_max_side / max(w, h))
+            self._grays.clear()
+        gray = self._gray(image_bgr)
+        prev = self._grays[next(reversed(self._grays))] if self._grays else None
+        with_pose = [t for t in self.tracks.values() if t.keypoints is not None]
+        if prev is not None and with_pose:
+            pts = np.concatenate([t.keypoints for t in with_pose]).astype(np.float64)
+            moved, good = self._flow(prev, gray, pts)
+            k = len(with_pose[0].keypoints)
+            for i, track in enumerate(with_pose):
+                self._move_track(track, moved[i * k:(i + 1) * k], good[i * k:(i + 1) * k])
+        steps = max(1, frame_index - self.frame_index) if self.frame_index >= 0 else 1
+        for track in self.tracks.values():
+            if track.keypoints is None:
+                track.box = track.box + track.velocity * steps
+            self._clip(track)
+            track.boxes[frame_index] = track.box.copy()
+            while len(track.boxes) > self.config.history:
+                track.boxes.popitem(last=False)
+        self._grays[frame_index] = gray
+        while len(self._grays) > self.config.history:
+            self._grays.popitem(last=False)
+        self.frame_index, self.clock_s = frame_index, clock_s
+        self._forget()
+
+    def _clip(self, track: Track) -> None:
+        w, h = self.image_size
+        b = track.box
+        cx = min(max((b[0] + b[2]) / 2.0, 0.0), w - 1.0)
+        cy = min(max((b[1] + b[3]) / 2.0, 0.0), h - 1.0)
+        half_w, half_h = max((b[2] - b[0]) / 2.0, 1.0), max((b[3] - b[1]) / 2.0, 1.0)
+        track.box = np.array([cx - half_w, cy - half_h, cx + half_w, cy + half_h])
+
+    def _forget(self) -> None:
+        for tid in [tid for tid, t in self.tracks.items()
+                    if t.lost and self.clock_s - t.last_det_clock > self.config.lost_s and not t.pending]:
+            del self.tracks[tid]
+
+    # ------------------------------------------------------------------ detections
+    def match(self, frame_index: int, boxes_xyxy: np.ndarray, scores: np.ndarray,
+              clock_s: "float | None" = None) -> list[int]:
+        """Associate detections made on ``frame_index`` (the current or an older frame) with the tracks.
+
+        A match moves the track's box to the detection plus the track's motion since that frame. Unmatched
+        detections with score >= high_score start tracks; unmatched tracks become lost. Returns the track id
+        of each detection (-1: not tracked)."""
+        cfg = self.config
+        boxes = np.asarray(boxes_xyxy, np.float64).reshape(-1, 4)
+        scores = np.asarray(scores, np.float64).reshape(-1)
+        clock = self.clock_s if clock_s is None else clock_s
+        ids = [-1] * len(boxes)
+        candidates = list(self.tracks.values())
+        then = np.stack([t.boxes.get(frame_index, t.box) for t in candidates]) if candidates else np.zeros((0, 4))
+        used: set[int] = set()
+        for tier in (scores >= cfg.high_score, (scores >= cfg.low_score) & (scores < cfg.high_score)):
+            det_idx = np.flatnonzero(tier)
+            iou = box_iou(boxes[det_idx], then)
+            if iou.size:
+                for flat in np.argsort(-iou, axis=None):
+                    i, j = np.unravel_index(flat, iou.shape)
+                    if iou[i, j] < cfg.iou_threshold:
+                        break
+                    d = int(det_idx[i])
+                    if ids[d] >= 0 or j in used:
+                        continue
+                    used.add(int(j))
+                    ids[d] = self._update(candidates[j], boxes[d], then[j], float(scores[d]), frame_index, clock)
+        for d in np.flatnonzero(scores >= cfg.high_score):
+            if ids[d] < 0:
+                ids[d] = self._create(boxes[d], float(scores[d]), frame_index, clock)
+        for j, track in enumerate(candidates):
+            if j not in used and track.last_det_frame < frame_index:
+                track.lost = True
+        return ids
+
+    def _update(self, track: Track, det_box: np.ndarray, box_then: np.ndarray, score: float, frame_index: int,
+                clock: float) -> int:
+        motion_since = track.box - box_then  # how the track moved after the detected frame
+        if track.last_det_frame >= 0 and frame_index > track.last_det_frame:
+            prev_det = track.boxes.get(track.last_det_frame)
+            if prev_det is not None:
+                velocity = (det_box - prev_det) / (frame_index - track.last_det_frame)
+                track.velocity = 0.5 * track.velocity + 0.5 * velocity
+        track.box = det_box + motion_since
+        if frame_index in track.boxes:
+            track.boxes[frame_index] = det_box.copy()
+        track.score = score
+        track.last_det_frame, track.last_det_clock, track.lost = frame_index, clock, False
+        return track.track_id
+
+    def _create(self, box: np.ndarray, score: float, frame_index: int, clock: float) -> int:
+        track = Track(self._next_id, box.copy(), score, frame_index, frame_index, clock)
+        track.boxes[frame_index] = box.copy()
+        self.tracks[track.track_id] = track
+        self._next_id += 1
+        return track.track_id
+
+    # ------------------------------------------------------------------ poses
+    def urgency(self, track: Track) -> "float | None":
+        """How much ``track`` needs a new pose now (higher first); None if it is not due.
+
+        A track without a pose comes first; otherwise the pose age in seconds, scaled up by the motion and
+        scale change since the pose and by a low keypoint confidence. With ``max_pose_age_s`` set, a pose is
+        due only when it is older than that or one of the triggers fires."""
+        cfg = self.config
+        if track.pending or track.lost:
+            return None
+        if track.keypoints is None:
+            return 1e6 + (self.clock_s - track.last_det_clock)
+        age = max(self.clock_s - track.pose_clock, 0.0)
+        ref = track.pose_box if track.pose_box is not None else track.box
+        motion = float(np.linalg.norm(_center(track.box) - _center(ref))) / _box_h(ref)
+        scale = abs(math.log(_box_h(track.box) / _box_h(ref)))
+        visible = track.kp_scores[track.kp_scores > cfg.score_threshold]
+        conf = float(visible.mean()) if len(visible) else 0.0
+        triggers = (motion >= cfg.motion_threshold) + (scale >= cfg.scale_threshold) + (conf < cfg.low_confidence)
+        if cfg.max_pose_age_s is not None and age < cfg.max_pose_age_s and not triggers:
+            return None
+        return (age + 1e-3) * (1.0 + triggers + motion / cfg.motion_threshold + scale / cfg.scale_threshold)
+
+    def begin_pose(self, track_id: int) -> np.ndarray:
+        """Mark ``track_id`` as being recomputed on the current frame; returns the box to crop [4]."""
+        track = self.tracks[track_id]
+        track.pending = True
+        return track.box.astype(np.float32).copy()
+
+    def cancel_pose(self, track_id: int) -> None:
+        """The recompute failed: the track keeps its old pose and may be scheduled again."""
+        track = self.tracks.get(track_id)
+        if track is not None:
+            track.pending = False
+
+    def apply_pose(self, track_id: int, frame_index: int, clock_s: float, box: np.ndarray,
+                   keypoints: np.ndarray, kp_scores: np.ndarray) -> bool:
+        """A pose computed on ``frame_index`` (in ``box``): carry it to the current frame; False if the track
+        is gone."""
+        track = self.tracks.get(track_id)
+        if track is None:
+            return False
+        track.pending = False
+        if frame_index < track.pose_frame:
+            return True  # an older result than what the track has
+        track.recomputes += 1
+        kpts = np.asarray(keypoints, np.float64).reshape(-1, 2)
+        track.kp_scores = np.asarray(kp_scores, np.float32).reshape(-1)
+        track.pose_frame, track.pose_clock = frame_index, clock_s
+        track.pose_box = np.asarray(track.boxes.get(frame_index, box), np.float64).copy()
+        frames = [f for f in self._grays if f >= frame_index]
+        if frames and frames[0] == frame_index:
+            pts = kpts
+            for a, b in zip(frames, frames[1:]):
+                moved, good = self._flow(self._grays[a], self._grays[b], pts)
+                box_shift = _center(track.boxes.get(b, track.box)) - _center(track.boxes.get(a, track.box))
+                pts, _, _ = self._step_points(pts, track.kp_scores, moved, good, box_shift)
+        else:  # the frame is no longer kept: move by the box motion since
+            pts = kpts + (_center(track.box) - _center(np.asarray(track.boxes.get(frame_index, box), np.float64)))
+        track.keypoints = np.asarray(pts, np.float32)
+        track.propagated = frame_index != self.frame_index
+        return True
+
+    def persons(self) -> list[PersonState]:
+        """Every tracked (not lost) person with a pose, at the current frame, by track id."""
+        out = []
+        for tid in sorted(self.tracks):
+            t = self.tracks[tid]
+            if t.lost or t.keypoints is None:
+                continue
+            out.append(PersonState(tid, t.box.astype(np.float32), t.score, t.keypoints.copy(), t.kp_scores.copy(),
+                                   t.pose_frame, round((self.clock_s - t.pose_clock) * 1000.0, 3), t.propagated))
+        return out
+
+    def active(self) -> int:
+        """Tracks that are not lost (output or waiting for their first pose)."""
+        return sum(1 for t in self.tracks.values() if not t.lost)
+
+    def stats(self) -> dict[str, Any]:
+        return {"tracks_created": self._next_id, "flow_points": self.flow_points,
+                "flow_rejected": self.flow_rejected}
