@@ -377,9 +377,12 @@ def build_calibration_set(out: str | Path, images: Sequence[str | Path] = (), vi
     params = dataclasses.replace(params) if params is not None else BuildParams()
     params.validate()
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise InputError(f"--out {out}: exists and is not empty (choose a new folder or pass --overwrite)")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if not overwrite:
+            raise InputError(f"--out {out}: exists and is not empty (choose a new folder or pass --overwrite)")
+        _check_replaceable(out)
     sources = collect_sources(images, videos)
+    _check_not_an_input(out, images, videos, detections)
     dets = load_detections(detections) if detections is not None else {}
     dets_used: set[str] = set()
     if detector is None and not dets:
@@ -515,14 +518,44 @@ def _offer_frame(frames: _Reservoir, thumbs: list[np.ndarray], image: np.ndarray
                   "width": small.shape[1], "height": small.shape[0]})
 
 
+def _check_replaceable(out: Path) -> None:
+    """``--overwrite`` replaces only a calibration set: a folder whose manifest.json says so."""
+    manifest = out / MANIFEST
+    kind = None
+    if out.is_dir() and manifest.is_file():
+        try:
+            doc = json.loads(manifest.read_text())
+            kind = doc.get("kind") if isinstance(doc, dict) else None
+        except (OSError, ValueError):
+            kind = None
+    if kind != MANIFEST_KIND:
+        raise InputError(f"--out {out}: --overwrite only replaces a calibration set (a folder with a {MANIFEST} of "
+                         f"kind '{MANIFEST_KIND}'); this one is not, so nothing was deleted. Choose a new folder.")
+
+
+def _check_not_an_input(out: Path, images: Sequence[str | Path], videos: Sequence[str | Path],
+                        detections: "str | Path | None") -> None:
+    """The output folder may not hold (or be) any input: replacing it would delete them."""
+    root = out.resolve()
+    for item in [*images, *videos, *([detections] if detections is not None else [])]:
+        path = Path(item).resolve()
+        if path == root or root in path.parents:
+            raise InputError(f"--out {out}: the input {item} is inside it; write the calibration set elsewhere")
+
+
 def _install(stage: Path, out: Path) -> None:
-    """Move the finished set into place; an existing ``out`` is replaced only after the move succeeds."""
+    """Move the finished set into place; an existing ``out`` is replaced only after the move succeeds, and
+    restored if it does not."""
     if out.exists():
         backup = out.with_name(f".{out.name}.old")
         if backup.exists():
             shutil.rmtree(backup)
         out.rename(backup)
-        stage.rename(out)
+        try:
+            stage.rename(out)
+        except OSError:
+            backup.rename(out)  # put the old set back where it was
+            raise
         shutil.rmtree(backup)
     else:
         stage.rename(out)

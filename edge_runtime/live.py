@@ -37,6 +37,7 @@ from .feeds import CaptureStatus, FrameFeed, capture_loop
 from .metrics import BusyMeter, Reservoirs
 from .results import FrameResult
 from .sources import Frame, FrameSource, mask_credentials
+from .tracking import overlaps_image
 from .tracks import PoseTracks, TrackConfig
 
 logger = logging.getLogger(__name__)
@@ -84,11 +85,13 @@ class LiveConfig:
 
 @dataclasses.dataclass
 class SourceRun:
-    """One source of a run: its name (output sub-folder), the frames, and where its results go."""
+    """One source of a run: its name (output sub-folder), the frames, where its results go, and optionally
+    its own detections (else the runner's)."""
 
     name: str
     source: FrameSource
     sinks: Sequence[Any]
+    detections: "dict[str, np.ndarray] | None" = None
 
 
 @dataclasses.dataclass
@@ -108,6 +111,7 @@ class _Source:
 
     def __init__(self, i: int, run: SourceRun, config: LiveConfig) -> None:
         self.i, self.name, self.source, self.sinks = i, run.name, run.source, list(run.sinks)
+        self.detections = run.detections
         self.feed = FrameFeed(config.live_queue_size if config.mode == "live" else 2,
                               drop_oldest=config.mode == "live")
         self.status = CaptureStatus()
@@ -145,8 +149,9 @@ class LiveRunner:
     def __init__(self, estimator: Any, config: "LiveConfig | None" = None, detector: Any = None,
                  detections: "dict[str, np.ndarray] | None" = None,
                  backend_factory: "BackendFactory | None" = None, num_requests: "dict[str, int] | None" = None,
-                 frame_hook: "Callable[[dict, np.ndarray | None], bool] | None" = None) -> None:
-        if detector is None and detections is None:
+                 frame_hook: "Callable[[dict, np.ndarray | None], bool] | None" = None,
+                 per_source_detections: bool = False) -> None:
+        if detector is None and detections is None and not per_source_detections:
             raise InputError("no person boxes: the model folder has no detector component and no --detections "
                              "file was given (export a detector with sdpose-convert, or pass --detections)")
         self.estimator, self.detector, self.detections = estimator, detector, detections
@@ -287,10 +292,11 @@ class LiveRunner:
 
     def _detect(self, src: _Source, frame: Frame) -> None:
         src.last_detect = frame.index
-        if self.detections is not None:
-            dets = self.detections.get(frame.name)
+        table = src.detections if src.detections is not None else self.detections
+        if table is not None:
+            dets = table.get(frame.name)
             if dets is None:
-                dets = self.detections.get(str(frame.index))
+                dets = table.get(str(frame.index))
             if dets is None:
                 if src.dets_missing == 0:
                     logger.warning("%s: --detections has no entry for frame %d (%r): no detections on it (further "
@@ -310,6 +316,8 @@ class LiveRunner:
     def _match(self, src: _Source, frame_index: int, boxes: np.ndarray, scores: np.ndarray) -> None:
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         scores = np.asarray(scores, np.float32).reshape(-1)
+        inside = overlaps_image(boxes, src.tracks.image_size)
+        boxes, scores = boxes[inside], scores[inside]
         if self.config.max_persons is not None and len(boxes) > self.config.max_persons:
             keep = np.argsort(-scores, kind="stable")[: self.config.max_persons]
             boxes, scores = boxes[keep], scores[keep]
@@ -515,7 +523,7 @@ class LiveRunner:
             "person_presence": round(src.person_present / src.person_slots, 4) if src.person_slots else None,
             "latency_ms": {k: v.summary() for k, v in sorted(src.lat.items())},
             "tracks": tracks, "detect_every": self.config.detect_every, "pose_budget": self.config.pose_budget,
-            "frames_without_detections": src.dets_missing if self.detections is not None else None,
+            "frames_without_detections": src.dets_missing,
             "interrupted": self._interrupted,
             "capture_error": src.status.error,
         }

@@ -47,7 +47,7 @@ from .errors import InputError, SDPoseError
 from .feeds import CaptureStatus, FrameFeed, capture_loop
 from .metrics import BusyMeter, Progress, Reservoirs, busy_share, percentile_summary  # noqa: F401
 from .sources import Frame, FrameSource, mask_credentials
-from .tracking import IouTracker, boxes_from_keypoints
+from .tracking import IouTracker, boxes_from_keypoints, overlaps_image
 
 logger = logging.getLogger(__name__)
 
@@ -385,6 +385,11 @@ class Pipeline:
     def _set_boxes(self, state: _FrameState, boxes: np.ndarray, box_scores: np.ndarray, origin: str) -> None:
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         box_scores = np.asarray(box_scores, np.float32).reshape(-1)
+        inside = overlaps_image(boxes, state.image_size)
+        if not inside.all():
+            logger.warning("frame %d: %d box(es) entirely outside the %dx%d image dropped", state.frame.index,
+                           int((~inside).sum()), *state.image_size)
+            boxes, box_scores = boxes[inside], box_scores[inside]
         if self.config.max_persons is not None and len(boxes) > self.config.max_persons:
             order = np.argsort(-box_scores, kind="stable")[: self.config.max_persons]
             boxes, box_scores = boxes[order], box_scores[order]
@@ -708,6 +713,9 @@ def load_detections(path: "str | Any") -> dict[str, np.ndarray]:
             values = [float(v) for v in box] + ([1.0] if len(box) == 4 else [])
             if not all(math.isfinite(v) for v in values):
                 raise InputError(f"{where}, box {i}: values must be finite, got {box!r}")
+            if any(abs(v) > 1e7 for v in values[:4]):
+                raise InputError(f"{where}, box {i}: coordinates beyond 1e7 px (float32 and any image size), "
+                                 f"got {box!r}")
             x1, y1, x2, y2, _ = values
             if x2 <= x1 or y2 <= y1:
                 raise InputError(f"{where}, box {i}: needs x2 > x1 and y2 > y1 (image px), got {box!r}")

@@ -27,6 +27,14 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
+def overlaps_image(boxes_xyxy: np.ndarray, image_size: "tuple[int, int]") -> np.ndarray:
+    """Mask [N]: the box (image px) overlaps the image of ``image_size`` (w, h) at all; boxes entirely
+    outside it carry no person to crop."""
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)
+    w, h = image_size
+    return (boxes[:, 2] > 0) & (boxes[:, 3] > 0) & (boxes[:, 0] < w) & (boxes[:, 1] < h)
+
+
 def boxes_from_keypoints(keypoints: np.ndarray, scores: np.ndarray, image_size: "tuple[int, int]",
                          score_threshold: float = 0.3, expansion: float = 1.25,
                          min_keypoints: int = 3) -> "tuple[np.ndarray, np.ndarray]":

@@ -53,6 +53,8 @@ class TrackConfig:
     motion_threshold: box center motion since the pose, as a share of the box height, that makes it due.
     scale_threshold: |log(box height ratio)| since the pose that makes it due.
     low_confidence: mean visible-keypoint score below which the pose is due.
+    propagate: carry keypoints with the optical flow between recomputes (False: keypoints stay where the
+        model put them, the behaviour before live scheduling; for measuring what propagation is worth).
     """
 
     iou_threshold: float = 0.3
@@ -67,6 +69,7 @@ class TrackConfig:
     motion_threshold: float = 0.25
     scale_threshold: float = 0.2
     low_confidence: float = 0.35
+    propagate: bool = True
 
 
 @dataclasses.dataclass
@@ -192,7 +195,7 @@ class PoseTracks:
         gray = self._gray(image_bgr)
         prev = self._grays[next(reversed(self._grays))] if self._grays else None
         with_pose = [t for t in self.tracks.values() if t.keypoints is not None]
-        if prev is not None and with_pose:
+        if prev is not None and with_pose and self.config.propagate:
             pts = np.concatenate([t.keypoints for t in with_pose]).astype(np.float64)
             moved, good = self._flow(prev, gray, pts)
             k = len(with_pose[0].keypoints)
