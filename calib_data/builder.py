@@ -596,6 +596,8 @@ class CalibrationSet:
                 if not isinstance(rec, dict) or not isinstance(rec.get("file"), str) \
                         or not isinstance(rec.get("sha256"), str):
                     raise InputError(f"{manifest_path}: {key}[{i}] needs 'file' and 'sha256' strings")
+                if self.path.resolve() not in (self.path / rec["file"]).resolve().parents:
+                    raise InputError(f"{manifest_path}: {key}[{i}]: file {rec['file']!r} points outside the set")
                 if not (self.path / rec["file"]).is_file():
                     raise InputError(f"{manifest_path}: {key}[{i}]: file {self.path / rec['file']} is missing")
         params = manifest.get("params") or {}

@@ -63,13 +63,32 @@ class Backend(Protocol):
 BackendFactory = Callable[[str, Any, int, Callable[[Completion], None]], Backend]
 
 
+def _malloc_trim() -> None:
+    """Hand freed heap pages back to the OS (glibc); a no-op elsewhere."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 class OpenVINOBackend:
-    """:class:`Backend` with ``num_requests`` OpenVINO infer requests, one worker thread each."""
+    """:class:`Backend` with ``num_requests`` OpenVINO infer requests, one worker thread each.
+
+    ``release_memory``: with one request, free the compiled model's intermediate buffers after every
+    request (``CompiledModel.release_memory``) and trim the heap, so the VAE's and the pose model's
+    activation memory are not held at the same time (see docs/benchmarks.md, live feeds: memory)."""
 
     def __init__(self, stage: str, compiled: Any, num_requests: int,
-                 on_complete: Callable[[Completion], None]) -> None:
+                 on_complete: Callable[[Completion], None], release_memory: bool = False) -> None:
         self.stage = stage
         self.capacity = max(1, int(num_requests))
+        self._compiled = compiled
+        self.release_memory = bool(release_memory) and self.capacity == 1 and hasattr(compiled, "release_memory")
+        if release_memory and not self.release_memory:
+            logger.warning("%s: release_memory needs exactly one infer request (got %d); not releasing", stage,
+                           self.capacity)
         self._on_complete = on_complete
         self._jobs: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._cond = threading.Condition()
@@ -92,6 +111,13 @@ class OpenVINOBackend:
                 output, error = request.get_output_tensor(0).data.copy(), None
             except Exception as exc:  # noqa: BLE001 - any failure of the engine becomes this request's error
                 output, error = None, f"{self.stage} inference failed: {type(exc).__name__}: {exc}"
+            if self.release_memory:
+                try:
+                    self._compiled.release_memory()
+                    _malloc_trim()
+                except RuntimeError as exc:
+                    logger.warning("%s: release_memory failed (%s); keeping the buffers", self.stage, exc)
+                    self.release_memory = False
             try:
                 self._on_complete(Completion(self.stage, userdata, output, error, submit_t, time.perf_counter()))
             finally:
@@ -121,9 +147,9 @@ class OpenVINOBackend:
 
 
 def openvino_backend_factory(stage: str, compiled: Any, num_requests: int,
-                             on_complete: Callable[[Completion], None]) -> Backend:
-    """The default :data:`BackendFactory`."""
-    return OpenVINOBackend(stage, compiled, num_requests, on_complete)
+                             on_complete: Callable[[Completion], None], release_memory: bool = False) -> Backend:
+    """The default :data:`BackendFactory` (``functools.partial(..., release_memory=True)`` for low memory)."""
+    return OpenVINOBackend(stage, compiled, num_requests, on_complete, release_memory=release_memory)
 
 
 class InflightRequests:

@@ -89,6 +89,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "pose_budget": (None, _unit, "a share of person-frames in (0, 1] or null (as fast as the pose requests allow)"),
     "max_pose_age": (None, _positive, "milliseconds or null (a pose older than this is due for recompute)"),
     "request_timeout_s": (600.0, _positive, "a positive number of seconds (a request without answer fails)"),
+    "release_memory": (False, _bool, "true | false (free each model's buffers after every request; 1 request)"),
     # pose
     "flip_test": (False, _bool, "true | false"),
     "bbox_padding": (None, _positive, "a positive number or null (the IR metadata, 1.25)"),

@@ -370,10 +370,14 @@ class LiveRunner:
                 continue
             if cfg.mode == "live" and src.det_pending and src.tracks.active() == 0:
                 continue
+            # tracks of this source that have (or are getting) a pose: first poses alternate between sources
+            posed = sum(1 for t in src.tracks.tracks.values() if t.keypoints is not None or t.pending)
             for track in src.tracks.tracks.values():
                 urgency = src.tracks.urgency(track)
                 if urgency is None:
                     continue
+                if track.keypoints is None:
+                    urgency -= 1e3 * posed
                 if cfg.pose_budget is not None and src.credit < 1.0 and track.keypoints is not None:
                     continue  # no budget left for a refresh (a track without a pose may go into debt)
                 out.append((urgency, src.i, track.track_id))

@@ -73,7 +73,10 @@ class ModelFolder:
         for kind, rel in self.index["components"].items():
             if not isinstance(rel, str) or not rel:
                 raise ModelFolderError(f"{index_file}: components.{kind} must be an IR file name, got {rel!r}")
-            self.components[str(kind)] = self.path / rel
+            target = self.path / rel
+            if self.path.resolve() not in target.resolve().parents:
+                raise ModelFolderError(f"{index_file}: components.{kind} = {rel!r} points outside the model folder")
+            self.components[str(kind)] = target
         self._models: dict[str, ov.Model] = {}
         self._meta: dict[str, dict[str, Any]] = {}
         self.chain = self._choose_chain(chain)
@@ -191,6 +194,10 @@ class ModelFolder:
         if min(w, h, k, hw, hh) <= 0:
             raise ModelFolderError(f"{src}: sizes in rt_info must be positive (input {w}x{h}, heatmap "
                                    f"{hw}x{hh}, num_keypoints {k})")
+        if k not in (17, 133):
+            raise ModelFolderError(f"{src}: num_keypoints {k} is neither 17 (SDPose-Body, COCO) nor 133 "
+                                   "(SDPose-Wholebody, COCO-WholeBody); the runtime's skeletons, flip pairs and "
+                                   "parts know only these")
         out = _dims(self.read_model(kind).outputs[0].get_partial_shape())
         if len(out) != 4 or out[1:] != [k, hh, hw]:
             raise ModelFolderError(

@@ -68,6 +68,9 @@ def register(subparsers: Any, name: str) -> None:
                    help="live/scheduled: share of person-frames whose pose is recomputed (e.g. 0.1)")
     g.add_argument("--max-pose-age", type=float, default=None, metavar="MS",
                    help="live/scheduled: recompute a pose once it is older than MS (or moved, or low confidence)")
+    g.add_argument("--release-memory", action=argparse.BooleanOptionalAction, default=None,
+                   help="free each model's activation buffers after every request (lower peak RSS on small "
+                        "boxes; with --num-requests 1)")
     g.add_argument("--request-timeout", dest="request_timeout_s", type=float, default=None, metavar="S",
                    help="an inference request without an answer after S seconds fails its frames")
     g = p.add_argument_group("OpenVINO")
@@ -109,7 +112,7 @@ def register(subparsers: Any, name: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- settings
 _CLI_KEYS = ("mode", "max_frames", "detect_every", "batch", "max_inflight_frames", "max_persons", "chain",
-             "chain_slots", "schedule_poses", "pose_budget", "max_pose_age", "request_timeout_s",
+             "chain_slots", "schedule_poses", "pose_budget", "max_pose_age", "request_timeout_s", "release_memory",
              "reconnect_retries", "device", "hint", "num_streams", "num_threads", "num_requests",
              "precision_hint", "cache_dir", "flip_test", "parts", "score_threshold", "bbox_padding",
              "det_score_threshold", "openpose", "openpose_confidence", "openpose_naming", "coco_annotations",
@@ -309,6 +312,16 @@ def _pipeline_config(settings: dict[str, Any]) -> Any:
                           request_timeout_s=settings["request_timeout_s"])
 
 
+def _backend_factory(settings: dict[str, Any]) -> Any:
+    import functools
+
+    from .backends import openvino_backend_factory
+
+    if settings["release_memory"] and settings["num_requests"] not in (None, 1):
+        logger.warning("--release-memory needs --num-requests 1; ignored")
+    return functools.partial(openvino_backend_factory, release_memory=bool(settings["release_memory"]))
+
+
 def _close_all(sinks: list[Any]) -> None:
     for sink in sinks:
         try:
@@ -359,7 +372,7 @@ def run(args: argparse.Namespace) -> int:
                 all_sinks.extend(sinks)
                 runs.append(SourceRun(name, src, sinks))
             runner = LiveRunner(estimator, _live_config(settings, mode), detector=detector, detections=detections,
-                                frame_hook=show)
+                                frame_hook=show, backend_factory=_backend_factory(settings))
             with _SignalStop(runner):
                 result = runner.run(runs)
             per_source, total = result["sources"], result["total"]
@@ -371,7 +384,8 @@ def run(args: argparse.Namespace) -> int:
                 sinks = build_sinks(folders[name], settings, src, estimator)
                 all_sinks.extend(sinks)
                 pipeline = Pipeline(estimator, sinks, _pipeline_config(settings), detector=detector,
-                                    detections=detections, frame_hook=show)
+                                    detections=detections, frame_hook=show,
+                                    backend_factory=_backend_factory(settings))
                 try:
                     with _SignalStop(pipeline):
                         per_source[name] = pipeline.run(src)

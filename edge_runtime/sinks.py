@@ -112,6 +112,11 @@ class JsonlSink(Sink):
 
     def close(self) -> None:
         if not self.closed:
+            self._file.flush()
+            try:
+                os.fsync(self._file.fileno())  # the records survive a power cut after the run
+            except OSError:
+                pass  # not a regular file (a pipe): nothing to sync
             self._file.close()
             super().close()
 

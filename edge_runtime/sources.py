@@ -450,6 +450,17 @@ class LiveSource(FrameSource):
             return False, None
         return True, image
 
+    def close(self) -> None:
+        """Stop; an MJPEG read blocked on the socket is woken by closing the response (a cv2.VideoCapture
+        read cannot be interrupted safely from another thread: it ends at its own timeout)."""
+        super().close()
+        with self._lock:
+            if isinstance(self._handle, _MjpegReader):
+                try:
+                    self._handle.close()
+                except OSError:
+                    pass
+
     def _release(self, handle) -> None:
         if handle is None:
             return

@@ -85,6 +85,7 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--hint", default="LATENCY")
     parser.add_argument("--num-requests", type=int, default=1)
     parser.add_argument("--precision-hint", default="f32")
+    parser.add_argument("--release-memory", action="store_true", help="free model buffers after each request")
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -110,15 +111,20 @@ def main(argv: "list[str] | None" = None) -> int:
         dets = {str(i): keyed.get((i + cam) % len(frames), np.zeros((0, 5), np.float32)) for i in range(n)}
         runs.append(SourceRun(f"cam{cam}", LoopedVideo(frames, args.fps, args.seconds, cam, f"cam{cam}"), [sink],
                               detections=dets))
+    import functools
+
+    from edge_runtime.backends import openvino_backend_factory
+
     runner = LiveRunner(est, LiveConfig(mode="live", batch=args.batch, pose_budget=args.pose_budget),
-                        per_source_detections=True)
+                        per_source_detections=True,
+                        backend_factory=functools.partial(openvino_backend_factory, release_memory=args.release_memory))
     t0 = time.perf_counter()
     result = runner.run(runs)
     wall = time.perf_counter() - t0
     total = result["total"]
     doc = {"cpu": cpu_info().to_dict(), "models": str(args.models), "compile": options.describe(),
            "runtime": est.runtime_info.get("precision"), "cameras": args.cameras, "fps": args.fps,
-           "seconds": args.seconds, "wall_s": round(wall, 1), "batch": args.batch, "pose_budget": args.pose_budget,
+           "seconds": args.seconds, "wall_s": round(wall, 1), "release_memory": args.release_memory, "batch": args.batch, "pose_budget": args.pose_budget,
            "peak_rss_mb": round(vm_hwm_mb(), 1), "rss_after_compile_mb": round(rss_compiled, 1),
            "total": {k: total[k] for k in ("frames_in", "frames_out", "frames_skipped", "pose_recomputes")},
            "frame_latency_ms": total["latency_ms"]["frame_latency"],
