@@ -55,6 +55,9 @@ class LiveConfig:
     flip_test, parts, score_threshold: as in file mode. track: :class:`TrackConfig`.
     pace_live_files: video files given in live mode play at their own fps (a simulated camera).
     live_queue_size: frames waiting per source in live mode. request_timeout_s: see PipelineConfig.
+    chain_slots: split chain: at most this many pose requests (crops on their way through vae_encoder and
+        pose) at once; 1 runs the two models strictly one after the other, so that with ``release_memory``
+        only one model's buffers exist at a time (None: each model up to its own requests).
     """
 
     mode: str = "live"
@@ -70,6 +73,7 @@ class LiveConfig:
     pace_live_files: bool = True
     live_queue_size: int = 1
     request_timeout_s: "float | None" = 600.0
+    chain_slots: "int | None" = None
 
     def __post_init__(self) -> None:
         if self.mode not in ("live", "file"):
@@ -391,7 +395,9 @@ class LiveRunner:
                 latents, items = self._latents.popleft()
                 self._submit(self.stages[1], latents, items)
         while self._free(self.stages[0]) > 0 and not (
-                len(self.stages) == 2 and len(self._latents) >= self.backends[self.stages[1]].capacity):
+                len(self.stages) == 2 and len(self._latents) >= self.backends[self.stages[1]].capacity) and (
+                cfg.chain_slots is None or
+                sum(self._inflight[s] for s in self.stages) + len(self._latents) < cfg.chain_slots):
             cands = self._candidates()
             if not cands:
                 break

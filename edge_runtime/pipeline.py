@@ -32,19 +32,19 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import math
 import queue
-import sys
 import threading
 import time
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from .backends import (Backend, BackendFactory, Completion, InflightRequests, OpenVINOBackend,  # noqa: F401
                        openvino_backend_factory)
+from .detections import load_detections  # noqa: F401  (re-exported: edge_runtime.pipeline.load_detections)
 from .errors import InputError, SDPoseError
 from .feeds import CaptureStatus, FrameFeed, capture_loop
+from .results import FrameResult
 from .metrics import BusyMeter, Progress, Reservoirs, busy_share, percentile_summary  # noqa: F401
 from .sources import Frame, FrameSource, mask_credentials
 from .tracking import IouTracker, boxes_from_keypoints, overlaps_image
@@ -589,30 +589,15 @@ class Pipeline:
 
     def _record(self, state: _FrameState) -> dict[str, Any]:
         frame = state.frame
-        record: dict[str, Any] = {"frame": frame.index, "source": frame.name, "timestamp_ms": frame.timestamp_ms,
-                                  "persons": []}
-        if state.image_size != (0, 0):
-            record["width"], record["height"] = state.image_size
-        if state.error is not None:
-            record["error"] = state.error
-            return record
-        n = 0 if state.boxes is None else len(state.boxes)
-        if n == 0:
-            return record
-        track_ids = self._tracker.update(state.boxes)
-        scores = state.scores
-        if set(self.config.parts) != {"body", "feet", "face", "hands"}:
-            from .keypoints import filter_parts
-            _, scores = filter_parts(state.keypoints, scores, self.config.parts)
-        for i in range(n):
-            kp = np.concatenate([state.keypoints[i], scores[i][:, None]], axis=1)
-            record["persons"].append({
-                "bbox_xyxy": [round(float(v), 2) for v in state.boxes[i]],
-                "score": round(float(state.box_scores[i]), 5),
-                "track_id": int(track_ids[i]),
-                "keypoints": [[round(float(x), 3), round(float(y), 3), round(float(s), 5)] for x, y, s in kp],
-            })
-        return record
+        size = state.image_size if state.image_size != (0, 0) else None
+        k = self.estimator.num_keypoints
+        if state.error is not None or state.boxes is None or len(state.boxes) == 0:
+            result = FrameResult.failed(frame, frame.name, state.error or "", k)
+            result.image_size, result.error = size, state.error
+            return result.to_record(self.config.parts)
+        result = FrameResult(frame.index, frame.name, frame.timestamp_ms, size, state.boxes, state.box_scores,
+                             state.keypoints, state.scores, self._tracker.update(state.boxes))
+        return result.to_record(self.config.parts)
 
     def _write(self, state: _FrameState) -> None:
         record = self._record(state)
@@ -675,50 +660,3 @@ class Pipeline:
 
 
 _WAKE = object()
-
-
-# ============================================================================ detections JSON
-def load_detections(path: "str | Any") -> dict[str, np.ndarray]:
-    """Read ``--detections DETS.json``: {image file name or frame index (string): [[x1,y1,x2,y2,score],...]}.
-
-    Boxes are image px; the score may be omitted ([x1,y1,x2,y2] -> score 1.0). Returns {key: float32 [M,5]}.
-    Raises InputError naming the file and the bad entry (key and box position) otherwise.
-    """
-    import json
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"--detections {path}: file does not exist")
-    try:
-        doc = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise InputError(f"--detections {path}: not valid JSON ({exc})") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"--detections {path}: cannot read ({exc})") from exc
-    if not isinstance(doc, dict):
-        raise InputError(f"--detections {path}: expected an object mapping image file name or frame index to "
-                         f"[[x1, y1, x2, y2, score], ...], got {type(doc).__name__}")
-    out: dict[str, np.ndarray] = {}
-    for key, boxes in doc.items():
-        where = f"--detections {path}: entry {key!r}"
-        if not isinstance(boxes, list):
-            raise InputError(f"{where}: expected a list of [x1, y1, x2, y2, score] boxes, got "
-                             f"{type(boxes).__name__}")
-        rows = []
-        for i, box in enumerate(boxes):
-            if not isinstance(box, (list, tuple)) or len(box) not in (4, 5) or not all(
-                    isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
-                raise InputError(f"{where}, box {i}: expected [x1, y1, x2, y2, score] numbers, got {box!r}")
-            values = [float(v) for v in box] + ([1.0] if len(box) == 4 else [])
-            if not all(math.isfinite(v) for v in values):
-                raise InputError(f"{where}, box {i}: values must be finite, got {box!r}")
-            if any(abs(v) > 1e7 for v in values[:4]):
-                raise InputError(f"{where}, box {i}: coordinates beyond 1e7 px (float32 and any image size), "
-                                 f"got {box!r}")
-            x1, y1, x2, y2, _ = values
-            if x2 <= x1 or y2 <= y1:
-                raise InputError(f"{where}, box {i}: needs x2 > x1 and y2 > y1 (image px), got {box!r}")
-            rows.append(values)
-        out[str(key)] = np.asarray(rows, np.float32).reshape(-1, 5)
-    return out

@@ -296,7 +296,8 @@ def _live_config(settings: dict[str, Any], mode: str) -> Any:
                       pose_budget=settings["pose_budget"], max_frames=settings["max_frames"],
                       max_persons=settings["max_persons"], flip_test=settings["flip_test"],
                       parts=tuple(settings["parts"]), score_threshold=settings["score_threshold"], track=track,
-                      live_queue_size=settings["live_queue_size"], request_timeout_s=settings["request_timeout_s"])
+                      live_queue_size=settings["live_queue_size"], request_timeout_s=settings["request_timeout_s"],
+                      chain_slots=settings["chain_slots"] or (1 if settings["release_memory"] else None))
 
 
 def _pipeline_config(settings: dict[str, Any]) -> Any:

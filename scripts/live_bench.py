@@ -85,7 +85,8 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--hint", default="LATENCY")
     parser.add_argument("--num-requests", type=int, default=1)
     parser.add_argument("--precision-hint", default="f32")
-    parser.add_argument("--release-memory", action="store_true", help="free model buffers after each request")
+    parser.add_argument("--release-memory", action="store_true",
+                        help="free model buffers after each request, and run VAE and pose one after the other")
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -115,7 +116,8 @@ def main(argv: "list[str] | None" = None) -> int:
 
     from edge_runtime.backends import openvino_backend_factory
 
-    runner = LiveRunner(est, LiveConfig(mode="live", batch=args.batch, pose_budget=args.pose_budget),
+    runner = LiveRunner(est, LiveConfig(mode="live", batch=args.batch, pose_budget=args.pose_budget,
+                                        chain_slots=1 if args.release_memory else None),
                         per_source_detections=True,
                         backend_factory=functools.partial(openvino_backend_factory, release_memory=args.release_memory))
     t0 = time.perf_counter()

@@ -163,13 +163,16 @@ def measure_live(args: argparse.Namespace, frames: list[Frame], dets: dict[str, 
                  est: PoseEstimator) -> dict[str, Any]:
     source = LoopedLiveSource(frames, fps, args.live_seconds)
     sink = CountingSink()
-    summary = Pipeline(est, [sink], PipelineConfig(mode="live", batch=1, chain_slots=args.live_chain_slots),
-                       detections=dets).run(source)
-    slots = f", chain slots {args.live_chain_slots}" if args.live_chain_slots else ""
-    return {"variant": f"live mode (THROUGHPUT, paced {fps:.1f} fps, {args.live_seconds:.0f} s{slots})",
+    from edge_runtime.live import LiveConfig, LiveRunner, SourceRun
+
+    summary = LiveRunner(est, LiveConfig(mode="live", batch=1), detections=dets).run(
+        [SourceRun("live", source, [sink])])["total"]
+    return {"variant": f"live mode (tracks + pose scheduling + propagation, paced {fps:.1f} fps, "
+                       f"{args.live_seconds:.0f} s)",
             "frames_in": summary["frames_in"], "frames_out": summary["frames_out"],
             "frames_skipped": summary["frames_skipped"], "persons": summary["persons"],
-            "fps": summary["fps"], "pose_busy_share": summary["pose_busy_share"],
+            "fps": summary["fps"], "pose_recomputes": summary["pose_recomputes"],
+            "stage_busy_share": summary["stage_busy_share"],
             "capture_to_result_ms": summary["latency_ms"].get("frame_latency"), "requests": summary["requests"]}
 
 
@@ -182,7 +185,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, nargs="*", default=[1], help="pipeline --batch values to measure")
     parser.add_argument("--chain-slots", type=int, nargs="*", default=[],
                         help="also measure batch 1 with these split-chain slot caps")
-    parser.add_argument("--live-chain-slots", type=int, default=None, help="chain slots in the live run")
     parser.add_argument("--sync-batch", type=int, default=8, help="max crops per synchronous request")
     parser.add_argument("--live-seconds", type=float, default=0.0, help="live-mode run length (0: skip)")
     parser.add_argument("--skip-sync", action="store_true")
