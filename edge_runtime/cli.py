@@ -40,6 +40,9 @@ def run_cli(prog: str, description: str, subcommands: dict[str, str], argv: list
     except SDPoseError as exc:
         logging.getLogger(prog).error("%s", exc)
         return 2
+    except KeyboardInterrupt:  # a second Ctrl-C: the outputs were closed and the summary written on the way out
+        logging.getLogger(prog).error("interrupted")
+        return 130
 
 
 def build_parser() -> argparse.ArgumentParser:

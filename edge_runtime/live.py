@@ -212,8 +212,10 @@ class LiveRunner:
                     cfg.mode, len(self._srcs), "+".join(self.stages),
                     {k: b.capacity for k, b in self.backends.items()}, cfg.batch, cfg.detect_every,
                     cfg.pose_budget if cfg.pose_budget is not None else "as fast as possible")
+        aborted = True
         try:
             self._loop()
+            aborted = False
         finally:
             self._stop.set()
             for src in self._srcs:
@@ -225,9 +227,10 @@ class LiveRunner:
                 if src.thread.is_alive():
                     logger.warning("%s: capture thread did not stop within 10 s (blocked in a read)", src.name)
             for stage, backend in self.backends.items():
-                if not backend.wait_all(timeout_s=5.0 if cfg.mode == "live" else cfg.request_timeout_s):
+                wait = 1.0 if aborted else 5.0 if cfg.mode == "live" else cfg.request_timeout_s
+                if not backend.wait_all(timeout_s=wait):
                     logger.warning("%s: requests still running at the end; their results are dropped", stage)
-        self._t1 = time.perf_counter()
+            self._t1 = time.perf_counter()  # summary() is valid on every exit path
         return self.summary()
 
     # ------------------------------------------------------------------ loop

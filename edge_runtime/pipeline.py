@@ -222,8 +222,10 @@ class Pipeline:
                                    args=(source, self._feed, self._stop, lambda: self.events.put(_WAKE),
                                          self._capture, False, cfg.max_frames))
         capture.start()
+        aborted = True
         try:
             self._loop()
+            aborted = False
         finally:
             self._stop.set()
             source.close()
@@ -232,11 +234,10 @@ class Pipeline:
             capture.join(timeout=10.0)
             if capture.is_alive():
                 logger.warning("capture thread did not stop within 10 s (blocked in the source read)")
-            for stage, backend in self.backends.items():
-                if not backend.wait_all(timeout_s=cfg.request_timeout_s):
-                    logger.error("%s: requests still running after %.0f s; leaving them", stage,
-                                 cfg.request_timeout_s)
-        self._t1 = time.perf_counter()
+            for stage, backend in self.backends.items():  # an exception (a second Ctrl-C) does not wait long
+                if not backend.wait_all(timeout_s=1.0 if aborted else cfg.request_timeout_s):
+                    logger.error("%s: requests still running at the end; leaving them", stage)
+            self._t1 = time.perf_counter()  # summary() is valid on every exit path
         self._progress.update(self._written, force=True)
         return self.summary()
 

@@ -374,8 +374,14 @@ def run(args: argparse.Namespace) -> int:
                 runs.append(SourceRun(name, src, sinks))
             runner = LiveRunner(estimator, _live_config(settings, mode), detector=detector, detections=detections,
                                 frame_hook=show, backend_factory=_backend_factory(settings))
-            with _SignalStop(runner):
-                result = runner.run(runs)
+            try:
+                with _SignalStop(runner):
+                    result = runner.run(runs)
+            except BaseException:
+                if hasattr(runner, "_t1"):
+                    result = runner.summary()
+                    per_source, total = result["sources"], result["total"]
+                raise
             per_source, total = result["sources"], result["total"]
         else:
             from .pipeline import Pipeline
@@ -390,6 +396,10 @@ def run(args: argparse.Namespace) -> int:
                 try:
                     with _SignalStop(pipeline):
                         per_source[name] = pipeline.run(src)
+                except BaseException:
+                    if hasattr(pipeline, "_t1") and hasattr(pipeline, "_feed"):
+                        per_source[name] = pipeline.summary()  # what was written before the exception
+                    raise
                 finally:
                     _close_all(sinks)
                 if pipeline.stopping:
