@@ -22,12 +22,14 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from convert.figures import score_records  # noqa: E402
+from edge_runtime.backends import OpenVINOBackend  # noqa: E402
 from edge_runtime.estimator import PoseEstimator  # noqa: E402
 from edge_runtime.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
 from edge_runtime.models import CompileOptions  # noqa: E402
@@ -57,6 +59,8 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--detections", type=Path, default=SAMPLES / "figures_detections.json")
     parser.add_argument("--gt", type=Path, default=SAMPLES / "figures_gt.npz")
     parser.add_argument("--budgets", default="2,5,10,20", help="k of the 1/k pose budgets")
+    parser.add_argument("--live-delays", default="", help="also run live (paced 12 fps) with these seconds added "
+                        "to every pose request, e.g. 0.25,1")
     parser.add_argument("--out", type=Path, default=None, help="write the table as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot (needs matplotlib)")
     args = parser.parse_args(argv)
@@ -81,7 +85,7 @@ def main(argv: "list[str] | None" = None) -> int:
     summary = Pipeline(est, [sink], PipelineConfig(progress=False), detections=dets).run(VideoFileSource(args.video))
     score("full", 1.0, sink.records, summary["persons"])
     full_pck = rows[0]["pck_all"]
-    for k in [int(v) for v in args.budgets.split(",")]:
+    for k in [int(v) for v in args.budgets.split(",") if v]:
         for propagate in (True, False):
             sink = Collect()
             cfg = LiveConfig(mode="file", pose_budget=1.0 / k, track=TrackConfig(propagate=propagate))
@@ -89,6 +93,29 @@ def main(argv: "list[str] | None" = None) -> int:
                                                                           [sink])])
             score(f"{'scheduled' if propagate else 'stale'} 1/{k}", 1.0 / k, sink.records,
                   result["total"]["pose_recomputes"])
+    for delay in [float(v) for v in args.live_delays.split(",") if v]:
+        # live: the video paced at its 12 fps, each pose request made slow by ``delay`` seconds, so poses
+        # arrive late and are carried forward from the frame the model saw (not deterministic)
+        sink = Collect()
+
+        class Slow(OpenVINOBackend):
+            def _work(self, request, _delay=delay):
+                class Delayed:
+                    def infer(_, inputs):
+                        request.infer(inputs)
+                        time.sleep(_delay)
+
+                    def get_output_tensor(_, i):
+                        return request.get_output_tensor(i)
+                super()._work(Delayed())
+
+        result = LiveRunner(est, LiveConfig(mode="live", live_queue_size=8), detections=dets,
+                            backend_factory=lambda *a: Slow(*a)).run(
+            [SourceRun("figures", VideoFileSource(args.video), [sink])])
+        ages = [p["pose_age_ms"] for r in sink.records for p in r["persons"]]
+        score(f"live, +{delay:g} s/pose", None, sink.records, result["total"]["pose_recomputes"])
+        rows[-1].update(pose_age_ms_mean=round(float(np.mean(ages)), 1) if ages else None,
+                        frames_out=result["total"]["frames_out"], frames_in=result["total"]["frames_in"])
     for row in rows:
         row["pck_vs_full"] = round(row["pck_all"] / full_pck, 4) if full_pck else None
     doc = {"video": str(args.video.name), "models": str(args.models), "alpha": 0.05, "rows": rows}
@@ -102,7 +129,7 @@ def main(argv: "list[str] | None" = None) -> int:
 
         fig, ax = plt.subplots(figsize=(6, 4))
         for kind, marker in (("scheduled", "o-"), ("stale", "s--")):
-            pts = [(r["budget"], 100 * r["pck_all"]) for r in rows if r["setting"].startswith(kind)]
+            pts = [(r["budget"], 100 * r["pck_all"]) for r in rows if r["setting"].startswith(kind) and r["budget"]]
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker, label=f"{kind} (1/k budgets)")
         ax.axhline(100 * full_pck, color="k", lw=1, ls=":", label=f"full recompute ({100 * full_pck:.1f} %)")
         ax.axhline(90 * full_pck, color="grey", lw=1, ls="--", label="90 % of full recompute")
