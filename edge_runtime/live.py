@@ -288,13 +288,11 @@ class LiveRunner:
         src.lat["propagate"].append((time.perf_counter() - t) * 1000.0)
         if frame.index - src.last_detect >= cfg.detect_every and not src.det_pending:
             self._detect(src, frame)
+        if cfg.pose_budget is not None:  # the budget accrues per person-frame; a little may be saved up
+            src.credit = min(src.credit + cfg.pose_budget * src.tracks.active(), 1.0 + src.tracks.active())
         if cfg.mode == "file":
             src.held = True  # emitted by _schedule once its poses are back
-            if cfg.pose_budget is not None:
-                src.credit = min(src.credit + cfg.pose_budget * src.tracks.active(), 1.0 + src.tracks.active())
         else:
-            if cfg.pose_budget is not None:
-                src.credit = min(src.credit + cfg.pose_budget * src.tracks.active(), 1.0 + src.tracks.active())
             self._emit(src)
 
     def _detect(self, src: _Source, frame: Frame) -> None:
