@@ -13,12 +13,13 @@ Coordinators additionally guard against a request that never returns (a lost dev
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -189,3 +190,87 @@ class InflightRequests:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def build_backends(estimator: Any, detector: Any, factory: "BackendFactory | None",
+                   num_requests: "dict[str, int] | None", on_complete: Callable[[Completion], None]) -> dict[str, Backend]:
+    """One backend per model of the estimator's chain, plus ``detector`` when given (None: boxes come from
+    elsewhere); ``num_requests`` {stage: requests} overrides the device's optimum."""
+    factory = factory if factory is not None else openvino_backend_factory
+    requests = dict(num_requests or {})
+    backends = {s: factory(s, estimator.compiled[s], requests.get(s) or estimator.num_requests(s), on_complete)
+                for s in estimator.kinds}
+    if detector is not None:
+        n = requests.get("detector")
+        if not n:
+            from .models import optimal_requests
+            n = optimal_requests(detector.compiled, getattr(detector, "options", None))
+        backends["detector"] = factory("detector", detector.compiled, n, on_complete)
+    return backends
+
+
+class RequestBook:
+    """A coordinator's view of its backends: requests in flight per stage, slots lost to requests that never
+    answered (deadline ``timeout_s``), busy time per stage (and of ``chain`` stages together).
+
+    ``submit`` sends with a token; ``accept(completion)`` maps the token back (None for an answer that came
+    after its deadline); ``expired()`` turns overdue requests into failed completions."""
+
+    def __init__(self, backends: dict[str, Backend], timeout_s: "float | None", chain: Sequence[str] = ()) -> None:
+        from .metrics import BusyMeter
+
+        self.backends = backends
+        self.inflight: collections.Counter = collections.Counter()
+        self.lost: collections.Counter = collections.Counter()
+        self.requests = InflightRequests(timeout_s)
+        self.busy: dict[str, Any] = collections.defaultdict(BusyMeter)
+        self.chain = tuple(chain)
+        self.chain_busy = BusyMeter()  # any request of a chain stage in flight
+
+    def free(self, stage: str) -> int:
+        return self.backends[stage].capacity - self.lost[stage] - self.inflight[stage]
+
+    def dead(self, stage: str) -> bool:
+        """Every request slot of ``stage`` was lost to a request that never answered."""
+        return stage in self.backends and self.backends[stage].capacity - self.lost[stage] <= 0
+
+    def submit(self, stage: str, inputs: np.ndarray, userdata: Any) -> None:
+        self.inflight[stage] += 1
+        now = time.perf_counter()
+        self.busy[stage].start(now)
+        if stage in self.chain:
+            self.chain_busy.start(now)
+        self.backends[stage].submit(inputs, self.requests.add(stage, userdata))
+
+    def _finish(self, event: Completion) -> None:
+        self.busy[event.stage].finish(event.submit_t, event.done_t)
+        if event.stage in self.chain:
+            self.chain_busy.finish(event.submit_t, event.done_t)
+
+    def accept(self, event: Completion) -> "Completion | None":
+        entry = self.requests.pop(event.userdata)
+        if entry is None:
+            logger.warning("%s: an answer arrived after its deadline; ignored", event.stage)
+            return None
+        self.inflight[event.stage] -= 1
+        self._finish(event)
+        return dataclasses.replace(event, userdata=entry[1])
+
+    def expired(self) -> list[Completion]:
+        out = []
+        for stage, userdata, submit_t in self.requests.expired():
+            self.lost[stage] += 1
+            self.inflight[stage] -= 1
+            timeout = self.requests.timeout_s
+            logger.error("%s request got no answer within %.0f s: its work fails, %d of %d slot(s) left", stage,
+                         timeout, self.backends[stage].capacity - self.lost[stage], self.backends[stage].capacity)
+            event = Completion(stage, userdata, None, f"{stage} request got no answer within {timeout:.0f} s",
+                               submit_t, time.perf_counter())
+            self._finish(event)
+            out.append(event)
+        return out
+
+    def wait_all(self, timeout_s: "float | None") -> None:
+        for stage, backend in self.backends.items():
+            if not backend.wait_all(timeout_s=timeout_s):
+                logger.warning("%s: requests still running at the end; their results are dropped", stage)

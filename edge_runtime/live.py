@@ -31,10 +31,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .backends import BackendFactory, Completion, InflightRequests, openvino_backend_factory
+from .backends import BackendFactory, Completion, RequestBook, build_backends
 from .errors import InputError, SDPoseError
 from .feeds import CaptureStatus, FrameFeed, capture_loop
-from .metrics import BusyMeter, Reservoirs
+from .metrics import Reservoirs
 from .results import FrameResult
 from .sources import Frame, FrameSource, mask_credentials
 from .tracking import overlaps_image
@@ -161,18 +161,10 @@ class LiveRunner:
         self.estimator, self.detector, self.detections = estimator, detector, detections
         self.config = config if config is not None else LiveConfig()
         self.frame_hook = frame_hook
-        factory = backend_factory if backend_factory is not None else openvino_backend_factory
-        requests = dict(num_requests or {})
         self.events: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self.stages: tuple[str, ...] = tuple(estimator.kinds)
-        self.backends = {s: factory(s, estimator.compiled[s], requests.get(s) or estimator.num_requests(s),
-                                    self.events.put) for s in self.stages}
-        if detector is not None and detections is None:
-            n = requests.get("detector")
-            if not n:
-                from .models import optimal_requests
-                n = optimal_requests(detector.compiled, getattr(detector, "options", None))
-            self.backends["detector"] = factory("detector", detector.compiled, n, self.events.put)
+        self.backends = build_backends(estimator, detector if detections is None else None, backend_factory,
+                                       num_requests, self.events.put)
         self._stop = threading.Event()
         self._interrupted = False
 
@@ -193,12 +185,9 @@ class LiveRunner:
         self._stop.clear()
         self._interrupted = False
         self._srcs = [_Source(i, r, cfg) for i, r in enumerate(runs)]
-        self._inflight: collections.Counter = collections.Counter()
-        self._lost: collections.Counter = collections.Counter()
-        self._requests = InflightRequests(cfg.request_timeout_s)
+        self._book = RequestBook(self.backends, cfg.request_timeout_s, chain=self.stages)
         self._latents: collections.deque = collections.deque()
         self._lat = Reservoirs()
-        self._busy: dict[str, BusyMeter] = collections.defaultdict(BusyMeter)
         self._rr = 0
         self._t0 = time.perf_counter()
         for src in self._srcs:
@@ -226,10 +215,7 @@ class LiveRunner:
                 src.thread.join(timeout=10.0)
                 if src.thread.is_alive():
                     logger.warning("%s: capture thread did not stop within 10 s (blocked in a read)", src.name)
-            for stage, backend in self.backends.items():
-                wait = 1.0 if aborted else 5.0 if cfg.mode == "live" else cfg.request_timeout_s
-                if not backend.wait_all(timeout_s=wait):
-                    logger.warning("%s: requests still running at the end; their results are dropped", stage)
+            self._book.wait_all(1.0 if aborted else 5.0 if cfg.mode == "live" else cfg.request_timeout_s)
             self._t1 = time.perf_counter()  # summary() is valid on every exit path
         return self.summary()
 
@@ -360,13 +346,13 @@ class LiveRunner:
 
     # ------------------------------------------------------------------ scheduling
     def _free(self, stage: str) -> int:
-        return self.backends[stage].capacity - self._lost[stage] - self._inflight[stage]
+        return self._book.free(stage)
 
     def _candidates(self) -> list[tuple[float, int, int]]:
         """(urgency, source, track id) of every track that may get a pose now, most urgent first."""
         cfg = self.config
         out: list[tuple[float, int, int]] = []
-        if any(self.backends[s].capacity - self._lost[s] <= 0 for s in self.stages):
+        if any(self._book.dead(s) for s in self.stages):
             return out  # every request of a pose stage stopped answering: poses stay as they are
         for src in self._srcs:
             if src.frame is None or not src.frame.ok or self._stop.is_set():
@@ -398,7 +384,7 @@ class LiveRunner:
         while self._free(self.stages[0]) > 0 and not (
                 len(self.stages) == 2 and len(self._latents) >= self.backends[self.stages[1]].capacity) and (
                 cfg.chain_slots is None or
-                sum(self._inflight[s] for s in self.stages) + len(self._latents) < cfg.chain_slots):
+                sum(self._book.inflight[s] for s in self.stages) + len(self._latents) < cfg.chain_slots):
             cands = self._candidates()
             if not cands:
                 break
@@ -438,32 +424,23 @@ class LiveRunner:
         return any(si == src.i for _, si, _ in self._candidates())
 
     def _submit(self, stage: str, inputs: np.ndarray, userdata: Any) -> None:
-        self._inflight[stage] += 1
-        self._busy[stage].start(time.perf_counter())
-        self.backends[stage].submit(inputs, self._requests.add(stage, userdata))
+        self._book.submit(stage, inputs, userdata)
 
     # ------------------------------------------------------------------ completions
     def _expire(self) -> None:
-        for stage, userdata, submit_t in self._requests.expired():
-            self._lost[stage] += 1
-            self._inflight[stage] -= 1
-            logger.error("%s request got no answer within %.0f s; %d of %d slot(s) left", stage,
-                         self.config.request_timeout_s, self.backends[stage].capacity - self._lost[stage],
-                         self.backends[stage].capacity)
-            self._complete(Completion(stage, userdata, None, "no answer", submit_t, time.perf_counter()))
+        for event in self._book.expired():
+            self._complete(event)
 
     def _handle(self, event: Any) -> None:
         if event is _WAKE:
             return
-        entry = self._requests.pop(event.userdata)
-        if entry is None:
+        event = self._book.accept(event)
+        if event is None:
             return  # expired earlier; already handled as failed
-        self._inflight[event.stage] -= 1
         self._lat[event.stage].append((event.done_t - event.submit_t) * 1000.0)
-        self._complete(dataclasses.replace(event, userdata=entry[1]))
+        self._complete(event)
 
     def _complete(self, event: Completion) -> None:
-        self._busy[event.stage].finish(event.submit_t, event.done_t)
         if event.stage == "detector":
             si, frame_index, meta = event.userdata
             src = self._srcs[si]
@@ -550,9 +527,9 @@ class LiveRunner:
             "mode": self.config.mode, "chain": "+".join(self.stages), "sources": len(per),
             "wall_s": round(wall, 3), "fps": round(total["frames_out"] / wall, 4),
             "latency_ms": {k: v.summary() for k, v in sorted(self._lat.items())},
-            "stage_busy_share": {s: round(min(1.0, m.busy_s(self._t1) / wall), 4) for s, m in sorted(self._busy.items())},
+            "stage_busy_share": {s: round(min(1.0, m.busy_s(self._t1) / wall), 4) for s, m in sorted(self._book.busy.items())},
             "requests": {k: b.capacity for k, b in self.backends.items()},
-            "requests_timed_out": self._requests.expired_count,
+            "requests_timed_out": self._book.requests.expired_count,
             "batch": self.config.batch, "detect_every": self.config.detect_every,
             "pose_budget": self.config.pose_budget, "interrupted": self._interrupted,
             "capture_error": "; ".join(f"{k}: {v}" for k, v in errors.items()) or None,

@@ -39,13 +39,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .backends import (Backend, BackendFactory, Completion, InflightRequests, OpenVINOBackend,  # noqa: F401
-                       openvino_backend_factory)
+from .backends import (Backend, BackendFactory, Completion, OpenVINOBackend, RequestBook,  # noqa: F401
+                       build_backends, openvino_backend_factory)
 from .detections import load_detections  # noqa: F401  (re-exported: edge_runtime.pipeline.load_detections)
 from .errors import InputError, SDPoseError
 from .feeds import CaptureStatus, FrameFeed, capture_loop
 from .results import FrameResult
-from .metrics import BusyMeter, Progress, Reservoirs, busy_share, percentile_summary  # noqa: F401
+from .metrics import Progress, Reservoirs, busy_share, percentile_summary  # noqa: F401
 from .sources import Frame, FrameSource, mask_credentials
 from .tracking import IouTracker, boxes_from_keypoints, overlaps_image
 
@@ -172,20 +172,10 @@ class Pipeline:
             raise InputError("no person boxes: the model folder has no detector component and no --detections "
                              "file was given (export a detector with sdpose-convert, or pass --detections)")
         self.frame_hook = frame_hook
-        factory = backend_factory if backend_factory is not None else openvino_backend_factory
-        requests = dict(num_requests or {})
         self.events: "queue.SimpleQueue[Completion]" = queue.SimpleQueue()
         self.stages: tuple[str, ...] = tuple(estimator.kinds)  # ("vae_encoder", "pose") or ("vae_pose",)
-        self.backends: dict[str, Backend] = {}
-        for stage in self.stages:
-            n = requests.get(stage) or estimator.num_requests(stage)
-            self.backends[stage] = factory(stage, estimator.compiled[stage], n, self.events.put)
-        if detector is not None and detections is None:
-            n = requests.get("detector")
-            if not n:
-                from .models import optimal_requests
-                n = optimal_requests(detector.compiled, getattr(detector, "options", None))
-            self.backends["detector"] = factory("detector", detector.compiled, n, self.events.put)
+        self.backends: dict[str, Backend] = build_backends(estimator, detector if detections is None else None,
+                                                           backend_factory, num_requests, self.events.put)
         self.first_stage = self.stages[0]
         self.heat_stage = self.stages[-1]
         self._stop = threading.Event()
@@ -234,9 +224,8 @@ class Pipeline:
             capture.join(timeout=10.0)
             if capture.is_alive():
                 logger.warning("capture thread did not stop within 10 s (blocked in the source read)")
-            for stage, backend in self.backends.items():  # an exception (a second Ctrl-C) does not wait long
-                if not backend.wait_all(timeout_s=1.0 if aborted else cfg.request_timeout_s):
-                    logger.error("%s: requests still running at the end; leaving them", stage)
+            # an exception (a second Ctrl-C) does not wait long
+            self._book.wait_all(1.0 if aborted else cfg.request_timeout_s)
             self._t1 = time.perf_counter()  # summary() is valid on every exit path
         self._progress.update(self._written, force=True)
         return self.summary()
@@ -252,9 +241,7 @@ class Pipeline:
         self._persons = 0
         self._discarded_at_stop = 0
         self._dets_missing = 0
-        self._inflight = collections.Counter()
-        self._lost = collections.Counter()  # request slots whose request never answered
-        self._requests = InflightRequests(self.config.request_timeout_s)
+        self._book = RequestBook(self.backends, self.config.request_timeout_s, chain=self.stages)
         self._det_queue: collections.deque = collections.deque()
         self._pose_items: collections.deque = collections.deque()  # _PoseItem (crop made at submission)
         self._latent_queue: collections.deque = collections.deque()  # (latents, items)
@@ -263,8 +250,6 @@ class Pipeline:
         self._last_detect_seq: "int | None" = None
         self._tracker = IouTracker(self.config.track_iou_threshold)
         self._lat = Reservoirs()
-        self._busy: dict[str, BusyMeter] = collections.defaultdict(BusyMeter)
-        self._chain_busy = BusyMeter()  # any vae_encoder / pose request in flight
         self._written_indices: collections.deque = collections.deque(maxlen=100000)
         self._t0 = self._t1 = time.perf_counter()
         self._interrupted = False
@@ -301,24 +286,11 @@ class Pipeline:
 
     def _expire(self) -> None:
         """Requests past their deadline fail their frames; their slots stay taken (the device holds them)."""
-        for stage, userdata, submit_t in self._requests.expired():
-            self._lost[stage] += 1
-            self._inflight[stage] -= 1
-            logger.error("%s request got no answer within %.0f s: its frames fail, %d slot(s) of %d left", stage,
-                         self.config.request_timeout_s, self.backends[stage].capacity - self._lost[stage],
-                         self.backends[stage].capacity)
-            self._handle(Completion(stage, userdata, None, f"{stage} request got no answer within "
-                                    f"{self.config.request_timeout_s:.0f} s", submit_t, time.perf_counter()),
-                         counted=False)
+        for event in self._book.expired():
+            self._handle(event, counted=False)
 
     def _submit(self, stage: str, inputs: np.ndarray, userdata: Any) -> None:
-        self._inflight[stage] += 1
-        token = self._requests.add(stage, userdata)
-        now = time.perf_counter()
-        self._busy[stage].start(now)
-        if stage in self.stages:
-            self._chain_busy.start(now)
-        self.backends[stage].submit(inputs, token)
+        self._book.submit(stage, inputs, userdata)
 
     def _admit(self) -> None:
         while not self._interrupted and len(self._states) < self._max_inflight:
@@ -410,37 +382,33 @@ class Pipeline:
 
     # ------------------------------------------------------------------ submission
     def _free(self, stage: str) -> int:
-        free = self.backends[stage].capacity - self._lost[stage] - self._inflight[stage]
+        free = self._book.free(stage)
         if self.config.chain_slots is not None and stage in self.stages and len(self.stages) == 2:
-            used = sum(self._inflight[s] for s in self.stages)
+            used = sum(self._book.inflight[s] for s in self.stages)
             free = min(free, self.config.chain_slots - used)
         return free
 
     def _more_crops_possible(self) -> bool:
         """True if crops may still arrive without anything in the pose chain completing first."""
-        if self._det_queue or self._inflight["detector"]:
+        if self._det_queue or self._book.inflight["detector"]:
             return True
         if self._interrupted or len(self._states) >= self._max_inflight:
             return False
         # file mode: capture is still reading frames that will be admitted
         return len(self._feed) > 0 or (self.config.mode == "file" and not self._feed.closed)
 
-    def _dead(self, stage: str) -> bool:
-        """Every request slot of ``stage`` was lost to a request that never answered."""
-        return stage in self.backends and self.backends[stage].capacity - self._lost[stage] <= 0
-
     def _fail_dead_stages(self) -> None:
         reason = "no inference request left (every request of the {} stage stopped answering)"
-        if self._dead("detector"):
+        if self._book.dead("detector"):
             while self._det_queue:
                 state = self._states[self._det_queue.popleft()]
                 state.error = reason.format("detector")
                 self._complete(state)
-        if self._dead(self.first_stage) and self._pose_items:
+        if self._book.dead(self.first_stage) and self._pose_items:
             items = list(self._pose_items)
             self._pose_items.clear()
             self._fail_items(items, reason.format(self.first_stage))
-        if len(self.stages) == 2 and self._dead(self.heat_stage):
+        if len(self.stages) == 2 and self._book.dead(self.heat_stage):
             while self._latent_queue:
                 _, items = self._latent_queue.popleft()
                 self._fail_items(items, reason.format(self.heat_stage))
@@ -493,16 +461,10 @@ class Pipeline:
         if event is _WAKE:
             return
         if counted:
-            entry = self._requests.pop(event.userdata)
-            if entry is None:
-                logger.warning("%s: an answer arrived after its deadline; ignored", event.stage)
+            event = self._book.accept(event)
+            if event is None:
                 return
-            event = dataclasses.replace(event, userdata=entry[1])
-            self._inflight[event.stage] -= 1
             self._lat[event.stage].append((event.done_t - event.submit_t) * 1000.0)
-        self._busy[event.stage].finish(event.submit_t, event.done_t)
-        if event.stage in self.stages:
-            self._chain_busy.finish(event.submit_t, event.done_t)
         if event.stage == "detector":
             self._on_detection(event)
         elif event.stage == self.heat_stage:
@@ -624,7 +586,7 @@ class Pipeline:
     def summary(self) -> dict[str, Any]:
         wall = max(self._t1 - self._t0, 1e-9)
         heat_cap = self.backends[self.heat_stage].capacity
-        heat = self._busy[self.heat_stage]
+        heat = self._book.busy[self.heat_stage]
         busy_sum = heat.requests_s
         ok = self._written - self._failed
         skipped = self._feed.skipped + self._discarded_at_stop
@@ -641,9 +603,9 @@ class Pipeline:
             "fps": round(self._written / wall, 4),
             "persons_per_s": round(self._persons / wall, 4),
             "latency_ms": {k: v.summary() for k, v in sorted(self._lat.items())},
-            "pose_busy_share": round(min(1.0, self._chain_busy.busy_s(self._t1) / wall), 4),
+            "pose_busy_share": round(min(1.0, self._book.chain_busy.busy_s(self._t1) / wall), 4),
             "stage_busy_share": {s: round(min(1.0, m.busy_s(self._t1) / wall), 4)
-                                 for s, m in sorted(self._busy.items())},
+                                 for s, m in sorted(self._book.busy.items())},
             "pose_request_utilization": round(busy_sum / (wall * heat_cap), 4),
             "requests": {k: b.capacity for k, b in self.backends.items()},
             "frames_without_detections": self._dets_missing if self.detections is not None else None,
@@ -651,7 +613,7 @@ class Pipeline:
             "detect_every": self.config.detect_every,
             "interrupted": self._interrupted,
             "capture_error": self._capture.error,
-            "requests_timed_out": self._requests.expired_count,
+            "requests_timed_out": self._book.requests.expired_count,
         }
 
     @property

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from edge_runtime.bench import memory_status  # noqa: E402
 from edge_runtime.cpu import cpu_info  # noqa: E402
 from edge_runtime.estimator import PoseEstimator  # noqa: E402
 from edge_runtime.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
@@ -65,13 +66,6 @@ class Ages:
         pass
 
 
-def vm_hwm_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
 def main(argv: "list[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", required=True)
@@ -103,7 +97,7 @@ def main(argv: "list[str] | None" = None) -> int:
     options = CompileOptions(cache_dir=None, performance_hint=args.hint, num_requests=args.num_requests,
                              inference_precision=args.precision_hint)
     est = PoseEstimator(args.models, options=options)
-    rss_compiled = vm_hwm_mb()
+    rss_compiled = memory_status()["peak"]
     runs, ages = [], []
     for cam in range(args.cameras):
         sink = Ages()
@@ -127,7 +121,7 @@ def main(argv: "list[str] | None" = None) -> int:
     doc = {"cpu": cpu_info().to_dict(), "models": str(args.models), "compile": options.describe(),
            "runtime": est.runtime_info.get("precision"), "cameras": args.cameras, "fps": args.fps,
            "seconds": args.seconds, "wall_s": round(wall, 1), "release_memory": args.release_memory, "batch": args.batch, "pose_budget": args.pose_budget,
-           "peak_rss_mb": round(vm_hwm_mb(), 1), "rss_after_compile_mb": round(rss_compiled, 1),
+           "peak_rss_mb": round(memory_status()["peak"], 1), "rss_after_compile_mb": round(rss_compiled, 1),
            "total": {k: total[k] for k in ("frames_in", "frames_out", "frames_skipped", "pose_recomputes")},
            "frame_latency_ms": total["latency_ms"]["frame_latency"],
            "pose_request_ms": total["latency_ms"].get(est.kinds[-1]), "cameras_detail": {}}

@@ -5,7 +5,8 @@
 Compiles ``vae_encoder`` and ``pose`` of MODELS (CPU, LATENCY, f32 hint, one request each), runs two random
 crops through them and prints one JSON line with ``/proc/self/status`` figures after each step.
 ``--release`` frees each model's buffers after each request (``CompiledModel.release_memory`` and
-``malloc_trim``), as ``sdpose-edge run --release-memory`` does. Linux only.
+``malloc_trim``), as ``sdpose-edge run --release-memory`` does. Linux only. Figures in MB: ``rss``, ``peak``
+(VmHWM), ``anon`` (heap) and ``file`` (mapped IR pages).
 """
 from __future__ import annotations
 
@@ -18,14 +19,8 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-
-def mem() -> dict[str, int]:
-    out = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key = line.split(":")[0]
-        if key in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
-            out[key + "_mb"] = round(int(line.split()[1]) / 1024)
-    return out
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from edge_runtime.bench import memory_status  # noqa: E402
 
 
 def main(argv: "list[str] | None" = None) -> int:
@@ -36,28 +31,28 @@ def main(argv: "list[str] | None" = None) -> int:
     libc = ctypes.CDLL("libc.so.6")
     core = ov.Core()
     props = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
-    trace = [("start", mem())]
+    trace = [("start", memory_status())]
     vae = core.compile_model(str(args.models / "vae_encoder.xml"), "CPU", props)
-    trace.append(("vae compiled", mem()))
+    trace.append(("vae compiled", memory_status()))
     pose = core.compile_model(str(args.models / "pose.xml"), "CPU", props)
-    trace.append(("pose compiled", mem()))
+    trace.append(("pose compiled", memory_status()))
     shape = vae.input(0).get_partial_shape()  # [N,H,W,3], dynamic N
     h, w = shape[1].get_length(), shape[2].get_length()
     rv, rp = vae.create_infer_request(), pose.create_infer_request()
     rng = np.random.default_rng(0)
     for i in range(2):
         latent = rv.infer({0: rng.integers(0, 255, (1, h, w, 3), dtype=np.uint8)})[0].copy()
-        trace.append((f"vae crop {i}", mem()))
+        trace.append((f"vae crop {i}", memory_status()))
         if args.release:
             vae.release_memory()
             libc.malloc_trim(0)
-            trace.append(("vae buffers released", mem()))
+            trace.append(("vae buffers released", memory_status()))
         rp.infer({0: latent})
-        trace.append((f"pose crop {i}", mem()))
+        trace.append((f"pose crop {i}", memory_status()))
         if args.release:
             pose.release_memory()
             libc.malloc_trim(0)
-            trace.append(("pose buffers released", mem()))
+            trace.append(("pose buffers released", memory_status()))
     sys.stdout.write(json.dumps({"models": str(args.models), "release": args.release, "trace": trace}) + "\n")
     return 0
 

@@ -23,6 +23,7 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edge_runtime.backends import OpenVINOBackend  # noqa: E402
+from edge_runtime.bench import memory_status  # noqa: E402
 from edge_runtime.cpu import cpu_info  # noqa: E402
 from edge_runtime.estimator import PoseEstimator  # noqa: E402
 from edge_runtime.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
@@ -32,13 +33,6 @@ from edge_runtime.sources import LiveSource, ReconnectPolicy  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 log = logging.getLogger("soak")
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS"):
-            return int(line.split()[1]) / 1024.0
-    return float("nan")
 
 
 class Streamer:
@@ -134,7 +128,7 @@ def main(argv: "list[str] | None" = None) -> int:
 
     def watch() -> None:
         while not runner.stopping:
-            samples.append((round(time.perf_counter() - t0, 1), round(rss_mb(), 1)))
+            samples.append((round(time.perf_counter() - t0, 1), memory_status()["rss"]))
             if time.perf_counter() - t0 > args.minutes * 60:
                 runner.stop()
                 return
