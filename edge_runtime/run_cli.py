@@ -309,7 +309,8 @@ def _pipeline_config(settings: dict[str, Any]) -> Any:
                           score_threshold=settings["score_threshold"],
                           track_iou_threshold=settings["track_iou_threshold"],
                           track_box_expansion=settings["track_box_expansion"], max_persons=settings["max_persons"],
-                          progress=settings["progress"], chain_slots=settings["chain_slots"],
+                          progress=settings["progress"],
+                          chain_slots=settings["chain_slots"] or (1 if settings["release_memory"] else None),
                           request_timeout_s=settings["request_timeout_s"])
 
 
