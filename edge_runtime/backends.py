@@ -274,3 +274,31 @@ class RequestBook:
         for stage, backend in self.backends.items():
             if not backend.wait_all(timeout_s=timeout_s):
                 logger.warning("%s: requests still running at the end; their results are dropped", stage)
+
+
+class _DelayedRequest:
+    def __init__(self, request: Any, delay_s: float) -> None:
+        self._request, self._delay_s = request, delay_s
+
+    def infer(self, inputs: Any) -> None:
+        self._request.infer(inputs)
+        time.sleep(self._delay_s)
+
+    def get_output_tensor(self, index: int) -> Any:
+        return self._request.get_output_tensor(index)
+
+
+class _DelayedModel:
+    def __init__(self, compiled: Any, delay_s: float) -> None:
+        self._compiled, self._delay_s = compiled, delay_s
+
+    def create_infer_request(self) -> _DelayedRequest:
+        return _DelayedRequest(self._compiled.create_infer_request(), self._delay_s)
+
+
+def delayed_backend_factory(delay_s: float) -> BackendFactory:
+    """A :data:`BackendFactory` whose requests each take ``delay_s`` longer than the model: a slow device,
+    simulated cheaply (live-mode benchmarks and soak runs with a small model)."""
+    def factory(stage: str, compiled: Any, num_requests: int, on_complete: Callable[[Completion], None]) -> Backend:
+        return OpenVINOBackend(stage, _DelayedModel(compiled, delay_s), num_requests, on_complete)
+    return factory

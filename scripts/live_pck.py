@@ -22,14 +22,13 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from convert.figures import score_records  # noqa: E402
-from edge_runtime.backends import OpenVINOBackend  # noqa: E402
+from edge_runtime.backends import delayed_backend_factory  # noqa: E402
 from edge_runtime.estimator import PoseEstimator  # noqa: E402
 from edge_runtime.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
 from edge_runtime.models import CompileOptions  # noqa: E402
@@ -98,19 +97,8 @@ def main(argv: "list[str] | None" = None) -> int:
         # arrive late and are carried forward from the frame the model saw (not deterministic)
         sink = Collect()
 
-        class Slow(OpenVINOBackend):
-            def _work(self, request, _delay=delay):
-                class Delayed:
-                    def infer(_, inputs):
-                        request.infer(inputs)
-                        time.sleep(_delay)
-
-                    def get_output_tensor(_, i):
-                        return request.get_output_tensor(i)
-                super()._work(Delayed())
-
         result = LiveRunner(est, LiveConfig(mode="live", live_queue_size=8), detections=dets,
-                            backend_factory=lambda *a: Slow(*a)).run(
+                            backend_factory=delayed_backend_factory(delay)).run(
             [SourceRun("figures", VideoFileSource(args.video), [sink])])
         ages = [p["pose_age_ms"] for r in sink.records for p in r["persons"]]
         score(f"live, +{delay:g} s/pose", None, sink.records, result["total"]["pose_recomputes"])

@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from edge_runtime.backends import OpenVINOBackend  # noqa: E402
+from edge_runtime.backends import delayed_backend_factory  # noqa: E402
 from edge_runtime.bench import memory_status  # noqa: E402
 from edge_runtime.cpu import cpu_info  # noqa: E402
 from edge_runtime.estimator import PoseEstimator  # noqa: E402
@@ -107,21 +107,10 @@ def main(argv: "list[str] | None" = None) -> int:
     est = PoseEstimator(args.models, options=CompileOptions(cache_dir=None, inference_precision="f32",
                                                             performance_hint="LATENCY", num_requests=1))
 
-    class SlowBackend(OpenVINOBackend):
-        def _work(self, request):  # the model, then the delay: a pose stage as slow as the real one
-            class Slow:
-                def infer(_, inputs):
-                    request.infer(inputs)
-                    time.sleep(args.delay_s)
-
-                def get_output_tensor(_, i):
-                    return request.get_output_tensor(i)
-            super()._work(Slow())
-
     streamer = Streamer(jpegs, args.fps, args.drop_every)
     source = LiveSource(streamer.url, policy=ReconnectPolicy(max_retries=5, initial_s=0.2, max_s=2.0))
     sink = Counter()
-    runner = LiveRunner(est, LiveConfig(mode="live"), backend_factory=lambda *a: SlowBackend(*a),
+    runner = LiveRunner(est, LiveConfig(mode="live"), backend_factory=delayed_backend_factory(args.delay_s),
                         per_source_detections=True)
     samples: list[tuple[float, float]] = []
     t0 = time.perf_counter()

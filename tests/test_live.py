@@ -309,3 +309,26 @@ def test_first_poses_alternate_between_sources(estimator: PoseEstimator) -> None
     assert a and b
     # one camera never gets all its first poses before the other gets any
     assert min(b) <= max(a) and min(a) <= max(b)
+
+
+def test_delayed_backend_adds_its_delay_and_keeps_outputs() -> None:
+    from edge_runtime.backends import delayed_backend_factory
+
+    class Request:
+        def infer(self, inputs: Any) -> None:
+            self.out = inputs * 2
+
+        def get_output_tensor(self, index: int) -> Any:
+            return type("T", (), {"data": self.out})()
+
+    class Model:
+        def create_infer_request(self) -> Request:
+            return Request()
+
+    done: list[Completion] = []
+    event = threading.Event()
+    backend = delayed_backend_factory(0.05)("pose", Model(), 1, lambda c: (done.append(c), event.set()))
+    backend.submit(np.ones(3, np.float32), "u")
+    assert event.wait(5.0)
+    np.testing.assert_array_equal(done[0].output, [2, 2, 2])
+    assert done[0].done_t - done[0].submit_t >= 0.05 and done[0].error is None
