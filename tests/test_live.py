@@ -316,7 +316,7 @@ def test_delayed_backend_adds_its_delay_and_keeps_outputs() -> None:
 
     class Request:
         def infer(self, inputs: Any) -> None:
-            self.out = inputs * 2
+            self.out = inputs[0] * 2
 
         def get_output_tensor(self, index: int) -> Any:
             return type("T", (), {"data": self.out})()
