@@ -64,6 +64,18 @@ class Backend(Protocol):
 BackendFactory = Callable[[str, Any, int, Callable[[Completion], None]], Backend]
 
 
+#: Setting input tensors is serialized across all requests: two worker threads changing the input shape of
+#: their requests at the same moment (``InferRequest.infer(inputs)`` on a dynamic batch) deadlocked inside
+#: OpenVINO 2026.4's Python binding in CI (both threads blocked in ``tensor.shape = ...``).
+_INPUT_LOCK = threading.Lock()
+
+
+def _tensor(array: np.ndarray) -> Any:
+    import openvino as ov
+
+    return ov.Tensor(array)  # shares the array's memory; the job keeps it alive until the request is done
+
+
 def _malloc_trim() -> None:
     """Hand freed heap pages back to the OS (glibc); a no-op elsewhere."""
     try:
@@ -108,7 +120,9 @@ class OpenVINOBackend:
                 return
             inputs, userdata, submit_t = job
             try:
-                request.infer({0: inputs})
+                with _INPUT_LOCK:  # one thread at a time sets an input (and with it the request's batch size)
+                    request.set_input_tensor(_tensor(inputs))
+                request.infer()  # the inference itself runs in parallel, without the GIL
                 output, error = request.get_output_tensor(0).data.copy(), None
             except Exception as exc:  # noqa: BLE001 - any failure of the engine becomes this request's error
                 output, error = None, f"{self.stage} inference failed: {type(exc).__name__}: {exc}"
@@ -280,8 +294,11 @@ class _DelayedRequest:
     def __init__(self, request: Any, delay_s: float) -> None:
         self._request, self._delay_s = request, delay_s
 
-    def infer(self, inputs: Any) -> None:
-        self._request.infer(inputs)
+    def set_input_tensor(self, tensor: Any) -> None:
+        self._request.set_input_tensor(tensor)
+
+    def infer(self) -> None:
+        self._request.infer()
         time.sleep(self._delay_s)
 
     def get_output_tensor(self, index: int) -> Any:

@@ -174,7 +174,10 @@ def test_live_mode_with_batch_two_and_five_persons(estimator: PoseEstimator) -> 
 
 
 class _RaisingRequest:
-    def infer(self, inputs: Any) -> None:
+    def set_input_tensor(self, tensor: Any) -> None:
+        pass
+
+    def infer(self) -> None:
         raise RuntimeError("device lost")
 
 
@@ -315,8 +318,11 @@ def test_delayed_backend_adds_its_delay_and_keeps_outputs() -> None:
     from edge_runtime.backends import delayed_backend_factory
 
     class Request:
-        def infer(self, inputs: Any) -> None:
-            self.out = inputs[0] * 2
+        def set_input_tensor(self, tensor: Any) -> None:
+            self.inputs = np.array(tensor.data)
+
+        def infer(self) -> None:
+            self.out = self.inputs * 2
 
         def get_output_tensor(self, index: int) -> Any:
             return type("T", (), {"data": self.out})()
