@@ -27,6 +27,26 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
+def greedy_iou_match(iou: np.ndarray, threshold: float, taken: "set[int] | None" = None) -> list[tuple[int, int]]:
+    """Pairs (row, column) of an IoU matrix [N,M], highest IoU first, each row and column used once, IoU >=
+    ``threshold``; columns in ``taken`` are skipped (and the chosen ones are added to it)."""
+    taken = taken if taken is not None else set()
+    rows: set[int] = set()
+    pairs: list[tuple[int, int]] = []
+    if iou.size == 0:
+        return pairs
+    for flat in np.argsort(-iou, axis=None, kind="stable"):
+        i, j = (int(v) for v in np.unravel_index(flat, iou.shape))
+        if iou[i, j] < threshold:
+            break
+        if i in rows or j in taken:
+            continue
+        rows.add(i)
+        taken.add(j)
+        pairs.append((i, j))
+    return pairs
+
+
 def overlaps_image(boxes_xyxy: np.ndarray, image_size: "tuple[int, int]") -> np.ndarray:
     """Mask [N]: the box (image px) overlaps the image of ``image_size`` (w, h) at all; boxes entirely
     outside it carry no person to crop."""
@@ -93,15 +113,8 @@ class IouTracker:
         ids = np.full(len(boxes), -1, dtype=np.int64)
         iou = box_iou(boxes, self._boxes)
         matched_tracks: set[int] = set()
-        if iou.size:
-            order = np.dstack(np.unravel_index(np.argsort(-iou, axis=None), iou.shape))[0]
-            for i, j in order:
-                if iou[i, j] < self.iou_threshold:
-                    break
-                if ids[i] >= 0 or j in matched_tracks:
-                    continue
-                ids[i] = self._ids[j]
-                matched_tracks.add(int(j))
+        for i, j in greedy_iou_match(iou, self.iou_threshold, matched_tracks):
+            ids[i] = self._ids[j]
         for i in range(len(boxes)):
             if ids[i] < 0:
                 ids[i] = self._next_id

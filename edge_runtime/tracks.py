@@ -34,7 +34,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .tracking import box_iou
+from .tracking import box_iou, greedy_iou_match
 
 
 @dataclasses.dataclass(frozen=True)
@@ -246,17 +246,9 @@ class PoseTracks:
         used: set[int] = set()
         for tier in (scores >= cfg.high_score, (scores >= cfg.low_score) & (scores < cfg.high_score)):
             det_idx = np.flatnonzero(tier)
-            iou = box_iou(boxes[det_idx], then)
-            if iou.size:
-                for flat in np.argsort(-iou, axis=None):
-                    i, j = np.unravel_index(flat, iou.shape)
-                    if iou[i, j] < cfg.iou_threshold:
-                        break
-                    d = int(det_idx[i])
-                    if ids[d] >= 0 or j in used:
-                        continue
-                    used.add(int(j))
-                    ids[d] = self._update(candidates[j], boxes[d], then[j], float(scores[d]), frame_index, clock)
+            for i, j in greedy_iou_match(box_iou(boxes[det_idx], then), cfg.iou_threshold, used):
+                d = int(det_idx[i])
+                ids[d] = self._update(candidates[j], boxes[d], then[j], float(scores[d]), frame_index, clock)
         for d in np.flatnonzero(scores >= cfg.high_score):
             if ids[d] < 0:
                 ids[d] = self._create(boxes[d], float(scores[d]), frame_index, clock)
