@@ -44,6 +44,7 @@ import yaml
 from convert.quantize import (CALIBRATED_MODES, MODES, OVERFLOW_FIX, QUANTIZED_MODES, QuantizeOptions,
                               QuantizationError,
                               Reiterable, quantize_component, save_component)
+from convert.export import add_variant_arguments, resolve_input_size
 from edge_runtime.errors import InputError, SDPoseError
 from edge_runtime.metadata import read_index, read_metadata
 
@@ -93,6 +94,8 @@ class ConvertConfig:
     capture_precision_hint: str
     latency_runs: int
     latency_hints: list[str]
+    token_downsample: int = 1  # attention token downsampling factor (1 = off)
+    token_levels: tuple[int, ...] = (0,)  # UNet levels it applies to
 
     def describe(self) -> dict[str, Any]:
         from convert.quantize import describe_options
@@ -101,7 +104,8 @@ class ConvertConfig:
                 "components": {k: {"precision": p.precision, "subset_size": p.subset_size,
                                    "advanced": describe_options(p.options)} for k, p in self.components.items()},
                 "held_out": self.held_out, "capture_precision_hint": self.capture_precision_hint,
-                "latency_runs": self.latency_runs, "latency_hints": list(self.latency_hints)}
+                "latency_runs": self.latency_runs, "latency_hints": list(self.latency_hints),
+                "token_downsample": self.token_downsample, "token_levels": list(self.token_levels)}
 
 
 def parse_input_size(text: Any, where: str = "--input-size") -> tuple[int, int]:
@@ -161,7 +165,8 @@ def parse_component_precision(text: str) -> dict[str, str]:
 def load_config(path: str | Path | None = None, *, precision: str | None = None,
                 component_precision: Mapping[str, str] | None = None, subset_size: int | None = None,
                 input_size: tuple[int, int] | None = None, held_out: int | None = None,
-                latency_runs: int | None = None, overflow_fix: str | None = None) -> ConvertConfig:
+                latency_runs: int | None = None, overflow_fix: str | None = None, token_downsample: int = 1,
+                token_levels: tuple[int, ...] | None = None) -> ConvertConfig:
     """Read ``configs/convert.yaml`` (or ``path``), apply CLI overrides, validate everything.
 
     Precedence: ``component_precision`` > ``precision`` > YAML components.<kind>.precision;
@@ -235,7 +240,10 @@ def load_config(path: str | Path | None = None, *, precision: str | None = None,
     hints = val.get("latency_hints")
     if not isinstance(hints, list) or any(h not in _HINTS for h in hints):
         raise InputError(f"{source}: validation.latency_hints: expected a list of {_HINTS}, got {hints!r}")
-    return ConvertConfig(size, imgsz, plans, held, hint, runs, list(hints))
+    from convert.token_downsample import check_settings
+
+    factor, levels = check_settings(token_downsample, token_levels)
+    return ConvertConfig(size, imgsz, plans, held, hint, runs, list(hints), factor, levels)
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -293,12 +301,15 @@ class StageLog:
 
 
 def _export_fp32_child(checkpoint: str, out: str, input_size: tuple[int, int], detector: str | None,
-                       imgsz: int, log_level: int) -> dict[str, Any]:
+                       imgsz: int, log_level: int, token_downsample: int = 1,
+                       token_levels: tuple[int, ...] = (0,)) -> dict[str, Any]:
     """Child-process body of the ``export_fp32`` stage: returns {"written": {kind: path}, "peak_rss_gb"}."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from convert.export import export_models
 
-    written = {k: str(v) for k, v in export_models(checkpoint, out, "fp32", tuple(input_size)).items()}
+    written = {k: str(v) for k, v in export_models(checkpoint, out, "fp32", tuple(input_size),
+                                                   token_downsample=token_downsample,
+                                                   token_levels=tuple(token_levels)).items()}
     if detector is not None:
         from convert.detector import export_detector
 
@@ -308,12 +319,13 @@ def _export_fp32_child(checkpoint: str, out: str, input_size: tuple[int, int], d
 
 
 def export_fp32(checkpoint: Path, out: Path, input_size: tuple[int, int], detector: Path | None,
-                imgsz: int) -> dict[str, Any]:
+                imgsz: int, token_downsample: int = 1, token_levels: tuple[int, ...] = (0,)) -> dict[str, Any]:
     """Run the FP32 export in a fresh (spawned) process so that torch's memory is released afterwards."""
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
         future = pool.submit(_export_fp32_child, str(checkpoint), str(out), tuple(input_size),
-                             str(detector) if detector else None, imgsz, logging.getLogger().getEffectiveLevel())
+                             str(detector) if detector else None, imgsz, logging.getLogger().getEffectiveLevel(),
+                             token_downsample, tuple(token_levels))
         return future.result()
 
 
@@ -442,11 +454,13 @@ def convert(checkpoint: str | Path, out: str | Path, config: ConvertConfig, cali
         # 1. FP32 export (child process) or reuse
         if fp32_from is None:
             with log.stage("export_fp32") as rec:
-                res = export_fp32(checkpoint, fp32_dir, config.input_size, det_pt, config.detector_imgsz)
+                res = export_fp32(checkpoint, fp32_dir, config.input_size, det_pt, config.detector_imgsz,
+                                  config.token_downsample, config.token_levels)
                 rec["child_peak_rss_gb"] = res["peak_rss_gb"]
                 rec["note"] = "child process (torch)"
         else:
-            _check_fp32_from(fp32_dir, checkpoint_sha256(checkpoint), config.input_size, det_pt is not None)
+            _check_fp32_from(fp32_dir, checkpoint_sha256(checkpoint), config.input_size, det_pt is not None,
+                             config.token_downsample)
             logger.info("reusing the FP32 export %s", fp32_dir)
         fp32_index = read_index(fp32_dir)
         kinds = [k for k in ("detector", "vae_encoder", "pose", "vae_pose") if k in fp32_index["components"]]
@@ -557,8 +571,10 @@ def _detector_calibration(model: Any, cset: Any, config: ConvertConfig,
         (c[0] for c in iter_crops(cset, calib_idx[:n], cset.input_size)), imgsz), n), options
 
 
-def _check_fp32_from(folder: Path, sha: str, input_size: tuple[int, int], want_detector: bool) -> None:
-    """--fp32-from must be an unquantized export of the same checkpoint at the same input size."""
+def _check_fp32_from(folder: Path, sha: str, input_size: tuple[int, int], want_detector: bool,
+                     token_downsample: int = 1) -> None:
+    """--fp32-from must be an unquantized export of the same checkpoint at the same input size and token
+    downsampling."""
     from edge_runtime.models import ModelFolder
 
     mf = ModelFolder(folder)
@@ -569,6 +585,9 @@ def _check_fp32_from(folder: Path, sha: str, input_size: tuple[int, int], want_d
     if (meta.get("input_height"), meta.get("input_width")) != tuple(input_size):
         raise InputError(f"--fp32-from {folder}: input size {meta.get('input_height')}x{meta.get('input_width')} "
                          f"differs from {input_size[0]}x{input_size[1]}")
+    if int(meta.get("token_downsample", 1)) != token_downsample:
+        raise InputError(f"--fp32-from {folder}: token_downsample {meta.get('token_downsample', 1)} differs from "
+                         f"--token-downsample {token_downsample}")
     for kind in mf.components:
         m = mf.metadata(kind)
         if m.get("quantized") or m.get("precision") != "fp32":
@@ -621,6 +640,7 @@ def register(subparsers: Any, name: str = "convert") -> None:
     p.add_argument("--calib", default=None,
                    help="calibration set folder (calib_data/NAME); needed for int8 / hybrid")
     p.add_argument("--input-size", default=None, metavar="HxW", help="crop size (default from the config: 1024x768)")
+    add_variant_arguments(p)
     p.add_argument("--detector", type=Path, default=None,
                    help="ultralytics YOLO .pt (default: <checkpoint>/yolo11*.pt when present)")
     p.add_argument("--no-detector", action="store_true", help="do not convert a detector")
@@ -641,6 +661,12 @@ def register(subparsers: Any, name: str = "convert") -> None:
     p.set_defaults(func=run)
 
 
+def _input_size(args: argparse.Namespace) -> tuple[int, int] | None:
+    """--preset / --input-size -> (H, W), or None for the config's input_size."""
+    size = parse_input_size(args.input_size) if args.input_size else None
+    return resolve_input_size(args.preset, size) if args.preset is not None else size
+
+
 def run(args: argparse.Namespace) -> int:
     """``sdpose-convert convert`` entry point."""
     overrides = parse_component_precision(args.component_precision) if args.component_precision else None
@@ -648,7 +674,8 @@ def run(args: argparse.Namespace) -> int:
         _positive_int(args.subset_size, "--subset-size")
     config = load_config(args.config, precision=args.precision, component_precision=overrides,
                          subset_size=args.subset_size,
-                         input_size=parse_input_size(args.input_size) if args.input_size else None,
+                         input_size=_input_size(args),
+                         token_downsample=args.token_downsample, token_levels=args.levels,
                          held_out=args.held_out, latency_runs=args.latency_runs,
                          overflow_fix=args.overflow_fix)
     report = convert(args.checkpoint, args.out, config, calib=args.calib, detector=args.detector,

@@ -39,6 +39,10 @@ from edge_runtime.metadata import (COMPONENT_FILES, FORMAT_VERSION, INDEX_FILE, 
 logger = logging.getLogger(__name__)
 
 DEFAULT_INPUT_SIZE = (1024, 768)  # (H, W) crop, as SDPose
+#: resolution presets (crop H, W): the model's own size, ~0.56x and ~0.25x of its per-crop work
+PRESETS = {"full": (1024, 768), "balanced": (768, 576), "fast": (512, 384)}
+#: the ``preset`` recorded for a size that is not one of :data:`PRESETS`
+CUSTOM_PRESET = "custom"
 BBOX_PADDING = 1.25
 CODEC = {"type": "UDPHeatmap", "sigma": 6, "refine": "dark_udp", "blur_kernel_size": 11}
 #: crop preprocessing embedded in the VAE IR (and recorded in every IR of the folder)
@@ -67,6 +71,25 @@ def parse_input_size(text: str) -> tuple[int, int]:
     if not match:
         raise InputError(f"--input-size {text!r} is malformed: expected HxW, e.g. 1024x768")
     return check_input_size((int(match.group(1)), int(match.group(2))))
+
+
+def preset_name(input_size: tuple[int, int]) -> str:
+    """The preset whose crop size is ``input_size`` (H, W), else :data:`CUSTOM_PRESET`."""
+    return next((name for name, size in PRESETS.items() if tuple(size) == tuple(input_size)), CUSTOM_PRESET)
+
+
+def resolve_input_size(preset: str | None, input_size: tuple[int, int] | None,
+                       default: tuple[int, int] = DEFAULT_INPUT_SIZE) -> tuple[int, int]:
+    """Crop (H, W) from ``--preset`` and/or ``--input-size``; InputError when both are given and differ."""
+    if preset is not None and preset not in PRESETS:
+        raise InputError(f"--preset {preset!r} is unknown: expected one of {', '.join(PRESETS)}")
+    if preset is None:
+        return check_input_size(input_size if input_size is not None else default)
+    size = PRESETS[preset]
+    if input_size is not None and tuple(input_size) != size:
+        raise InputError(f"--preset {preset} means --input-size {size[0]}x{size[1]}, but --input-size "
+                         f"{input_size[0]}x{input_size[1]} was given; pass one of them")
+    return size
 
 
 def check_input_size(input_size: Any) -> tuple[int, int]:
@@ -189,7 +212,8 @@ def _component_meta(kind: str, common: dict[str, Any]) -> dict[str, Any]:
 
 
 def export_models(checkpoint_dir: str | Path, out_dir: str | Path, precision: str = "fp32",
-                  input_size: tuple[int, int] = DEFAULT_INPUT_SIZE, fused: bool | None = None) -> dict[str, Path]:
+                  input_size: tuple[int, int] = DEFAULT_INPUT_SIZE, fused: bool | None = None,
+                  token_downsample: int = 1, token_levels: tuple[int, ...] | None = None) -> dict[str, Path]:
     """Export an SDPose checkpoint folder into an OpenVINO model folder; returns kind -> IR path.
 
     checkpoint_dir: public SDPose layout (unet/, vae/, text_encoder/, tokenizer/, decoder/decoder.safetensors).
@@ -199,13 +223,18 @@ def export_models(checkpoint_dir: str | Path, out_dir: str | Path, precision: st
     fused: also write vae_pose.xml (image -> heatmaps in one IR). None = only when the measured default
         chain (:data:`DEFAULT_CHAIN`) is "fused". The index's default_chain is "fused" only when it was written
         and DEFAULT_CHAIN says so.
+    token_downsample: attention token downsampling factor (1 = off) at the UNet levels ``token_levels``
+        (default (0,), the top resolution); see :mod:`convert.token_downsample`.
+    The folder records its ``preset`` (:func:`preset_name` of the input size) and ``token_downsample``.
     """
     import openvino as ov
     import torch
 
     from .checkpoint import class_labels, encode_empty_prompt, load_checkpoint
     from .pose_graph import LATENT_SCALE, PoseGraph, VaeEncoderGraph
+    from .token_downsample import apply_token_downsampling, check_settings
 
+    token_downsample, token_levels = check_settings(token_downsample, token_levels)
     if precision not in PRECISIONS:
         raise InputError(f"precision {precision!r} is invalid: expected one of {', '.join(PRECISIONS)}")
     height, width = check_input_size(input_size)
@@ -254,6 +283,9 @@ def export_models(checkpoint_dir: str | Path, out_dir: str | Path, precision: st
         "versions": package_versions(),
         "unet_feature": f"up_blocks.{ckpt.up_block}",
         "head_layout": ckpt.head.layout,
+        "preset": preset_name((height, width)),
+        "token_downsample": token_downsample,
+        "token_downsample_levels": list(token_levels) if token_downsample > 1 else [],
     }
     written: dict[str, Path] = {}
 
@@ -274,6 +306,7 @@ def export_models(checkpoint_dir: str | Path, out_dir: str | Path, precision: st
 
     # 2. pose: truncated UNet with folded constants + head
     t0 = time.perf_counter()
+    apply_token_downsampling(ckpt.unet, token_downsample, token_levels, (lh, lw))
     pose_graph = PoseGraph(ckpt.unet, ckpt.head, text_embedding, labels, ckpt.up_block)
     ckpt.unet = None  # drops the later up-blocks and conv_out: only pose_graph holds UNet modules now
     ckpt.head = None
@@ -338,9 +371,31 @@ def _write_folder_index(out_dir: Path, written: dict[str, Path], common: dict[st
         "input_width": common["input_width"],
         "input_height": common["input_height"],
         "precision": common["precision"],
+        "preset": common["preset"],
+        "token_downsample": common["token_downsample"],
         "quantized": False,
         "checkpoint_sha256": common["checkpoint_sha256"],
     })
+
+
+def _levels_arg(text: str) -> tuple[int, ...]:
+    from .token_downsample import parse_levels
+
+    try:
+        return parse_levels(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def add_variant_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--preset``, ``--token-downsample`` and ``--levels`` (shared by ``export`` and ``convert``)."""
+    sizes = ", ".join(f"{k} {h}x{w}" for k, (h, w) in PRESETS.items())
+    parser.add_argument("--preset", choices=list(PRESETS), default=None,
+                        help=f"crop-size preset ({sizes}); the same as the matching --input-size")
+    parser.add_argument("--token-downsample", type=int, default=1, metavar="F",
+                        help="pool attention keys/values FxF at the UNet levels --levels (1 = off)")
+    parser.add_argument("--levels", "--token-downsample-levels", dest="levels", type=_levels_arg, default=None,
+                        metavar="L[,L]", help="UNet levels for --token-downsample (0 = top resolution; default 0)")
 
 
 def _input_size_arg(text: str) -> tuple[int, int]:
@@ -352,8 +407,9 @@ def _input_size_arg(text: str) -> tuple[int, int]:
 
 def run(args: argparse.Namespace) -> int:
     """``sdpose-convert export`` entry point; returns the exit code."""
-    written = export_models(args.checkpoint, args.out, precision=args.precision, input_size=args.input_size,
-                            fused=args.fused)
+    written = export_models(args.checkpoint, args.out, precision=args.precision,
+                            input_size=resolve_input_size(args.preset, args.input_size), fused=args.fused,
+                            token_downsample=args.token_downsample, token_levels=args.levels)
     for kind, path in written.items():
         logger.info("%s: %s", kind, path)
     logger.info("model folder ready: %s", Path(args.out) / INDEX_FILE)
@@ -367,8 +423,9 @@ def register(subparsers: Any, name: str = "export") -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, help="SDPose checkpoint folder (public layout)")
     parser.add_argument("--out", required=True, type=Path, help="model folder to write")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help="IR weight precision")
-    parser.add_argument("--input-size", type=_input_size_arg, default=DEFAULT_INPUT_SIZE, metavar="HxW",
+    parser.add_argument("--input-size", type=_input_size_arg, default=None, metavar="HxW",
                         help="crop size, multiples of 8 (default 1024x768)")
+    add_variant_arguments(parser)
     parser.add_argument("--fused", action=argparse.BooleanOptionalAction, default=None,
                         help="also write vae_pose.xml (image -> heatmaps in one IR); default: only when "
                              "the measured default chain is 'fused'")

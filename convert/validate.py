@@ -729,11 +729,38 @@ def register(subparsers: Any, name: str = "validate") -> None:
                         help="do not measure the other INT8 path (no VNNI, emulated in a capped subprocess)")
     parser.add_argument("--no-write", action="store_true", help="do not write report.json/report.md into MODELS")
     parser.add_argument("--json-out", type=Path, default=None, help="also write the report JSON to this file")
+    parser.add_argument("--against", type=Path, default=None, metavar="FULL_FP32",
+                        help="compare MODELS (another preset, token downsampling, INT8) with this full-resolution "
+                             "FP32 export of the same checkpoint: keypoint displacement in image px and heatmap "
+                             "agreement, written to MODELS/report.json (section against_full) and report.md")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="--against: compare at most this many crops of the calibration set")
     parser.set_defaults(func=run)
+
+
+def _run_against(args: argparse.Namespace) -> int:
+    """``validate VARIANT --against FULL_FP32``: see :mod:`convert.variant_check`."""
+    from convert.variant_check import compare_variant, write_against_report
+
+    if args.reference is not None:
+        raise InputError("--against and --reference are two different reports: pass one of them")
+    section = compare_variant(args.models, args.against, calib=args.calib or "default", limit=args.limit)
+    if not args.no_write:
+        write_against_report(args.models, section)
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(section, indent=2) + "\n", encoding="utf-8")
+    kd, pck = section["keypoint_displacement"], section["agreement_pck"]
+    logger.info("against %s: keypoint displacement mean %.2f image px (p95 %.2f), agreement PCK@%.2f %.1f %%",
+                args.against, kd["mean_px"], kd["p95_px"], pck["alpha"], 100 * pck["share"])
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
     """``sdpose-convert validate`` entry point."""
+    if args.against is not None:
+        return _run_against(args)
+    if args.limit is not None:
+        raise InputError("--limit applies to --against only")
     if args.latency_runs < 0:
         raise InputError(f"--latency-runs: expected >= 0, got {args.latency_runs}")
     report = validate_folder(args.models, reference=args.reference, calib=args.calib, held_out=args.held_out,

@@ -104,10 +104,18 @@ class PoseEstimator:
         self.runtime_info: dict[str, Any] = describe_runtime(
             self.core, self.options.device, self.compiled, {k: self.folder.metadata(k) for k in self.kinds},
             str(self.folder.path))
+        #: which variant of the model this folder is (recorded at conversion): crop-size preset ("full",
+        #: "balanced", "fast", "custom"; None for folders from before presets) and attention token downsampling
+        self.runtime_info["variant"] = {
+            "preset": self.meta.get("preset"), "input_size_hw": [self.input_size[1], self.input_size[0]],
+            "heatmap_size_hw": [self.heatmap_size[1], self.heatmap_size[0]],
+            "token_downsample": int(self.meta.get("token_downsample", 1)),
+            "token_downsample_levels": list(self.meta.get("token_downsample_levels") or [])}
         self.folder.release()  # the compiled models hold the weights now
-        logger.info("pose models: %s chain %s, %s %d keypoints, input %dx%d, device %s (%s)",
-                    self.folder.path, self.chain, self.scheme, self.num_keypoints, *self.input_size,
-                    self.options.device, self.options.performance_hint)
+        logger.info("pose models: %s chain %s, %s %d keypoints, input %dx%d (preset %s, token downsampling x%d), "
+                    "device %s (%s)", self.folder.path, self.chain, self.scheme, self.num_keypoints,
+                    *self.input_size, self.meta.get("preset", "unrecorded"),
+                    int(self.meta.get("token_downsample", 1)), self.options.device, self.options.performance_hint)
 
     # ------------------------------------------------------------------ helpers for async users
     def input_name(self, kind: str) -> str:

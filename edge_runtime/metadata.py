@@ -48,6 +48,8 @@ FIELD_TYPES: dict[str, type] = {
     "letterbox": dict,
     "num_classes": int,
     "num_anchors": int,
+    "token_downsample": int,
+    "token_downsample_levels": list,
 }
 
 

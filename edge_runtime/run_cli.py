@@ -358,7 +358,8 @@ def run(args: argparse.Namespace) -> int:
     show = _ShowHook(settings) if settings["show"] else None
     common = {"models": str(args.models), "output": str(out), "compile_options": options.describe(),
               "settings": {k: v for k, v in settings.items()}, "cpu": estimator.runtime_info["cpu"],
-              "precision": estimator.runtime_info["precision"], "precision_hint_source": hint_source}
+              "precision": estimator.runtime_info["precision"], "precision_hint_source": hint_source,
+              "variant": estimator.runtime_info["variant"]}
     per_source: dict[str, dict[str, Any]] = {name: {"error": "the run ended before this source finished"}
                                              for name, _ in sources}
     total: dict[str, Any] = {"error": "the run ended before it finished"}
