@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -318,7 +317,3 @@ def load_checkpoint(path: str | Path, *, load_text_encoder: bool = True,
                             up_block=spec["up_block"], sha256=checkpoint_sha256(root),
                             detector_path=find_detector(root))
 
-
-def count_parameters(module: torch.nn.Module) -> int:
-    """Number of parameters of a module."""
-    return int(sum(math.prod(p.shape) for p in module.parameters()))

@@ -392,20 +392,22 @@ def quantize_component(model: ov.Model, kind: str, mode: str, calibration: Itera
     record: dict[str, Any] = {"mode": mode, "nncf_version": nncf.__version__, "kind": kind}
     extra_ignored = nncf.IgnoredScope(types=list(options.ignored_types), names=list(options.ignored_names),
                                       validate=False)
+    extra_ignored_names = 0  # nodes a mode keeps out of activation quantization on its own (hybrid)
     if mode == "int8":
-        result = _int8(nncf, model, kind, data, subset_size, options, extra_ignored, record)
+        result, settings = _int8(nncf, model, kind, data, subset_size, options, extra_ignored)
     elif mode == "hybrid":
-        result = _hybrid(nncf, model, kind, data, subset_size, options, extra_ignored, record)
+        result, settings, extra_ignored_names = _hybrid(nncf, model, kind, data, subset_size, options, extra_ignored)
     else:
-        result = _weights_only(nncf, model, mode, options, extra_ignored, record)
+        result, settings = _weights_only(nncf, model, mode, options, extra_ignored)
+    record.update(settings)
 
     if data is not None:
         record["subset_size"] = subset_size
         record["calibration_samples"] = data.max_seen
     if calib_info:
         record["calibration"] = dict(calib_info)
-    record["ignored_types"] = list(options.ignored_types) + record.pop("extra_ignored_types", [])
-    record["ignored_names_count"] = len(options.ignored_names) + record.pop("extra_ignored_names_count", 0)
+    record["ignored_types"] = list(options.ignored_types)
+    record["ignored_names_count"] = len(options.ignored_names) + extra_ignored_names
     record["nodes"] = count_quantization_nodes(result)
     # NNCF keeps rt_info, but restore it explicitly so the contract never depends on that
     if old_meta:
@@ -435,10 +437,11 @@ def _advanced(nncf: Any, options: QuantizeOptions, matmul_alpha: float | None) -
 
 
 def _int8(nncf: Any, model: ov.Model, kind: str, data: _CountingData, subset_size: int,
-          options: QuantizeOptions, ignored: Any, record: dict[str, Any]) -> ov.Model:
+          options: QuantizeOptions, ignored: Any) -> tuple[ov.Model, dict[str, Any]]:
+    """INT8 weights + activations; returns (model, the settings used, for the record)."""
     transformer = kind in TRANSFORMER_KINDS
     alpha = options.smooth_quant_alpha if transformer else None
-    record.update({
+    settings = {
         "overflow_fix": options.overflow_fix,
         "model_type": "transformer" if transformer else "default",
         "smooth_quant_alpha_matmul": (alpha if alpha is not None else "nncf default (0.95)")
@@ -446,17 +449,18 @@ def _int8(nncf: Any, model: ov.Model, kind: str, data: _CountingData, subset_siz
         "fast_bias_correction": options.fast_bias_correction,
         "bias_correction": options.bias_correction,
         "preset": options.preset or "nncf default",
-    })
+    }
     return nncf.quantize(
         model, nncf.Dataset(data), subset_size=subset_size, preset=_preset(nncf, options),
         fast_bias_correction=options.fast_bias_correction,
         model_type=nncf.ModelType.TRANSFORMER if transformer else None,
-        ignored_scope=ignored, advanced_parameters=_advanced(nncf, options, alpha))
+        ignored_scope=ignored, advanced_parameters=_advanced(nncf, options, alpha)), settings
 
 
 def _hybrid(nncf: Any, model: ov.Model, kind: str, data: _CountingData, subset_size: int,
-            options: QuantizeOptions, ignored: Any, record: dict[str, Any]) -> ov.Model:
-    """Weight-only INT8 on MatMul/embedding weights, then INT8 activations on the convolutions only."""
+            options: QuantizeOptions, ignored: Any) -> tuple[ov.Model, dict[str, Any], int]:
+    """Weight-only INT8 on MatMul/embedding weights, then INT8 activations on the convolutions only.
+    Returns (model, the settings used, the number of MatMuls kept out of activation quantization)."""
     to_compress = weighted_matmuls(model)
     wc_mode = nncf.CompressWeightsMode.INT8_SYM if options.weights_sym else nncf.CompressWeightsMode.INT8_ASYM
     conv_types = ["Convolution", "GroupConvolution", "ConvolutionBackpropData", "GroupConvolutionBackpropData"]
@@ -469,7 +473,7 @@ def _hybrid(nncf: Any, model: ov.Model, kind: str, data: _CountingData, subset_s
                                     validate=False)
     logger.info("%s: hybrid step 2/2: INT8 activation quantization of convolutions (subset %d)", kind,
                 subset_size)
-    record.update({
+    settings = {
         "overflow_fix": options.overflow_fix,
         "model_type": "transformer",
         "weight_compression": wc_mode.value,
@@ -478,16 +482,17 @@ def _hybrid(nncf: Any, model: ov.Model, kind: str, data: _CountingData, subset_s
         "fast_bias_correction": options.fast_bias_correction,
         "bias_correction": options.bias_correction,
         "preset": options.preset or "nncf default",
-        "extra_ignored_names_count": len(to_compress),
-    })
+    }
     return nncf.quantize(
         compressed, nncf.Dataset(data), subset_size=subset_size, preset=_preset(nncf, options),
         fast_bias_correction=options.fast_bias_correction, model_type=nncf.ModelType.TRANSFORMER,
-        ignored_scope=ptq_ignored, advanced_parameters=_advanced(nncf, options, -1))
+        ignored_scope=ptq_ignored, advanced_parameters=_advanced(nncf, options, -1)), settings, len(to_compress)
 
 
-def _weights_only(nncf: Any, model: ov.Model, mode: str, options: QuantizeOptions, ignored: Any,
-                  record: dict[str, Any]) -> ov.Model:
+def _weights_only(nncf: Any, model: ov.Model, mode: str, options: QuantizeOptions,
+                  ignored: Any) -> tuple[ov.Model, dict[str, Any]]:
+    """Weight-only compression; returns (model, the settings used)."""
+    settings: dict[str, Any] = {}
     if mode == "int8_weights":
         wc_mode = nncf.CompressWeightsMode.INT8_SYM if options.weights_sym else nncf.CompressWeightsMode.INT8_ASYM
         kwargs: dict[str, Any] = {}
@@ -499,10 +504,10 @@ def _weights_only(nncf: Any, model: ov.Model, mode: str, options: QuantizeOption
         kwargs = {"group_size": options.int4_group_size, "ratio": float(options.int4_ratio),
                   "advanced_parameters": AdvancedCompressionParameters(
                       group_size_fallback_mode=GroupSizeFallbackMode.ADJUST)}
-        record.update({"group_size": options.int4_group_size, "ratio": float(options.int4_ratio)})
-    record["weight_compression"] = wc_mode.value
+        settings.update({"group_size": options.int4_group_size, "ratio": float(options.int4_ratio)})
+    settings["weight_compression"] = wc_mode.value
     ignored_arg = ignored if (ignored.types or ignored.names) else None
-    return nncf.compress_weights(model, mode=wc_mode, ignored_scope=ignored_arg, **kwargs)
+    return nncf.compress_weights(model, mode=wc_mode, ignored_scope=ignored_arg, **kwargs), settings
 
 
 # ---------------------------------------------------------------------------------------------- save

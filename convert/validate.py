@@ -334,7 +334,9 @@ def validate_folder(models: str | Path, reference: str | Path | None = None, cal
     elif write and (models / REPORT_JSON).is_file():
         try:
             previous = json.loads((models / REPORT_JSON).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            logger.warning("%s: the earlier report is unreadable (%s); its conversion log is not carried over",
+                           models / REPORT_JSON, exc)
             previous = {}
         if isinstance(previous, dict) and isinstance(previous.get("conversion"), dict):
             report["conversion"] = previous["conversion"]  # re-validation keeps the conversion log
@@ -547,18 +549,14 @@ def _detector_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cse
         raw_r, raw_q = det_r.infer(tensor), det_q.infer(tensor)
         cos.append(cosine(raw_q, raw_r))
         score_cos.append(cosine(raw_q[:, 4:], raw_r[:, 4:]))
-        for det in (det_r, det_q):
-            det.conf_threshold, det.max_detections = conf, 100
-        boxes_r, _ = det_r.postprocess(raw_r, meta)
-        boxes_q, _ = det_q.postprocess(raw_q, meta)
+        boxes_r, _ = det_r.postprocess(raw_r, meta, conf_threshold=conf, max_detections=100)
+        boxes_q, _ = det_q.postprocess(raw_q, meta, conf_threshold=conf, max_detections=100)
         ious.append(match_boxes(boxes_r, boxes_q))
         n_ref += len(boxes_r)
         n_q += len(boxes_q)
         # threshold-free view (meaningful for random-weight detectors too): the TOP_K best person boxes
-        for det in (det_r, det_q):
-            det.conf_threshold, det.max_detections = 0.0, TOP_K_BOXES
-        top_r, _ = det_r.postprocess(raw_r, meta)
-        top_q, _ = det_q.postprocess(raw_q, meta)
+        top_r, _ = det_r.postprocess(raw_r, meta, conf_threshold=0.0, max_detections=TOP_K_BOXES)
+        top_q, _ = det_q.postprocess(raw_q, meta, conf_threshold=0.0, max_detections=TOP_K_BOXES)
         ious_top.append(match_boxes(top_r, top_q))
         n_frames += 1
     all_iou = np.concatenate(ious) if ious else np.zeros(0)

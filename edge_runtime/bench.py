@@ -485,8 +485,8 @@ def machine_info() -> dict[str, Any]:
                 if line.startswith("MemTotal:"):
                     info["ram_gb"] = round(int(line.split()[1]) / 1024 / 1024, 1)
                     break
-    except OSError:
-        pass
+    except OSError as exc:
+        logger.debug("/proc/meminfo not readable: %s", exc)
     versions: dict[str, str] = {}
     import cv2
     import openvino

@@ -175,12 +175,14 @@ class PersonDetector:
         tensor, ratio, pad = letterbox(image_bgr, (self.input_width, self.input_height), self.pad_value)
         return tensor, {"ratio": ratio, "pad": pad, "image_shape": tuple(image_bgr.shape)}
 
-    def postprocess(self, raw: np.ndarray, meta: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    def postprocess(self, raw: np.ndarray, meta: dict[str, Any], conf_threshold: float | None = None,
+                    max_detections: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Decode the IR output into person boxes.
 
         Args:
             raw: f32 [1, 4 + C, A] (cx, cy, w, h letterbox px; C class scores).
             meta: from :meth:`preprocess` (ratio, pad, image_shape).
+            conf_threshold, max_detections: this call's values (None: the detector's own).
 
         Returns:
             boxes_xyxy [M,4] f32 image px (clipped to the image), scores [M] f32, highest score first,
@@ -193,19 +195,21 @@ class PersonDetector:
         if not 0 <= self.person_class < num_classes:
             raise ModelFolderError(f"{self.source}: person_class {self.person_class} is outside the "
                                    f"{num_classes} classes of the output")
+        conf = self.conf_threshold if conf_threshold is None else float(conf_threshold)
+        limit = self.max_detections if max_detections is None else int(max_detections)
         pred = raw[0]
         scores_all = pred[4:]
         person = scores_all[self.person_class]
         # strictly above, as ultralytics (conf > conf_thres), the original app (> 0.5) and NMSBoxes compare
-        keep = (person > self.conf_threshold) & (scores_all.argmax(axis=0) == self.person_class)
+        keep = (person > conf) & (scores_all.argmax(axis=0) == self.person_class)
         empty = (np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
         if not keep.any():
             return empty
         cx, cy, bw, bh = pred[0, keep], pred[1, keep], pred[2, keep], pred[3, keep]
         scores = person[keep].astype(np.float32)
         xywh = np.stack([cx - bw / 2, cy - bh / 2, bw, bh], axis=1).astype(np.float32)
-        idx = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), self.conf_threshold, self.iou_threshold)
-        idx = np.asarray(idx, dtype=np.int64).reshape(-1)[: self.max_detections]
+        idx = cv2.dnn.NMSBoxes(xywh.tolist(), scores.tolist(), conf, self.iou_threshold)
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)[:limit]
         if idx.size == 0:
             return empty
         xyxy = xywh[idx].astype(np.float64)

@@ -73,6 +73,7 @@ class PoseEstimator:
         max_batch: largest batch of crops sent through one synchronous inference in :meth:`infer`.
             Default 1: at full size (1024x768, bf16, 2-core CPU) a batch of 2 costs the same per crop
             (12.9 s vs 6.2 s) but +1.3 GB RSS per extra crop (6.5 -> 7.8 GB).
+        padding: person-box padding of the crop (None: the folder's ``bbox_padding``, 1.25 as SDPose).
 
     Attributes:
         folder (ModelFolder), meta (dict: pose IR metadata), input_size (w, h) crop px,
@@ -81,7 +82,8 @@ class PoseEstimator:
     """
 
     def __init__(self, models_dir: str | Path, options: CompileOptions | None = None, chain: str | None = None,
-                 core: ov.Core | None = None, flip_test: bool = False, max_batch: int = 1):
+                 core: ov.Core | None = None, flip_test: bool = False, max_batch: int = 1,
+                 padding: float | None = None):
         if max_batch < 1:
             raise InputError(f"max_batch: expected a positive integer, got {max_batch}")
         self.core = core if core is not None else ov.Core()
@@ -94,7 +96,9 @@ class PoseEstimator:
         self.heatmap_size: tuple[int, int] = (int(self.meta["heatmap_width"]), int(self.meta["heatmap_height"]))
         self.num_keypoints: int = int(self.meta["num_keypoints"])
         self.scheme: str = str(self.meta["scheme"])
-        self.padding: float = float(self.meta["bbox_padding"])
+        self.padding: float = float(self.meta["bbox_padding"] if padding is None else padding)
+        if not (self.padding > 0 and np.isfinite(self.padding)):
+            raise InputError(f"padding: expected a positive number, got {padding!r}")
         self.flip_test = bool(flip_test)
         self.max_batch = int(max_batch)
         self._flip_perm = flip_indices(self.num_keypoints) if self.flip_test else None

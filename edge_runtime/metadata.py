@@ -128,7 +128,7 @@ def write_index(folder: str | Path, index: dict[str, Any]) -> Path:
     path = folder / INDEX_FILE
     current: dict[str, Any] = {"format_version": FORMAT_VERSION, "components": {}}
     if path.is_file():
-        current = json.loads(path.read_text())
+        current = read_index(folder)  # a corrupt index is a ModelFolderError naming the file, never overwritten
     components = dict(current.get("components", {}))
     components.update(index.get("components", {}))
     current.update({k: v for k, v in index.items() if k != "components"})

@@ -161,11 +161,6 @@ def measure_peak(precision: str, *, core: Any = None, device: str = "CPU", size:
     return result
 
 
-def measure_peaks(precisions: Iterable[str] = PRECISIONS, **kwargs: Any) -> dict[str, PeakResult]:
-    """:func:`measure_peak` for each precision -> {precision: result}."""
-    return {p: measure_peak(p, **kwargs) for p in precisions}
-
-
 # ---------------------------------------------------------------------------------------------------------
 # FLOPs counted from the IR
 # ---------------------------------------------------------------------------------------------------------

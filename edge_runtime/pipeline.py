@@ -57,12 +57,11 @@ logger = logging.getLogger(__name__)
 class PipelineConfig:
     """Scheduling and output options of a :class:`Pipeline` (see ``configs/edge.yaml``).
 
-    mode: "file" (every frame, in order) or "live" (newest frame wins).
+    mode: "file" (every frame, in order), the only mode of :class:`Pipeline`; live feeds run in
+        :class:`edge_runtime.live.LiveRunner` (``LiveConfig``).
     batch: crops per pose request (>= 1). detect_every: run the detector every N frames (>= 1).
     max_frames: stop after this many frames read from the source (None: all).
-    max_inflight_frames: frames admitted at once (None: 2 x pose requests + 2 in file mode, the number of
-        pose requests in live mode).
-    live_queue_size: frames waiting in live mode (the newest replace older ones).
+    max_inflight_frames: frames admitted at once (None: 2 x pose requests + 2).
     flip_test: also infer mirrored crops and average the heatmaps.
     parts: keypoint groups kept in the records (others get score 0): subset of body, feet, face, hands.
     score_threshold: keypoints above it count as visible (carried boxes, drawing).
@@ -71,7 +70,6 @@ class PipelineConfig:
         request, so memory does not grow with the number of boxes.
     request_timeout_s: a request without an answer after this long fails its frames (a lost device) and
         its slot is not reused (None: wait for ever).
-    pace_live_files: in live mode, read video files at their native fps (simulating a camera).
     progress: show a progress bar (file mode).
     chain_slots: split chain only: at most this many vae_encoder + pose requests in flight together
         (None: each model up to its own request count; both stages then compete for the same cores).
@@ -82,22 +80,21 @@ class PipelineConfig:
     detect_every: int = 1
     max_frames: "int | None" = None
     max_inflight_frames: "int | None" = None
-    live_queue_size: int = 1
     flip_test: bool = False
     parts: "tuple[str, ...]" = ("body", "feet", "face", "hands")
     score_threshold: float = 0.3
     track_iou_threshold: float = 0.3
     track_box_expansion: float = 1.25
     max_persons: "int | None" = 20
-    pace_live_files: bool = True
     progress: bool = False
     chain_slots: "int | None" = None
     request_timeout_s: "float | None" = 600.0
 
     def __post_init__(self) -> None:
-        if self.mode not in ("file", "live"):
-            raise InputError(f"mode: expected 'file' or 'live', got {self.mode!r}")
-        for name in ("batch", "detect_every", "live_queue_size"):
+        if self.mode != "file":
+            raise InputError(f"mode: Pipeline processes files (mode 'file'), got {self.mode!r}; live feeds run in "
+                             "edge_runtime.live.LiveRunner")
+        for name in ("batch", "detect_every"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"{name}: expected a positive integer, got {value!r}")
@@ -164,8 +161,6 @@ class Pipeline:
         self.estimator = estimator
         self.sinks = list(sinks)
         self.config = config if config is not None else PipelineConfig()
-        if self.config.mode != "file":
-            raise InputError("Pipeline processes files (mode 'file'); live feeds run in edge_runtime.live.LiveRunner")
         self.detector = detector
         self.detections = detections
         if detector is None and detections is None:
@@ -250,7 +245,6 @@ class Pipeline:
         self._last_detect_seq: "int | None" = None
         self._tracker = IouTracker(self.config.track_iou_threshold)
         self._lat = Reservoirs()
-        self._written_indices: collections.deque = collections.deque(maxlen=100000)
         self._t0 = self._t1 = time.perf_counter()
         self._interrupted = False
 
@@ -395,7 +389,7 @@ class Pipeline:
         if self._interrupted or len(self._states) >= self._max_inflight:
             return False
         # file mode: capture is still reading frames that will be admitted
-        return len(self._feed) > 0 or (self.config.mode == "file" and not self._feed.closed)
+        return len(self._feed) > 0 or not self._feed.closed
 
     def _fail_dead_stages(self) -> None:
         reason = "no inference request left (every request of the {} stage stopped answering)"
@@ -572,7 +566,6 @@ class Pipeline:
         self._lat["sinks"].append((now - t) * 1000.0)
         self._lat["frame_latency"].append((now - state.capture_t) * 1000.0)
         self._written += 1
-        self._written_indices.append(state.frame.index)
         self._persons += len(record["persons"])
         if state.error is not None:
             self._failed += 1
@@ -616,10 +609,6 @@ class Pipeline:
             "requests_timed_out": self._book.requests.expired_count,
         }
 
-    @property
-    def written_indices(self) -> list[int]:
-        """Frame indices written so far, in write order."""
-        return list(self._written_indices)
 
 
 _WAKE = object()

@@ -15,7 +15,6 @@ SIGINT/SIGTERM stop capture, drain in-flight requests and close every output.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -140,7 +139,7 @@ def compile_options(settings: dict[str, Any]) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- sinks
-def build_sinks(out: Path, settings: dict[str, Any], source: Any, estimator: Any) -> list[Any]:
+def build_sinks(out: Path, settings: dict[str, Any], source: Any) -> list[Any]:
     """The output sinks for this run, JSONL first."""
     from . import sinks as sinkmod
 
@@ -201,8 +200,8 @@ class _ShowHook:
 
             try:
                 cv2.destroyAllWindows()
-            except cv2.error:
-                pass
+            except cv2.error as exc:  # no GUI backend: nothing was shown
+                logger.debug("--show: closing the window: %s", exc)
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -349,9 +348,7 @@ def run(args: argparse.Namespace) -> int:
     prepare_output(out, overwrite=args.overwrite)
     options, hint_source = per_isa_options(compile_options(settings), args.models)
     estimator = PoseEstimator(args.models, options=options, chain=settings["chain"],
-                              flip_test=settings["flip_test"])
-    if settings["bbox_padding"] is not None:
-        estimator.padding = float(settings["bbox_padding"])
+                              flip_test=settings["flip_test"], padding=settings["bbox_padding"])
     detector = None if detections is not None else _build_detector(args, settings, estimator, options)
     multi = len(sources) > 1
     folders = {name: (out / name if multi else out) for name, _ in sources}
@@ -371,7 +368,7 @@ def run(args: argparse.Namespace) -> int:
             runs = []
             for name, src in sources:
                 folders[name].mkdir(parents=True, exist_ok=True)
-                sinks = build_sinks(folders[name], settings, src, estimator)
+                sinks = build_sinks(folders[name], settings, src)
                 all_sinks.extend(sinks)
                 runs.append(SourceRun(name, src, sinks))
             runner = LiveRunner(estimator, _live_config(settings, mode), detector=detector, detections=detections,
@@ -390,7 +387,7 @@ def run(args: argparse.Namespace) -> int:
 
             for name, src in sources:
                 folders[name].mkdir(parents=True, exist_ok=True)
-                sinks = build_sinks(folders[name], settings, src, estimator)
+                sinks = build_sinks(folders[name], settings, src)
                 all_sinks.extend(sinks)
                 pipeline = Pipeline(estimator, sinks, _pipeline_config(settings), detector=detector,
                                     detections=detections, frame_hook=show,

@@ -458,8 +458,8 @@ class LiveSource(FrameSource):
             if isinstance(self._handle, _MjpegReader):
                 try:
                     self._handle.close()
-                except OSError:
-                    pass
+                except OSError as exc:  # the socket is being torn down anyway
+                    logger.debug("%s: closing the MJPEG connection: %s", self.safe_spec, exc)
 
     def _release(self, handle) -> None:
         if handle is None:
