@@ -178,18 +178,6 @@ def _encode(image: np.ndarray, params: BuildParams) -> tuple[bytes, str]:
     return buf.tobytes(), ext
 
 
-def parse_size_hxw(text: str) -> tuple[int, int]:
-    """'1024x768' (H x W, as the rest of the CLI) -> (w, h)."""
-    parts = str(text).lower().replace("*", "x").split("x")
-    try:
-        h, w = (int(p) for p in parts)
-    except ValueError:
-        raise InputError(f"--input-size: expected HxW such as 1024x768, got {text!r}") from None
-    if h < 2 or w < 2:
-        raise InputError(f"--input-size: expected HxW >= 2x2, got {text!r}")
-    return w, h
-
-
 @dataclasses.dataclass
 class _Source:
     path: Path

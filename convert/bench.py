@@ -36,13 +36,9 @@ logger = logging.getLogger(__name__)
 
 def parse_hw(text: str) -> tuple[int, int]:
     """``"1024x768"`` -> (1024, 768) = (H, W); InputError otherwise."""
-    try:
-        h, w = (int(v) for v in str(text).lower().split("x"))
-    except ValueError as exc:
-        raise InputError(f"--input-size must be HxW, e.g. 1024x768, got {text!r}") from exc
-    if h <= 0 or w <= 0 or h % 8 or w % 8:
-        raise InputError(f"--input-size {text}: H and W must be positive multiples of 8")
-    return h, w
+    from edge_runtime.geometry import parse_size_hw
+
+    return parse_size_hw(text, "--input-size")
 
 
 def _folder_input_hw(models: str | Path) -> tuple[int, int]:

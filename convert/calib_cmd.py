@@ -15,7 +15,8 @@ import logging
 import tempfile
 from pathlib import Path
 
-from calib_data.builder import BuildParams, build_calibration_set, parse_size_hxw
+from calib_data.builder import BuildParams, build_calibration_set
+from edge_runtime.geometry import parse_size_hw
 from edge_runtime.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -80,7 +81,8 @@ def _open_detector(spec: str, conf: float, device: str, workdir: Path):
 
 
 def run(args: argparse.Namespace) -> int:
-    params = BuildParams(input_size=parse_size_hxw(args.input_size), padding=args.padding,
+    h, w = parse_size_hw(args.input_size, "--input-size", multiple=1)
+    params = BuildParams(input_size=(w, h), padding=args.padding,
                          max_crops=args.max_crops, max_frames=args.max_frames,
                          frames_per_video=args.frames_per_video, dedup_threshold=args.dedup_threshold,
                          image_format=args.format, jpeg_quality=args.jpeg_quality, conf_threshold=args.conf,

@@ -110,17 +110,9 @@ class ConvertConfig:
 
 def parse_input_size(text: Any, where: str = "--input-size") -> tuple[int, int]:
     """'HxW' (or [H, W]) -> (H, W), positive multiples of 8; InputError otherwise."""
-    if isinstance(text, (list, tuple)) and len(text) == 2:
-        parts = list(text)
-    else:
-        parts = str(text).lower().replace(" ", "").split("x")
-    try:
-        h, w = (int(p) for p in parts)
-    except (TypeError, ValueError):
-        raise InputError(f"{where}: expected HxW (e.g. 1024x768), got {text!r}") from None
-    if h <= 0 or w <= 0 or h % 8 or w % 8:
-        raise InputError(f"{where}: H and W must be positive multiples of 8, got {h}x{w}")
-    return h, w
+    from edge_runtime.geometry import parse_size_hw
+
+    return parse_size_hw(text, where)
 
 
 def _check_keys(d: Any, allowed: set[str], where: str) -> dict[str, Any]:

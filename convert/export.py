@@ -23,7 +23,6 @@ import argparse
 import gc
 import logging
 import os
-import re
 import resource
 import time
 import warnings
@@ -33,6 +32,7 @@ from typing import Any
 
 
 from edge_runtime.errors import InputError, SDPoseError
+from edge_runtime.geometry import parse_size_hw
 from edge_runtime.metadata import (COMPONENT_FILES, FORMAT_VERSION, INDEX_FILE, read_index, write_index,
                                    write_metadata)
 
@@ -67,10 +67,7 @@ _KINDS = ("vae_encoder", "pose", "vae_pose")
 
 def parse_input_size(text: str) -> tuple[int, int]:
     """'HxW' (e.g. '1024x768') -> (H, W); InputError unless both are positive multiples of 8."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
-    if not match:
-        raise InputError(f"--input-size {text!r} is malformed: expected HxW, e.g. 1024x768")
-    return check_input_size((int(match.group(1)), int(match.group(2))))
+    return parse_size_hw(text, "--input-size")
 
 
 def preset_name(input_size: tuple[int, int]) -> str:

@@ -193,10 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from edge_runtime.errors import InputError
+    from edge_runtime.geometry import parse_size_hw
+
     try:
-        h, w = (int(v) for v in args.input_size.lower().split("x"))
-    except ValueError:
-        parser.error(f"--input-size must be HxW, e.g. 1024x768, got {args.input_size!r}")
+        h, w = parse_size_hw(args.input_size, "--input-size")
+    except InputError as exc:
+        parser.error(str(exc))
     result = benchmark(args.checkpoint, (h, w), args.runs, args.threads)
     logger.info("reference per crop at %dx%d, %d threads, mean of %d runs: encode %.2f s, pose %.2f s, "
                 "total %.2f s", h, w, args.threads, args.runs, result["encode_s"], result["pose_s"],

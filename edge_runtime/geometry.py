@@ -36,6 +36,7 @@ non-finite coordinates, or zero width *and* height raises :class:`InputError`.
 from __future__ import annotations
 
 import math
+import re
 
 import cv2
 import numpy as np
@@ -48,6 +49,7 @@ DEFAULT_INPUT_SIZE = (768, 1024)
 DEFAULT_PADDING = 1.25
 
 __all__ = [
+    "parse_size_hw",
     "DEFAULT_INPUT_SIZE",
     "DEFAULT_PADDING",
     "bbox_xyxy_to_center_scale",
@@ -61,6 +63,27 @@ __all__ = [
 
 
 # --------------------------------------------------------------------------- checks
+def parse_size_hw(text, where: str = "--input-size", multiple: int = 8) -> tuple[int, int]:
+    """THE parser of sizes written as text: ``'HxW'`` (e.g. ``'1024x768'``; ``X`` and spaces accepted) or a
+    two-item [H, W] list (YAML) -> ``(H, W)`` px. Note the order: sizes are *written* HxW everywhere (CLI,
+    YAML, reports), while the geometry functions take ``(w, h)`` tuples named ``*_wh`` / ``input_size``.
+
+    InputError naming ``where`` unless both are positive multiples of ``multiple`` (8 for model inputs: the
+    VAE latent is 1/8 of the crop).
+    """
+    if isinstance(text, (list, tuple)) and len(text) == 2:
+        text = f"{text[0]}x{text[1]}"
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
+    if not match:
+        raise InputError(f"{where} {text!r} is malformed: expected HxW, e.g. 1024x768")
+    h, w = int(match.group(1)), int(match.group(2))
+    if h <= 0 or w <= 0 or h % multiple or w % multiple:
+        rule = f"positive multiples of {multiple} (the VAE latent is 1/8 of the crop)" if multiple == 8 else \
+            f"positive multiples of {multiple}"
+        raise InputError(f"{where}: input size {h}x{w} (HxW) is invalid: height and width must be {rule}")
+    return h, w
+
+
 def _check_size(input_size, name: str = "input_size") -> tuple[int, int]:
     """Validate a ``(w, h)`` size of positive ints (>= 2, UDP divides by ``w - 1``)."""
     try:

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from convert.figures import score_records  # noqa: E402
 from edge_runtime.estimator import PoseEstimator  # noqa: E402
+from edge_runtime.geometry import parse_size_hw  # noqa: E402
 from edge_runtime.models import CompileOptions  # noqa: E402
 from edge_runtime.pipeline import Pipeline, PipelineConfig, load_detections  # noqa: E402
 from edge_runtime.sources import VideoFileSource  # noqa: E402
@@ -112,7 +113,7 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    h0, w0 = (int(v) for v in args.size.lower().split("x"))
+    h0, w0 = parse_size_hw(args.size, "--size")
     gt = np.load(args.gt)
     dets = load_detections(args.detections)
     args.work.mkdir(parents=True, exist_ok=True)
