@@ -32,7 +32,7 @@ from typing import Any
 
 
 from edge_runtime.errors import InputError, SDPoseError
-from edge_runtime.geometry import parse_size_hw
+from edge_runtime.geometry import DEFAULT_PADDING, parse_size_hw
 from edge_runtime.metadata import (COMPONENT_FILES, FORMAT_VERSION, INDEX_FILE, read_index, write_index,
                                    write_metadata)
 
@@ -43,7 +43,7 @@ DEFAULT_INPUT_SIZE = (1024, 768)  # (H, W) crop, as SDPose
 PRESETS = {"full": (1024, 768), "balanced": (768, 576), "fast": (512, 384)}
 #: the ``preset`` recorded for a size that is not one of :data:`PRESETS`
 CUSTOM_PRESET = "custom"
-BBOX_PADDING = 1.25
+BBOX_PADDING = DEFAULT_PADDING  # mmpose GetBBoxCenterScale, as SDPose
 CODEC = {"type": "UDPHeatmap", "sigma": 6, "refine": "dark_udp", "blur_kernel_size": 11}
 #: crop preprocessing embedded in the VAE IR (and recorded in every IR of the folder)
 PREPROCESSING = {

@@ -41,6 +41,7 @@ from convert import int8_paths as paths_mod
 from edge_runtime.codec import decode_heatmaps
 from edge_runtime.cpu import cpu_info, int8_accumulation_ratio
 from edge_runtime.errors import InputError, ModelFolderError
+from edge_runtime.tracking import box_iou  # noqa: F401  (re-exported for the report's users)
 from edge_runtime.models import CompileOptions, ModelFolder, compile_model
 
 logger = logging.getLogger(__name__)
@@ -164,23 +165,6 @@ def displacement_stats(dists: np.ndarray, heatmap_px: float, valid: np.ndarray |
     return {"mean_px": float(d.mean()), "median_px": float(np.median(d)), "p95_px": float(np.percentile(d, 95)),
             "max_px": float(d.max()), "within_1_heatmap_px": float((d <= heatmap_px).mean()),
             "heatmap_px": float(heatmap_px), "count": int(d.size), "excluded": excluded}
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix [len(a), len(b)] of boxes_xyxy [N,4] and [M,4] (image px)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    x1 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y1 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x2 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y2 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 def match_boxes(ref: np.ndarray, test: np.ndarray) -> np.ndarray:

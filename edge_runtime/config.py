@@ -14,6 +14,8 @@ from typing import Any, Callable, Mapping
 import yaml
 
 from .errors import InputError
+from .keypoints import DEFAULT_SCORE_THRESHOLD
+from .tracking import DEFAULT_BOX_EXPANSION, DEFAULT_TRACK_IOU
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +96,14 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "flip_test": (False, _bool, "true | false"),
     "bbox_padding": (None, _positive, "a positive number or null (the IR metadata, 1.25)"),
     "parts": (list(PART_NAMES), _parts, f"a list of parts from {list(PART_NAMES)}"),
-    "score_threshold": (0.3, _unit, "a number in [0, 1] (keypoints drawn / used for tracking above it)"),
+    "score_threshold": (DEFAULT_SCORE_THRESHOLD, _unit, "a number in [0, 1] (keypoints drawn / used for tracking above it)"),
     # detector
     "det_score_threshold": (None, _unit, "a number in [0, 1] or null (detector default 0.5, as the original app)"),
     "det_iou_threshold": (None, _unit, "a number in [0, 1] or null (detector default 0.7, ultralytics' NMS IoU)"),
     "max_persons": (20, _positive_int, "a positive integer (keep the N highest-scoring boxes per frame)"),
     # tracking (frames between detector runs)
-    "track_iou_threshold": (0.3, _unit, "a number in [0, 1]"),
-    "track_box_expansion": (1.25, _positive, "a positive number (box from keypoints, scaled around its center)"),
+    "track_iou_threshold": (DEFAULT_TRACK_IOU, _unit, "a number in [0, 1]"),
+    "track_box_expansion": (DEFAULT_BOX_EXPANSION, _positive, "a positive number (box from keypoints, scaled around its center)"),
     "track_lost_s": (1.5, _positive, "seconds a track missed by the detector keeps its ID (occlusions)"),
     # sources
     "reconnect_retries": (5, _non_negative_int, "a non-negative integer"),

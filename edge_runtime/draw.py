@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from .errors import InputError
-from .keypoints import ALL_GROUPS, FOOT_LINKS, HAND_LINKS, NUM_BODY, NUM_WHOLEBODY, OPENPOSE18_LIMBS, WHOLEBODY_PARTS
+from .keypoints import DEFAULT_SCORE_THRESHOLD, ALL_GROUPS, FOOT_LINKS, HAND_LINKS, NUM_BODY, NUM_WHOLEBODY, OPENPOSE18_LIMBS, WHOLEBODY_PARTS
 from .openpose import openpose18
 
 #: the 18 OpenPose colours (RGB), one per limb / joint
@@ -48,7 +48,7 @@ class DrawOptions:
     """What to draw: parts (subset of body/feet/face/hands) and the keypoint score threshold."""
 
     parts: frozenset[str] = field(default_factory=lambda: ALL_GROUPS)
-    threshold: float = 0.3
+    threshold: float = DEFAULT_SCORE_THRESHOLD
     draw_boxes: bool = False
 
     def __post_init__(self) -> None:

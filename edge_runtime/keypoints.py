@@ -20,6 +20,9 @@ import numpy as np
 
 from .errors import InputError
 
+#: keypoint score above which a keypoint counts as visible (drawing, OpenPose export, boxes from keypoints)
+DEFAULT_SCORE_THRESHOLD = 0.3
+
 BODY_NAMES: tuple[str, ...] = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear",
     "left_shoulder", "right_shoulder", "left_elbow", "right_elbow", "left_wrist", "right_wrist",

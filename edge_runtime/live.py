@@ -37,6 +37,7 @@ from .feeds import CaptureStatus, FrameFeed, capture_loop
 from .metrics import Reservoirs
 from .results import FrameResult
 from .sources import Frame, FrameSource, mask_credentials
+from .keypoints import DEFAULT_SCORE_THRESHOLD
 from .tracking import overlaps_image
 from .tracks import PoseTracks, TrackConfig
 
@@ -68,7 +69,7 @@ class LiveConfig:
     max_persons: "int | None" = 20
     flip_test: bool = False
     parts: "tuple[str, ...]" = ("body", "feet", "face", "hands")
-    score_threshold: float = 0.3
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD
     track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
     pace_live_files: bool = True
     live_queue_size: int = 1

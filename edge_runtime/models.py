@@ -19,6 +19,7 @@ import openvino.properties.hint as hints
 import openvino.properties.streams as streams
 
 from .errors import InputError, ModelFolderError
+from .geometry import DEFAULT_PADDING
 from .metadata import read_index, read_metadata
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ CHAINS: dict[str, tuple[str, ...]] = {
 REQUIRED_POSE_FIELDS = ("scheme", "num_keypoints", "input_width", "input_height",
                         "heatmap_width", "heatmap_height")
 
-DEFAULT_BBOX_PADDING = 1.25
+DEFAULT_BBOX_PADDING = DEFAULT_PADDING
 DEFAULT_CACHE_DIR = "~/.cache/sdpose-edge"
 
 _PERFORMANCE_HINTS = {

@@ -46,9 +46,9 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .keypoints import NUM_BODY, NUM_WHOLEBODY, OPENPOSE18_FROM_COCO, WHOLEBODY_PARTS
+from .keypoints import DEFAULT_SCORE_THRESHOLD, NUM_BODY, NUM_WHOLEBODY, OPENPOSE18_FROM_COCO, WHOLEBODY_PARTS
 
-DEFAULT_THRESHOLD = 0.3
+DEFAULT_THRESHOLD = DEFAULT_SCORE_THRESHOLD
 #: OpenPose's JSON format version
 OPENPOSE_VERSION = 1.3
 CONFIDENCE_MODES = ("binary", "score")

@@ -47,7 +47,8 @@ from .feeds import CaptureStatus, FrameFeed, capture_loop
 from .results import FrameResult
 from .metrics import Progress, Reservoirs, busy_share, percentile_summary  # noqa: F401
 from .sources import Frame, FrameSource, mask_credentials
-from .tracking import IouTracker, boxes_from_keypoints, overlaps_image
+from .keypoints import DEFAULT_SCORE_THRESHOLD
+from .tracking import DEFAULT_BOX_EXPANSION, DEFAULT_TRACK_IOU, IouTracker, boxes_from_keypoints, overlaps_image
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +83,9 @@ class PipelineConfig:
     max_inflight_frames: "int | None" = None
     flip_test: bool = False
     parts: "tuple[str, ...]" = ("body", "feet", "face", "hands")
-    score_threshold: float = 0.3
-    track_iou_threshold: float = 0.3
-    track_box_expansion: float = 1.25
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD
+    track_iou_threshold: float = DEFAULT_TRACK_IOU
+    track_box_expansion: float = DEFAULT_BOX_EXPANSION
     max_persons: "int | None" = 20
     progress: bool = False
     chain_slots: "int | None" = None

@@ -9,6 +9,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from .keypoints import DEFAULT_SCORE_THRESHOLD
+
+#: IoU above which a box continues a track
+DEFAULT_TRACK_IOU = 0.3
+#: a box made from keypoints is their extent scaled by this around its center
+DEFAULT_BOX_EXPANSION = 1.25
+
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix [N,M] between boxes_xyxy ``a`` [N,4] and ``b`` [M,4] (image px)."""
@@ -56,7 +63,7 @@ def overlaps_image(boxes_xyxy: np.ndarray, image_size: "tuple[int, int]") -> np.
 
 
 def boxes_from_keypoints(keypoints: np.ndarray, scores: np.ndarray, image_size: "tuple[int, int]",
-                         score_threshold: float = 0.3, expansion: float = 1.25,
+                         score_threshold: float = DEFAULT_SCORE_THRESHOLD, expansion: float = DEFAULT_BOX_EXPANSION,
                          min_keypoints: int = 3) -> "tuple[np.ndarray, np.ndarray]":
     """Person boxes from poses, for the frames between detector runs.
 
@@ -100,7 +107,7 @@ class IouTracker:
     than ``max_age`` updates are forgotten.
     """
 
-    def __init__(self, iou_threshold: float = 0.3, max_age: int = 1) -> None:
+    def __init__(self, iou_threshold: float = DEFAULT_TRACK_IOU, max_age: int = 1) -> None:
         self.iou_threshold = float(iou_threshold)
         self.max_age = int(max_age)
         self._next_id = 0

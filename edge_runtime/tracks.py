@@ -34,7 +34,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .tracking import box_iou, greedy_iou_match
+from .keypoints import DEFAULT_SCORE_THRESHOLD
+from .tracking import DEFAULT_TRACK_IOU, box_iou, greedy_iou_match
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,11 +58,11 @@ class TrackConfig:
         model put them, the behaviour before live scheduling; for measuring what propagation is worth).
     """
 
-    iou_threshold: float = 0.3
+    iou_threshold: float = DEFAULT_TRACK_IOU
     high_score: float = 0.5
     low_score: float = 0.1
     lost_s: float = 1.5
-    score_threshold: float = 0.3
+    score_threshold: float = DEFAULT_SCORE_THRESHOLD
     fb_threshold_px: float = 2.0
     flow_max_side: int = 960
     history: int = 64
