@@ -57,7 +57,7 @@ import numpy as np
 from edge_runtime.detector import DEFAULT_CONF_THRESHOLD
 from edge_runtime.errors import InputError
 from edge_runtime.geometry import DEFAULT_INPUT_SIZE, DEFAULT_PADDING, udp_warp_matrix, warp_crop
-from edge_runtime.sources import IMAGE_EXTENSIONS, list_image_files
+from edge_runtime.sources import IMAGE_EXTENSIONS, list_image_files, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -266,10 +266,7 @@ def load_detections(path: str | Path) -> dict[str, Any]:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None or image.size == 0:
-        raise InputError(f"{path}: cannot read the image (unreadable or not an image)")
-    return image
+    return read_image(path)
 
 
 def _video_frames(path: Path, count: int) -> Iterator[tuple[int, np.ndarray]]:
@@ -605,11 +602,7 @@ class CalibrationSet:
         return len(self.crop_records)
 
     def _read(self, rec: dict[str, Any]) -> np.ndarray:
-        path = self.path / rec["file"]
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise InputError(f"{path}: cannot read calibration image")
-        return image
+        return read_image(self.path / rec["file"])
 
     def crops(self, limit: int | None = None, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
         """Yield crops BGR u8 [h, w, 3] (crop px of the UDP warp), streamed from disk.

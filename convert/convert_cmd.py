@@ -29,7 +29,6 @@ import gc
 import json
 import logging
 import multiprocessing
-import resource
 import shutil
 import tempfile
 import time
@@ -46,6 +45,7 @@ from convert.quantize import (CALIBRATED_MODES, MODES, OVERFLOW_FIX, QUANTIZED_M
                               Reiterable, quantize_component, save_component)
 from convert.export import add_variant_arguments, resolve_input_size
 from edge_runtime.errors import InputError, SDPoseError
+from edge_runtime.metrics import peak_rss_mb, reset_peak_rss
 from edge_runtime.metadata import read_index, read_metadata
 
 logger = logging.getLogger(__name__)
@@ -240,24 +240,9 @@ def load_config(path: str | Path | None = None, *, precision: str | None = None,
 
 # ---------------------------------------------------------------------------------------------- stages
 
-def _reset_peak_rss() -> bool:
-    """Reset this process's peak RSS (VmHWM) so the next stage's peak is its own (Linux only)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
 def _peak_rss_gb() -> float:
-    """Peak RSS of this process since the last reset (VmHWM), GB; ru_maxrss where /proc is unavailable."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / (1 << 20)
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)
+    """Peak RSS of this process since the last :func:`reset_peak_rss`, GB."""
+    return (peak_rss_mb() or 0.0) / 1024.0
 
 
 class StageLog:
@@ -271,7 +256,7 @@ class StageLog:
     @contextmanager
     def stage(self, name: str) -> Iterator[dict[str, Any]]:
         gc.collect()
-        exact = _reset_peak_rss()
+        exact = reset_peak_rss()
         t0 = time.perf_counter()
         record: dict[str, Any] = {"stage": name}
         logger.info("stage %s ...", name)
@@ -306,7 +291,7 @@ def _export_fp32_child(checkpoint: str, out: str, input_size: tuple[int, int], d
         from convert.detector import export_detector
 
         written["detector"] = str(export_detector(detector, out, imgsz=imgsz, precision="fp32"))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1 << 20)
+    peak = _peak_rss_gb()
     return {"written": written, "peak_rss_gb": peak}
 
 

@@ -23,7 +23,6 @@ import argparse
 import gc
 import logging
 import os
-import resource
 import time
 import warnings
 from importlib import metadata as importlib_metadata
@@ -33,6 +32,7 @@ from typing import Any
 
 from edge_runtime.errors import InputError, SDPoseError
 from edge_runtime.geometry import DEFAULT_PADDING, parse_size_hw
+from edge_runtime.metrics import peak_rss_mb
 from edge_runtime.metadata import (COMPONENT_FILES, FORMAT_VERSION, INDEX_FILE, read_index, write_index,
                                    write_metadata)
 
@@ -127,7 +127,7 @@ def _source_tree_version() -> str:
 
 
 def _peak_rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2
+    return (peak_rss_mb() or 0.0) / 1024.0
 
 
 def _free() -> None:

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, SDPoseError
+from .metrics import memory_status, peak_rss_mb  # noqa: F401  (memory_status re-exported for scripts)
 
 logger = logging.getLogger(__name__)
 
@@ -582,36 +583,6 @@ class _FirstResult:
         """Nothing to flush."""
 
 
-def memory_status() -> dict[str, float]:
-    """This process's memory in MB from /proc/self/status (Linux): ``peak`` (VmHWM, the high-water mark of
-    this process image — unlike ``ru_maxrss``, not inherited from the parent across fork+exec), ``rss``,
-    ``anon`` and ``file`` (file-backed pages, e.g. memory-mapped IR weights). Empty where unavailable."""
-    fields = {"VmHWM": "peak", "VmRSS": "rss", "RssAnon": "anon", "RssFile": "file"}
-    out: dict[str, float] = {}
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key in fields:
-                    out[fields[key]] = round(int(value.split()[0]) / 1024.0, 1)
-    except (OSError, ValueError):
-        return {}
-    return out
-
-
-def _max_rss_mb() -> float | None:
-    """Peak RSS of this process in MB (VmHWM; ``ru_maxrss`` of RUSAGE_SELF where /proc is missing)."""
-    peak = memory_status().get("peak")
-    if peak is not None:
-        return peak
-    try:
-        import resource
-    except ImportError:  # not on this OS
-        return None
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return round(rss / 1024.0 if sys.platform != "darwin" else rss / 1024.0 / 1024.0, 1)
-
-
 def _child_main(argv: Sequence[str]) -> int:
     """One end-to-end measurement in this process; prints a JSON report as the last stdout line."""
     parser = argparse.ArgumentParser(prog="python -m edge_runtime.bench --child")
@@ -671,7 +642,7 @@ def _child_main(argv: Sequence[str]) -> int:
               "compile_s": round(compile_s, 3), "frames": sink.frames, "persons": sink.persons,
               "wall_s": round(wall, 3), "fps": sink.frames / wall if wall > 0 else None,
               "persons_per_s": sink.persons / wall if wall > 0 else None,
-              "first_result_epoch": sink.epoch, "max_rss_mb": _max_rss_mb(),
+              "first_result_epoch": sink.epoch, "max_rss_mb": peak_rss_mb(),
               "requests": summary.get("requests"), "pose_busy_share": summary.get("pose_busy_share"),
               "chain": estimator.chain}
     sys.stdout.write(json.dumps(report) + "\n")

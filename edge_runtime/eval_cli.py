@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from .coco import coco_instance_score, evaluate_keypoints, result_entry
 from .errors import InputError
+from .sources import read_image
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +80,10 @@ def run_eval(models: str | Path, annotations_path: str | Path, images: str | Pat
     started = time.perf_counter()
     for n, img in enumerate(image_list, start=1):
         path = Path(images) / str(img["file_name"])
-        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if frame is None:
-            raise InputError(f"{path}: image of annotation id {img['id']} cannot be read")
+        try:
+            frame = read_image(path)
+        except InputError as exc:
+            raise InputError(f"{exc} (image of annotation id {img['id']})") from exc
         b = boxes[int(img["id"])]
         if len(b):
             keypoints, scores = estimator(frame, b[:, :4])

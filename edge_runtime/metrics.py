@@ -157,3 +157,46 @@ class Progress:
             sys.stderr.flush()
         else:
             logger.info("progress: %s", text)
+
+
+def memory_status() -> dict[str, float]:
+    """This process's memory in MB from /proc/self/status (Linux): ``peak`` (VmHWM, the high-water mark of
+    this process image — unlike ``ru_maxrss``, not inherited from the parent across fork+exec; reset by
+    :func:`reset_peak_rss`), ``rss``, ``anon`` and ``file`` (file-backed pages, e.g. memory-mapped IR weights).
+    Empty where unavailable."""
+    fields = {"VmHWM": "peak", "VmRSS": "rss", "RssAnon": "anon", "RssFile": "file"}
+    out: dict[str, float] = {}
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                key, _, value = line.partition(":")
+                if key in fields:
+                    out[fields[key]] = round(int(value.split()[0]) / 1024.0, 1)
+    except (OSError, ValueError):
+        return {}
+    return out
+
+
+def peak_rss_mb() -> float | None:
+    """THE peak-RSS helper: peak RSS of this process in MB (VmHWM; ``ru_maxrss`` of RUSAGE_SELF where /proc
+    is missing; None where neither exists)."""
+    peak = memory_status().get("peak")
+    if peak is not None:
+        return peak
+    try:
+        import resource
+    except ImportError:  # not on this OS
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / 1024.0 if sys.platform != "darwin" else rss / 1024.0 / 1024.0, 1)
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (VmHWM) so that the next peak is measured from now (Linux only;
+    False where the kernel does not allow it)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False

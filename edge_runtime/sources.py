@@ -149,18 +149,27 @@ class FrameSource:
         return self._closed.is_set()
 
 
-def _read_image(path: Path) -> "np.ndarray | FrameError":
-    """Read an image file as uint8 [H,W,3] BGR or return a FrameError naming the file."""
+def read_image(path: str | Path) -> np.ndarray:
+    """THE image-file reader: uint8 [H,W,3] BGR; InputError naming the file when it cannot be read or decoded.
+    (``np.fromfile`` + ``cv2.imdecode`` rather than ``cv2.imread``: any path encoding, and a clear reason.)"""
     try:
         data = np.fromfile(str(path), dtype=np.uint8)
     except OSError as exc:
-        return FrameError(f"{path}: cannot read file ({exc})")
+        raise InputError(f"{path}: cannot read the image file ({exc})") from exc
     if data.size == 0:
-        return FrameError(f"{path}: empty file")
+        raise InputError(f"{path}: cannot read the image: empty file")
     image = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if image is None:
-        return FrameError(f"{path}: not a decodable image (corrupt or unsupported format)")
+        raise InputError(f"{path}: cannot read the image: not a decodable image (corrupt or unsupported format)")
     return image
+
+
+def _read_image(path: Path) -> "np.ndarray | FrameError":
+    """:func:`read_image`, with a FrameError (one bad frame of a stream) instead of an exception."""
+    try:
+        return read_image(path)
+    except InputError as exc:
+        return FrameError(str(exc))
 
 
 class ImageFilesSource(FrameSource):
