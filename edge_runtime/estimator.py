@@ -20,7 +20,7 @@ import openvino as ov
 from .codec import decode_heatmaps
 from .cpu import describe_runtime
 from .errors import InputError
-from .geometry import keypoints_to_image, udp_warp_matrix, warp_crop
+from .geometry import check_boxes_xyxy, keypoints_to_image, udp_warp_matrix, warp_crop
 from .keypoints import flip_indices
 from .models import CompileOptions, ModelFolder, compile_model, optimal_requests
 
@@ -37,24 +37,11 @@ def check_image(image_bgr: Any, name: str = "image_bgr") -> np.ndarray:
 
 
 def check_boxes(boxes_xyxy: Any, name: str = "boxes_xyxy") -> np.ndarray:
-    """Validate boxes [N,4] or [N,5] (x1, y1, x2, y2[, score]) image px -> float32 [N,4]."""
-    boxes = np.asarray(boxes_xyxy, dtype=np.float32)
-    if boxes.size == 0:
+    """Validate boxes [N,4] or [N,5] (x1, y1, x2, y2[, score]) image px -> float32 [N,4]
+    (:func:`edge_runtime.geometry.check_boxes_xyxy`; an empty input gives [0,4])."""
+    if np.asarray(boxes_xyxy).size == 0:
         return np.zeros((0, 4), np.float32)
-    if boxes.ndim == 1 and boxes.shape[0] in (4, 5):
-        boxes = boxes[None]
-    if boxes.ndim != 2 or boxes.shape[1] not in (4, 5):
-        raise InputError(f"{name}: expected [N,4] or [N,5] (x1, y1, x2, y2[, score]) in image px, "
-                         f"got shape {boxes.shape}")
-    boxes = boxes[:, :4]
-    if not np.all(np.isfinite(boxes)):
-        raise InputError(f"{name}: boxes contain NaN/inf")
-    bad = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]) | \
-        ((boxes[:, 2] == boxes[:, 0]) & (boxes[:, 3] == boxes[:, 1]))
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise InputError(f"{name}: box {i} {boxes[i].tolist()} needs x2 >= x1, y2 >= y1 and a non-zero size")
-    return boxes
+    return check_boxes_xyxy(boxes_xyxy, name, allow_score=True).reshape(-1, 4).astype(np.float32)
 
 
 class PoseEstimator:

@@ -50,6 +50,7 @@ DEFAULT_PADDING = 1.25
 
 __all__ = [
     "parse_size_hw",
+    "check_boxes_xyxy",
     "DEFAULT_INPUT_SIZE",
     "DEFAULT_PADDING",
     "bbox_xyxy_to_center_scale",
@@ -114,26 +115,26 @@ def _as_float_array(value, name: str) -> np.ndarray:
     return arr
 
 
-def _check_boxes(bbox_xyxy, name: str = "bbox_xyxy") -> np.ndarray:
-    """Boxes as float64 ``[4]`` or ``[N,4]`` (x1, y1, x2, y2 image px), validated."""
+def check_boxes_xyxy(bbox_xyxy, name: str = "bbox_xyxy", allow_score: bool = False) -> np.ndarray:
+    """THE box check: float64 ``[4]`` or ``[N,4]`` (x1, y1, x2, y2 image px), finite, x2 >= x1, y2 >= y1 and
+    not both sides zero; InputError naming ``name`` otherwise. ``allow_score``: also accept a fifth (score)
+    column, dropped."""
     boxes = _as_float_array(bbox_xyxy, name)
+    if allow_score and boxes.ndim in (1, 2) and boxes.shape[-1] == 5:
+        boxes = boxes[..., :4]
     if boxes.ndim not in (1, 2) or boxes.shape[-1] != 4:
-        raise InputError(
-            f"{name}: expected shape [4] or [N,4] (x1, y1, x2, y2 image px; drop any score "
-            f"column), got {boxes.shape}"
-        )
+        expected = ("[N,4] or [N,5] (x1, y1, x2, y2[, score]) in image px" if allow_score else
+                    "shape [4] or [N,4] (x1, y1, x2, y2 image px; drop any score column)")
+        raise InputError(f"{name}: expected {expected}, got shape {boxes.shape}")
     if not np.isfinite(boxes).all():
-        raise InputError(f"{name}: coordinates must be finite, got {boxes.tolist()}")
+        raise InputError(f"{name}: coordinates must be finite (NaN/inf found), got {boxes.tolist()}")
     b = boxes.reshape(-1, 4)
-    bad = (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])
+    bad = (b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1]) | ((b[:, 2] == b[:, 0]) & (b[:, 3] == b[:, 1]))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InputError(f"{name}: box {i} {b[i].tolist()} has x2 < x1 or y2 < y1")
-    empty = (b[:, 2] == b[:, 0]) & (b[:, 3] == b[:, 1])
-    if empty.any():
-        i = int(np.flatnonzero(empty)[0])
-        raise InputError(f"{name}: box {i} {b[i].tolist()} has zero width and zero height")
+        raise InputError(f"{name}: box {i} {b[i].tolist()} needs x2 >= x1, y2 >= y1 and a non-zero size")
     return boxes
+
 
 
 def _check_center_scale(center, scale) -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +163,7 @@ def bbox_xyxy_to_center_scale(bbox_xyxy, padding: float = DEFAULT_PADDING):
         ``(center, scale)``, float64 ``[2]`` / ``[N,2]`` each, image px: center (x, y)
         and scale (w, h) = box size * padding (not yet aspect-fixed).
     """
-    boxes = _check_boxes(bbox_xyxy)
+    boxes = check_boxes_xyxy(bbox_xyxy)
     p = _check_padding(padding)
     center = np.stack([boxes[..., 0] + boxes[..., 2], boxes[..., 1] + boxes[..., 3]], axis=-1) * 0.5
     scale = np.stack([boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]], axis=-1) * p
