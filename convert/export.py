@@ -31,6 +31,7 @@ from typing import Any
 
 
 from edge_runtime.errors import InputError, SDPoseError
+from edge_runtime.codec import DEFAULT_CODEC
 from edge_runtime.geometry import DEFAULT_PADDING, parse_size_hw
 from edge_runtime.metrics import peak_rss_mb
 from edge_runtime.metadata import (COMPONENT_FILES, FORMAT_VERSION, INDEX_FILE, read_index, write_index,
@@ -44,7 +45,7 @@ PRESETS = {"full": (1024, 768), "balanced": (768, 576), "fast": (512, 384)}
 #: the ``preset`` recorded for a size that is not one of :data:`PRESETS`
 CUSTOM_PRESET = "custom"
 BBOX_PADDING = DEFAULT_PADDING  # mmpose GetBBoxCenterScale, as SDPose
-CODEC = {"type": "UDPHeatmap", "sigma": 6, "refine": "dark_udp", "blur_kernel_size": 11}
+CODEC = dict(DEFAULT_CODEC)  # what the runtime decoder implements (edge_runtime.codec)
 #: crop preprocessing embedded in the VAE IR (and recorded in every IR of the folder)
 PREPROCESSING = {
     "input": "image", "element_type": "u8", "layout": "NHWC", "color": "BGR",

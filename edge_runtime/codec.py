@@ -102,6 +102,26 @@ def _blurred_neighbourhoods(channels: np.ndarray, idx: np.ndarray, ys: np.ndarra
     return values, maxima
 
 
+#: the codec every sdpose-convert folder records (rt_info ``codec``); the decoder below implements it
+DEFAULT_CODEC = {"type": "UDPHeatmap", "sigma": 6, "refine": "dark_udp", "blur_kernel_size": 11}
+
+
+def blur_kernel_from_codec(codec, source: str = "<model>") -> int:
+    """The DARK blur kernel of a folder's ``codec`` record (None: the default); ModelFolderError for a codec
+    this decoder does not implement (another type or refinement, or an even / non-positive kernel)."""
+    from .errors import ModelFolderError
+
+    if codec is None:
+        return int(DEFAULT_CODEC["blur_kernel_size"])
+    if not isinstance(codec, dict) or codec.get("type") != "UDPHeatmap" or codec.get("refine", "dark_udp") != "dark_udp":
+        raise ModelFolderError(f"{source}: rt_info codec {codec!r} is not supported: the runtime decodes "
+                               "UDPHeatmap with DARK-UDP refinement")
+    kernel = codec.get("blur_kernel_size", DEFAULT_CODEC["blur_kernel_size"])
+    if isinstance(kernel, bool) or not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
+        raise ModelFolderError(f"{source}: rt_info codec blur_kernel_size {kernel!r} must be a positive odd integer")
+    return kernel
+
+
 def decode_heatmaps(heatmaps, input_size=DEFAULT_INPUT_SIZE, blur_kernel_size: int = 11):
     """Decode UDP heatmaps to keypoints exactly as mmpose 1.3.2 ``UDPHeatmap.decode``.
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-from .codec import decode_heatmaps
+from .codec import blur_kernel_from_codec, decode_heatmaps
 from .cpu import describe_runtime
 from .errors import InputError
 from .geometry import check_boxes_xyxy, keypoints_to_image, udp_warp_matrix, warp_crop
@@ -83,6 +83,8 @@ class PoseEstimator:
         self.heatmap_size: tuple[int, int] = (int(self.meta["heatmap_width"]), int(self.meta["heatmap_height"]))
         self.num_keypoints: int = int(self.meta["num_keypoints"])
         self.scheme: str = str(self.meta["scheme"])
+        #: the folder's codec record decides the decoder (UDPHeatmap + DARK-UDP, its blur kernel)
+        self.blur_kernel_size: int = blur_kernel_from_codec(self.meta.get("codec"), str(self.folder.path))
         self.padding: float = float(self.meta["bbox_padding"] if padding is None else padding)
         if not (self.padding > 0 and np.isfinite(self.padding)):
             raise InputError(f"padding: expected a positive number, got {padding!r}")
@@ -173,7 +175,8 @@ class PoseEstimator:
             return np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32)
         if heatmaps.ndim != 4 or heatmaps.shape[0] != len(boxes) or heatmaps.shape[1] != k:
             raise InputError(f"heatmaps: expected [{len(boxes)},{k},H,W] (one per box), got {heatmaps.shape}")
-        crop_kpts, scores = decode_heatmaps(heatmaps, input_size=self.input_size)
+        crop_kpts, scores = decode_heatmaps(heatmaps, input_size=self.input_size,
+                                            blur_kernel_size=self.blur_kernel_size)
         crop_kpts = np.asarray(crop_kpts, dtype=np.float32).reshape(len(boxes), k, 2)
         scores = np.asarray(scores, dtype=np.float32).reshape(len(boxes), k)
         keypoints = keypoints_to_image(crop_kpts, boxes, input_size=self.input_size, padding=self.padding)

@@ -244,3 +244,33 @@ def test_attention_fusion_accounts_for_every_attention(exported_models, variant_
         assert res["fused"] + res["unfused_softmax"] >= res["attention_ops"]
         results.append(res)
     assert results[0]["attention_ops"] == results[1]["attention_ops"]  # pooling removes no attention
+
+
+def test_the_codec_record_drives_the_decoder(exported_models, tmp_path):
+    """The runtime decodes with the folder's codec record: its blur kernel is used, an unknown codec is refused."""
+    import shutil
+
+    from edge_runtime.codec import blur_kernel_from_codec
+    from edge_runtime.errors import ModelFolderError
+    from edge_runtime.estimator import PoseEstimator
+    from edge_runtime.metadata import write_metadata
+    from edge_runtime.models import CompileOptions
+
+    assert blur_kernel_from_codec(None) == 11
+    assert blur_kernel_from_codec({"type": "UDPHeatmap", "refine": "dark_udp", "blur_kernel_size": 7}) == 7
+    for bad in ({"type": "SimCC"}, {"type": "UDPHeatmap", "refine": "none"},
+                {"type": "UDPHeatmap", "blur_kernel_size": 4}):
+        with pytest.raises(ModelFolderError, match="codec"):
+            blur_kernel_from_codec(bad, "x.xml")
+    folder = tmp_path / "m"
+    shutil.copytree(exported_models("body"), folder)
+    core = ov.Core()
+    for name in ("pose.xml", "vae_pose.xml"):
+        model = core.read_model(str(folder / name))
+        write_metadata(model, {"codec": {"type": "UDPHeatmap", "sigma": 6, "refine": "dark_udp", "blur_kernel_size": 5}})
+        ov.save_model(model, str(folder / f"new_{name}"))
+        del model
+        (folder / f"new_{name}").replace(folder / name)
+        (folder / f"new_{name}".replace(".xml", ".bin")).replace(folder / name.replace(".xml", ".bin"))
+    est = PoseEstimator(folder, options=CompileOptions(cache_dir=None))
+    assert est.blur_kernel_size == 5
