@@ -34,6 +34,7 @@ from edge_runtime.errors import InputError, SDPoseError
 from edge_runtime.codec import DEFAULT_CODEC
 from edge_runtime.geometry import DEFAULT_PADDING, parse_size_hw
 from edge_runtime.metrics import peak_rss_mb
+from edge_runtime.model_info import PoseModelInfo
 from edge_runtime.metadata import (COMPONENT_FILES, FORMAT_VERSION, INDEX_FILE, read_index, write_index,
                                    write_metadata)
 
@@ -204,9 +205,7 @@ def fuse_vae_pose(vae_model: Any, pose_model: Any) -> Any:
 
 
 def _component_meta(kind: str, common: dict[str, Any]) -> dict[str, Any]:
-    meta = {"kind": kind}
-    meta.update(common)
-    return meta
+    return dict(common, kind=kind)
 
 
 def export_models(checkpoint_dir: str | Path, out_dir: str | Path, precision: str = "fp32",
@@ -262,29 +261,16 @@ def export_models(checkpoint_dir: str | Path, out_dir: str | Path, precision: st
     labels = class_labels()
     latent_channels = int(ckpt.vae.config.latent_channels)
     lh, lw = height // 8, width // 8
-    common = {
-        "format_version": FORMAT_VERSION,
-        "scheme": ckpt.scheme,
-        "num_keypoints": int(ckpt.num_keypoints),
-        "input_width": width,
-        "input_height": height,
-        "heatmap_width": width // 4,
-        "heatmap_height": height // 4,
-        "latent_channels": latent_channels,
-        "latent_scale": LATENT_SCALE,
-        "bbox_padding": BBOX_PADDING,
-        "codec": CODEC,
-        "preprocessing": PREPROCESSING,
-        "precision": precision,
-        "quantized": False,
-        "checkpoint_sha256": ckpt.sha256,
-        "versions": package_versions(),
-        "unet_feature": f"up_blocks.{ckpt.up_block}",
-        "head_layout": ckpt.head.layout,
-        "preset": preset_name((height, width)),
-        "token_downsample": token_downsample,
-        "token_downsample_levels": list(token_levels) if token_downsample > 1 else [],
-    }
+    info = PoseModelInfo(
+        kind="pose", scheme=ckpt.scheme, num_keypoints=int(ckpt.num_keypoints), input_height=height,
+        input_width=width, heatmap_height=height // 4, heatmap_width=width // 4, bbox_padding=BBOX_PADDING,
+        codec=dict(CODEC), precision=precision, quantized=False, preset=preset_name((height, width)),
+        token_downsample=token_downsample, token_downsample_levels=tuple(token_levels) if token_downsample > 1 else (),
+        checkpoint_sha256=ckpt.sha256,
+        extra={"format_version": FORMAT_VERSION, "latent_channels": latent_channels, "latent_scale": LATENT_SCALE,
+               "preprocessing": PREPROCESSING, "versions": package_versions(),
+               "unet_feature": f"up_blocks.{ckpt.up_block}", "head_layout": ckpt.head.layout})
+    common = info.to_rt_info()
     written: dict[str, Path] = {}
 
     # 1. VAE encoder (encoder + quant_conv only), preprocessing embedded

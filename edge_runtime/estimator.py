@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
-from .codec import blur_kernel_from_codec, decode_heatmaps
+from .codec import decode_heatmaps
 from .cpu import describe_runtime
 from .errors import InputError
+from .model_info import PoseModelInfo
 from .geometry import check_boxes_xyxy, keypoints_to_image, udp_warp_matrix, warp_crop
 from .keypoints import flip_indices
 from .models import CompileOptions, ModelFolder, compile_model, optimal_requests
@@ -77,15 +78,17 @@ class PoseEstimator:
         self.options = options if options is not None else CompileOptions(performance_hint="LATENCY")
         self.folder = ModelFolder(models_dir, chain=chain, core=self.core)
         self.meta: dict[str, Any] = self.folder.pose_meta
+        #: the typed contract (sizes, codec, padding, variant) the runtime computes with
+        self.info: PoseModelInfo = self.folder.pose_info
         self.chain: str = self.folder.chain
         self.kinds: tuple[str, ...] = self.folder.kinds
-        self.input_size: tuple[int, int] = (int(self.meta["input_width"]), int(self.meta["input_height"]))
-        self.heatmap_size: tuple[int, int] = (int(self.meta["heatmap_width"]), int(self.meta["heatmap_height"]))
-        self.num_keypoints: int = int(self.meta["num_keypoints"])
-        self.scheme: str = str(self.meta["scheme"])
+        self.input_size: tuple[int, int] = self.info.input_size_wh
+        self.heatmap_size: tuple[int, int] = self.info.heatmap_size_wh
+        self.num_keypoints: int = self.info.num_keypoints
+        self.scheme: str = self.info.scheme
         #: the folder's codec record decides the decoder (UDPHeatmap + DARK-UDP, its blur kernel)
-        self.blur_kernel_size: int = blur_kernel_from_codec(self.meta.get("codec"), str(self.folder.path))
-        self.padding: float = float(self.meta["bbox_padding"] if padding is None else padding)
+        self.blur_kernel_size: int = self.info.blur_kernel_size
+        self.padding: float = float(self.info.bbox_padding if padding is None else padding)
         if not (self.padding > 0 and np.isfinite(self.padding)):
             raise InputError(f"padding: expected a positive number, got {padding!r}")
         self.flip_test = bool(flip_test)
@@ -100,15 +103,15 @@ class PoseEstimator:
         #: which variant of the model this folder is (recorded at conversion): crop-size preset ("full",
         #: "balanced", "fast", "custom"; None for folders from before presets) and attention token downsampling
         self.runtime_info["variant"] = {
-            "preset": self.meta.get("preset"), "input_size_hw": [self.input_size[1], self.input_size[0]],
+            "preset": self.info.preset, "input_size_hw": [self.input_size[1], self.input_size[0]],
             "heatmap_size_hw": [self.heatmap_size[1], self.heatmap_size[0]],
-            "token_downsample": int(self.meta.get("token_downsample", 1)),
-            "token_downsample_levels": list(self.meta.get("token_downsample_levels") or [])}
+            "token_downsample": self.info.token_downsample,
+            "token_downsample_levels": list(self.info.token_downsample_levels)}
         self.folder.release()  # the compiled models hold the weights now
         logger.info("pose models: %s chain %s, %s %d keypoints, input %dx%d (preset %s, token downsampling x%d), "
                     "device %s (%s)", self.folder.path, self.chain, self.scheme, self.num_keypoints,
-                    *self.input_size, self.meta.get("preset", "unrecorded"),
-                    int(self.meta.get("token_downsample", 1)), self.options.device, self.options.performance_hint)
+                    *self.input_size, self.info.preset or "unrecorded",
+                    self.info.token_downsample, self.options.device, self.options.performance_hint)
 
     # ------------------------------------------------------------------ helpers for async users
     def input_name(self, kind: str) -> str:

@@ -21,6 +21,7 @@ import openvino.properties.streams as streams
 from .errors import InputError, ModelFolderError
 from .geometry import DEFAULT_PADDING
 from .metadata import read_index, read_metadata
+from .model_info import PoseModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +30,6 @@ CHAINS: dict[str, tuple[str, ...]] = {
     "split": ("vae_encoder", "pose"),
     "fused": ("vae_pose",),
 }
-
-#: metadata fields every pose-producing IR (pose / vae_pose) must carry
-REQUIRED_POSE_FIELDS = ("scheme", "num_keypoints", "input_width", "input_height",
-                        "heatmap_width", "heatmap_height")
 
 DEFAULT_BBOX_PADDING = DEFAULT_PADDING
 DEFAULT_CACHE_DIR = "~/.cache/sdpose-edge"
@@ -181,24 +178,19 @@ class ModelFolder:
         meta.setdefault("bbox_padding", DEFAULT_BBOX_PADDING)
         return meta
 
+    @property
+    def pose_info(self) -> PoseModelInfo:
+        """The typed metadata of the heatmap-producing IR (checked; see :mod:`edge_runtime.model_info`)."""
+        return PoseModelInfo.from_rt_info(self.metadata(self.pose_kind), str(self.ir_path(self.pose_kind)))
+
     # ------------------------------------------------------------------ validation
     def validate(self) -> None:
         """Check the chain's IRs exist, carry metadata and agree on sizes; ModelFolderError otherwise."""
         kind = self.pose_kind
         src = self.ir_path(kind)
-        meta = self.metadata(kind)
-        missing = [f for f in REQUIRED_POSE_FIELDS if f not in meta]
-        if missing:
-            raise ModelFolderError(f"{src}: rt_info sdpose metadata lacks field(s) {missing}")
-        w, h = meta["input_width"], meta["input_height"]
-        k, hw, hh = meta["num_keypoints"], meta["heatmap_width"], meta["heatmap_height"]
-        if min(w, h, k, hw, hh) <= 0:
-            raise ModelFolderError(f"{src}: sizes in rt_info must be positive (input {w}x{h}, heatmap "
-                                   f"{hw}x{hh}, num_keypoints {k})")
-        if k not in (17, 133):
-            raise ModelFolderError(f"{src}: num_keypoints {k} is neither 17 (SDPose-Body, COCO) nor 133 "
-                                   "(SDPose-Wholebody, COCO-WholeBody); the runtime's skeletons, flip pairs and "
-                                   "parts know only these")
+        info = self.pose_info
+        w, h = info.input_size_wh
+        k, hw, hh = info.num_keypoints, info.heatmap_width, info.heatmap_height
         out = _dims(self.read_model(kind).outputs[0].get_partial_shape())
         if len(out) != 4 or out[1:] != [k, hh, hw]:
             raise ModelFolderError(

@@ -232,3 +232,26 @@ def test_compile_model_errors(fake_models_dir, tmp_path):
 def test_body_scheme_folder(fake_body_models_dir):
     meta = ModelFolder(fake_body_models_dir).pose_meta
     assert (meta["scheme"], meta["num_keypoints"]) == ("body", 17)
+
+
+def test_pose_model_info_round_trip_and_errors():
+    """The typed contract: to_rt_info -> from_rt_info is the identity; bad fields are named."""
+    from edge_runtime.errors import ModelFolderError
+    from edge_runtime.model_info import PoseModelInfo
+
+    info = PoseModelInfo(kind="pose", scheme="wholebody", num_keypoints=133, input_height=512, input_width=384,
+                         heatmap_height=128, heatmap_width=96, preset="fast", token_downsample=2,
+                         token_downsample_levels=(0,), extra={"versions": {"openvino": "x"}})
+    meta = info.to_rt_info()
+    assert meta["preset"] == "fast" and meta["versions"] == {"openvino": "x"} and meta["token_downsample_levels"] == [0]
+    back = PoseModelInfo.from_rt_info(meta, "pose.xml")
+    assert back == info and back.input_size_wh == (384, 512) and back.blur_kernel_size == 11
+    old = {k: v for k, v in meta.items() if k not in ("bbox_padding", "preset", "token_downsample", "codec")}
+    legacy = PoseModelInfo.from_rt_info(old, "old.xml")  # folders from before these fields: defaults
+    assert legacy.bbox_padding == 1.25 and legacy.preset is None and legacy.token_downsample == 1
+    for change, message in ((dict(num_keypoints=18), "num_keypoints 18"), (dict(heatmap_width=0), "positive"),
+                            (dict(codec={"type": "SimCC"}), "codec"), (dict(input_width="wide"), "not a number")):
+        with pytest.raises(ModelFolderError, match=message):
+            PoseModelInfo.from_rt_info({**meta, **change}, "pose.xml")
+    with pytest.raises(ModelFolderError, match=r"pose.xml: .*lacks field\(s\) \['scheme'\]"):
+        PoseModelInfo.from_rt_info({k: v for k, v in meta.items() if k != "scheme"}, "pose.xml")
