@@ -20,7 +20,7 @@ import numpy as np
 import openvino as ov
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from edge_runtime.bench import memory_status  # noqa: E402
+from edge_runtime.metrics import memory_status  # noqa: E402
 
 
 def main(argv: "list[str] | None" = None) -> int:

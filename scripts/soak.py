@@ -23,7 +23,7 @@ import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edge_runtime.backends import delayed_backend_factory  # noqa: E402
-from edge_runtime.bench import memory_status  # noqa: E402
+from edge_runtime.metrics import memory_status  # noqa: E402
 from edge_runtime.cpu import cpu_info  # noqa: E402
 from edge_runtime.estimator import PoseEstimator  # noqa: E402
 from edge_runtime.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
