@@ -36,6 +36,7 @@ import numpy as np
 from edge_runtime.detector import DEFAULT_PAD_VALUE, letterbox
 from edge_runtime.errors import InputError, SDPoseError
 from edge_runtime.metadata import FORMAT_VERSION, write_index, write_metadata
+from edge_runtime.model_info import DetectorModelInfo
 
 logger = logging.getLogger(__name__)
 
@@ -210,26 +211,18 @@ def convert_detector(pt_path: str | Path, imgsz: int = 640, precision: str = "fp
     ov_model = ppp.build()
     ov_model.set_friendly_name("sdpose_detector")
 
-    write_metadata(ov_model, {
-        "kind": DETECTOR_KIND,
-        "format_version": FORMAT_VERSION,
-        "input_width": imgsz,
-        "input_height": imgsz,
-        "letterbox": {"pad_value": DEFAULT_PAD_VALUE, "keep_aspect": True, "center": True,
-                      "interpolation": "linear", "scaleup": True},
-        "output_format": "cxcywh_scores",
-        "class_names": names,
-        "person_class": _person_class(names),
-        "num_classes": len(names),
-        "num_anchors": int(ov_model.outputs[0].get_partial_shape()[2].get_length()),
-        "preprocessing": {"input": "u8 NHWC BGR letterboxed", "reverse_channels": True, "scale": 255.0,
-                          "layout": "NCHW"},
-        "precision": precision,
-        "quantized": False,
-        "versions": _versions(ultralytics.__version__),
-        "checkpoint_sha256": sha256_file(pt_path),
-        "source": pt_path.name,
-    })
+    info = DetectorModelInfo(
+        input_height=imgsz, input_width=imgsz, class_names=tuple(names), person_class=_person_class(names),
+        pad_value=DEFAULT_PAD_VALUE, precision=precision, quantized=False,
+        extra={"format_version": FORMAT_VERSION,
+               "letterbox": {"keep_aspect": True, "center": True, "interpolation": "linear", "scaleup": True},
+               "output_format": "cxcywh_scores",
+               "num_anchors": int(ov_model.outputs[0].get_partial_shape()[2].get_length()),
+               "preprocessing": {"input": "u8 NHWC BGR letterboxed", "reverse_channels": True, "scale": 255.0,
+                                 "layout": "NCHW"},
+               "versions": _versions(ultralytics.__version__), "checkpoint_sha256": sha256_file(pt_path),
+               "source": pt_path.name})
+    write_metadata(ov_model, info.to_rt_info())
     return ov_model
 
 

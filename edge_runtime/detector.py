@@ -23,17 +23,16 @@ import cv2
 import numpy as np
 import openvino as ov
 
+from .model_info import DEFAULT_PAD_VALUE, DETECTOR_KIND, DetectorModelInfo  # noqa: F401  (re-exported)
 from .errors import InputError, ModelFolderError
 from .metadata import read_index, read_metadata
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PAD_VALUE = 114
 #: person score threshold of the original SDPose app (it keeps boxes with confidence > 0.5)
 DEFAULT_CONF_THRESHOLD = 0.5
 #: NMS IoU threshold: the original app leaves ultralytics' default
 DEFAULT_IOU_THRESHOLD = 0.7
-DETECTOR_KIND = "detector"
 
 
 def _size_wh(size: int | tuple[int, int]) -> tuple[int, int]:
@@ -131,9 +130,8 @@ class PersonDetector:
         self.core = core if core is not None else ov.Core()
         self.model, self.source = self._read(models)
         self.meta = read_metadata(self.model, source=self.source)
-        if self.meta.get("kind") != DETECTOR_KIND:
-            raise ModelFolderError(f"{self.source}: rt_info sdpose/kind is {self.meta.get('kind')!r}, "
-                                   f"expected '{DETECTOR_KIND}'")
+        #: the typed contract (kind, classes, person class, letterbox padding)
+        self.info: DetectorModelInfo = DetectorModelInfo.from_rt_info(self.meta, str(self.source))
         shape = self.model.inputs[0].get_partial_shape()
         if shape.is_dynamic or len(shape) != 4 or shape[3].get_length() != 3:
             raise ModelFolderError(f"{self.source}: input shape {shape} is not a static [1,h,w,3] u8 BGR image")
@@ -142,9 +140,9 @@ class PersonDetector:
         out = self.model.outputs[0].get_partial_shape()
         if len(out) != 3:
             raise ModelFolderError(f"{self.source}: output shape {out} is not [1, 4 + C, A]")
-        self.class_names = list(self.meta.get("class_names") or [])
-        self.person_class = int(self.meta.get("person_class", 0))
-        self.pad_value = int(self.meta.get("letterbox", {}).get("pad_value", DEFAULT_PAD_VALUE))
+        self.class_names = list(self.info.class_names)
+        self.person_class = self.info.person_class
+        self.pad_value = self.info.pad_value
         self.options = options if options is not None else CompileOptions()
         self.compiled = compile_model(self.core, self.model, self.options)
         self.request = self.compiled.create_infer_request()

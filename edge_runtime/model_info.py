@@ -98,3 +98,71 @@ class PoseModelInfo:
         out["token_downsample_levels"] = list(self.token_downsample_levels)
         out.update(self.extra)
         return {k: v for k, v in out.items() if v is not None}
+
+
+#: rt_info kind of the person detector IR
+DETECTOR_KIND = "detector"
+#: letterbox border value (ultralytics' LetterBox)
+DEFAULT_PAD_VALUE = 114
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectorModelInfo:
+    """rt_info ``sdpose`` metadata of the person detector IR (letterboxed square input, YOLO head output)."""
+
+    input_height: int
+    input_width: int
+    class_names: tuple[str, ...] = ()
+    person_class: int = 0
+    pad_value: int = DEFAULT_PAD_VALUE
+    precision: str = "fp32"
+    quantized: bool = False
+    kind: str = DETECTOR_KIND
+    extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def from_rt_info(cls, meta: Mapping[str, Any], source: str = "<model>") -> "DetectorModelInfo":
+        """Typed info; ModelFolderError naming ``source`` for another kind, a person class outside the class
+        names or malformed fields. The input size is taken from the IR's shape when the metadata lacks it."""
+        if meta.get("kind") != DETECTOR_KIND:
+            raise ModelFolderError(f"{source}: rt_info sdpose/kind is {meta.get('kind')!r}, expected "
+                                   f"'{DETECTOR_KIND}'")
+        letterbox = meta.get("letterbox") or {}
+        try:
+            info = cls(input_height=int(meta.get("input_height", 0)), input_width=int(meta.get("input_width", 0)),
+                       class_names=tuple(str(n) for n in meta.get("class_names") or ()),
+                       person_class=int(meta.get("person_class", 0)),
+                       pad_value=int(letterbox.get("pad_value", DEFAULT_PAD_VALUE)) if isinstance(letterbox, Mapping)
+                       else DEFAULT_PAD_VALUE,
+                       precision=str(meta.get("precision", "fp32")), quantized=bool(meta.get("quantized", False)),
+                       extra=_detector_extra(meta))
+        except (TypeError, ValueError) as exc:
+            raise ModelFolderError(f"{source}: rt_info sdpose detector field is malformed ({exc})") from exc
+        if info.class_names and not 0 <= info.person_class < len(info.class_names):
+            raise ModelFolderError(f"{source}: person_class {info.person_class} is outside the "
+                                   f"{len(info.class_names)} class names")
+        return info
+
+    def to_rt_info(self) -> dict[str, Any]:
+        """The flat field -> value mapping :func:`edge_runtime.metadata.write_metadata` stores."""
+        out: dict[str, Any] = {"kind": self.kind, "input_height": self.input_height, "input_width": self.input_width,
+                               "class_names": list(self.class_names), "person_class": self.person_class,
+                               "num_classes": len(self.class_names), "precision": self.precision,
+                               "quantized": self.quantized}
+        out.update(self.extra)
+        letterbox = dict(out.get("letterbox") or {})
+        letterbox["pad_value"] = self.pad_value
+        out["letterbox"] = letterbox
+        return out
+
+
+_DETECTOR_FIELDS = ("kind", "input_height", "input_width", "class_names", "person_class", "num_classes",
+                    "precision", "quantized")
+
+
+def _detector_extra(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The detector fields the runtime does not interpret (the letterbox record without its pad value)."""
+    extra = {k: v for k, v in meta.items() if k not in _DETECTOR_FIELDS}
+    if isinstance(extra.get("letterbox"), Mapping):
+        extra["letterbox"] = {k: v for k, v in extra["letterbox"].items() if k != "pad_value"}
+    return extra

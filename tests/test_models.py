@@ -255,3 +255,18 @@ def test_pose_model_info_round_trip_and_errors():
             PoseModelInfo.from_rt_info({**meta, **change}, "pose.xml")
     with pytest.raises(ModelFolderError, match=r"pose.xml: .*lacks field\(s\) \['scheme'\]"):
         PoseModelInfo.from_rt_info({k: v for k, v in meta.items() if k != "scheme"}, "pose.xml")
+
+
+def test_detector_model_info_round_trip_and_errors():
+    from edge_runtime.errors import ModelFolderError
+    from edge_runtime.model_info import DetectorModelInfo
+
+    info = DetectorModelInfo(input_height=640, input_width=640, class_names=("person", "car"), person_class=0,
+                             extra={"letterbox": {"center": True}, "num_anchors": 8400})
+    meta = info.to_rt_info()
+    assert meta["letterbox"] == {"center": True, "pad_value": 114} and meta["num_classes"] == 2
+    assert DetectorModelInfo.from_rt_info(meta, "detector.xml") == info
+    with pytest.raises(ModelFolderError, match="detector.xml: rt_info sdpose/kind is 'pose'"):
+        DetectorModelInfo.from_rt_info({**meta, "kind": "pose"}, "detector.xml")
+    with pytest.raises(ModelFolderError, match="person_class 5 is outside the 2 class names"):
+        DetectorModelInfo.from_rt_info({**meta, "person_class": 5}, "detector.xml")
