@@ -174,6 +174,7 @@ def test_parity_tiny(exported_models, tiny_checkpoint, scheme: str, num_keypoint
                   tiny_checkpoint(scheme, head_layout=head_layout), TINY_INPUT_SIZE, num_keypoints, fused=True)
 
 
+@pytest.mark.slow
 def test_parity_default_size(exported_models, tiny_checkpoint_wholebody):
     """The default 1024x768 crop (latent 128x96) on the tiny wholebody checkpoint, split chain, one crop.
 

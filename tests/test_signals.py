@@ -27,6 +27,7 @@ def long_video(path: Path, n: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_mid_run_leaves_valid_outputs(tmp_path: Path, make_fake_models, signum: int) -> None:
     models = make_fake_models(slow_ops=200)  # same outputs, ~25 ms per pose request

@@ -125,6 +125,7 @@ def test_presets():
         resolve_input_size("fast", (256, 192))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset, factor", [("fast", 2), ("balanced", 1), ("full", 2)])
 def test_preset_variant_exports_records_and_runs(tiny_checkpoint_wholebody, tmp_path, core, preset, factor):
     """Every preset (with and without token downsampling) exports through the CLI, records itself in rt_info
