@@ -145,7 +145,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (na * nb))
 
 
-def _summary(values: Sequence[float]) -> dict[str, float]:
+def summary_stats(values: Sequence[float]) -> dict[str, float]:
     arr = np.asarray(values, np.float64)
     if arr.size == 0:
         return {}
@@ -199,7 +199,7 @@ def _options(hint: str | None, latency: bool = True) -> CompileOptions:
                           inference_precision=hint, cache_dir=None)
 
 
-class _Chain:
+class FolderChain:
     """Compiled components of one model folder (f32 hint), run batch 1 synchronously."""
 
     def __init__(self, folder: ModelFolder, core: ov.Core, kinds: Iterable[str], hint: str = FIDELITY_HINT) -> None:
@@ -392,7 +392,7 @@ def _latency_samples(cset: Any, idx: Sequence[int], size_wh: tuple[int, int], co
         return samples
     samples["vae_encoder"] = samples["vae_pose"] = crop
     if folder.has("vae_encoder"):
-        chain = _Chain(folder, core, ["vae_encoder"])
+        chain = FolderChain(folder, core, ["vae_encoder"])
         samples["pose"] = chain.run("vae_encoder", crop)
     return samples
 
@@ -414,7 +414,7 @@ def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: A
     base_disp: list[np.ndarray] = []
     base_valid: list[np.ndarray] = []
 
-    def run_chain(chain: _Chain, kinds_: Sequence[str], crop: np.ndarray) -> np.ndarray:
+    def run_chain(chain: FolderChain, kinds_: Sequence[str], crop: np.ndarray) -> np.ndarray:
         data = crop
         for k in kinds_:
             data = chain.run(k, data)
@@ -430,7 +430,7 @@ def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: A
 
     # pass 1: FP32 reference
     ref_out: list[tuple[np.ndarray | None, np.ndarray]] = []
-    r = _Chain(ref, core, ["vae_encoder", "pose"] if split_ref else ["vae_pose"])
+    r = FolderChain(ref, core, ["vae_encoder", "pose"] if split_ref else ["vae_pose"])
     for crop in iter_crops(cset, held_idx, size_wh):
         if split_ref:
             lat = r.run("vae_encoder", crop)
@@ -441,7 +441,7 @@ def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: A
     gc.collect()
 
     # pass 2: the folder under test
-    q = _Chain(folder, core, _pose_kinds(folder))
+    q = FolderChain(folder, core, _pose_kinds(folder))
     for n, (crop, (lat_r, hm_r)) in enumerate(zip(iter_crops(cset, held_idx, size_wh), ref_out), start=1):
         if "vae_encoder" in kinds and lat_r is not None:
             per["vae_encoder"].append(cosine(q.run("vae_encoder", crop), lat_r))
@@ -469,7 +469,7 @@ def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: A
     gc.collect()
 
     # pass 3: baseline = what the CPU's default bf16 execution of the FP32 IRs alone changes (same metrics)
-    r16 = _Chain(ref, core, ref.kinds, hint=BASELINE_HINT) if bf16 else None
+    r16 = FolderChain(ref, core, ref.kinds, hint=BASELINE_HINT) if bf16 else None
     baseline_pairs = zip(iter_crops(cset, held_idx, size_wh), ref_out) if r16 is not None else ()
     for crop, (_, hm_r) in baseline_pairs:
         hm_b = run_chain(r16, ref.kinds, crop)
@@ -482,17 +482,17 @@ def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: A
 
     out: dict[str, Any] = {"held_out_crops": n, "heatmap_px": heatmap_px, "input_size_wh": list(size_wh)}
     if per["vae_encoder"]:
-        components["vae_encoder"]["fidelity"] = {"latent_cosine": _summary(per["vae_encoder"])}
+        components["vae_encoder"]["fidelity"] = {"latent_cosine": summary_stats(per["vae_encoder"])}
     for kind in ("pose", "vae_pose"):
         if per[kind]:
             components[kind]["fidelity"] = {
-                "heatmap_cosine": _summary(per[kind]),
+                "heatmap_cosine": summary_stats(per[kind]),
                 "keypoint_displacement": displacement_stats(np.concatenate(disp[kind]), heatmap_px,
                                                             np.concatenate(valid[kind])),
                 "input": "FP32 latent" if kind == "pose" else "crop"}
     out["end_to_end"] = {
         "chain": folder.chain,
-        "heatmap_cosine": _summary(per["end_to_end"]),
+        "heatmap_cosine": summary_stats(per["end_to_end"]),
         "keypoint_displacement": displacement_stats(np.concatenate(disp["end_to_end"]), heatmap_px,
                                                     np.concatenate(valid["end_to_end"])),
         "score_abs_diff_mean": float(np.concatenate(score_diff).mean()),
@@ -504,7 +504,7 @@ def _pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: A
     out["reference_bf16_baseline"] = {
         "what": f"the FP32 reference IRs compiled with INFERENCE_PRECISION_HINT={BASELINE_HINT} vs {FIDELITY_HINT} "
                 "(no quantization): the error the CPU's default bf16 execution alone makes",
-        "heatmap_cosine": _summary(base_cos),
+        "heatmap_cosine": summary_stats(base_cos),
         "keypoint_displacement": displacement_stats(np.concatenate(base_disp), heatmap_px,
                                                     np.concatenate(base_valid)),
     }
@@ -547,8 +547,8 @@ def _detector_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cse
     top_iou = np.concatenate(ious_top) if ious_top else np.zeros(0)
     return {
         "frames": n_frames, "source": source,
-        "raw_output_cosine": _summary(cos),
-        "score_cosine": _summary(score_cos),
+        "raw_output_cosine": summary_stats(cos),
+        "score_cosine": summary_stats(score_cos),
         "conf_threshold": conf,
         "reference_boxes": n_ref, "boxes": n_q,
         "box_iou_mean": float(all_iou.mean()) if all_iou.size else None,

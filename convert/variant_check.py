@@ -32,10 +32,11 @@ import cv2
 import numpy as np
 import openvino as ov
 
+from convert.validate import FolderChain, cosine, summary_stats
 from edge_runtime.codec import decode_heatmaps
 from edge_runtime.errors import InputError
-from edge_runtime.geometry import keypoints_to_image
-from edge_runtime.models import CompileOptions, ModelFolder, compile_model
+from edge_runtime.geometry import DEFAULT_PADDING, keypoints_to_image
+from edge_runtime.models import ModelFolder
 
 logger = logging.getLogger(__name__)
 
@@ -73,32 +74,23 @@ def channel_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(corr.mean())
 
 
-def _cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a = a.astype(np.float64).ravel()
-    b = b.astype(np.float64).ravel()
-    den = np.linalg.norm(a) * np.linalg.norm(b)
-    return float(a @ b / den) if den > 0 else 0.0
-
-
-class _Chain:
-    """One folder's crop -> heatmaps chain, compiled with the f32 hint (batch 1)."""
+class _CropChain:
+    """One folder's crop -> heatmaps chain (:class:`convert.validate.FolderChain`, f32 hint, batch 1) and the
+    sizes it works at."""
 
     def __init__(self, folder: ModelFolder, core: ov.Core) -> None:
-        options = CompileOptions(device="CPU", performance_hint="LATENCY", inference_precision="f32", cache_dir=None)
+        info = folder.pose_info
+        self.input_wh, self.heatmap_wh = info.input_size_wh, info.heatmap_size_wh
         self.kinds = folder.kinds
-        self.compiled = [compile_model(core, folder.read_model(k), options) for k in self.kinds]
-        meta = folder.pose_meta
-        self.input_wh = (int(meta["input_width"]), int(meta["input_height"]))
-        self.heatmap_wh = (int(meta["heatmap_width"]), int(meta["heatmap_height"]))
-        self.padding = float(meta["bbox_padding"])
+        self.chain = FolderChain(folder, core, self.kinds)
         folder.release()
 
     def __call__(self, crop: np.ndarray) -> np.ndarray:
         """crop [h,w,3] u8 BGR at this folder's input size -> heatmaps [K,H/4,W/4]."""
         data = crop[None]
-        for compiled in self.compiled:
-            data = compiled(data)[0]
-        return np.asarray(data)[0]
+        for kind in self.kinds:
+            data = self.chain.run(kind, data)
+        return data[0]
 
 
 def _variant_info(folder: ModelFolder) -> dict[str, Any]:
@@ -126,11 +118,6 @@ def _check_pair(variant: ModelFolder, full: ModelFolder) -> None:
                          f"x{fm.get('token_downsample')}; export it without --token-downsample")
 
 
-def _stats(values: list[float]) -> dict[str, float]:
-    arr = np.asarray(values, np.float64)
-    return {"mean": float(arr.mean()), "min": float(arr.min()), "max": float(arr.max())} if arr.size else {}
-
-
 def compare_variant(variant: str | Path, full: str | Path, calib: str | Path = "default", limit: int | None = None,
                     alpha: float = DEFAULT_ALPHA) -> dict[str, Any]:
     """Agreement of model folder ``variant`` with the full-resolution FP32 folder ``full`` (module docstring).
@@ -151,9 +138,9 @@ def compare_variant(variant: str | Path, full: str | Path, calib: str | Path = "
     _check_pair(vfolder, ffolder)
     section: dict[str, Any] = {"variant": _variant_info(vfolder), "full": _variant_info(ffolder)}
     cset = load_calibration_set(calib)
-    padding_set = float((cset.manifest.get("params") or {}).get("padding", 1.25))
+    padding_set = float((cset.manifest.get("params") or {}).get("padding", DEFAULT_PADDING))
     records = cset.crop_records[:limit]
-    chains = {"variant": _Chain(vfolder, core), "full": _Chain(ffolder, core)}
+    chains = {"variant": _CropChain(vfolder, core), "full": _CropChain(ffolder, core)}
     same_aspect = abs(chains["variant"].input_wh[0] / chains["variant"].input_wh[1]
                       - chains["full"].input_wh[0] / chains["full"].input_wh[1]) < 1e-3
     disp_px, disp_rel, cos, corr = [], [], [], []
@@ -185,7 +172,7 @@ def compare_variant(variant: str | Path, full: str | Path, calib: str | Path = "
         disp_rel.extend((dist / size).tolist())
         if same_aspect:
             resized = resize_heatmaps(out["variant"][0], chains["full"].heatmap_wh)
-            cos.append(_cosine(resized, out["full"][0]))
+            cos.append(cosine(resized, out["full"][0]))
             corr.append(channel_correlation(resized, out["full"][0]))
         used += 1
         logger.info("against full: crop %d/%d: keypoint displacement mean %.2f image px", n + 1, len(records),
@@ -207,8 +194,8 @@ def compare_variant(variant: str | Path, full: str | Path, calib: str | Path = "
         "agreement_pck": {"alpha": alpha, "share": float((rel <= alpha).mean()),
                           "what": f"share of keypoints within {alpha} x the box's longer side of the full "
                                   "model's keypoint"},
-        "heatmap_agreement": ({"resized_to_hw": list(chains["full"].heatmap_wh[::-1]), "cosine": _stats(cos),
-                               "channel_correlation": _stats(corr)} if same_aspect else
+        "heatmap_agreement": ({"resized_to_hw": list(chains["full"].heatmap_wh[::-1]), "cosine": summary_stats(cos),
+                               "channel_correlation": summary_stats(corr)} if same_aspect else
                               {"status": "skipped: the input aspects differ, the heatmaps cover different regions"}),
         "seconds_per_crop": {k: (float(np.median(v)) if v else None) for k, v in seconds.items()},
         "notes": ["On a synthetic (random-weight) checkpoint this measures how much the variant changes a random "

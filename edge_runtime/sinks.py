@@ -95,6 +95,20 @@ class Sink(abc.ABC):
         self.close()
 
 
+class ListSink(Sink):
+    """Keeps every record (and image, if ``keep_images``) in memory: for scripts and tests that score a run."""
+
+    def __init__(self, keep_images: bool = False) -> None:
+        self.records: list[dict[str, Any]] = []
+        self.images: list[np.ndarray | None] = []
+        self.keep_images = bool(keep_images)
+
+    def write(self, record: dict[str, Any], image: np.ndarray | None = None) -> None:
+        self.records.append(record)
+        if self.keep_images:
+            self.images.append(image)
+
+
 class JsonlSink(Sink):
     """``predictions.jsonl``: one JSON object per line, flushed after every line."""
 

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from convert.figures import score_records  # noqa: E402
 from edge_runtime.backends import delayed_backend_factory  # noqa: E402
 from edge_runtime.estimator import PoseEstimator  # noqa: E402
+from edge_runtime.sinks import ListSink  # noqa: E402
 from edge_runtime.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
 from edge_runtime.models import CompileOptions  # noqa: E402
 from edge_runtime.pipeline import Pipeline, PipelineConfig, load_detections  # noqa: E402
@@ -40,15 +41,7 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 log = logging.getLogger("live_pck")
 
 
-class Collect:
-    def __init__(self) -> None:
-        self.records: list[dict] = []
-
-    def write(self, record: dict, image=None) -> None:
-        self.records.append(record)
-
-    def close(self) -> None:
-        pass
+Collect = ListSink  # every record of a run, in memory
 
 
 def main(argv: "list[str] | None" = None) -> int:

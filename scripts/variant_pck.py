@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from convert.figures import score_records  # noqa: E402
 from edge_runtime.estimator import PoseEstimator  # noqa: E402
+from edge_runtime.sinks import ListSink  # noqa: E402
 from edge_runtime.geometry import parse_size_hw  # noqa: E402
 from edge_runtime.models import CompileOptions  # noqa: E402
 from edge_runtime.pipeline import Pipeline, PipelineConfig, load_detections  # noqa: E402
@@ -46,15 +47,7 @@ SCALES = {"full": 1.0, "balanced": 0.75, "fast": 0.5}
 log = logging.getLogger("variant_pck")
 
 
-class Collect:
-    def __init__(self) -> None:
-        self.records: list[dict] = []
-
-    def write(self, record: dict, image=None) -> None:
-        self.records.append(record)
-
-    def close(self) -> None:
-        pass
+Collect = ListSink  # every record of a run, in memory
 
 
 def sdpose_convert(*args: str) -> None:

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_runtime import sinks
 from edge_runtime.estimator import PoseEstimator
 from edge_runtime.models import CompileOptions
 from edge_runtime.pipeline import (Completion, FrameFeed, Pipeline, PipelineConfig, busy_share, load_detections,
@@ -22,18 +23,9 @@ from edge_runtime.errors import InputError
 OPTIONS = CompileOptions(cache_dir=None, inference_precision="f32", num_requests=2)
 
 
-class ListSink:
+class ListSink(sinks.ListSink):
     def __init__(self) -> None:
-        self.records: list[dict] = []
-        self.images: list[Any] = []
-        self.closed = False
-
-    def write(self, record: dict, image: Any = None) -> None:
-        self.records.append(record)
-        self.images.append(image)
-
-    def close(self) -> None:
-        self.closed = True
+        super().__init__(keep_images=True)
 
 
 class ScriptedBackend:
