@@ -33,13 +33,12 @@ import cv2
 import numpy as np
 
 from .errors import InputError
+from .mjpeg import MjpegReader
 
 logger = logging.getLogger(__name__)
 
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<password>[^@/\s]*)@")
 
-#: largest MJPEG part accepted (a bigger Content-Length, or a part without an end, is a broken stream)
-MAX_MJPEG_PART_BYTES = 32 * 1024 * 1024
 
 
 def mask_credentials(text: str) -> str:
@@ -71,12 +70,6 @@ STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp:
 def list_image_files(folder: Path) -> list[Path]:
     """The image files directly inside ``folder`` (by IMAGE_EXTENSIONS, case-insensitive), sorted by name."""
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
-def _add_header(line: bytes, headers: dict[str, str]) -> None:
-    """Parse one ``Name: value`` part-header line into ``headers`` (name lower-cased)."""
-    key, _, value = line.decode("latin-1").partition(":")
-    headers[key.strip().lower()] = value.strip()
 
 
 class FrameError(NamedTuple):
@@ -251,112 +244,6 @@ class VideoFileSource(FrameSource):
         logger.debug("%s: read %d frames", self.path, index)
 
 
-class _MjpegReader:
-    """Minimal reader for ``multipart/x-mixed-replace`` MJPEG over HTTP (one JPEG per part).
-
-    A part ends after ``Content-Length`` bytes when the header is present, else at the next boundary line
-    (or, without a known boundary, at the JPEG end-of-image marker).
-    """
-
-    def __init__(self, response, boundary: "bytes | None") -> None:
-        self.response = response
-        self.boundary = boundary
-        self._buf = bytearray()
-        self._eof = False
-
-    def _fill(self) -> bool:
-        if self._eof:
-            return False
-        read1 = getattr(self.response, "read1", None)
-        chunk = read1(65536) if read1 is not None else self.response.read(4096)
-        if not chunk:
-            self._eof = True
-            return False
-        self._buf += chunk
-        return True
-
-    def _readline(self) -> bytes:
-        while True:
-            pos = self._buf.find(b"\n")
-            if pos < 0 and len(self._buf) > 65536:
-                raise ValueError("MJPEG header line longer than 64 KiB")
-            if pos >= 0:
-                line = bytes(self._buf[:pos + 1])
-                del self._buf[:pos + 1]
-                return line
-            if not self._fill():
-                line = bytes(self._buf)
-                self._buf.clear()
-                return line
-
-    def _read_exact(self, n: int) -> "bytes | None":
-        while len(self._buf) < n:
-            if not self._fill():
-                return None
-        data = bytes(self._buf[:n])
-        del self._buf[:n]
-        return data
-
-    def _read_until(self, marker: bytes, keep_marker: bool) -> "bytes | None":
-        start = 0
-        while True:
-            pos = self._buf.find(marker, start)
-            if pos >= 0:
-                end = pos + len(marker)
-                data = bytes(self._buf[:end] if keep_marker else self._buf[:pos])
-                del self._buf[:end if keep_marker else pos]
-                return data
-            start = max(0, len(self._buf) - len(marker) + 1)
-            if len(self._buf) > MAX_MJPEG_PART_BYTES:
-                raise ValueError(f"MJPEG part without an end after {len(self._buf)} bytes (cap "
-                                 f"{MAX_MJPEG_PART_BYTES})")
-            if not self._fill():
-                data = bytes(self._buf)
-                self._buf.clear()
-                return data or None
-
-    def read(self) -> "bytes | None":
-        """Return the next part's bytes, or None at the end of the stream."""
-        headers: dict[str, str] = {}
-        # skip to the next part boundary, then read part headers up to the blank line
-        while True:
-            line = self._readline()
-            if not line:
-                return None
-            stripped = line.strip()
-            if not stripped:
-                continue
-            if stripped.startswith(b"--"):
-                if stripped.endswith(b"--") and len(stripped) > 2 and (
-                        self.boundary is None or stripped[2:-2] == self.boundary):
-                    return None  # closing boundary
-                break
-            if b":" in stripped:  # some servers omit the first boundary
-                _add_header(stripped, headers)
-                break
-        while True:
-            line = self._readline()
-            if not line:
-                return None
-            stripped = line.strip()
-            if not stripped:
-                break
-            _add_header(stripped, headers)
-        length = headers.get("content-length")
-        if length is not None and length.isdigit():
-            if int(length) > MAX_MJPEG_PART_BYTES:
-                raise ValueError(f"MJPEG part announces {int(length)} bytes (more than the "
-                                 f"{MAX_MJPEG_PART_BYTES}-byte cap)")
-            return self._read_exact(int(length))
-        if self.boundary is not None:
-            data = self._read_until(b"\r\n--" + self.boundary, keep_marker=False)
-            return data
-        return self._read_until(b"\xff\xd9", keep_marker=True)
-
-    def close(self) -> None:
-        self.response.close()
-
-
 class LiveSource(FrameSource):
     """A camera (index) or a network stream (``rtsp://``, ``http(s)://`` ...), read as fast as it delivers.
 
@@ -378,7 +265,7 @@ class LiveSource(FrameSource):
         self.description = f"camera {spec}" if self.is_camera else f"stream {self.safe_spec}"
         self.reconnects = 0
         self._lock = threading.Lock()
-        self._handle = None  # cv2.VideoCapture or _MjpegReader while open
+        self._handle = None  # cv2.VideoCapture or MjpegReader while open
 
     # -- connection -----------------------------------------------------------------------------
     def _open_http(self):
@@ -400,7 +287,7 @@ class LiveSource(FrameSource):
             boundary = match.group(1).encode("latin-1") if match else None
             if boundary is not None and boundary.startswith(b"--"):
                 boundary = boundary[2:]
-            return _MjpegReader(response, boundary)
+            return MjpegReader(response, boundary)
         response.close()  # not MJPEG: let FFMPEG handle it (HLS, raw mp4 ...)
         return False
 
@@ -436,7 +323,7 @@ class LiveSource(FrameSource):
 
     def _read(self, handle) -> "tuple[bool, np.ndarray | FrameError | None]":
         """(connection ok, image or FrameError); connection ok False means reconnect."""
-        if isinstance(handle, _MjpegReader):
+        if isinstance(handle, MjpegReader):
             try:
                 data = handle.read()
             except (OSError, ValueError, http.client.HTTPException) as exc:
@@ -464,7 +351,7 @@ class LiveSource(FrameSource):
         read cannot be interrupted safely from another thread: it ends at its own timeout)."""
         super().close()
         with self._lock:
-            if isinstance(self._handle, _MjpegReader):
+            if isinstance(self._handle, MjpegReader):
                 try:
                     self._handle.close()
                 except OSError as exc:  # the socket is being torn down anyway
@@ -473,7 +360,7 @@ class LiveSource(FrameSource):
     def _release(self, handle) -> None:
         if handle is None:
             return
-        if isinstance(handle, _MjpegReader):
+        if isinstance(handle, MjpegReader):
             handle.close()
         else:
             handle.release()
