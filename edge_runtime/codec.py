@@ -122,7 +122,7 @@ def blur_kernel_from_codec(codec, source: str = "<model>") -> int:
     return kernel
 
 
-def decode_heatmaps(heatmaps, input_size=DEFAULT_INPUT_SIZE, blur_kernel_size: int = 11):
+def decode_heatmaps(heatmaps, input_size=DEFAULT_INPUT_SIZE, blur_kernel_size: int = DEFAULT_CODEC["blur_kernel_size"]):
     """Decode UDP heatmaps to keypoints exactly as mmpose 1.3.2 ``UDPHeatmap.decode``.
 
     Args:

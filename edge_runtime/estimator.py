@@ -21,7 +21,7 @@ from .codec import decode_heatmaps
 from .cpu import describe_runtime
 from .errors import InputError
 from .model_info import PoseModelInfo
-from .geometry import check_boxes_xyxy, keypoints_to_image, udp_warp_matrix, warp_crop
+from .geometry import check_boxes_xyxy, check_padding, keypoints_to_image, udp_warp_matrix, warp_crop
 from .keypoints import flip_indices
 from .models import CompileOptions, ModelFolder, compile_model, optimal_requests
 
@@ -88,9 +88,7 @@ class PoseEstimator:
         self.scheme: str = self.info.scheme
         #: the folder's codec record decides the decoder (UDPHeatmap + DARK-UDP, its blur kernel)
         self.blur_kernel_size: int = self.info.blur_kernel_size
-        self.padding: float = float(self.info.bbox_padding if padding is None else padding)
-        if not (self.padding > 0 and np.isfinite(self.padding)):
-            raise InputError(f"padding: expected a positive number, got {padding!r}")
+        self.padding: float = check_padding(self.info.bbox_padding if padding is None else padding)
         self.flip_test = bool(flip_test)
         self.max_batch = int(max_batch)
         self._flip_perm = flip_indices(self.num_keypoints) if self.flip_test else None

@@ -97,7 +97,8 @@ def _check_size(input_size, name: str = "input_size") -> tuple[int, int]:
     return int(w), int(h)
 
 
-def _check_padding(padding) -> float:
+def check_padding(padding) -> float:
+    """THE padding check: a positive finite number -> float; InputError otherwise."""
     try:
         p = float(padding)
     except (TypeError, ValueError):
@@ -164,7 +165,7 @@ def bbox_xyxy_to_center_scale(bbox_xyxy, padding: float = DEFAULT_PADDING):
         and scale (w, h) = box size * padding (not yet aspect-fixed).
     """
     boxes = check_boxes_xyxy(bbox_xyxy)
-    p = _check_padding(padding)
+    p = check_padding(padding)
     center = np.stack([boxes[..., 0] + boxes[..., 2], boxes[..., 1] + boxes[..., 3]], axis=-1) * 0.5
     scale = np.stack([boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]], axis=-1) * p
     return center, scale
