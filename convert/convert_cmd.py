@@ -437,7 +437,7 @@ def convert(checkpoint: str | Path, out: str | Path, config: ConvertConfig, cali
                 rec["note"] = "child process (torch)"
         else:
             _check_fp32_from(fp32_dir, checkpoint_sha256(checkpoint), config.input_size, det_pt is not None,
-                             config.token_downsample)
+                             config.token_downsample, config.token_levels)
             logger.info("reusing the FP32 export %s", fp32_dir)
         fp32_index = read_index(fp32_dir)
         kinds = [k for k in ("detector", "vae_encoder", "pose", "vae_pose") if k in fp32_index["components"]]
@@ -549,7 +549,7 @@ def _detector_calibration(model: Any, cset: Any, config: ConvertConfig,
 
 
 def _check_fp32_from(folder: Path, sha: str, input_size: tuple[int, int], want_detector: bool,
-                     token_downsample: int = 1) -> None:
+                     token_downsample: int = 1, token_levels: tuple[int, ...] = (0,)) -> None:
     """--fp32-from must be an unquantized export of the same checkpoint at the same input size and token
     downsampling."""
     from edge_runtime.models import ModelFolder
@@ -565,6 +565,10 @@ def _check_fp32_from(folder: Path, sha: str, input_size: tuple[int, int], want_d
     if int(meta.get("token_downsample", 1)) != token_downsample:
         raise InputError(f"--fp32-from {folder}: token_downsample {meta.get('token_downsample', 1)} differs from "
                          f"--token-downsample {token_downsample}")
+    recorded_levels = tuple(int(v) for v in meta.get("token_downsample_levels") or ())
+    if token_downsample > 1 and recorded_levels != tuple(token_levels):
+        raise InputError(f"--fp32-from {folder}: token downsampling levels {list(recorded_levels)} differ from "
+                         f"--levels {','.join(map(str, token_levels))}")
     for kind in mf.components:
         m = mf.metadata(kind)
         if m.get("quantized") or m.get("precision") != "fp32":

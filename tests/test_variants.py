@@ -275,3 +275,17 @@ def test_the_codec_record_drives_the_decoder(exported_models, tmp_path):
         (folder / f"new_{name}".replace(".xml", ".bin")).replace(folder / name.replace(".xml", ".bin"))
     est = PoseEstimator(folder, options=CompileOptions(cache_dir=None))
     assert est.blur_kernel_size == 5
+
+
+def test_convert_refuses_an_fp32_export_with_other_token_settings(tiny_checkpoint_wholebody, variant_folder,
+                                                                  tmp_path, caplog):
+    """--fp32-from must have been exported with the same --token-downsample and --levels."""
+    fp32 = variant_folder("wholebody", TINY_INPUT_SIZE, 2, (0,))
+    base = ["convert", "--checkpoint", str(tiny_checkpoint_wholebody), "--fp32-from", str(fp32), "--precision",
+            "fp16", "--no-detector", "--latency-runs", "0", "--input-size", "256x192"]
+    assert convert_main(base + ["--out", str(tmp_path / "a"), "--token-downsample", "1"]) != 0
+    assert "token_downsample 2 differs from --token-downsample 1" in caplog.text
+    caplog.clear()
+    assert convert_main(base + ["--out", str(tmp_path / "b"), "--token-downsample", "2", "--levels", "0,1"]) != 0
+    assert "levels [0] differ from --levels 0,1" in caplog.text
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
