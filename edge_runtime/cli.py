@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "run": "edge_runtime.run_cli",
     "bench": "edge_runtime.bench",
     "eval": "edge_runtime.eval_cli",
+    "serve": "edge_runtime.serve",
 }
 
 def make_parser(prog: str, description: str, subcommands: dict[str, str]) -> argparse.ArgumentParser:

@@ -49,6 +49,16 @@ def _string(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
+def _server_url(value: Any) -> bool:
+    from .remote import ServerAddress
+
+    try:
+        ServerAddress.parse(value)
+    except InputError:
+        return False
+    return True
+
+
 def _choice(*choices: str) -> Callable[[Any], bool]:
     def check(value: Any) -> bool:
         return isinstance(value, str) and value in choices
@@ -109,6 +119,9 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "reconnect_retries": (5, _non_negative_int, "a non-negative integer"),
     "reconnect_initial_s": (0.5, _positive, "a positive number of seconds"),
     "reconnect_max_s": (8.0, _positive, "a positive number of seconds"),
+    # remote pose chain (KServe v2: sdpose-edge serve, OVMS); the reconnect_* keys also bound its reconnects
+    "pose_server": (None, _server_url, "grpc://HOST:PORT or http://HOST:PORT, or null (run the pose chain here)"),
+    "pose_server_model": ("sdpose", _string, "the served model that maps crops to heatmaps"),
     # outputs
     "openpose": (False, _bool, "true | false"),
     "openpose_confidence": ("binary", _choice("binary", "score"), "binary | score"),

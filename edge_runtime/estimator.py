@@ -72,10 +72,28 @@ class PoseEstimator:
     def __init__(self, models_dir: str | Path, options: CompileOptions | None = None, chain: str | None = None,
                  core: ov.Core | None = None, flip_test: bool = False, max_batch: int = 1,
                  padding: float | None = None):
-        if max_batch < 1:
+        self.options = options if options is not None else CompileOptions(performance_hint="LATENCY")
+        self._read_folder(models_dir, chain=chain, core=core, flip_test=flip_test, max_batch=max_batch,
+                          padding=padding)
+        self.compiled: dict[str, ov.CompiledModel] = {
+            kind: compile_model(self.core, self.folder.read_model(kind), self.options) for kind in self.kinds}
+        #: what the runtime computes with: device, CPU INT8 path, precision read back from each compiled model
+        self.runtime_info: dict[str, Any] = describe_runtime(
+            self.core, self.options.device, self.compiled, {k: self.folder.metadata(k) for k in self.kinds},
+            str(self.folder.path))
+        self.runtime_info["variant"] = self._variant()
+        self.folder.release()  # the compiled models hold the weights now
+        logger.info("pose models: %s chain %s, %s %d keypoints, input %dx%d (preset %s, token downsampling x%d), "
+                    "device %s (%s)", self.folder.path, self.chain, self.scheme, self.num_keypoints,
+                    *self.input_size, self.info.preset or "unrecorded",
+                    self.info.token_downsample, self.options.device, self.options.performance_hint)
+
+    def _read_folder(self, models_dir: "str | Path", chain: "str | None", core: "ov.Core | None", flip_test: bool,
+                     max_batch: int, padding: "float | None") -> None:
+        """Read the folder's index and pose metadata (shared with the remote estimator, which compiles nothing)."""
+        if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise InputError(f"max_batch: expected a positive integer, got {max_batch}")
         self.core = core if core is not None else ov.Core()
-        self.options = options if options is not None else CompileOptions(performance_hint="LATENCY")
         self.folder = ModelFolder(models_dir, chain=chain, core=self.core)
         self.meta: dict[str, Any] = self.folder.pose_meta
         #: the typed contract (sizes, codec, padding, variant) the runtime computes with
@@ -92,24 +110,14 @@ class PoseEstimator:
         self.flip_test = bool(flip_test)
         self.max_batch = int(max_batch)
         self._flip_perm = flip_indices(self.num_keypoints) if self.flip_test else None
-        self.compiled: dict[str, ov.CompiledModel] = {
-            kind: compile_model(self.core, self.folder.read_model(kind), self.options) for kind in self.kinds}
-        #: what the runtime computes with: device, CPU INT8 path, precision read back from each compiled model
-        self.runtime_info: dict[str, Any] = describe_runtime(
-            self.core, self.options.device, self.compiled, {k: self.folder.metadata(k) for k in self.kinds},
-            str(self.folder.path))
-        #: which variant of the model this folder is (recorded at conversion): crop-size preset ("full",
-        #: "balanced", "fast", "custom"; None for folders from before presets) and attention token downsampling
-        self.runtime_info["variant"] = {
-            "preset": self.info.preset, "input_size_hw": [self.input_size[1], self.input_size[0]],
-            "heatmap_size_hw": [self.heatmap_size[1], self.heatmap_size[0]],
-            "token_downsample": self.info.token_downsample,
-            "token_downsample_levels": list(self.info.token_downsample_levels)}
-        self.folder.release()  # the compiled models hold the weights now
-        logger.info("pose models: %s chain %s, %s %d keypoints, input %dx%d (preset %s, token downsampling x%d), "
-                    "device %s (%s)", self.folder.path, self.chain, self.scheme, self.num_keypoints,
-                    *self.input_size, self.info.preset or "unrecorded",
-                    self.info.token_downsample, self.options.device, self.options.performance_hint)
+
+    def _variant(self) -> dict[str, Any]:
+        """Which variant of the model this folder is (recorded at conversion): crop-size preset ("full",
+        "balanced", "fast", "custom"; None for folders from before presets) and attention token downsampling."""
+        return {"preset": self.info.preset, "input_size_hw": [self.input_size[1], self.input_size[0]],
+                "heatmap_size_hw": [self.heatmap_size[1], self.heatmap_size[0]],
+                "token_downsample": self.info.token_downsample,
+                "token_downsample_levels": list(self.info.token_downsample_levels)}
 
     # ------------------------------------------------------------------ helpers for async users
     def input_name(self, kind: str) -> str:

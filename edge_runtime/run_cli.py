@@ -60,7 +60,8 @@ def register(subparsers: Any, name: str) -> None:
                    help="vae_encoder -> pose (split) or vae_pose (fused); default: the model folder's")
     g.add_argument("--reconnect-retries", type=int, default=None,
                    help="camera/stream reconnection attempts per outage (exponential backoff); when spent the "
-                        "run ends with exit code 1 and summary.json capture_error")
+                        "run ends with exit code 1 and summary.json capture_error; also bounds reconnects to --pose-server per "
+                        "request, after which its frames get error records")
     g.add_argument("--schedule-poses", action=argparse.BooleanOptionalAction, default=None,
                    help="file mode: tracks, pose scheduling and propagation as in live mode (deterministic)")
     g.add_argument("--pose-budget", type=float, default=None,
@@ -72,6 +73,11 @@ def register(subparsers: Any, name: str) -> None:
                         "boxes; with --num-requests 1)")
     g.add_argument("--request-timeout", dest="request_timeout_s", type=float, default=None, metavar="S",
                    help="an inference request without an answer after S seconds fails its frames")
+    g.add_argument("--pose-server", default=None, metavar="URL",
+                   help="run the pose chain on a KServe v2 server (sdpose-edge serve, OVMS): grpc://HOST:PORT or "
+                        "http://HOST:PORT; --num-requests requests in flight (default 2), --batch crops each")
+    g.add_argument("--pose-server-model", default=None, metavar="NAME",
+                   help="served model mapping crops to heatmaps (default sdpose)")
     g = p.add_argument_group("OpenVINO")
     g.add_argument("--device", default=None, help="OpenVINO device (CPU, GPU, NPU, AUTO ...)")
     g.add_argument("--hint", choices=("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"), default=None,
@@ -112,7 +118,7 @@ def register(subparsers: Any, name: str) -> None:
 # ---------------------------------------------------------------------------------------------- settings
 _CLI_KEYS = ("mode", "max_frames", "detect_every", "batch", "max_inflight_frames", "max_persons", "chain",
              "chain_slots", "schedule_poses", "pose_budget", "max_pose_age", "request_timeout_s", "release_memory",
-             "reconnect_retries", "device", "hint", "num_streams", "num_threads", "num_requests",
+             "reconnect_retries", "pose_server", "pose_server_model", "device", "hint", "num_streams", "num_threads", "num_requests",
              "precision_hint", "cache_dir", "flip_test", "parts", "score_threshold", "bbox_padding",
              "det_score_threshold", "openpose", "openpose_confidence", "openpose_naming", "coco_annotations",
              "save_video", "save_images", "show", "progress")
@@ -269,6 +275,23 @@ def per_isa_options(options: Any, models: str | Path) -> tuple[Any, str]:
     return dataclasses.replace(options, inference_precision=hint), "per-ISA default (INT8 on bf16 without AMX)"
 
 
+def _build_estimator(args: argparse.Namespace, settings: dict[str, Any], options: Any) -> Any:
+    """The local pose chain, or with --pose-server the remote one (the folder gives only its metadata)."""
+    if settings["pose_server"] is None:
+        from .estimator import PoseEstimator
+
+        return PoseEstimator(args.models, options=options, chain=settings["chain"],
+                             flip_test=settings["flip_test"], padding=settings["bbox_padding"])
+    from .remote import DEFAULT_IN_FLIGHT, RemotePoseEstimator, RetryPolicy
+
+    retry = RetryPolicy(max_retries=settings["reconnect_retries"], initial_s=settings["reconnect_initial_s"],
+                        max_s=settings["reconnect_max_s"])
+    return RemotePoseEstimator(args.models, settings["pose_server"], model_name=settings["pose_server_model"],
+                               chain=settings["chain"], flip_test=settings["flip_test"],
+                               padding=settings["bbox_padding"], in_flight=settings["num_requests"] or DEFAULT_IN_FLIGHT,
+                               retry=retry, timeout_s=settings["request_timeout_s"])
+
+
 def _build_detector(args: argparse.Namespace, settings: dict[str, Any], estimator: Any, options: Any) -> Any:
     if not estimator.folder.has("detector"):
         raise InputError(f"{args.models}: the model folder has no detector component; pass --detections "
@@ -318,6 +341,8 @@ def _backend_factory(settings: dict[str, Any]) -> Any:
 
     from .backends import openvino_backend_factory
 
+    if settings["pose_server"] is not None:
+        return openvino_backend_factory  # the remote stage holds no local buffers to release
     if settings["release_memory"] and settings["num_requests"] not in (None, 1):
         logger.warning("--release-memory needs --num-requests 1; ignored")
     return functools.partial(openvino_backend_factory, release_memory=bool(settings["release_memory"]))
@@ -332,7 +357,6 @@ def _close_all(sinks: list[Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .estimator import PoseEstimator
     from .outputs import expand_sources, prepare_output, write_json_atomic
     from .pipeline import load_detections
     from .sources import mask_credentials
@@ -347,8 +371,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     prepare_output(out, overwrite=args.overwrite)
     options, hint_source = per_isa_options(compile_options(settings), args.models)
-    estimator = PoseEstimator(args.models, options=options, chain=settings["chain"],
-                              flip_test=settings["flip_test"], padding=settings["bbox_padding"])
+    estimator = _build_estimator(args, settings, options)
     detector = None if detections is not None else _build_detector(args, settings, estimator, options)
     multi = len(sources) > 1
     folders = {name: (out / name if multi else out) for name, _ in sources}

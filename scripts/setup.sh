@@ -9,5 +9,5 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 .venv/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-.venv/bin/python -m pip install --quiet -e '.[convert,dev]'
+.venv/bin/python -m pip install --quiet -e '.[convert,dev,remote,serve]'
 .venv/bin/python -c "import openvino, torch, diffusers, nncf, cv2; print('sdpose-edge environment ready:', 'openvino', openvino.__version__, 'torch', torch.__version__)"

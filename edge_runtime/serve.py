@@ -1,0 +1,205 @@
+"""``sdpose-edge serve MODELS``: the pose chain of a model folder as a KServe v2 server (gRPC and REST).
+
+Built on the ``kserve`` Python ModelServer (optional extra ``serve``): kserve speaks the protocol (gRPC
+``inference.GRPCInferenceService``, REST ``/v2/models/...`` with the binary-tensor extension), this module only
+runs OpenVINO. It serves the same names as the OVMS repository ``sdpose-convert export-ovms`` writes, so a client
+talks to either unchanged:
+
+- one model per component of the folder's chain (``vae_encoder`` and ``pose``, or ``vae_pose``), inputs and
+  outputs named as in the IR (``image`` u8 [N,h,w,3] BGR -> ``latent`` -> ``heatmaps`` f32 [N,K,h/4,w/4]);
+- ``sdpose``: the whole chain in one request, crops -> heatmaps (OVMS: the DAG pipeline of the same name).
+
+Each component is compiled once (components and the chain share it). A request runs on one of the compiled
+model's infer requests in a thread pool, so the asyncio server keeps answering while OpenVINO computes (the
+inference releases the GIL). kserve binds every interface; :class:`BoundModelServer` binds ``--host`` instead.
+kserve and tritonclient register the same protobuf names (``inference.*``): never import both in one process.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import queue
+import sys
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import InputError
+
+logger = logging.getLogger(__name__)
+
+#: name of the served crops -> heatmaps model (and of the OVMS pipeline that export-ovms writes)
+CHAIN_MODEL = "sdpose"
+#: gRPC message cap of the server: a batch of 8 wholebody heatmaps is 8 x 26 MB
+MAX_MESSAGE_BYTES = 1 << 30
+DEFAULT_MAX_BATCH = 8
+
+#: numpy dtype -> KServe v2 datatype
+V2_DATATYPES = {np.dtype(np.uint8): "UINT8", np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16",
+                np.dtype(np.int64): "INT64", np.dtype(np.int32): "INT32"}
+
+
+def register(subparsers: Any, name: str) -> None:
+    p = subparsers.add_parser(name, help="serve the pose chain over KServe v2 (gRPC + REST), for --pose-server "
+                                         "clients", description=__doc__.splitlines()[0])
+    p.add_argument("models", help="model folder written by sdpose-convert export")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0: all)")
+    p.add_argument("--port", type=int, default=8001, help="gRPC port (KServe v2; default 8001)")
+    p.add_argument("--http-port", type=int, default=None, help="also serve REST (KServe v2) on this port")
+    p.add_argument("--chain", choices=("split", "fused"), default=None, help="default: the folder's default_chain")
+    p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+                   help=f"largest batch of crops one request may carry (default {DEFAULT_MAX_BATCH})")
+    g = p.add_argument_group("OpenVINO")
+    g.add_argument("--device", default="CPU", help="OpenVINO device")
+    g.add_argument("--hint", choices=("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"), default="THROUGHPUT",
+                   help="PERFORMANCE_HINT (default THROUGHPUT: the server runs several clients' requests at once)")
+    g.add_argument("--num-streams", type=int, default=None, help="NUM_STREAMS")
+    g.add_argument("--num-requests", type=int, default=None,
+                   help="requests each model runs at once (default OPTIMAL_NUMBER_OF_INFER_REQUESTS)")
+    g.add_argument("--precision-hint", choices=("f32", "bf16", "f16"), default=None,
+                   help="INFERENCE_PRECISION_HINT (default: the per-ISA choice of sdpose-edge run)")
+    g.add_argument("--cache-dir", default=None, help="compiled-model cache (default ~/.cache/sdpose-edge)")
+    p.set_defaults(func=serve)
+
+
+def _check_port(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise InputError(f"{name}: expected a TCP port 1-65535, got {value!r}")
+    return value
+
+
+class RequestPool:
+    """The infer requests of one compiled model; ``run`` borrows one for a synchronous inference."""
+
+    def __init__(self, compiled: Any, num_requests: int) -> None:
+        self.compiled = compiled
+        self.size = max(1, int(num_requests))
+        self._free: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        for _ in range(self.size):
+            self._free.put(compiled.create_infer_request())
+
+    def run(self, array: np.ndarray) -> np.ndarray:
+        import openvino as ov
+
+        request = self._free.get()
+        try:
+            request.set_input_tensor(ov.Tensor(np.ascontiguousarray(array)))
+            request.infer()
+            return request.get_output_tensor(0).data.copy()
+        finally:
+            self._free.put(request)
+
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output as KServe v2 model metadata describes it (-1: dynamic dimension)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    @classmethod
+    def from_port(cls, port: Any) -> "TensorSpec":
+        dtype = np.dtype(port.get_element_type().to_dtype())
+        if dtype not in V2_DATATYPES:
+            raise InputError(f"tensor {port.get_any_name()}: element type {dtype} has no KServe v2 datatype here")
+        dims = tuple(d.get_length() if d.is_static else -1 for d in port.get_partial_shape())
+        return cls(port.get_any_name(), V2_DATATYPES[dtype], dims)
+
+    def as_metadata(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+    def describe(self) -> str:
+        return f"'{self.name}' {self.datatype} [{','.join(str(d) for d in self.shape)}]"
+
+
+class ServedChain:
+    """One served model: the components ``pools`` run in order, input checked against ``input_spec``."""
+
+    def __init__(self, name: str, pools: Sequence[RequestPool], max_batch: int) -> None:
+        self.name = name
+        self.pools = tuple(pools)
+        self.input_spec = TensorSpec.from_port(self.pools[0].compiled.input(0))
+        self.output_spec = TensorSpec.from_port(self.pools[-1].compiled.output(0))
+        self.max_batch = int(max_batch)
+
+    def check(self, name: str, datatype: str, array: np.ndarray) -> np.ndarray:
+        """The request's input as the model takes it; InputError naming the model and what was expected."""
+        spec = self.input_spec
+        expected = f"model {self.name}: expected one input {spec.describe()} with 1-{self.max_batch} items"
+        if name != spec.name:
+            raise InputError(f"{expected}; got an input named '{name}'")
+        if str(datatype).upper() != spec.datatype:
+            raise InputError(f"{expected}; got datatype {datatype}")
+        shape = tuple(array.shape)
+        if len(shape) != len(spec.shape) or any(s != d for s, d in zip(shape[1:], spec.shape[1:]) if s != -1 and d != -1):
+            raise InputError(f"{expected}; got shape {list(shape)}")
+        if not 1 <= shape[0] <= self.max_batch:
+            raise InputError(f"{expected}; got a batch of {shape[0]}")
+        return array
+
+    def run(self, array: np.ndarray) -> np.ndarray:
+        for pool in self.pools:
+            array = pool.run(array)
+        return array
+
+    @property
+    def workers(self) -> int:
+        return max(pool.size for pool in self.pools)
+
+
+def build_served(models: str, options: Any, chain: "str | None", max_batch: int) -> list[ServedChain]:
+    """The served models of a folder: each component of its chain, and ``sdpose`` (the chain in one request)."""
+    from .models import ModelFolder, compile_model, optimal_requests
+
+    folder = ModelFolder(models, chain=chain)
+    pools = {}
+    for kind in folder.kinds:
+        compiled = compile_model(folder.core, folder.read_model(kind), options)
+        pools[kind] = RequestPool(compiled, optimal_requests(compiled, options))
+        logger.info("compiled %s on %s (%s), %d request(s)", kind, options.device, options.performance_hint,
+                    pools[kind].size)
+    folder.release()
+    served = [ServedChain(kind, [pool], max_batch) for kind, pool in pools.items()]
+    served.append(ServedChain(CHAIN_MODEL, [pools[k] for k in folder.kinds], max_batch))
+    return served
+
+
+def serve(args: argparse.Namespace) -> int:
+    from .models import CompileOptions
+    from .run_cli import per_isa_options
+
+    _check_port(args.port, "--port")
+    if args.http_port is not None:
+        _check_port(args.http_port, "--http-port")
+        if args.http_port == args.port:
+            raise InputError(f"--http-port: must differ from --port ({args.port})")
+    if args.max_batch < 1:
+        raise InputError(f"--max-batch: expected a positive integer, got {args.max_batch}")
+    options = CompileOptions(device=args.device, performance_hint=args.hint, num_streams=args.num_streams,
+                             inference_precision=args.precision_hint, num_requests=args.num_requests,
+                             **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
+    options, hint_source = per_isa_options(options, args.models)
+    served = build_served(args.models, options, args.chain, args.max_batch)
+    logger.info("serving %s (precision hint: %s, %s) as %s on %s: gRPC port %d%s", args.models,
+                options.inference_precision or "device default", hint_source,
+                ", ".join(s.name for s in served), args.host, args.port,
+                "" if args.http_port is None else f", REST port {args.http_port}")
+    with _kserve_argv():
+        from .kserve_server import run_server
+    run_server(served, host=args.host, grpc_port=args.port, http_port=args.http_port)
+    return 0
+
+
+@contextlib.contextmanager
+def _kserve_argv() -> Any:
+    """kserve parses ``sys.argv`` with its own options when imported: hide ours from it."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
