@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "calib": "convert.calib_cmd",
     "convert": "convert.convert_cmd",
     "validate": "convert.validate",
+    "export-ovms": "convert.ovms",
 }
 
 

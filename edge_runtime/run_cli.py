@@ -255,9 +255,10 @@ class _SignalStop:
             signal.signal(sig, handler)
 
 
-def per_isa_options(options: Any, models: str | Path) -> tuple[Any, str]:
+def per_isa_options(options: Any, models: str | Path, quantized: "bool | None" = None) -> tuple[Any, str]:
     """``options`` with the precision hint this CPU runs the folder fastest at, when the user set none
-    (:func:`edge_runtime.cpu.recommended_precision_hint`); returns (options, where the hint came from)."""
+    (:func:`edge_runtime.cpu.recommended_precision_hint`); returns (options, where the hint came from).
+    ``quantized``: whether the models are INT8 (None: the folder index says)."""
     import dataclasses
 
     from .cpu import cpu_info, recommended_precision_hint
@@ -267,7 +268,9 @@ def per_isa_options(options: Any, models: str | Path) -> tuple[Any, str]:
         return options, "user"
     if not options.device.upper().startswith("CPU"):
         return options, "device default"
-    hint = recommended_precision_hint(cpu_info(), bool(read_index(models).get("quantized")))
+    if quantized is None:
+        quantized = bool(read_index(models).get("quantized"))
+    hint = recommended_precision_hint(cpu_info(), quantized)
     if hint is None:
         return options, "device default"
     logger.info("precision hint %s: an INT8 folder runs faster with f32 float ops on a bf16 CPU without AMX "

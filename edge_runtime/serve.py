@@ -22,6 +22,7 @@ import dataclasses
 import logging
 import queue
 import sys
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -44,7 +45,8 @@ V2_DATATYPES = {np.dtype(np.uint8): "UINT8", np.dtype(np.float32): "FP32", np.dt
 def register(subparsers: Any, name: str) -> None:
     p = subparsers.add_parser(name, help="serve the pose chain over KServe v2 (gRPC + REST), for --pose-server "
                                          "clients", description=__doc__.splitlines()[0])
-    p.add_argument("models", help="model folder written by sdpose-convert export")
+    p.add_argument("models", help="model folder written by sdpose-convert export, or an OVMS repository written by "
+                                  "sdpose-convert export-ovms (its config.json models and linear pipelines)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0: all)")
     p.add_argument("--port", type=int, default=8001, help="gRPC port (KServe v2; default 8001)")
     p.add_argument("--http-port", type=int, default=None, help="also serve REST (KServe v2) on this port")
@@ -119,11 +121,15 @@ class TensorSpec:
 class ServedChain:
     """One served model: the components ``pools`` run in order, input checked against ``input_spec``."""
 
-    def __init__(self, name: str, pools: Sequence[RequestPool], max_batch: int) -> None:
+    def __init__(self, name: str, pools: Sequence[RequestPool], max_batch: int, input_name: "str | None" = None,
+                 output_name: "str | None" = None) -> None:
         self.name = name
         self.pools = tuple(pools)
-        self.input_spec = TensorSpec.from_port(self.pools[0].compiled.input(0))
-        self.output_spec = TensorSpec.from_port(self.pools[-1].compiled.output(0))
+        spec_in = TensorSpec.from_port(self.pools[0].compiled.input(0))
+        spec_out = TensorSpec.from_port(self.pools[-1].compiled.output(0))
+        #: a pipeline names its request input and output itself (OVMS DAG); a model uses its IR's names
+        self.input_spec = dataclasses.replace(spec_in, name=input_name or spec_in.name)
+        self.output_spec = dataclasses.replace(spec_out, name=output_name or spec_out.name)
         self.max_batch = int(max_batch)
 
     def check(self, name: str, datatype: str, array: np.ndarray) -> np.ndarray:
@@ -151,10 +157,65 @@ class ServedChain:
         return max(pool.size for pool in self.pools)
 
 
+def is_repository(path: "str | Path") -> bool:
+    """An OVMS repository (``config.json``, as export-ovms writes) rather than a model folder."""
+    from .ovms_repo import CONFIG_NAME
+
+    path = Path(path).expanduser()
+    return (path / CONFIG_NAME).is_file() and not (path / "sdpose_models.json").is_file()
+
+
+def tensor_names(xml: Path) -> tuple[set[str], set[str]]:
+    import openvino as ov
+
+    model = ov.Core().read_model(str(xml))
+    return ({n for p in model.inputs for n in p.get_names()}, {n for p in model.outputs for n in p.get_names()})
+
+
+def build_served_repository(repo: "str | Path", options: Any, max_batch: int) -> list[ServedChain]:
+    """The models and linear pipelines of an OVMS repository, compiled with ``options`` (OVMS itself reads the
+    repository's ``plugin_config``; ``serve`` applies its own command line)."""
+    import openvino as ov
+
+    from .models import compile_model, optimal_requests
+    from .ovms_repo import is_linear, read_repository
+
+    models, pipelines = read_repository(repo, tensor_names=tensor_names)
+    core = ov.Core()
+    pools = {}
+    for name, entry in models.items():
+        compiled = compile_model(core, entry.xml, options)
+        pools[name] = RequestPool(compiled, entry.nireq or optimal_requests(compiled, options))
+        logger.info("compiled %s (version %d) on %s, %d request(s)", name, entry.version, options.device,
+                    pools[name].size)
+    served = [ServedChain(name, [pool], max_batch) for name, pool in pools.items()]
+    for pipe in pipelines:
+        if not is_linear(pipe):
+            raise InputError(f"{repo}: pipeline '{pipe.name}' is not a chain of nodes; serve runs linear pipelines "
+                             "only (OVMS runs any DAG)")
+        served.append(ServedChain(pipe.name, [pools[node.model_name] for node in pipe.nodes], max_batch,
+                                  input_name=pipe.input_name, output_name=pipe.output_name))
+    return served
+
+
+def repository_quantized(repo: "str | Path") -> bool:
+    """True if any IR of the repository says (rt_info sdpose/quantized) it was quantized."""
+    import openvino as ov
+
+    from .metadata import read_metadata
+    from .ovms_repo import read_repository
+
+    models, _ = read_repository(repo)
+    core = ov.Core()
+    return any(bool(read_metadata(core.read_model(str(m.xml)), source=m.xml).get("quantized")) for m in models.values())
+
+
 def build_served(models: str, options: Any, chain: "str | None", max_batch: int) -> list[ServedChain]:
     """The served models of a folder: each component of its chain, and ``sdpose`` (the chain in one request)."""
     from .models import ModelFolder, compile_model, optimal_requests
 
+    if is_repository(models):
+        return build_served_repository(models, options, max_batch)
     folder = ModelFolder(models, chain=chain)
     pools = {}
     for kind in folder.kinds:
@@ -182,7 +243,9 @@ def serve(args: argparse.Namespace) -> int:
     options = CompileOptions(device=args.device, performance_hint=args.hint, num_streams=args.num_streams,
                              inference_precision=args.precision_hint, num_requests=args.num_requests,
                              **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
-    options, hint_source = per_isa_options(options, args.models)
+    repo = is_repository(args.models)
+    options, hint_source = per_isa_options(options, args.models,
+                                           quantized=repository_quantized(args.models) if repo else None)
     served = build_served(args.models, options, args.chain, args.max_batch)
     logger.info("serving %s (precision hint: %s, %s) as %s on %s: gRPC port %d%s", args.models,
                 options.inference_precision or "device default", hint_source,
