@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import signal
 from typing import Any, Sequence
 
 from grpc import aio
@@ -88,7 +89,8 @@ class _BoundGRPCServer(GRPCServer):
             concurrent.futures.ThreadPoolExecutor(max_workers=max_workers),
             interceptors=(LoggingInterceptor(), ExceptionToStatusInterceptor()),
             options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
+                     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                     ("grpc.so_reuseport", 0)])  # a second server on the same port is an error, not a twin
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, self._server)
         address = f"[{self._host}]:{self._port}" if ":" in self._host else f"{self._host}:{self._port}"
         if self._server.add_insecure_port(address) == 0:
@@ -120,9 +122,17 @@ class BoundModelServer(ModelServer):
                                              self.model_repository_extension, kwargs={},
                                              grace_period=self.grace_period)
         self.servers.append(self._grpc_server.start(self.max_threads))
-        self.setup_event_loop()
-        self.register_signal_handler()
-        asyncio.run(self._serve())
+        asyncio.run(self._serve())  # not kserve's setup_event_loop: it configures a second, unused loop
+
+    async def _serve(self) -> None:
+        # kserve installs its stop handler with signal.signal, which a loop asleep in epoll never runs when
+        # only gRPC is served: install it on the running loop instead (uvicorn, when serving REST, hands the
+        # signal on after its own shutdown)
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(self.default_exception_handler)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop, sig)
+        await asyncio.gather(*self.servers)
 
 
 def run_server(served: Sequence[ServedChain], host: str, grpc_port: int, http_port: "int | None") -> None:

@@ -66,9 +66,18 @@ def register(subparsers: Any, name: str) -> None:
     p.set_defaults(func=serve)
 
 
-def _check_port(value: Any, name: str) -> int:
+def _check_port(value: Any, name: str, host: str) -> int:
+    """A valid port that is free on ``host`` (InputError naming the option otherwise)."""
+    import socket
+
     if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
         raise InputError(f"{name}: expected a TCP port 1-65535, got {value!r}")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, value))
+        except OSError as exc:
+            raise InputError(f"{name}: cannot listen on {host}:{value} ({exc.strerror or exc})") from exc
     return value
 
 
@@ -233,11 +242,11 @@ def serve(args: argparse.Namespace) -> int:
     from .models import CompileOptions
     from .run_cli import per_isa_options
 
-    _check_port(args.port, "--port")
+    if args.http_port is not None and args.http_port == args.port:
+        raise InputError(f"--http-port: must differ from --port ({args.port})")
+    _check_port(args.port, "--port", args.host)
     if args.http_port is not None:
-        _check_port(args.http_port, "--http-port")
-        if args.http_port == args.port:
-            raise InputError(f"--http-port: must differ from --port ({args.port})")
+        _check_port(args.http_port, "--http-port", args.host)
     if args.max_batch < 1:
         raise InputError(f"--max-batch: expected a positive integer, got {args.max_batch}")
     options = CompileOptions(device=args.device, performance_hint=args.hint, num_streams=args.num_streams,

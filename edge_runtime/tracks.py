@@ -286,13 +286,16 @@ class PoseTracks:
 
         A track without a pose comes first; otherwise the pose age in seconds, scaled up by the motion and
         scale change since the pose and by a low keypoint confidence. With ``max_pose_age_s`` set, a pose is
-        due only when it is older than that or one of the triggers fires."""
+        due only when it is older than that or one of the triggers fires. A pose computed on the current frame is
+        never due (without this, file mode with ``--schedule-poses`` and no budget recomputed it for ever)."""
         cfg = self.config
         if track.pending or track.lost:
             return None
         if track.keypoints is None:
             return 1e6 + (self.clock_s - track.last_det_clock)
-        age = max(self.clock_s - track.pose_clock, 0.0)
+        if track.pose_clock >= self.clock_s:
+            return None  # its pose was computed on the current frame: a recompute would see the same pixels
+        age = self.clock_s - track.pose_clock
         ref = track.pose_box if track.pose_box is not None else track.box
         motion = float(np.linalg.norm(_center(track.box) - _center(ref))) / _box_h(ref)
         scale = abs(math.log(_box_h(track.box) / _box_h(ref)))

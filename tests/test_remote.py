@@ -244,3 +244,39 @@ def test_serve_rejects_bad_options(fake_models_dir: Path, tmp_path: Path) -> Non
     assert main(["serve", str(fake_models_dir), "--port", "0"]) == 2
     assert main(["serve", str(fake_models_dir), "--port", "9000", "--http-port", "9000"]) == 2
     assert main(["serve", str(tmp_path / "missing"), "--port", "9000"]) == 2
+
+
+def test_scheduled_poses_run_on_the_server(server: Server, fake_models_dir: Path, tmp_path: Path) -> None:
+    """The live scheduler (--schedule-poses: live mode's tracks, scheduling and propagation, deterministic on a
+    file) sends its crops to the server too."""
+    dets = write_people_images(tmp_path / "imgs", 8)
+    (tmp_path / "d.json").write_text(json.dumps(dets))
+    out = tmp_path / "out"
+    assert main(["run", "--models", str(fake_models_dir), "--source", str(tmp_path / "imgs"), "--output", str(out),
+                 "--detections", str(tmp_path / "d.json"), "--schedule-poses", "--pose-server", server.grpc_url,
+                 "--no-cache", "--no-progress"]) == 0
+    records = read_jsonl(out / "predictions.jsonl")
+    assert [r["frame"] for r in records] == list(range(8))
+    assert all("error" not in r for r in records)
+    persons = [p for r in records for p in r["persons"]]
+    assert persons and all(len(p["keypoints"]) == 133 for p in persons)
+    assert any(not p.get("propagated", False) for p in persons)  # poses computed by the server, not only carried
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["chain"] == "pose_server" and summary["variant"]["input_size_hw"] == [64, 48]
+
+
+@pytest.mark.parametrize("http", [False, True])
+def test_serve_stops_cleanly_on_sigterm_and_refuses_a_busy_port(fake_models_dir: Path, tmp_path: Path,
+                                                                 http: bool) -> None:
+    import signal
+
+    srv = Server(fake_models_dir, tmp_path / "serve.log", http=http).start()
+    try:
+        busy = subprocess.run([sys.executable, "-m", "edge_runtime.cli", "serve", str(fake_models_dir), "--port",
+                               str(srv.port)], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert busy.returncode == 2 and f"--port: cannot listen on 127.0.0.1:{srv.port}" in busy.stderr
+        srv.proc.send_signal(signal.SIGTERM)
+        assert srv.proc.wait(timeout=60) == 0
+        assert "Traceback" not in srv.log.read_text()
+    finally:
+        srv.kill()
