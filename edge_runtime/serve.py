@@ -74,6 +74,8 @@ def _check_port(value: Any, name: str, host: str) -> int:
         raise InputError(f"{name}: expected a TCP port 1-65535, got {value!r}")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        # as the servers do: a port left in TIME_WAIT by a server that just stopped is free, a listening one not
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, value))
         except OSError as exc:
