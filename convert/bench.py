@@ -1,4 +1,4 @@
-"""``sdpose-convert bench``: the runtime benchmark (:mod:`edge_runtime.bench`) side by side with the original
+"""``sdpose-convert bench``: the runtime benchmark (:mod:`edge_bench`) side by side with the original
 PyTorch pipeline, with FLOPs counted from the torch modules.
 
     sdpose-convert bench --checkpoint DIR --models MODELS [--models MODELS2 ...] [--input-size HxW]
@@ -28,10 +28,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.bench import PYTORCH, Variant, add_common_arguments, log_summary, run_benchmark
+from edge_bench.cli import add_common_arguments, check_args, run_benchmark
+from edge_bench.report import log_summary
+from edge_bench.timing import Variant
 from edge_runtime.errors import InputError
 
 logger = logging.getLogger(__name__)
+
+#: the injected baseline variant: the original PyTorch pipeline
+PYTORCH = "pytorch-fp32"
 
 
 def parse_hw(text: str) -> tuple[int, int]:
@@ -124,11 +129,9 @@ def pytorch_variant(checkpoint: str | Path, inputs: dict[str, Any], input_hw: tu
 
 def run(args: argparse.Namespace) -> int:
     """Run the benchmark with the PyTorch baseline; returns the exit code."""
-    from edge_runtime.bench import _check_args
-
     from .flops import checkpoint_flops
 
-    _check_args(args)
+    check_args(args)
     checkpoint = Path(args.checkpoint)
     if not checkpoint.is_dir():
         raise InputError(f"--checkpoint {checkpoint}: folder does not exist (expected an SDPose checkpoint)")
@@ -159,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
                            peak_size=args.peak_size, device=args.device, skip_fused=args.skip_fused,
                            prepare_extra=prepare,
                            torch_flops=flops,
-                           command="sdpose-convert " + " ".join(sys.argv[1:]), notes=notes)
+                           command="sdpose-convert " + " ".join(sys.argv[1:]), notes=notes,
+                           baseline_description=None if args.skip_torch else "the original PyTorch pipeline")
     log_summary(report)
     return 0
 

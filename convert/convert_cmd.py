@@ -28,12 +28,10 @@ import dataclasses
 import gc
 import json
 import logging
-import multiprocessing
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ from convert.quantize import (CALIBRATED_MODES, MODES, OVERFLOW_FIX, QUANTIZED_M
                               QuantizationError,
                               Reiterable, quantize_component, save_component)
 from convert.export import add_variant_arguments, resolve_input_size
+from edge_bench.child import run_in_fresh_process
 from edge_runtime.errors import InputError, SDPoseError
 from edge_runtime.metrics import peak_rss_mb, reset_peak_rss
 from edge_runtime.metadata import read_index, read_metadata
@@ -298,12 +297,9 @@ def _export_fp32_child(checkpoint: str, out: str, input_size: tuple[int, int], d
 def export_fp32(checkpoint: Path, out: Path, input_size: tuple[int, int], detector: Path | None,
                 imgsz: int, token_downsample: int = 1, token_levels: tuple[int, ...] = (0,)) -> dict[str, Any]:
     """Run the FP32 export in a fresh (spawned) process so that torch's memory is released afterwards."""
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=ctx) as pool:
-        future = pool.submit(_export_fp32_child, str(checkpoint), str(out), tuple(input_size),
-                             str(detector) if detector else None, imgsz, logging.getLogger().getEffectiveLevel(),
-                             token_downsample, tuple(token_levels))
-        return future.result()
+    return run_in_fresh_process(_export_fp32_child, str(checkpoint), str(out), tuple(input_size),
+                                str(detector) if detector else None, imgsz, logging.getLogger().getEffectiveLevel(),
+                                token_downsample, tuple(token_levels), what="FP32 export")
 
 
 def capture_component_inputs(fp32_folder: Path, kind: str, images: Iterator[Any], limit: int,

@@ -1,6 +1,6 @@
 """FLOPs of each SDPose stage, counted once from the torch modules (for the benchmark's compute limit).
 
-Convention (the same as ``torch.utils.flop_counter`` and :func:`edge_runtime.peak.count_ir_flops`): a
+Convention (the same as ``torch.utils.flop_counter`` and :func:`edge_bench.peak.count_ir_flops`): a
 multiply-add is 2 FLOPs; convolutions (incl. transposed), matrix products (mm/addmm/bmm/baddbmm) and scaled
 dot-product attention (QK^T and AV) are counted; element-wise ops, normalisation and softmax are not.
 

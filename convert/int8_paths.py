@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from edge_bench.child import run_in_fresh_process
 from edge_runtime.cpu import EMULATE_NO_VNNI_CAP, CpuInfo
 from edge_runtime.errors import SDPoseError
 
@@ -67,20 +66,25 @@ def path_row(report: Mapping[str, Any], info: CpuInfo, *, emulated: bool = False
 def run_capped_child(models: Path, reference: Path, calib: str | Path, held_out: int,
                      latency_runs: int) -> dict[str, Any]:
     """``sdpose-convert validate`` in a subprocess under ``ONEDNN_MAX_CPU_ISA=AVX512_CORE``; its report."""
-    env = dict(os.environ, ONEDNN_MAX_CPU_ISA=EMULATE_NO_VNNI_CAP)
-    package_root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     with tempfile.TemporaryDirectory(prefix="sdpose-novnni-") as tmp:
         out = Path(tmp) / "report.json"
-        cmd = [sys.executable, "-m", "convert.cli", "validate", str(models), "--reference", str(reference),
-               "--calib", str(calib), "--held-out", str(held_out), "--latency-runs", str(latency_runs),
-               "--latency-hints", "f32", "--no-int8-paths", "--no-write", "--json-out", str(out)]
-        logger.info("INT8 without VNNI: %s with ONEDNN_MAX_CPU_ISA=%s", " ".join(cmd[3:]), EMULATE_NO_VNNI_CAP)
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, env=env, check=False)
-        if proc.returncode != 0 or not out.is_file():
-            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
-            raise SDPoseError(f"the no-VNNI validation child failed (exit {proc.returncode}):\n{tail}")
+        argv = ["validate", str(models), "--reference", str(reference), "--calib", str(calib), "--held-out",
+                str(held_out), "--latency-runs", str(latency_runs), "--latency-hints", "f32", "--no-int8-paths",
+                "--no-write", "--json-out", str(out)]
+        logger.info("INT8 without VNNI: sdpose-convert %s with ONEDNN_MAX_CPU_ISA=%s", " ".join(argv),
+                    EMULATE_NO_VNNI_CAP)
+        code = run_in_fresh_process(_convert_main, argv, env={"ONEDNN_MAX_CPU_ISA": EMULATE_NO_VNNI_CAP},
+                                    timeout_s=CHILD_TIMEOUT_S, what="the no-VNNI validation child")
+        if code != 0 or not out.is_file():
+            raise SDPoseError(f"the no-VNNI validation child failed (exit {code}; its log is above)")
         return json.loads(out.read_text(encoding="utf-8"))
+
+
+def _convert_main(argv: list[str]) -> int:
+    """``sdpose-convert ARGV`` in the child process (module level, so the spawned process can import it)."""
+    from convert.cli import main
+
+    return main(argv)
 
 
 def measure_paths(report: dict[str, Any], info: CpuInfo, models: Path, reference: Path, calib: str | Path,

@@ -15,7 +15,7 @@ from .errors import SDPoseError
 #: sub-command -> module that implements it
 SUBCOMMANDS = {
     "run": "edge_runtime.run_cli",
-    "bench": "edge_runtime.bench",
+    "bench": "edge_bench.cli",
     "eval": "edge_runtime.eval_cli",
     "serve": "edge_runtime.serve",
 }

@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -143,9 +143,8 @@ def _read(core: Any, device: str, cpuinfo: Path) -> CpuInfo:
 def running_precision(compiled: Any) -> dict[str, Any]:
     """{"inference_precision": what the compiled model runs its float ops at (read back from it),
     "executed": runtime precisions of its convolutions and MatMuls, e.g. ["bf16", "i8"]}."""
-    from .peak import _property, executed_precisions
 
-    precision = _property(compiled, "INFERENCE_PRECISION_HINT")
+    precision = compiled_property(compiled, "INFERENCE_PRECISION_HINT")
     try:
         executed = executed_precisions(compiled, ("FullyConnected", "MatMul", "Convolution", "Deconvolution"))
     except RuntimeError as exc:
@@ -236,6 +235,30 @@ def describe_runtime(core: Any, device: str, compiled: Mapping[str, Any], metas:
     return {"device": device, "cpu": info.to_dict() if info is not None else None, "precision": precision}
 
 
-__all__ = ["CpuInfo", "cpu_info", "read_cpu_flags", "running_precision", "overflow_warning", "describe_runtime",
+def compiled_property(compiled: Any, name: str) -> str:
+    try:
+        value = compiled.get_property(name)
+    except RuntimeError:
+        return "n/a"
+    return str(value.get_type_name() if hasattr(value, "get_type_name") else value)
+
+
+def executed_precisions(compiled: Any, layer_types: Iterable[str] = ("FullyConnected", "MatMul",
+                                                                    "Convolution")) -> list[str]:
+    """Sorted runtime precisions (e.g. ``["i8"]``, ``["bf16"]``) of the compiled model's MatMul-like
+    and convolution nodes, read from the runtime (execution) graph."""
+    wanted = set(layer_types)
+    found: set[str] = set()
+    for node in compiled.get_runtime_model().get_ordered_ops():
+        info = node.get_rt_info()
+        if "layerType" not in info or "runtimePrecision" not in info:
+            continue
+        if info["layerType"].astype(str) in wanted:
+            found.add(info["runtimePrecision"].astype(str))
+    return sorted(found)
+
+
+
+__all__ = ["CpuInfo", "cpu_info", "read_cpu_flags", "running_precision", "overflow_warning", "describe_runtime", "executed_precisions", "compiled_property",
            "recommended_precision_hint",
            "int8_accumulation_ratio", "EMULATE_NO_VNNI_CAP", "NO_VNNI_CAPS"]

@@ -8,7 +8,7 @@ of them): compile the VAE encoder and the pose IR (CPU, LATENCY hint, INFERENCE_
 for FP32 IR, and the per-ISA default for INT8 on CPUs without AMX), run one warm-up crop, time one crop
 (VAE and pose separately, batch 1), release. The crop is a real photo crop (the default calibration set)
 resized to the variant's input size. Reported per variant: the median over rounds of VAE, pose and their sum,
-FLOPs counted on the IR (:func:`edge_runtime.peak.count_ir_flops`), compile time, and whether the CPU plugin
+FLOPs counted on the IR (:func:`edge_bench.peak.count_ir_flops`), compile time, and whether the CPU plugin
 still fuses attention (:func:`convert.variant_check.attention_fusion`). Synthetic (random-weight) folders
 measure speed only. With ``--pck`` (the proxy's accuracy, ``scripts/variant_pck.py``) it also plots latency
 against accuracy.
@@ -34,7 +34,7 @@ from convert.export import preset_name  # noqa: E402
 from convert.variant_check import attention_fusion, udp_resize  # noqa: E402
 from edge_runtime.cpu import cpu_info  # noqa: E402
 from edge_runtime.models import CompileOptions, ModelFolder, compile_model  # noqa: E402
-from edge_runtime.peak import count_ir_flops  # noqa: E402
+from edge_bench.peak import count_ir_flops  # noqa: E402
 
 log = logging.getLogger("variant_bench")
 

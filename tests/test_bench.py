@@ -14,8 +14,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime.bench import Variant, analyse, run_interleaved, write_report
-from edge_runtime.peak import build_matmul_model, count_ir_flops, measure_peak
+from edge_bench.peak import build_matmul_model, count_ir_flops, measure_peak
+from edge_bench.report import write_report
+from edge_bench.timing import Variant, analyse, run_interleaved
 
 REPO = Path(__file__).resolve().parent.parent
 VIDEO = REPO / "samples" / "people.mp4"
@@ -77,7 +78,7 @@ def test_matmul_peak_int8_runs_int8_kernels() -> None:
 
 def test_torch_flops_match_ir_flops(tiny_checkpoint_wholebody: Path,
                                     exported_models: Callable[..., Path]) -> None:
-    """The torch-module count (convert/flops.py) and the IR count (edge_runtime/peak.py) agree on tiny."""
+    """The torch-module count (convert/flops.py) and the IR count (edge_bench/peak.py) agree on tiny."""
     import openvino as ov
 
     from convert.flops import checkpoint_flops

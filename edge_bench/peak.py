@@ -1,6 +1,6 @@
 """The machine's compute limit, measured and counted without torch.
 
-Two halves, both used by ``sdpose-edge bench`` and ``sdpose-convert bench``:
+Two halves, both used by ``sdpose-edge bench`` and ``sdpose-convert bench`` (tools; moved out of the runtime):
 
 * :func:`measure_peak` — a MatMul micro-benchmark built directly with OpenVINO ops: a chain of ``depth``
   square MatMuls ``X [M,K] @ W_i [K,K]`` (weights are constants), compiled with the LATENCY hint (one
@@ -29,11 +29,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+
+from edge_runtime.cpu import compiled_property, executed_precisions
 
 logger = logging.getLogger(__name__)
 
@@ -97,29 +98,6 @@ def build_matmul_model(size: int, depth: int, precision: str, seed: int = 0) -> 
     return ov.Model([ops.result(node)], [x], f"peak_matmul_{precision}")
 
 
-def _property(compiled: Any, name: str) -> str:
-    try:
-        value = compiled.get_property(name)
-    except RuntimeError:
-        return "n/a"
-    return str(value.get_type_name() if hasattr(value, "get_type_name") else value)
-
-
-def executed_precisions(compiled: Any, layer_types: Iterable[str] = ("FullyConnected", "MatMul",
-                                                                    "Convolution")) -> list[str]:
-    """Sorted runtime precisions (e.g. ``["i8"]``, ``["bf16"]``) of the compiled model's MatMul-like
-    and convolution nodes, read from the runtime (execution) graph."""
-    wanted = set(layer_types)
-    found: set[str] = set()
-    for node in compiled.get_runtime_model().get_ordered_ops():
-        info = node.get_rt_info()
-        if "layerType" not in info or "runtimePrecision" not in info:
-            continue
-        if info["layerType"].astype(str) in wanted:
-            found.add(info["runtimePrecision"].astype(str))
-    return sorted(found)
-
-
 def measure_peak(precision: str, *, core: Any = None, device: str = "CPU", size: int = 2048, depth: int = 4,
                  min_seconds: float = 1.0, min_repeats: int = 3, max_repeats: int = 200,
                  num_threads: int | None = None) -> PeakResult:
@@ -148,11 +126,11 @@ def measure_peak(precision: str, *, core: Any = None, device: str = "CPU", size:
         request.infer({0: x})
         times.append(time.perf_counter() - t0)
     flops = 2 * size * size * size * depth
-    threads = _property(compiled, "INFERENCE_NUM_THREADS")
+    threads = compiled_property(compiled, "INFERENCE_NUM_THREADS")
     result = PeakResult(
         precision=precision, gflops=flops / min(times) / 1e9, median_gflops=flops / float(np.median(times)) / 1e9,
         size=size, depth=depth, repeats=len(times), flops_per_call=flops, hint="LATENCY",
-        inference_precision=_property(compiled, "INFERENCE_PRECISION_HINT"),
+        inference_precision=compiled_property(compiled, "INFERENCE_PRECISION_HINT"),
         executed_precision=",".join(executed_precisions(compiled)),
         num_threads=int(threads) if threads.isdigit() else 0, device=device)
     logger.info("peak %s: %.1f GFLOP/s (median %.1f) on %s, %dx%d x%d MatMuls executed in %s, %d calls",
