@@ -18,7 +18,7 @@ from convert.token_downsample import apply_token_downsampling, check_settings, l
 from edge_runtime.errors import InputError
 from edge_runtime.metadata import read_index, read_metadata
 from tests.fixtures_export import TINY_INPUT_SIZE
-from tests.test_parity import EXACT_RTOL, _rel_err, astronaut_crops
+from tests.convert.test_parity import EXACT_RTOL, _rel_err, astronaut_crops
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32"}
 

@@ -18,7 +18,7 @@ from edge_bench.peak import build_matmul_model, count_ir_flops, measure_peak
 from edge_bench.report import write_report
 from edge_bench.timing import Variant, analyse, run_interleaved
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 VIDEO = REPO / "samples" / "people.mp4"
 DETECTIONS = REPO / "samples" / "people_detections.json"
 E2E_FRAMES = 2

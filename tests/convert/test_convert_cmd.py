@@ -223,7 +223,7 @@ def test_config_errors_name_the_key(tmp_path, text, match):
 
 
 def test_shipped_config_loads():
-    cfg = load_config(Path(__file__).resolve().parent.parent / "configs" / "convert.yaml")
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "convert.yaml")
     assert set(cfg.components) == {"detector", "vae_encoder", "pose"}
     assert cfg.input_size == (1024, 768)
 

@@ -16,7 +16,7 @@ from edge_runtime.errors import InputError
 from edge_runtime.sinks import (CocoResultsSink, ImageSink, JsonlSink, OpenPoseSink, VideoSink, coco_instance_score,
                                 person_arrays)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _record(frame: int, n: int = 1, k: int = 133, source: str = "a.jpg", error: str | None = None) -> dict:

@@ -2,6 +2,7 @@
 by ``sdpose-edge serve REPO`` and used by a ``--pose-server`` client."""
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -95,12 +96,14 @@ def test_reader_names_what_is_wrong(fake_models_dir: Path, tmp_path: Path) -> No
 
 def test_exported_repository_served_gives_the_folder_heatmaps(fake_models_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("tritonclient.grpc")
+    if importlib.util.find_spec("kserve") is None:
+        pytest.skip("sdpose-edge serve needs the serve extra")
     from edge_runtime.estimator import PoseEstimator
     from edge_runtime.models import CompileOptions
     from edge_runtime.remote import RemotePoseEstimator
 
-    from .test_pipeline import person_image
-    from .test_remote import Server
+    from tests.runtime.test_pipeline import person_image
+    from tests.runtime.test_remote import Server
 
     repo = tmp_path / "repo"
     assert export(fake_models_dir, repo) == 0

@@ -5,6 +5,7 @@ The server runs in its own process: kserve and tritonclient register the same pr
 one process (edge_runtime/serve.py)."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import subprocess
@@ -15,8 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("tritonclient.grpc")
-pytest.importorskip("tritonclient.http")
+pytest.importorskip("tritonclient.grpc", reason="the remote client needs the remote extra")
+pytest.importorskip("tritonclient.http", reason="the remote client needs the remote extra")
+if importlib.util.find_spec("kserve") is None:  # the server runs in a child process: never import kserve here
+    pytest.skip("sdpose-edge serve needs the serve extra (pip install '.[serve]')", allow_module_level=True)
 
 from edge_runtime.cli import main  # noqa: E402
 from edge_runtime.errors import InputError  # noqa: E402
@@ -30,7 +33,7 @@ from edge_runtime.sources import Frame, FrameSource  # noqa: E402
 from .test_pipeline import dets_for, make_frames, person_image  # noqa: E402
 from .test_run_cli import read_jsonl, write_people_images  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 LOCAL = CompileOptions(performance_hint="LATENCY", inference_precision="f32", cache_dir=None)
 
 

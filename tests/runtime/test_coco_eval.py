@@ -6,10 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from convert.figures import random_look, random_pose, render_scene
-from edge_runtime.coco import (CocoResultsSink, ImageIds, evaluate_keypoints, load_annotation_ids, oks_nms,
-                               result_entry)
-from edge_runtime.errors import InputError
+pytest.importorskip("pycocotools", reason="COCO evaluation needs the eval extra (pip install '.[eval]')")
+
+from convert.figures import random_look, random_pose, render_scene  # noqa: E402
+from edge_runtime.coco import (CocoResultsSink, ImageIds, evaluate_keypoints, load_annotation_ids,  # noqa: E402
+                               oks_nms, result_entry)
+from edge_runtime.errors import InputError  # noqa: E402
 
 PART_FIELDS = (("keypoints", 0, 17), ("foot_kpts", 17, 23), ("face_kpts", 23, 91), ("lefthand_kpts", 91, 112),
                ("righthand_kpts", 112, 133))

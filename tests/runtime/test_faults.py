@@ -14,7 +14,7 @@ import pytest
 from edge_runtime.errors import InputError
 from edge_runtime.outputs import expand_sources, prepare_output, source_name
 from edge_runtime.sources import LiveSource, ReconnectPolicy, mask_credentials, split_credentials
-from tests.test_mjpeg import MjpegServer, jpeg
+from tests.runtime.test_mjpeg import MjpegServer, jpeg
 
 FAST = ReconnectPolicy(max_retries=2, initial_s=0.01, max_s=0.02)
 
@@ -152,7 +152,7 @@ def test_output_folder_reuse_needs_overwrite_and_clears_only_our_files(tmp_path:
 
 def test_run_refuses_a_used_output_folder(tmp_path: Path, fake_models_dir: Path) -> None:
     from edge_runtime.cli import main
-    from tests.test_pipeline import person_image
+    from tests.runtime.test_pipeline import person_image
     import cv2
 
     cv2.imwrite(str(tmp_path / "a.png"), person_image((40, 60)))
@@ -180,7 +180,7 @@ def test_calib_overwrite_only_replaces_a_calibration_set(tmp_path: Path) -> None
     import cv2
 
     from calib_data.builder import build_calibration_set
-    from tests.test_pipeline import person_image
+    from tests.runtime.test_pipeline import person_image
 
     photos = tmp_path / "photos"
     photos.mkdir()

@@ -19,7 +19,7 @@ from edge_runtime.cpu import (CpuInfo, cpu_info, int8_accumulation_ratio, overfl
                               recommended_precision_hint)
 
 SATURATED = 32767 / 64770  # one pair of u8 255 x s8 127 products, clamped to int16
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run_capped(code: str, cap: str = "AVX512_CORE") -> dict:
@@ -105,82 +105,3 @@ def test_overflow_warning_only_for_int8_activations_without_the_fix_on_no_vnni()
     assert overflow_warning({**int8, "overflow_fix": "first_layer"}, _info("vnni"), "m") is None
     assert overflow_warning({"quantized": True, "precision": "int8_weights"}, _info("no_vnni"), "m") is None
     assert overflow_warning({"quantized": False, "precision": "fp32"}, _info("no_vnni"), "m") is None
-
-
-def _folder_without_overflow_fix(src: Path, dst: Path) -> Path:
-    """A copy of an INT8 model folder whose rt_info says it was quantized with NNCF's default fix only."""
-    import shutil
-
-    import openvino as ov
-
-    from edge_runtime.metadata import read_metadata, write_metadata
-
-    shutil.copytree(src, dst)
-    core = ov.Core()
-    for xml in ("vae_encoder.xml", "pose.xml"):
-        model = core.read_model(str(src / xml))
-        assert read_metadata(model)["overflow_fix"] == "enable"
-        write_metadata(model, {"overflow_fix": "first_layer"})
-        ov.save_model(model, str(dst / xml), compress_to_fp16=False)
-    return dst
-
-
-def test_runtime_names_its_int8_path_and_warns_once_without_the_fix(converted_int8, tmp_path):
-    """summary.json records the CPU's INT8 path and the precision read back from the compiled models; under
-    the no-VNNI cap, a folder quantized without the overflow fix gets one warning naming the flag."""
-    from tests.test_run_cli import write_people_images
-
-    out, _, _ = converted_int8
-    dets = write_people_images(tmp_path / "imgs", 2)
-    (tmp_path / "dets.json").write_text(json.dumps(dets))
-    folder = _folder_without_overflow_fix(out, tmp_path / "models_first_layer")
-    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX512_CORE", PYTHONPATH=str(ROOT))
-    proc = subprocess.run(
-        [sys.executable, "-m", "edge_runtime.cli", "run", "--models", str(folder), "--source",
-         str(tmp_path / "imgs"), "--detections", str(tmp_path / "dets.json"), "--output", str(tmp_path / "out"),
-         "--no-cache", "--no-progress", "--precision-hint", "f32"],
-        capture_output=True, text=True, env=env, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    log = proc.stdout + proc.stderr
-    assert log.count("running on a CPU without VNNI") == 1 and "--overflow-fix enable" in log
-    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
-    assert summary["cpu"]["int8_path"] == "no_vnni" and summary["cpu"]["isa_cap"] == "AVX512_CORE"
-    assert summary["precision"]["pose"]["inference_precision"] == "f32"
-    assert summary["precision"]["pose"]["executed"]  # the kernels' runtime precisions, read back
-    # the folder as converted (overflow fix on every layer) runs without the warning, natively
-    from edge_runtime.cli import main
-
-    assert main(["run", "--models", str(out), "--source", str(tmp_path / "imgs"), "--detections",
-                 str(tmp_path / "dets.json"), "--output", str(tmp_path / "out2"), "--no-cache", "--no-progress"]) == 0
-    native = json.loads((tmp_path / "out2" / "summary.json").read_text())
-    info = cpu_info()
-    assert native["cpu"]["int8_path"] == info.int8_path
-    # read back from the compiled model, never null: the per-ISA choice for an INT8 folder, else the device's
-    expected = recommended_precision_hint(info, True) or ("bf16" if info.bf16 else "f32")
-    assert native["precision"]["pose"]["inference_precision"] == expected
-    assert native["precision_hint_source"] in ("device default", "per-ISA default (INT8 on bf16 without AMX)")
-
-
-def test_overflow_fix_makes_both_int8_paths_compute_the_same(converted_int8):
-    """With overflow_fix=enable every INT8 weight has 7 bits, so a pair of u8 x s7 products sums to at most
-    2 x 255 x 63 = 32130 < 32767: the 16-bit path cannot saturate and yields the VNNI path's integers. The
-    folder's heatmaps under the no-VNNI cap therefore equal the native ones up to float rounding of the
-    float post-ops (on a CPU without VNNI both runs are the same path)."""
-    out, _, _ = converted_int8
-    code = ("import json, numpy as np; from edge_runtime.estimator import PoseEstimator; "
-            "from edge_runtime.models import CompileOptions; "
-            "rng = np.random.default_rng(0); image = rng.integers(0, 255, (120, 90, 3), dtype=np.uint8); "
-            f"est = PoseEstimator({str(out)!r}, options=CompileOptions(inference_precision='f32', cache_dir=None)); "
-            "hm = est.infer(est.preprocess(image, np.array([[10, 5, 70, 110]], np.float32))); "
-            "print(json.dumps(hm.ravel().tolist()))")
-    import numpy as np
-
-    capped = np.array(_run_capped(code))
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    env.pop("ONEDNN_MAX_CPU_ISA", None)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300,
-                          check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    native = np.array(json.loads(proc.stdout.strip().splitlines()[-1]))
-    assert capped.shape == native.shape and np.abs(native).max() > 0
-    assert np.abs(capped - native).max() <= 1e-3 * np.abs(native).max()

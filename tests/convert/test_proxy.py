@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROXY = REPO / "samples" / "proxy"
 SCRIPT = REPO / "scripts" / "make_figures_video.py"
 #: the FP32 proxy must really be trained: an untrained network scores ~0; measured 0.59 body / 0.78 all on
@@ -116,7 +116,7 @@ def test_eval_command_on_drawn_figures(proxy_int8, tmp_path):
     import cv2
 
     from edge_runtime.cli import main
-    from tests.test_coco_eval import _annotations
+    from tests.runtime.test_coco_eval import _annotations
 
     ann, _ = _annotations(num_images=4, persons=2, seed=3)
     rng = np.random.default_rng(3)  # re-render the same scenes (same seed and call order as _annotations)

@@ -18,7 +18,7 @@ from edge_runtime.live import LiveConfig, LiveRunner, SourceRun
 from edge_runtime.pipeline import Pipeline, PipelineConfig
 from edge_runtime.sources import Frame
 from edge_runtime.tracks import PoseTracks, TrackConfig
-from tests.test_pipeline import ListSink, ListSource, person_image, scripted_factory
+from tests.runtime.test_pipeline import ListSink, ListSource, person_image, scripted_factory
 
 OPTIONS_KW = dict(cache_dir=None, inference_precision="f32", num_requests=2)
 
@@ -277,7 +277,7 @@ def test_several_sources_write_per_source_outputs(tmp_path: Path, fake_models_di
 
 
 def test_live_mode_with_an_asynchronous_detector_every_third_frame(estimator: PoseEstimator) -> None:
-    from tests.test_pipeline import FakeDetector
+    from tests.runtime.test_pipeline import FakeDetector
 
     frames = walking_frames(15, persons=2)
     sink = ListSink()

@@ -242,7 +242,7 @@ def test_runtime_module_is_torch_free():
     code = ("import sys, edge_runtime.detector; "
             "bad = [m for m in ('torch', 'ultralytics', 'convert') if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     assert subprocess.run([sys.executable, "-c", code], cwd=root).returncode == 0
 
 
