@@ -51,7 +51,10 @@ logger = logging.getLogger(__name__)
 
 #: components in conversion order
 COMPONENTS = ("detector", "vae_encoder", "pose")
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "convert.yaml"
+#: the config file used when --config is not given (if it exists), found relative to the working directory
+#: as ``sdpose-edge``'s configs/edge.yaml: an installed package has no configs/ folder, a project has its own
+DEFAULT_CONFIG = Path("configs") / "convert.yaml"
+#: the built-in defaults; the shipped configs/convert.yaml states exactly these (tests/convert/test_convert_cmd.py)
 DEFAULT_CONFIG_VALUES: dict[str, Any] = {
     "input_size": "1024x768",
     "detector_imgsz": 640,

@@ -42,6 +42,7 @@ from edge_runtime.codec import decode_heatmaps
 from edge_runtime.cpu import cpu_info, int8_accumulation_ratio
 from edge_runtime.errors import InputError, ModelFolderError
 from edge_runtime.tracking import box_iou  # noqa: F401  (re-exported for the report's users)
+from edge_runtime.metrics import time_calls
 from edge_runtime.models import CompileOptions, ModelFolder, compile_model
 
 logger = logging.getLogger(__name__)
@@ -234,13 +235,8 @@ def measure_latency(core: ov.Core, xml: Path, hints: Sequence[str], runs: int,
     for hint in hints:
         compiled = compile_model(core, model, _options(hint))
         request = compiled.create_infer_request()
-        request.infer({0: sample})
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            request.infer({0: sample})
-            times.append((time.perf_counter() - t0) * 1000.0)
-        out[hint] = round(statistics.median(times), 2)
+        times = time_calls(lambda request=request: request.infer({0: sample}), runs=runs, warmup=1)
+        out[hint] = round(statistics.median(times) * 1000.0, 2)
         del request, compiled
     return out
 

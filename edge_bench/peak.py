@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from edge_runtime.cpu import compiled_property, executed_precisions
+from edge_runtime.metrics import time_calls
 
 logger = logging.getLogger(__name__)
 
@@ -118,13 +118,9 @@ def measure_peak(precision: str, *, core: Any = None, device: str = "CPU", size:
     compiled = core.compile_model(model, device, config)
     request = compiled.create_infer_request()
     x = np.random.default_rng(1).standard_normal((size, size), dtype=np.float32)
-    request.infer({0: x})  # warm-up (first call allocates and packs weights)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < max_repeats and (len(times) < min_repeats or time.perf_counter() - start < min_seconds):
-        t0 = time.perf_counter()
-        request.infer({0: x})
-        times.append(time.perf_counter() - t0)
+    # one warm-up (the first call allocates and packs weights), then min_repeats .. max_repeats timed calls
+    times = time_calls(lambda: request.infer({0: x}), runs=min_repeats, warmup=1, min_seconds=min_seconds,
+                       max_runs=max_repeats)
     flops = 2 * size * size * size * depth
     threads = compiled_property(compiled, "INFERENCE_NUM_THREADS")
     result = PeakResult(

@@ -138,6 +138,10 @@ class PoseEstimator:
         perm = self._flip_perm if self._flip_perm is not None else flip_indices(self.num_keypoints)
         return np.ascontiguousarray(heatmaps_flipped[:, perm, :, ::-1])
 
+    def flip_average(self, heatmaps: np.ndarray, heatmaps_flipped: np.ndarray) -> np.ndarray:
+        """Flip test: heatmaps [N,K,H,W] of crops and of the same crops mirrored -> their average."""
+        return 0.5 * (heatmaps + self.flip_back(heatmaps_flipped))
+
     # ------------------------------------------------------------------ the three stages
     def preprocess(self, image_bgr: np.ndarray, boxes_xyxy: np.ndarray) -> np.ndarray:
         """image_bgr [H,W,3] u8, boxes_xyxy [N,4|5] image px -> crops [N,h,w,3] u8 BGR (UDP warp)."""
@@ -171,7 +175,7 @@ class PoseEstimator:
             heatmaps = self._run_chain(batch)
             if self.flip_test:
                 flipped = self._run_chain(np.ascontiguousarray(batch[:, :, ::-1]))
-                heatmaps = 0.5 * (heatmaps + self.flip_back(flipped))
+                heatmaps = self.flip_average(heatmaps, flipped)
             out[start:start + len(batch)] = heatmaps
         return out
 

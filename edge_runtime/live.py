@@ -24,68 +24,24 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
-import queue
 import threading
 import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .backends import BackendFactory, Completion, RequestBook, build_backends
-from .errors import InputError, SDPoseError
+from .backends import BackendFactory, Completion, RequestBook
+from .coordinator import WAKE, Coordinator
+from .errors import SDPoseError
 from .feeds import CaptureStatus, FrameFeed, capture_loop
 from .metrics import Reservoirs
 from .results import FrameResult
 from .sources import Frame, FrameSource, mask_credentials
-from .keypoints import DEFAULT_SCORE_THRESHOLD
-from .tracking import overlaps_image
-from .tracks import PoseTracks, TrackConfig
+from .modes import LiveConfig
+from .tracking import select_person_boxes
+from .tracks import PoseTracks
 
 logger = logging.getLogger(__name__)
-_WAKE = object()
-
-
-@dataclasses.dataclass
-class LiveConfig:
-    """Options of a :class:`LiveRunner`.
-
-    mode: "live" (newest frame wins, output at once) or "file" (every frame, held until its poses are back).
-    batch: crops per pose request (never waits to fill a batch). detect_every: detector every N frames.
-    pose_budget: share of person-frames recomputed, e.g. 0.1 (None: as fast as the pose requests allow).
-    max_frames: per source. max_persons: highest-scoring detections kept per frame.
-    flip_test, parts, score_threshold: as in file mode. track: :class:`TrackConfig`.
-    pace_live_files: video files given in live mode play at their own fps (a simulated camera).
-    live_queue_size: frames waiting per source in live mode. request_timeout_s: see PipelineConfig.
-    chain_slots: split chain: at most this many pose requests (crops on their way through vae_encoder and
-        pose) at once; 1 runs the two models strictly one after the other, so that with ``release_memory``
-        only one model's buffers exist at a time (None: each model up to its own requests).
-    """
-
-    mode: str = "live"
-    batch: int = 1
-    detect_every: int = 1
-    pose_budget: "float | None" = None
-    max_frames: "int | None" = None
-    max_persons: "int | None" = 20
-    flip_test: bool = False
-    parts: "tuple[str, ...]" = ("body", "feet", "face", "hands")
-    score_threshold: float = DEFAULT_SCORE_THRESHOLD
-    track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
-    pace_live_files: bool = True
-    live_queue_size: int = 1
-    request_timeout_s: "float | None" = 600.0
-    chain_slots: "int | None" = None
-
-    def __post_init__(self) -> None:
-        if self.mode not in ("live", "file"):
-            raise InputError(f"mode: expected 'live' or 'file', got {self.mode!r}")
-        for name in ("batch", "detect_every", "live_queue_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InputError(f"{name}: expected a positive integer, got {value!r}")
-        if self.pose_budget is not None and not 0.0 < float(self.pose_budget) <= 1.0:
-            raise InputError(f"pose_budget: expected a share of person-frames in (0, 1], got {self.pose_budget!r}")
-        self.parts = tuple(self.parts)
 
 
 @dataclasses.dataclass
@@ -143,7 +99,7 @@ def source_clock(frame: Frame, capture_t: float, mode: str) -> float:
     return frame.timestamp_ms / 1000.0 if frame.timestamp_ms is not None else frame.index / 30.0
 
 
-class LiveRunner:
+class LiveRunner(Coordinator):
     """Tracks, pose scheduling and propagation over one or more sources (see the module docstring).
 
     Args mirror :class:`edge_runtime.pipeline.Pipeline`: ``estimator`` (a PoseEstimator), ``detector`` or
@@ -156,28 +112,16 @@ class LiveRunner:
                  backend_factory: "BackendFactory | None" = None, num_requests: "dict[str, int] | None" = None,
                  frame_hook: "Callable[[dict, np.ndarray | None], bool] | None" = None,
                  per_source_detections: bool = False) -> None:
-        if detector is None and detections is None and not per_source_detections:
-            raise InputError("no person boxes: the model folder has no detector component and no --detections "
-                             "file was given (export a detector with sdpose-convert, or pass --detections)")
-        self.estimator, self.detector, self.detections = estimator, detector, detections
+        super().__init__(estimator, detector, detections, backend_factory, num_requests, frame_hook,
+                         boxes_elsewhere=per_source_detections)
         self.config = config if config is not None else LiveConfig()
-        self.frame_hook = frame_hook
-        self.events: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-        self.stages: tuple[str, ...] = tuple(estimator.kinds)
-        self.backends = build_backends(estimator, detector if detections is None else None, backend_factory,
-                                       num_requests, self.events.put)
-        self._stop = threading.Event()
         self._interrupted = False
 
     # ------------------------------------------------------------------ public
     def stop(self) -> None:
         """Stop capture on every source; the run ends after the frames being processed (signal-safe)."""
         self._interrupted = True
-        self._stop.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
+        super().stop()
 
     def run(self, runs: Sequence[SourceRun]) -> dict[str, Any]:
         """Process every source to its end (or max_frames / stop()); returns {"total": {...}, "sources":
@@ -195,7 +139,7 @@ class LiveRunner:
             pace = cfg.mode == "live" and cfg.pace_live_files and src.source.default_mode == "file"
             src.thread = threading.Thread(
                 target=capture_loop, name=f"sdpose-capture-{src.name}", daemon=True,
-                args=(src.source, src.feed, self._stop, lambda: self.events.put(_WAKE), src.status, pace,
+                args=(src.source, src.feed, self._stop, self._wake, src.status, pace,
                       cfg.max_frames))
             src.thread.start()
         logger.info("%s mode over %d source(s): %s chain, requests %s, batch %d, detect every %d, pose budget %s",
@@ -236,16 +180,7 @@ class LiveRunner:
             self._schedule()
             if self._finished():
                 return
-            try:
-                event = self.events.get(timeout=0.05)
-            except queue.Empty:
-                continue
-            self._handle(event)
-            while True:
-                try:
-                    self._handle(self.events.get_nowait())
-                except queue.Empty:
-                    break
+            self._wait_and_handle(0.05)
 
     def _finished(self) -> bool:
         for src in self._srcs:
@@ -306,13 +241,7 @@ class LiveRunner:
         self._submit("detector", tensor, (src.i, frame.index, meta))
 
     def _match(self, src: _Source, frame_index: int, boxes: np.ndarray, scores: np.ndarray) -> None:
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        scores = np.asarray(scores, np.float32).reshape(-1)
-        inside = overlaps_image(boxes, src.tracks.image_size)
-        boxes, scores = boxes[inside], scores[inside]
-        if self.config.max_persons is not None and len(boxes) > self.config.max_persons:
-            keep = np.argsort(-scores, kind="stable")[: self.config.max_persons]
-            boxes, scores = boxes[keep], scores[keep]
+        boxes, scores, _ = select_person_boxes(boxes, scores, src.tracks.image_size, self.config.max_persons)
         src.tracks.match(frame_index, boxes, scores)
 
     def _emit(self, src: _Source) -> None:
@@ -424,16 +353,13 @@ class LiveRunner:
     def _wants_pose(self, src: _Source) -> bool:
         return any(si == src.i for _, si, _ in self._candidates())
 
-    def _submit(self, stage: str, inputs: np.ndarray, userdata: Any) -> None:
-        self._book.submit(stage, inputs, userdata)
-
     # ------------------------------------------------------------------ completions
     def _expire(self) -> None:
         for event in self._book.expired():
             self._complete(event)
 
     def _handle(self, event: Any) -> None:
-        if event is _WAKE:
+        if event is WAKE:
             return
         event = self._book.accept(event)
         if event is None:
@@ -478,7 +404,7 @@ class LiveRunner:
             return
         heatmaps = event.output
         if self.config.flip_test:  # items come in (plain, flipped) pairs
-            heatmaps = 0.5 * (heatmaps[0::2] + self.estimator.flip_back(heatmaps[1::2]))
+            heatmaps = self.estimator.flip_average(heatmaps[0::2], heatmaps[1::2])
             items = items[0::2]
         t = time.perf_counter()
         try:

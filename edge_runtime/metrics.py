@@ -10,7 +10,7 @@ import logging
 import random
 import sys
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -157,6 +157,23 @@ class Progress:
             sys.stderr.flush()
         else:
             logger.info("progress: %s", text)
+
+
+def time_calls(call: Callable[[], Any], runs: int, warmup: int = 0, min_seconds: float = 0.0,
+               max_runs: "int | None" = None) -> list[float]:
+    """Seconds of each timed ``call()``: ``warmup`` untimed calls, then at least ``runs`` timed ones, more while
+    the timed calls took less than ``min_seconds`` together (up to ``max_runs``). The one latency timer of the
+    project's benchmarks and reports (wall clock, ``time.perf_counter``)."""
+    for _ in range(warmup):
+        call()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < runs or (time.perf_counter() - start < min_seconds
+                                and (max_runs is None or len(times) < max_runs)):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return times
 
 
 def memory_status() -> dict[str, float]:

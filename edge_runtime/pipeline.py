@@ -1,111 +1,43 @@
 """The file-mode runtime: capture -> detector requests -> crops -> pose requests -> decode -> sinks.
 
-Live feeds (cameras, streams, several sources) run in :mod:`edge_runtime.live` instead, with tracks, pose
-scheduling and keypoint propagation; this module processes every frame in order with a full recompute.
+Every frame in order, full recompute (live feeds, with tracks, pose scheduling and keypoint propagation, run in
+:mod:`edge_runtime.live`). Threads (:mod:`edge_runtime.coordinator`): a capture thread fills a bounded FrameFeed
+(blocking when full); the coordinator (the thread calling :meth:`Pipeline.run`, holding all state, no locks)
+submits to one Backend per model; completions come back on the events queue, where it decodes heatmaps,
+reorders, assigns track IDs and writes the sinks. Tests inject slow, out-of-order or failing backends.
 
-Threads and queues::
-
-    capture thread --(FrameFeed: bounded; file mode blocks, live mode keeps the newest)--> coordinator
-    coordinator --submit--> Backend (one per model: detector, vae_encoder + pose or vae_pose)
-    Backend callbacks --(copy the output, stamp the time)--> events queue --> coordinator
-    coordinator: decode heatmaps, reorder buffer, track IDs, sinks (in frame order)
-
-All pipeline state lives in the coordinator (the thread calling :meth:`Pipeline.run`), so no locks guard it;
-infer callbacks only copy outputs and enqueue them (the hot path stays cheap: decoding happens in the
-coordinator). The :class:`Backend` protocol is the boundary to the inference engine: the OpenVINO
-implementation wraps ``openvino.AsyncInferQueue``; tests inject slow or out-of-order backends.
-
-Scheduling
-- file mode: every frame is processed, at most ``max_inflight_frames`` at a time (capture blocks), and
-  results are written strictly in frame order: exactly one record per input frame, including frames
-  without persons and failed frames (those carry an ``"error"`` field).
-- the detector runs every ``detect_every`` frames; in between, boxes come from the previous frame's poses
+- At most ``max_inflight_frames`` frames at a time; results strictly in frame order, exactly one record per
+  input frame, also for frames without persons and failed frames (those carry ``"error"``).
+- The detector runs every ``detect_every`` frames; in between, boxes come from the previous frame's poses
   (:func:`edge_runtime.tracking.boxes_from_keypoints`); a frame whose carried boxes are empty is detected.
-- crops of several persons and frames are batched up to ``batch`` per pose request; a partial batch is sent
-  when no further crops can arrive before something completes.
+- Crops of several persons and frames go ``batch`` per pose request; a partial batch is sent when no further
+  crops can arrive before something completes.
 
-Coordinates: boxes_xyxy [N,4] image px; crops [N,h,w,3] u8 BGR crop px; heatmaps [N,K,H/4,W/4];
-keypoints [N,K,2] image px; scores [N,K].
+Coordinates: boxes_xyxy [N,4] image px; crops [N,h,w,3] u8 BGR crop px; heatmaps [N,K,H/4,W/4]; keypoints
+[N,K,2] image px; scores [N,K].
 """
 from __future__ import annotations
 
 import collections
 import dataclasses
 import logging
-import queue
 import threading
 import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .backends import (Backend, BackendFactory, Completion, OpenVINOBackend, RequestBook,  # noqa: F401
-                       build_backends, openvino_backend_factory)
-from .detections import load_detections  # noqa: F401  (re-exported: edge_runtime.pipeline.load_detections)
-from .errors import InputError, SDPoseError
+from .backends import BackendFactory, Completion, RequestBook
+from .coordinator import WAKE, Coordinator
+from .errors import SDPoseError
 from .feeds import CaptureStatus, FrameFeed, capture_loop
+from .metrics import Progress, Reservoirs
+from .modes import PipelineConfig
 from .results import FrameResult
-from .metrics import Progress, Reservoirs, busy_share, percentile_summary  # noqa: F401
 from .sources import Frame, FrameSource, mask_credentials
-from .keypoints import DEFAULT_SCORE_THRESHOLD
-from .tracking import DEFAULT_BOX_EXPANSION, DEFAULT_TRACK_IOU, IouTracker, boxes_from_keypoints, overlaps_image
+from .tracking import IouTracker, boxes_from_keypoints, select_person_boxes
 
 logger = logging.getLogger(__name__)
-
-
-# ============================================================================ configuration
-@dataclasses.dataclass
-class PipelineConfig:
-    """Scheduling and output options of a :class:`Pipeline` (see ``configs/edge.yaml``).
-
-    mode: "file" (every frame, in order), the only mode of :class:`Pipeline`; live feeds run in
-        :class:`edge_runtime.live.LiveRunner` (``LiveConfig``).
-    batch: crops per pose request (>= 1). detect_every: run the detector every N frames (>= 1).
-    max_frames: stop after this many frames read from the source (None: all).
-    max_inflight_frames: frames admitted at once (None: 2 x pose requests + 2).
-    flip_test: also infer mirrored crops and average the heatmaps.
-    parts: keypoint groups kept in the records (others get score 0): subset of body, feet, face, hands.
-    score_threshold: keypoints above it count as visible (carried boxes, drawing).
-    track_iou_threshold, track_box_expansion: IoU track IDs and keypoint->box expansion between detections.
-    max_persons: keep the N highest-scoring boxes per frame (None: all; default 20). Crops are built per
-        request, so memory does not grow with the number of boxes.
-    request_timeout_s: a request without an answer after this long fails its frames (a lost device) and
-        its slot is not reused (None: wait for ever).
-    progress: show a progress bar (file mode).
-    chain_slots: split chain only: at most this many vae_encoder + pose requests in flight together
-        (None: each model up to its own request count; both stages then compete for the same cores).
-    """
-
-    mode: str = "file"
-    batch: int = 1
-    detect_every: int = 1
-    max_frames: "int | None" = None
-    max_inflight_frames: "int | None" = None
-    flip_test: bool = False
-    parts: "tuple[str, ...]" = ("body", "feet", "face", "hands")
-    score_threshold: float = DEFAULT_SCORE_THRESHOLD
-    track_iou_threshold: float = DEFAULT_TRACK_IOU
-    track_box_expansion: float = DEFAULT_BOX_EXPANSION
-    max_persons: "int | None" = 20
-    progress: bool = False
-    chain_slots: "int | None" = None
-    request_timeout_s: "float | None" = 600.0
-
-    def __post_init__(self) -> None:
-        if self.mode != "file":
-            raise InputError(f"mode: Pipeline processes files (mode 'file'), got {self.mode!r}; live feeds run in "
-                             "edge_runtime.live.LiveRunner")
-        for name in ("batch", "detect_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise InputError(f"{name}: expected a positive integer, got {value!r}")
-        for name in ("max_frames", "max_inflight_frames", "max_persons", "chain_slots"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise InputError(f"{name}: expected a positive integer or None, got {value!r}")
-        self.parts = tuple(self.parts)
-        if self.request_timeout_s is not None and not self.request_timeout_s > 0:
-            raise InputError(f"request_timeout_s: expected a positive number or None, got {self.request_timeout_s!r}")
 
 
 # ============================================================================ per-frame state
@@ -136,19 +68,14 @@ class _PoseItem:
 
 
 # ============================================================================ the pipeline
-class Pipeline:
+class Pipeline(Coordinator):
     """Runs pose estimation over a :class:`~edge_runtime.sources.FrameSource` and writes every result.
 
-    Args:
-        estimator: an :class:`edge_runtime.estimator.PoseEstimator` (its ``compiled`` models, ``preprocess``,
-            ``postprocess``, ``flip_back`` are used; its synchronous ``infer`` is not).
-        sinks: objects with ``write(record, image=None)`` and ``close()``, called in frame order.
-        config: :class:`PipelineConfig`.
-        detector: an :class:`edge_runtime.detector.PersonDetector` or None (then ``detections`` is needed).
-        detections: {frame key: float [M,5] (x1, y1, x2, y2, score) image px}; keys are image file names or
-            frame indices as strings (see :func:`load_detections`). Bypasses the detector.
-        backend_factory: builds one :class:`Backend` per model (default: OpenVINO AsyncInferQueue).
-        num_requests: {stage: requests}; missing stages use the estimator's/detector's optimum.
+    Args: ``estimator`` (a PoseEstimator: ``compiled``, ``preprocess``, ``postprocess``, ``flip_average``),
+    ``sinks`` (``write(record, image=None)``, ``close()``; called in frame order), ``config``, ``detector`` or
+    ``detections`` ({frame key: float [M,5] x1, y1, x2, y2, score image px}, keys image file names or frame
+    indices as strings; bypasses the detector), ``backend_factory`` (one Backend per model; default
+    OpenVINOBackend), ``num_requests`` ({stage: requests}), ``frame_hook(record, image) -> keep going``.
 
     :meth:`run` returns the summary dict (also what ``OUT/summary.json`` holds). :meth:`stop` (thread- and
     signal-safe) stops capture; in-flight frames are drained and written, then run returns.
@@ -159,33 +86,14 @@ class Pipeline:
                  backend_factory: "BackendFactory | None" = None,
                  num_requests: "dict[str, int] | None" = None,
                  frame_hook: "Callable[[dict, np.ndarray | None], bool] | None" = None) -> None:
-        self.estimator = estimator
+        super().__init__(estimator, detector, detections, backend_factory, num_requests, frame_hook)
         self.sinks = list(sinks)
         self.config = config if config is not None else PipelineConfig()
-        self.detector = detector
-        self.detections = detections
-        if detector is None and detections is None:
-            raise InputError("no person boxes: the model folder has no detector component and no --detections "
-                             "file was given (export a detector with sdpose-convert, or pass --detections)")
-        self.frame_hook = frame_hook
-        self.events: "queue.SimpleQueue[Completion]" = queue.SimpleQueue()
-        self.stages: tuple[str, ...] = tuple(estimator.kinds)  # ("vae_encoder", "pose") or ("vae_pose",)
-        self.backends: dict[str, Backend] = build_backends(estimator, detector if detections is None else None,
-                                                           backend_factory, num_requests, self.events.put)
         self.first_stage = self.stages[0]
         self.heat_stage = self.stages[-1]
-        self._stop = threading.Event()
         self._reset()
 
     # ------------------------------------------------------------------ public
-    def stop(self) -> None:
-        """Stop capture; frames already admitted are finished and written (safe from signal handlers)."""
-        self._stop.set()
-
-    @property
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
     def run(self, source: FrameSource) -> dict[str, Any]:
         """Process ``source`` to the end (or max_frames / stop()) and return the summary dict."""
         cfg = self.config
@@ -205,7 +113,7 @@ class Pipeline:
                     self._max_inflight)
         self._t0 = time.perf_counter()
         capture = threading.Thread(target=capture_loop, name="sdpose-capture", daemon=True,
-                                   args=(source, self._feed, self._stop, lambda: self.events.put(_WAKE),
+                                   args=(source, self._feed, self._stop, self._wake,
                                          self._capture, False, cfg.max_frames))
         capture.start()
         aborted = True
@@ -262,17 +170,7 @@ class Pipeline:
             self._schedule()
             if self._finished():
                 return
-            try:
-                event = self.events.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            self._handle(event)
-            while True:  # take every event that is ready before scheduling again
-                try:
-                    event = self.events.get_nowait()
-                except queue.Empty:
-                    break
-                self._handle(event)
+            self._wait_and_handle(0.1)  # then every event that is ready, before scheduling again
 
     def _finished(self) -> bool:
         if self._states:
@@ -283,9 +181,6 @@ class Pipeline:
         """Requests past their deadline fail their frames; their slots stay taken (the device holds them)."""
         for event in self._book.expired():
             self._handle(event, counted=False)
-
-    def _submit(self, stage: str, inputs: np.ndarray, userdata: Any) -> None:
-        self._book.submit(stage, inputs, userdata)
 
     def _admit(self) -> None:
         while not self._interrupted and len(self._states) < self._max_inflight:
@@ -351,16 +246,10 @@ class Pipeline:
         self._set_boxes(state, boxes, box_scores, "tracked")
 
     def _set_boxes(self, state: _FrameState, boxes: np.ndarray, box_scores: np.ndarray, origin: str) -> None:
-        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
-        box_scores = np.asarray(box_scores, np.float32).reshape(-1)
-        inside = overlaps_image(boxes, state.image_size)
-        if not inside.all():
+        boxes, box_scores, outside = select_person_boxes(boxes, box_scores, state.image_size, self.config.max_persons)
+        if outside:
             logger.warning("frame %d: %d box(es) entirely outside the %dx%d image dropped", state.frame.index,
-                           int((~inside).sum()), *state.image_size)
-            boxes, box_scores = boxes[inside], box_scores[inside]
-        if self.config.max_persons is not None and len(boxes) > self.config.max_persons:
-            order = np.argsort(-box_scores, kind="stable")[: self.config.max_persons]
-            boxes, box_scores = boxes[order], box_scores[order]
+                           outside, *state.image_size)
         state.boxes, state.box_scores, state.box_origin = boxes, box_scores, origin
         n = len(boxes)
         k = self.estimator.num_keypoints
@@ -453,7 +342,7 @@ class Pipeline:
 
     # ------------------------------------------------------------------ completions
     def _handle(self, event: Any, counted: bool = True) -> None:
-        if event is _WAKE:
+        if event is WAKE:
             return
         if counted:
             event = self._book.accept(event)
@@ -515,8 +404,7 @@ class Pipeline:
             parts = state.heat_parts.setdefault(item.person, {})
             parts[item.flipped] = heatmaps[j]
             if len(parts) == 2:
-                flipped_back = self.estimator.flip_back(parts[True][None])[0]
-                ready[item.seq].append((item.person, 0.5 * (parts[False] + flipped_back)))
+                ready[item.seq].append((item.person, self.estimator.flip_average(parts[False][None], parts[True][None])[0]))
                 del state.heat_parts[item.person]
         for seq, persons in ready.items():
             state = self._states[seq]
@@ -610,6 +498,3 @@ class Pipeline:
             "requests_timed_out": self._book.requests.expired_count,
         }
 
-
-
-_WAKE = object()

@@ -361,7 +361,7 @@ def _close_all(sinks: list[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from .outputs import expand_sources, prepare_output, write_json_atomic
-    from .pipeline import load_detections
+    from .detections import load_detections
     from .sources import mask_credentials
 
     settings = resolve_settings(args)

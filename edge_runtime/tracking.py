@@ -62,6 +62,21 @@ def overlaps_image(boxes_xyxy: np.ndarray, image_size: "tuple[int, int]") -> np.
     return (boxes[:, 2] > 0) & (boxes[:, 3] > 0) & (boxes[:, 0] < w) & (boxes[:, 1] < h)
 
 
+def select_person_boxes(boxes_xyxy: np.ndarray, scores: np.ndarray, image_size: "tuple[int, int]",
+                        max_persons: "int | None") -> "tuple[np.ndarray, np.ndarray, int]":
+    """The boxes a frame's crops are made of: float32 boxes [N,4] image px and scores [N] without the boxes
+    entirely outside the image ``image_size`` (w, h), at most ``max_persons`` of the highest scores (stable
+    order); also returns how many boxes were outside."""
+    boxes = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4)
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    inside = overlaps_image(boxes, image_size)
+    boxes, scores = boxes[inside], scores[inside]
+    if max_persons is not None and len(boxes) > max_persons:
+        keep = np.argsort(-scores, kind="stable")[:max_persons]
+        boxes, scores = boxes[keep], scores[keep]
+    return boxes, scores, int((~inside).sum())
+
+
 def boxes_from_keypoints(keypoints: np.ndarray, scores: np.ndarray, image_size: "tuple[int, int]",
                          score_threshold: float = DEFAULT_SCORE_THRESHOLD, expansion: float = DEFAULT_BOX_EXPANSION,
                          min_keypoints: int = 3) -> "tuple[np.ndarray, np.ndarray]":

@@ -33,7 +33,8 @@ from edge_runtime.estimator import PoseEstimator  # noqa: E402
 from edge_runtime.sinks import ListSink  # noqa: E402
 from edge_runtime.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
 from edge_runtime.models import CompileOptions  # noqa: E402
-from edge_runtime.pipeline import Pipeline, PipelineConfig, load_detections  # noqa: E402
+from edge_runtime.detections import load_detections  # noqa: E402
+from edge_runtime.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from edge_runtime.sources import VideoFileSource  # noqa: E402
 from edge_runtime.tracks import TrackConfig  # noqa: E402
 

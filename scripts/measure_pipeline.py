@@ -33,7 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge_runtime.estimator import PoseEstimator  # noqa: E402
 from edge_runtime.models import CompileOptions  # noqa: E402
-from edge_runtime.pipeline import Pipeline, PipelineConfig, load_detections, percentile_summary  # noqa: E402
+from edge_runtime.detections import load_detections  # noqa: E402
+from edge_runtime.metrics import percentile_summary  # noqa: E402
+from edge_runtime.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from edge_runtime.sources import Frame, FrameSource, VideoFileSource  # noqa: E402
 
 logger = logging.getLogger("measure_pipeline")

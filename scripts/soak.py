@@ -28,7 +28,7 @@ from edge_runtime.cpu import cpu_info  # noqa: E402
 from edge_runtime.estimator import PoseEstimator  # noqa: E402
 from edge_runtime.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
 from edge_runtime.models import CompileOptions  # noqa: E402
-from edge_runtime.pipeline import load_detections  # noqa: E402
+from edge_runtime.detections import load_detections  # noqa: E402
 from edge_runtime.sources import LiveSource, ReconnectPolicy  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"

@@ -38,7 +38,8 @@ from edge_runtime.estimator import PoseEstimator  # noqa: E402
 from edge_runtime.sinks import ListSink  # noqa: E402
 from edge_runtime.geometry import parse_size_hw  # noqa: E402
 from edge_runtime.models import CompileOptions  # noqa: E402
-from edge_runtime.pipeline import Pipeline, PipelineConfig, load_detections  # noqa: E402
+from edge_runtime.detections import load_detections  # noqa: E402
+from edge_runtime.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from edge_runtime.sources import VideoFileSource  # noqa: E402
 
 SAMPLES = ROOT / "samples"

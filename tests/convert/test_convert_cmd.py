@@ -222,10 +222,14 @@ def test_config_errors_name_the_key(tmp_path, text, match):
         load_config(cfg_file)
 
 
-def test_shipped_config_loads():
-    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "convert.yaml")
+def test_shipped_config_loads_and_states_the_built_in_defaults(tmp_path):
+    shipped = Path(__file__).resolve().parents[2] / "configs" / "convert.yaml"
+    cfg = load_config(shipped)
     assert set(cfg.components) == {"detector", "vae_encoder", "pose"}
     assert cfg.input_size == (1024, 768)
+    # one set of defaults: the shipped file resolves to exactly the built-in values (an empty file's)
+    (tmp_path / "empty.yaml").write_text("{}\n")
+    assert cfg.describe() == load_config(tmp_path / "empty.yaml").describe()
 
 
 def test_component_precision_and_input_size_parsing():

@@ -204,7 +204,7 @@ def test_calib_overwrite_only_replaces_a_calibration_set(tmp_path: Path) -> None
 
 
 def test_bad_boxes_are_refused(tmp_path: Path) -> None:
-    from edge_runtime.pipeline import load_detections
+    from edge_runtime.detections import load_detections
 
     (tmp_path / "d.json").write_text(json.dumps({"0": [[0, 0, 1e39, 10, 0.9]]}))
     with pytest.raises(InputError, match="beyond 1e7 px"):

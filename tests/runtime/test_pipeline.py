@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,11 @@ import pytest
 from edge_runtime import sinks
 from edge_runtime.estimator import PoseEstimator
 from edge_runtime.models import CompileOptions
-from edge_runtime.pipeline import (Completion, FrameFeed, Pipeline, PipelineConfig, busy_share, load_detections,
-                                   percentile_summary)
+from edge_runtime.backends import Completion
+from edge_runtime.detections import load_detections
+from edge_runtime.feeds import FrameFeed
+from edge_runtime.metrics import busy_share, percentile_summary
+from edge_runtime.pipeline import Pipeline, PipelineConfig
 from edge_runtime.sources import Frame, FrameError, FrameSource, ImageFilesSource
 from edge_runtime.errors import InputError
 
@@ -28,9 +32,15 @@ class ListSink(sinks.ListSink):
         super().__init__(keep_images=True)
 
 
+#: every ScriptedBackend alive: the coordinator's wait releases them (tests/runtime/conftest.py)
+SCRIPTED: "weakref.WeakSet[ScriptedBackend]" = weakref.WeakSet()
+
+
 class ScriptedBackend:
-    """Runs each request on a worker thread; gathers what was submitted meanwhile and completes the group
-    in REVERSE submission order (so completions are out of order whenever two requests overlap)."""
+    """Runs each request on a worker thread, driven by events, not by timing: the requests submitted in one
+    scheduling round are answered together, in REVERSE submission order (so completions are out of order
+    whenever two requests overlap), when the coordinator starts waiting for events (``flush``, called by the
+    conftest's hook on :meth:`Coordinator._wait_and_handle`). ``delay_s`` > 0 simulates a slow device."""
 
     def __init__(self, stage: str, compute, on_complete, capacity: int = 4, delay_s: float = 0.0,
                  reverse: bool = True) -> None:
@@ -47,21 +57,36 @@ class ScriptedBackend:
         self._pending = 0
         self._cond = threading.Condition()
         self._counter = 0
+        self._unreleased = 0  # submitted since the last flush
+        self._release = threading.Event()
+        SCRIPTED.add(self)
         threading.Thread(target=self._worker, daemon=True).start()
 
     def submit(self, inputs: np.ndarray, userdata: Any) -> None:
         with self._cond:
             self._pending += 1
+            self._unreleased += 1
             job_id = self._counter
             self._counter += 1
         self.submitted.append(job_id)
         self.batch_sizes.append(len(inputs))
         self.jobs.put((job_id, np.array(inputs), userdata, time.perf_counter()))
 
+    def flush(self) -> None:
+        """The coordinator is about to wait: answer what it has submitted so far (nothing new: nothing to do)."""
+        with self._cond:
+            if self._unreleased == 0:
+                return
+            self._unreleased = 0
+        self._release.set()
+
     def _worker(self) -> None:
         while True:
             group = [self.jobs.get()]
-            time.sleep(self.delay_s if self.delay_s else 0.02)  # let more submissions gather
+            self._release.wait()  # the round's submissions are all in
+            self._release.clear()
+            if self.delay_s:
+                time.sleep(self.delay_s)  # a slow device
             while True:
                 try:
                     group.append(self.jobs.get_nowait())
@@ -76,6 +101,7 @@ class ScriptedBackend:
                     self._cond.notify_all()
 
     def wait_all(self, timeout_s=None) -> bool:
+        self.flush()  # the run is ending: answer what is left
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         with self._cond:
             while self._pending:
