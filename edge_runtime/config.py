@@ -63,6 +63,7 @@ def _choice(*choices: str) -> Callable[[Any], bool]:
     def check(value: Any) -> bool:
         return isinstance(value, str) and value in choices
     check.__doc__ = " | ".join(choices)
+    check.choices = choices  # type: ignore[attr-defined]  (the command line offers them)
     return check
 
 
@@ -79,12 +80,12 @@ def _bool(value: Any) -> bool:
 #: key -> (default, validator, description of what is expected). ``None`` defaults mean "not set".
 SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     # compile options (CompileOptions)
-    "device": ("CPU", _string, "an OpenVINO device name (CPU, GPU, NPU, AUTO ...)"),
+    "device": ("CPU", _string, "a non-empty OpenVINO device name (CPU, GPU, NPU, AUTO ...)"),
     "hint": ("THROUGHPUT", _choice("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"),
-             "THROUGHPUT | LATENCY | CUMULATIVE_THROUGHPUT"),
+             "one of THROUGHPUT | LATENCY | CUMULATIVE_THROUGHPUT"),
     "num_streams": (None, _positive_int, "a positive integer or null"),
     "num_threads": (None, _positive_int, "a positive integer or null"),
-    "precision_hint": (None, _choice("f32", "bf16", "f16"), "f32 | bf16 | f16 or null (device default)"),
+    "precision_hint": (None, _choice("f32", "bf16", "f16"), "one of f32 | bf16 | f16, or null (device default)"),
     "cache_dir": ("~/.cache/sdpose-edge", _string, "a directory path, or null for no model cache"),
     "num_requests": (None, _positive_int, "a positive integer or null (OPTIMAL_NUMBER_OF_INFER_REQUESTS)"),
     "chain": (None, _choice("split", "fused"), "split | fused or null (the model folder's default)"),
@@ -133,6 +134,89 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "video_fps": (None, _positive, "a positive number or null (the source's fps, else 10)"),
     "progress": (True, _bool, "true | false"),
 }
+
+
+#: the settings that are also ``sdpose-edge run`` options: key -> (option group, help, extra argparse keywords).
+#: The option's type, choices or on/off form come from the key's SCHEMA check (:func:`add_cli_options`), so one
+#: schema validates the YAML and builds the command line; the option is ``--<key with - for _>`` unless
+#: ``flag`` says otherwise. Keys not listed here are YAML-only.
+CLI_OPTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
+    "mode": ("scheduling", "file: every frame in order; live: newest frame wins (default: from the source)", {}),
+    "max_frames": ("scheduling", "stop after N frames", {}),
+    "detect_every": ("scheduling", "run the detector every N frames; boxes carried from the last poses in between",
+                     {}),
+    "batch": ("scheduling", "crops per pose request (dynamic-batch IR)", {}),
+    "max_inflight_frames": ("scheduling", "frames in the pipeline at once", {}),
+    "chain_slots": ("scheduling", "split chain: at most N vae_encoder + pose requests in flight together", {}),
+    "max_persons": ("scheduling", "keep the N highest-scoring boxes per frame", {}),
+    "chain": ("scheduling", "vae_encoder -> pose (split) or vae_pose (fused); default: the model folder's", {}),
+    "reconnect_retries": ("scheduling", "camera/stream reconnection attempts per outage (exponential backoff); "
+                          "when spent the run ends with exit code 1 and summary.json capture_error; also bounds "
+                          "reconnects to --pose-server per request, after which its frames get error records", {}),
+    "schedule_poses": ("scheduling", "file mode: tracks, pose scheduling and propagation as in live mode "
+                       "(deterministic)", {}),
+    "pose_budget": ("scheduling", "live/scheduled: share of person-frames whose pose is recomputed (e.g. 0.1)", {}),
+    "max_pose_age": ("scheduling", "live/scheduled: recompute a pose once it is older than MS (or moved, or low "
+                     "confidence)", {"metavar": "MS"}),
+    "release_memory": ("scheduling", "free each model's activation buffers after every request (lower peak RSS on "
+                       "small boxes; with --num-requests 1)", {}),
+    "request_timeout_s": ("scheduling", "an inference request without an answer after S seconds fails its frames",
+                          {"flag": "--request-timeout", "metavar": "S"}),
+    "pose_server": ("scheduling", "run the pose chain on a KServe v2 server (sdpose-edge serve, OVMS): "
+                    "grpc://HOST:PORT or http://HOST:PORT; --num-requests requests in flight (default 2), --batch "
+                    "crops each", {"metavar": "URL"}),
+    "pose_server_model": ("scheduling", "served model mapping crops to heatmaps (default sdpose)", {"metavar": "NAME"}),
+    "device": ("OpenVINO", "OpenVINO device (CPU, GPU, NPU, AUTO ...)", {}),
+    "hint": ("OpenVINO", "PERFORMANCE_HINT", {}),
+    "num_streams": ("OpenVINO", "NUM_STREAMS", {}),
+    "num_threads": ("OpenVINO", "INFERENCE_NUM_THREADS", {}),
+    "num_requests": ("OpenVINO", "infer requests per model (default OPTIMAL_NUMBER_OF_INFER_REQUESTS)", {}),
+    "precision_hint": ("OpenVINO", "INFERENCE_PRECISION_HINT (default: the device's; bf16 on AVX512_BF16 CPUs)", {}),
+    "cache_dir": ("OpenVINO", "model cache directory (CACHE_DIR)", {}),
+    "flip_test": ("pose and outputs", "also infer mirrored crops and average (2x pose cost)", {}),
+    "parts": ("pose and outputs", "keypoint groups kept: comma list of body,feet,face,hands", {}),
+    "score_threshold": ("pose and outputs", "keypoint visibility threshold", {}),
+    "bbox_padding": ("pose and outputs", "box padding (default: IR metadata)", {}),
+    "det_score_threshold": ("pose and outputs", "detector person score threshold", {}),
+    "openpose": ("pose and outputs", "write OUT/openpose/<frame>.json (OpenPose layout), one per input frame", {}),
+    "openpose_confidence": ("pose and outputs", "OpenPose c: binary (default; 1.0 for kept points, what ControlNet "
+                            "readers show) or score (clipped to [0, 1])", {}),
+    "openpose_naming": ("pose and outputs", "OpenPose file names: frame (<frame:06d>.json, default) or openpose "
+                        "(<name>_keypoints.json)", {}),
+    "coco_annotations": ("pose and outputs", "COCO annotation file: coco_results.json takes image ids from its "
+                         "images[].file_name", {"metavar": "ANN.json"}),
+    "save_video": ("pose and outputs", "write OUT/overlay.mp4 with the skeletons drawn", {}),
+    "save_images": ("pose and outputs", "write OUT/images/<frame>.jpg with the skeletons drawn", {}),
+    "show": ("pose and outputs", "show a window (q quits)", {}),
+    "progress": ("pose and outputs", "progress bar (files)", {}),
+}
+
+_INT_CHECKS = (_positive_int, _non_negative_int)
+_FLOAT_CHECKS = (_positive, _unit, _number)
+
+
+def add_cli_options(groups: Mapping[str, Any], after: "Mapping[str, Callable[[Any], None]] | None" = None) -> None:
+    """Add every :data:`CLI_OPTIONS` setting to its argparse group in ``groups`` (default None = "not given",
+    so YAML and built-in defaults apply). ``after[key](group)`` adds options that belong right after ``key``."""
+    import argparse
+
+    for key, (group_name, help_text, extra) in CLI_OPTIONS.items():
+        check = SCHEMA[key][1]
+        kwargs: dict[str, Any] = {"dest": key, "default": None, "help": help_text}
+        if "metavar" in extra:
+            kwargs["metavar"] = extra["metavar"]
+        if check is _bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif hasattr(check, "choices"):
+            kwargs["choices"] = check.choices
+        elif check in _INT_CHECKS:
+            kwargs["type"] = int
+        elif check in _FLOAT_CHECKS:
+            kwargs["type"] = float
+        group = groups[group_name]
+        group.add_argument(extra.get("flag", "--" + key.replace("_", "-")), **kwargs)
+        if after and key in after:
+            after[key](group)
 
 
 #: keys where null is a meaningful value that overrides a non-null default

@@ -40,6 +40,10 @@ _PERFORMANCE_HINTS = {
     "CUMULATIVE_THROUGHPUT": hints.PerformanceMode.CUMULATIVE_THROUGHPUT,
 }
 _PRECISIONS = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}
+#: CompileOptions field -> the ``sdpose-edge run`` setting whose schema entry checks it
+_SETTING_OF_FIELD = {"device": "device", "performance_hint": "hint", "num_streams": "num_streams",
+                     "inference_num_threads": "num_threads", "inference_precision": "precision_hint",
+                     "cache_dir": "cache_dir", "num_requests": "num_requests"}
 
 
 def _dims(shape: ov.PartialShape) -> list[int | None]:
@@ -248,29 +252,23 @@ class CompileOptions:
         self.validate()
 
     def validate(self) -> None:
-        """Raise InputError naming the field when a value is out of range."""
-        if not isinstance(self.device, str) or not self.device.strip():
-            raise InputError(f"device: expected a non-empty OpenVINO device name, got {self.device!r}")
-        if not isinstance(self.performance_hint, str) or self.performance_hint.upper() not in _PERFORMANCE_HINTS:
-            raise InputError(f"performance_hint: expected one of {sorted(_PERFORMANCE_HINTS)}, "
-                             f"got {self.performance_hint!r}")
-        self.performance_hint = self.performance_hint.upper()
-        for name in ("num_streams", "inference_num_threads", "num_requests"):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"{name}: expected a positive integer or null, got {value!r}")
-        if self.inference_precision is not None:
-            if not isinstance(self.inference_precision, str) or \
-                    self.inference_precision.lower() not in _PRECISIONS:
-                raise InputError(f"inference_precision: expected one of {sorted(_PRECISIONS)} or null, "
-                                 f"got {self.inference_precision!r}")
+        """Raise InputError naming the field when a value is out of range: each field is checked by the
+        ``sdpose-edge run`` setting it corresponds to (:data:`edge_runtime.config.SCHEMA`, the one schema)."""
+        from .config import SCHEMA
+
+        if isinstance(self.performance_hint, str):
+            self.performance_hint = self.performance_hint.upper()
+        if isinstance(self.inference_precision, str):
             self.inference_precision = self.inference_precision.lower()
-        if self.cache_dir is not None and (not isinstance(self.cache_dir, (str, Path)) or not str(self.cache_dir)):
-            raise InputError(f"cache_dir: expected a directory path or null, got {self.cache_dir!r}")
-        if self.cache_dir is not None:
+        if isinstance(self.cache_dir, Path) and str(self.cache_dir):
             self.cache_dir = str(self.cache_dir)
+        for name, key in _SETTING_OF_FIELD.items():
+            value = getattr(self, name)
+            default, check, expected = SCHEMA[key]
+            if value is None and (default is None or key == "cache_dir"):
+                continue  # "device default" (or, for cache_dir, caching off)
+            if value is None or not check(value):
+                raise InputError(f"{name}: expected {expected}, got {value!r}")
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -45,83 +45,15 @@ def register(subparsers: Any, name: str) -> None:
     p.add_argument("--config", default=None, help="YAML settings (default: configs/edge.yaml if present)")
     p.add_argument("--detections", default=None,
                    help="JSON {image file name or frame index: [[x1,y1,x2,y2,score],...]}; bypasses the detector")
-    g = p.add_argument_group("scheduling")
-    g.add_argument("--mode", choices=("file", "live"), default=None,
-                   help="file: every frame in order; live: newest frame wins (default: from the source)")
-    g.add_argument("--max-frames", type=int, default=None, help="stop after N frames")
-    g.add_argument("--detect-every", type=int, default=None,
-                   help="run the detector every N frames; boxes carried from the last poses in between")
-    g.add_argument("--batch", type=int, default=None, help="crops per pose request (dynamic-batch IR)")
-    g.add_argument("--max-inflight-frames", type=int, default=None, help="frames in the pipeline at once")
-    g.add_argument("--chain-slots", type=int, default=None,
-                   help="split chain: at most N vae_encoder + pose requests in flight together")
-    g.add_argument("--max-persons", type=int, default=None, help="keep the N highest-scoring boxes per frame")
-    g.add_argument("--chain", choices=("split", "fused"), default=None,
-                   help="vae_encoder -> pose (split) or vae_pose (fused); default: the model folder's")
-    g.add_argument("--reconnect-retries", type=int, default=None,
-                   help="camera/stream reconnection attempts per outage (exponential backoff); when spent the "
-                        "run ends with exit code 1 and summary.json capture_error; also bounds reconnects to --pose-server per "
-                        "request, after which its frames get error records")
-    g.add_argument("--schedule-poses", action=argparse.BooleanOptionalAction, default=None,
-                   help="file mode: tracks, pose scheduling and propagation as in live mode (deterministic)")
-    g.add_argument("--pose-budget", type=float, default=None,
-                   help="live/scheduled: share of person-frames whose pose is recomputed (e.g. 0.1)")
-    g.add_argument("--max-pose-age", type=float, default=None, metavar="MS",
-                   help="live/scheduled: recompute a pose once it is older than MS (or moved, or low confidence)")
-    g.add_argument("--release-memory", action=argparse.BooleanOptionalAction, default=None,
-                   help="free each model's activation buffers after every request (lower peak RSS on small "
-                        "boxes; with --num-requests 1)")
-    g.add_argument("--request-timeout", dest="request_timeout_s", type=float, default=None, metavar="S",
-                   help="an inference request without an answer after S seconds fails its frames")
-    g.add_argument("--pose-server", default=None, metavar="URL",
-                   help="run the pose chain on a KServe v2 server (sdpose-edge serve, OVMS): grpc://HOST:PORT or "
-                        "http://HOST:PORT; --num-requests requests in flight (default 2), --batch crops each")
-    g.add_argument("--pose-server-model", default=None, metavar="NAME",
-                   help="served model mapping crops to heatmaps (default sdpose)")
-    g = p.add_argument_group("OpenVINO")
-    g.add_argument("--device", default=None, help="OpenVINO device (CPU, GPU, NPU, AUTO ...)")
-    g.add_argument("--hint", choices=("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"), default=None,
-                   help="PERFORMANCE_HINT")
-    g.add_argument("--num-streams", type=int, default=None, help="NUM_STREAMS")
-    g.add_argument("--num-threads", type=int, default=None, help="INFERENCE_NUM_THREADS")
-    g.add_argument("--num-requests", type=int, default=None,
-                   help="infer requests per model (default OPTIMAL_NUMBER_OF_INFER_REQUESTS)")
-    g.add_argument("--precision-hint", choices=("f32", "bf16", "f16"), default=None,
-                   help="INFERENCE_PRECISION_HINT (default: the device's; bf16 on AVX512_BF16 CPUs)")
-    g.add_argument("--cache-dir", default=None, help="model cache directory (CACHE_DIR)")
-    g.add_argument("--no-cache", action="store_true", help="disable the compiled-model cache")
-    g = p.add_argument_group("pose and outputs")
-    g.add_argument("--flip-test", action=argparse.BooleanOptionalAction, default=None,
-                   help="also infer mirrored crops and average (2x pose cost)")
-    g.add_argument("--parts", default=None, help="keypoint groups kept: comma list of body,feet,face,hands")
-    g.add_argument("--score-threshold", type=float, default=None, help="keypoint visibility threshold")
-    g.add_argument("--bbox-padding", type=float, default=None, help="box padding (default: IR metadata)")
-    g.add_argument("--det-score-threshold", type=float, default=None, help="detector person score threshold")
-    g.add_argument("--openpose", action=argparse.BooleanOptionalAction, default=None,
-                   help="write OUT/openpose/<frame>.json (OpenPose layout), one per input frame")
-    g.add_argument("--openpose-confidence", choices=("binary", "score"), default=None,
-                   help="OpenPose c: binary (default; 1.0 for kept points, what ControlNet readers show) or "
-                        "score (clipped to [0, 1])")
-    g.add_argument("--openpose-naming", choices=("frame", "openpose"), default=None,
-                   help="OpenPose file names: frame (<frame:06d>.json, default) or openpose (<name>_keypoints.json)")
-    g.add_argument("--coco-annotations", default=None, metavar="ANN.json",
-                   help="COCO annotation file: coco_results.json takes image ids from its images[].file_name")
-    g.add_argument("--save-video", action=argparse.BooleanOptionalAction, default=None,
-                   help="write OUT/overlay.mp4 with the skeletons drawn")
-    g.add_argument("--save-images", action=argparse.BooleanOptionalAction, default=None,
-                   help="write OUT/images/<frame>.jpg with the skeletons drawn")
-    g.add_argument("--show", action=argparse.BooleanOptionalAction, default=None, help="show a window (q quits)")
-    g.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar (files)")
+    groups = {name: p.add_argument_group(name) for name in ("scheduling", "OpenVINO", "pose and outputs")}
+    # the settings' options come from the one schema that also validates the YAML (edge_runtime.config)
+    cfgmod.add_cli_options(groups, after={"cache_dir": lambda g: g.add_argument(
+        "--no-cache", action="store_true", help="disable the compiled-model cache")})
     p.set_defaults(func=run)
 
 
 # ---------------------------------------------------------------------------------------------- settings
-_CLI_KEYS = ("mode", "max_frames", "detect_every", "batch", "max_inflight_frames", "max_persons", "chain",
-             "chain_slots", "schedule_poses", "pose_budget", "max_pose_age", "request_timeout_s", "release_memory",
-             "reconnect_retries", "pose_server", "pose_server_model", "device", "hint", "num_streams", "num_threads", "num_requests",
-             "precision_hint", "cache_dir", "flip_test", "parts", "score_threshold", "bbox_padding",
-             "det_score_threshold", "openpose", "openpose_confidence", "openpose_naming", "coco_annotations",
-             "save_video", "save_images", "show", "progress")
+_CLI_KEYS = tuple(cfgmod.CLI_OPTIONS)  # the settings that are command-line options
 
 
 def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:

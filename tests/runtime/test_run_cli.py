@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.cli import main
+from edge_runtime.errors import InputError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -165,3 +166,37 @@ def test_shipped_config_is_valid() -> None:
     settings = load_config(REPO / "configs" / "edge.yaml")
     assert set(settings) == set(SCHEMA)  # the shipped file documents every key
     assert settings == {k: v for k, v in defaults().items()}
+
+
+def test_command_line_options_come_from_the_settings_schema() -> None:
+    """One schema: every setting option of `run` is built from config.SCHEMA (type, choices, on/off form) and
+    validated by it; the option names are a contract and stay as they are."""
+    import argparse
+
+    from edge_runtime import config
+    from edge_runtime.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    actions = {a.dest: a for a in sub.choices["run"]._actions if a.option_strings}
+    assert [a.option_strings[0] for a in actions.values()] == [
+        "-h", "--models", "--source", "--output", "--overwrite", "--config", "--detections", "--mode",
+        "--max-frames", "--detect-every", "--batch", "--max-inflight-frames", "--chain-slots", "--max-persons",
+        "--chain", "--reconnect-retries", "--schedule-poses", "--pose-budget", "--max-pose-age",
+        "--release-memory", "--request-timeout", "--pose-server", "--pose-server-model", "--device", "--hint",
+        "--num-streams", "--num-threads", "--num-requests", "--precision-hint", "--cache-dir", "--no-cache",
+        "--flip-test", "--parts", "--score-threshold", "--bbox-padding", "--det-score-threshold", "--openpose",
+        "--openpose-confidence", "--openpose-naming", "--coco-annotations", "--save-video", "--save-images",
+        "--show", "--progress"]
+    for key in config.CLI_OPTIONS:
+        action, check = actions[key], config.SCHEMA[key][1]
+        assert action.default is None  # not given: the YAML or the built-in default applies
+        if hasattr(check, "choices"):
+            assert tuple(action.choices) == tuple(check.choices)
+        if check is config.SCHEMA["flip_test"][1]:
+            assert isinstance(action, argparse.BooleanOptionalAction)
+    # a value the option's type accepts but the schema does not is refused, naming the key
+    args = build_parser().parse_args(["run", "--models", "m", "--source", "s", "--output", "o", "--batch", "0"])
+    from edge_runtime.run_cli import resolve_settings
+
+    with pytest.raises(InputError, match="command line: 'batch' = 0 is invalid"):
+        resolve_settings(args)
