@@ -129,6 +129,7 @@ class LiveRunner(Coordinator):
         cfg = self.config
         self._stop.clear()
         self._interrupted = False
+        self._pose_error: "str | None" = None  # the last pose request failed: frames say so until one succeeds
         self._srcs = [_Source(i, r, cfg) for i, r in enumerate(runs)]
         self._book = RequestBook(self.backends, cfg.request_timeout_s, chain=self.stages)
         self._latents: collections.deque = collections.deque()
@@ -250,6 +251,7 @@ class LiveRunner(Coordinator):
         persons = src.tracks.persons()
         result = FrameResult.from_persons(frame, src.name, persons, src.tracks.image_size,
                                           num_keypoints=self.estimator.num_keypoints)
+        result.error = self._pose_error  # its tracked persons are there, but their poses could not be updated
         src.person_slots += src.tracks.active()
         src.person_present += len(persons)
         for p in persons:
@@ -390,6 +392,7 @@ class LiveRunner(Coordinator):
 
     def _fail_poses(self, items: "list[_Pose]", error: str) -> None:
         logger.warning("pose request failed (%d crop(s)): %s", len(items), mask_credentials(error))
+        self._pose_error = f"pose request failed: {mask_credentials(error)}"
         for item in items:
             if item.flipped:
                 continue
@@ -413,6 +416,7 @@ class LiveRunner(Coordinator):
             self._fail_poses(items, f"decoding failed: {exc}")
             return
         self._lat["decode"].append((time.perf_counter() - t) * 1000.0)
+        self._pose_error = None
         for j, item in enumerate(items):
             src = self._srcs[item.src]
             src.pending -= 1

@@ -94,6 +94,7 @@ class Track:
     pending: bool = False
     lost: bool = False
     recomputes: int = 0
+    failed_clock: "float | None" = None    # when its last recompute failed (not retried on that frame)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -291,6 +292,8 @@ class PoseTracks:
         cfg = self.config
         if track.pending or track.lost:
             return None
+        if track.failed_clock is not None and track.failed_clock >= self.clock_s:
+            return None  # its recompute on this frame failed: the next frame tries again
         if track.keypoints is None:
             return 1e6 + (self.clock_s - track.last_det_clock)
         if track.pose_clock >= self.clock_s:
@@ -313,10 +316,12 @@ class PoseTracks:
         return track.box.astype(np.float32).copy()
 
     def cancel_pose(self, track_id: int) -> None:
-        """The recompute failed: the track keeps its old pose and may be scheduled again."""
+        """The recompute failed: the track keeps its old pose and may be scheduled again from the next frame on
+        (retrying on the same frame would loop for ever while the device or pose server stays down)."""
         track = self.tracks.get(track_id)
         if track is not None:
             track.pending = False
+            track.failed_clock = self.clock_s
 
     def apply_pose(self, track_id: int, frame_index: int, clock_s: float, box: np.ndarray,
                    keypoints: np.ndarray, kp_scores: np.ndarray) -> bool:

@@ -211,6 +211,13 @@ def test_failed_requests_become_error_records_not_a_hang(estimator: PoseEstimato
     result = LiveRunner(estimator, LiveConfig(mode="live"), detections=dets(frames, 1),
                         backend_factory=raising_factory).run([SourceRun("c", ListSource(frames), [live_sink])])
     assert result["total"]["frames_out"] == 4 and result["total"]["pose_recomputes"] == 0
+    # scheduled (a held frame waits for its poses): a failed recompute is not retried on the same frame (that
+    # looped for ever), and every frame whose poses could not be updated says so
+    held_sink = ListSink()
+    result = LiveRunner(estimator, LiveConfig(mode="file"), detections=dets(frames, 1),
+                        backend_factory=raising_factory).run([SourceRun("c", ListSource(frames), [held_sink])])
+    assert result["total"]["frames_out"] == 4 and result["total"]["frames_failed"] == 4
+    assert all("pose request failed" in r["error"] and "device lost" in r["error"] for r in held_sink.records)
 
 
 class _SilentBackend:

@@ -25,6 +25,7 @@ from edge_runtime.cli import main  # noqa: E402
 from edge_runtime.errors import InputError  # noqa: E402
 from edge_runtime.estimator import PoseEstimator  # noqa: E402
 from edge_runtime.models import CompileOptions  # noqa: E402
+from edge_runtime.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
 from edge_runtime.pipeline import Pipeline, PipelineConfig  # noqa: E402
 from edge_runtime.remote import PoseServerError, RemotePoseEstimator, RetryPolicy, ServerAddress  # noqa: E402
 from edge_runtime.sinks import ListSink  # noqa: E402
@@ -192,16 +193,26 @@ class KillingSource(FrameSource):
             yield f
 
 
-def test_killed_server_gives_error_records_then_recovers(fake_models_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("scheduled", [False, True])
+def test_killed_server_gives_error_records_then_recovers(fake_models_dir: Path, tmp_path: Path,
+                                                         scheduled: bool) -> None:
+    """File mode and the scheduler (--schedule-poses: the held frame waits for its poses) over a server that
+    is killed and restarted: error records for the outage only, then poses again."""
     srv = Server(fake_models_dir, tmp_path / "serve.log", http=False).start()
     try:
         estimator = RemotePoseEstimator(fake_models_dir, srv.grpc_url, in_flight=1,
                                         retry=RetryPolicy(max_retries=1, initial_s=0.05, max_s=0.05))
         frames = make_frames(16)
         sink = ListSink()
-        pipe = Pipeline(estimator, [sink], PipelineConfig(mode="file", batch=1, max_inflight_frames=1),
-                        detections=dets_for(frames, 1))
-        summary = pipe.run(KillingSource(frames, srv, kill_at=5, restart_at=10))
+        source = KillingSource(frames, srv, kill_at=5, restart_at=10)
+        if scheduled:
+            result = LiveRunner(estimator, LiveConfig(mode="file"), detections=dets_for(frames, 1)).run(
+                [SourceRun("s", source, [sink])])
+            summary = result["total"]
+        else:
+            pipe = Pipeline(estimator, [sink], PipelineConfig(mode="file", batch=1, max_inflight_frames=1),
+                            detections=dets_for(frames, 1))
+            summary = pipe.run(source)
     finally:
         srv.kill()
     records = sink.records
