@@ -12,7 +12,7 @@ The model folder stays the contract: the client reads the sizes, keypoints and c
 ``set_input_tensor`` / ``infer`` / ``get_output_tensor``), so the pipeline's :class:`~.backends.OpenVINOBackend`
 drives it unchanged: one worker thread and one client per request in flight, each request a batch of crops.
 A transport failure (server down, connection refused or reset) closes the client, reconnects and retries with
-the ``--reconnect-*`` backoff; when the retries run out the request fails (its frames get ``"error"`` records)
+the ``--reconnect-*`` backoff (:class:`~edge_runtime.sources.ReconnectPolicy`, as for cameras; per request); when the retries run out the request fails (its frames get ``"error"`` records)
 and later requests try once each until the server answers again. A server's refusal (bad request, model
 missing, inference error) fails the request at once, with the server's message.
 """
@@ -30,6 +30,7 @@ import numpy as np
 
 from .errors import InputError, SDPoseError
 from .estimator import PoseEstimator
+from .sources import ReconnectPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -69,22 +70,6 @@ class ServerAddress:
 
     def __str__(self) -> str:
         return f"{self.protocol}://{self.target}"
-
-
-@dataclasses.dataclass(frozen=True)
-class RetryPolicy:
-    """Reconnect backoff: ``initial_s`` doubling up to ``max_s``, at most ``max_retries`` times per request."""
-
-    max_retries: int = 5
-    initial_s: float = 0.5
-    max_s: float = 8.0
-
-    def delays(self) -> list[float]:
-        out, delay = [], self.initial_s
-        for _ in range(self.max_retries):
-            out.append(delay)
-            delay = min(delay * 2.0, self.max_s)
-        return out
 
 
 class _Output:
@@ -132,12 +117,12 @@ class RemoteModel:
     """A crops -> heatmaps model on a KServe v2 server, driven like a compiled OpenVINO model."""
 
     def __init__(self, address: ServerAddress, model_name: str = DEFAULT_SERVER_MODEL,
-                 retry: "RetryPolicy | None" = None, timeout_s: float = 600.0) -> None:
+                 retry: "ReconnectPolicy | None" = None, timeout_s: float = 600.0) -> None:
         if not isinstance(model_name, str) or not model_name.strip():
             raise InputError(f"--pose-server-model: expected a model name, got {model_name!r}")
         self.address = address
         self.model_name = model_name
-        self.retry = retry if retry is not None else RetryPolicy()
+        self.retry = retry if retry is not None else ReconnectPolicy()
         self.timeout_s = float(timeout_s)
         self.input_name = "image"
         self.output_name = "heatmaps"
@@ -250,7 +235,7 @@ class RemoteModel:
     def _with_retries(self, request: RemoteRequest, call: Any, what: str) -> Any:
         from tritonclient.utils import InferenceServerException
 
-        delays = [] if self._down else self.retry.delays()
+        delays = [] if self._down else list(self.retry.delays())
         attempt = 0
         while True:
             try:
@@ -292,7 +277,7 @@ class RemotePoseEstimator(PoseEstimator):
 
     def __init__(self, models_dir: "str | Path", server: str, model_name: str = DEFAULT_SERVER_MODEL,
                  chain: "str | None" = None, flip_test: bool = False, padding: "float | None" = None,
-                 in_flight: int = DEFAULT_IN_FLIGHT, retry: "RetryPolicy | None" = None,
+                 in_flight: int = DEFAULT_IN_FLIGHT, retry: "ReconnectPolicy | None" = None,
                  timeout_s: float = 600.0, core: Any = None) -> None:
         from .cpu import cpu_info
 

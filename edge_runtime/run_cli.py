@@ -210,21 +210,20 @@ def per_isa_options(options: Any, models: str | Path, quantized: "bool | None" =
     return dataclasses.replace(options, inference_precision=hint), "per-ISA default (INT8 on bf16 without AMX)"
 
 
-def _build_estimator(args: argparse.Namespace, settings: dict[str, Any], options: Any) -> Any:
-    """The local pose chain, or with --pose-server the remote one (the folder gives only its metadata)."""
+def _build_estimator(args: argparse.Namespace, settings: dict[str, Any], options: Any, policy: ReconnectPolicy) -> Any:
+    """The local pose chain, or with --pose-server the remote one (the folder gives only its metadata; its
+    reconnects follow ``policy``, the cameras' backoff)."""
     if settings["pose_server"] is None:
         from .estimator import PoseEstimator
 
         return PoseEstimator(args.models, options=options, chain=settings["chain"],
                              flip_test=settings["flip_test"], padding=settings["bbox_padding"])
-    from .remote import DEFAULT_IN_FLIGHT, RemotePoseEstimator, RetryPolicy
+    from .remote import DEFAULT_IN_FLIGHT, RemotePoseEstimator
 
-    retry = RetryPolicy(max_retries=settings["reconnect_retries"], initial_s=settings["reconnect_initial_s"],
-                        max_s=settings["reconnect_max_s"])
     return RemotePoseEstimator(args.models, settings["pose_server"], model_name=settings["pose_server_model"],
                                chain=settings["chain"], flip_test=settings["flip_test"],
                                padding=settings["bbox_padding"], in_flight=settings["num_requests"] or DEFAULT_IN_FLIGHT,
-                               retry=retry, timeout_s=settings["request_timeout_s"])
+                               retry=policy, timeout_s=settings["request_timeout_s"])
 
 
 def _build_detector(args: argparse.Namespace, settings: dict[str, Any], estimator: Any, options: Any) -> Any:
@@ -306,7 +305,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     prepare_output(out, overwrite=args.overwrite)
     options, hint_source = per_isa_options(compile_options(settings), args.models)
-    estimator = _build_estimator(args, settings, options)
+    estimator = _build_estimator(args, settings, options, policy)
     detector = None if detections is not None else _build_detector(args, settings, estimator, options)
     multi = len(sources) > 1
     folders = {name: (out / name if multi else out) for name, _ in sources}

@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,6 +32,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from edge_bench.serve_process import ServeProcess  # noqa: E402
 from edge_runtime.cpu import cpu_info  # noqa: E402
 from edge_runtime.estimator import PoseEstimator  # noqa: E402
 from edge_runtime.models import CompileOptions, ModelFolder  # noqa: E402
@@ -42,40 +41,10 @@ from edge_runtime.remote import RemotePoseEstimator  # noqa: E402
 log = logging.getLogger("remote_bench")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, models: Path, hint: str, requests: int, log_path: Path) -> None:
-        self.port, self.http_port = free_port(), free_port()
-        cmd = [sys.executable, "-m", "edge_runtime.cli", "serve", str(models), "--port", str(self.port),
-               "--http-port", str(self.http_port), "--hint", hint, "--num-requests", str(requests),
-               "--precision-hint", "f32", "--cache-dir", str(log_path.parent / "cache")]
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log_path.open("w"), stderr=subprocess.STDOUT)
-        import tritonclient.grpc as grpcclient
-
-        client = grpcclient.InferenceServerClient(f"127.0.0.1:{self.port}")
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"serve exited: {log_path.read_text()[-2000:]}")
-            try:
-                if client.is_model_ready("sdpose"):
-                    return
-            except Exception:  # noqa: BLE001 - still starting
-                pass
-            time.sleep(0.5)
-        raise RuntimeError("serve did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+def start_server(models: Path, hint: str, requests: int, log_path: Path) -> ServeProcess:
+    """``sdpose-edge serve`` compiled as the local side (f32 hint, ``hint``, ``requests`` per model)."""
+    return ServeProcess(models, log_path, extra=("--hint", hint, "--num-requests", str(requests), "--precision-hint",
+                                                 "f32", "--cache-dir", str(log_path.parent / "cache"))).start(900)
 
 
 def crops_for(est: PoseEstimator, n: int, seed: int = 0) -> np.ndarray:
@@ -99,7 +68,7 @@ def transport(models: Path, work: Path, n: int) -> dict:
     fake = build_fake_model_folder(work / "fake_full", scheme=scheme, input_size=size, fused=False)
     options = CompileOptions(performance_hint="LATENCY", inference_precision="f32", cache_dir=None, num_requests=1)
     local = PoseEstimator(fake, options=options)
-    server = Server(fake, "LATENCY", 1, work / "serve_fake.log")
+    server = start_server(fake, "LATENCY", 1, work / "serve_fake.log")
     out: dict = {"input_size_wh": list(size), "num_keypoints": int(meta["num_keypoints"])}
     try:
         for batch in (1, 4):
@@ -108,8 +77,8 @@ def transport(models: Path, work: Path, n: int) -> dict:
             time_infer(local, crops)
             loc = [time_infer(local, crops) / batch for _ in range(n)]
             out[f"local_batch{batch}_s_per_crop"] = statistics.median(loc)
-            for proto, url in (("grpc", f"grpc://127.0.0.1:{server.port}"),
-                               ("http", f"http://127.0.0.1:{server.http_port}")):
+            for proto, url in (("grpc", server.grpc_url),
+                               ("http", server.http_url)):
                 remote = RemotePoseEstimator(fake, url)
                 remote.max_batch = batch
                 time_infer(remote, crops)
@@ -128,9 +97,9 @@ def transport(models: Path, work: Path, n: int) -> dict:
 def compute(models: Path, work: Path, n: int) -> dict:
     options = CompileOptions(performance_hint="LATENCY", inference_precision="f32", cache_dir=None, num_requests=1)
     local = PoseEstimator(models, options=options)
-    server = Server(models, "LATENCY", 1, work / "serve_models.log")
+    server = start_server(models, "LATENCY", 1, work / "serve_models.log")
     try:
-        remote = RemotePoseEstimator(models, f"grpc://127.0.0.1:{server.port}")
+        remote = RemotePoseEstimator(models, server.grpc_url)
         crops = crops_for(local, 1)
         time_infer(local, crops), time_infer(remote, crops)  # warm-up
         loc, rem = [], []
@@ -172,9 +141,9 @@ def throughput(models: Path, work: Path, n: int) -> dict:
                                                          cache_dir=None))
     local_rate = run(local)
     del local
-    server = Server(models, "THROUGHPUT", 2, work / "serve_tput.log")
+    server = start_server(models, "THROUGHPUT", 2, work / "serve_tput.log")
     try:
-        remote_rate = run(RemotePoseEstimator(models, f"grpc://127.0.0.1:{server.port}", in_flight=2))
+        remote_rate = run(RemotePoseEstimator(models, server.grpc_url, in_flight=2))
     finally:
         server.stop()
     return {"local_crops_per_s": local_rate, "remote_grpc_crops_per_s": remote_rate, "crops": 2 * (n // 2)}

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,16 @@ pytest.importorskip("tritonclient.http", reason="the remote client needs the rem
 if importlib.util.find_spec("kserve") is None:  # the server runs in a child process: never import kserve here
     pytest.skip("sdpose-edge serve needs the serve extra (pip install '.[serve]')", allow_module_level=True)
 
+from edge_bench.serve_process import ServeProcess, free_port  # noqa: E402
 from edge_runtime.cli import main  # noqa: E402
 from edge_runtime.errors import InputError  # noqa: E402
 from edge_runtime.estimator import PoseEstimator  # noqa: E402
 from edge_runtime.models import CompileOptions  # noqa: E402
 from edge_runtime.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
 from edge_runtime.pipeline import Pipeline, PipelineConfig  # noqa: E402
-from edge_runtime.remote import PoseServerError, RemotePoseEstimator, RetryPolicy, ServerAddress  # noqa: E402
+from edge_runtime.remote import PoseServerError, RemotePoseEstimator, ServerAddress  # noqa: E402
 from edge_runtime.sinks import ListSink  # noqa: E402
-from edge_runtime.sources import Frame, FrameSource  # noqa: E402
+from edge_runtime.sources import Frame, FrameSource, ReconnectPolicy  # noqa: E402
 
 from .test_pipeline import dets_for, make_frames, person_image  # noqa: E402
 from .test_run_cli import read_jsonl, write_people_images  # noqa: E402
@@ -38,55 +38,12 @@ REPO = Path(__file__).resolve().parents[2]
 LOCAL = CompileOptions(performance_hint="LATENCY", inference_precision="f32", cache_dir=None)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Server(ServeProcess):
+    """The server of these tests: f32 (so it matches the local run), its own model cache."""
 
-
-class Server:
-    """``sdpose-edge serve MODELS`` in a child process on 127.0.0.1 (f32, so it matches the local run)."""
-
-    def __init__(self, models: Path, log: Path, http: bool = True, extra: tuple[str, ...] = ()) -> None:
-        self.models, self.log, self.extra = models, log, extra
-        self.port = free_port()
-        self.http_port = free_port() if http else None
-        self.proc: "subprocess.Popen | None" = None
-
-    def start(self, timeout_s: float = 120.0) -> "Server":
-        import tritonclient.grpc as grpcclient
-
-        cmd = [sys.executable, "-m", "edge_runtime.cli", "serve", str(self.models), "--host", "127.0.0.1",
-               "--port", str(self.port), "--precision-hint", "f32", "--cache-dir", str(self.log.parent / "cache"),
-               *self.extra]
-        if self.http_port:
-            cmd += ["--http-port", str(self.http_port)]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self.log.open("a"), stderr=subprocess.STDOUT)
-        client = grpcclient.InferenceServerClient(f"127.0.0.1:{self.port}")
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"serve exited with {self.proc.returncode}: {self.log.read_text()[-3000:]}")
-            try:
-                if client.is_model_ready("sdpose"):
-                    return self
-            except Exception:  # noqa: BLE001 - not listening yet
-                pass
-            time.sleep(0.2)
-        raise RuntimeError(f"serve did not become ready: {self.log.read_text()[-3000:]}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=30)
-
-    @property
-    def grpc_url(self) -> str:
-        return f"grpc://127.0.0.1:{self.port}"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+    def __init__(self, models: Path, log: Path, http: bool = True) -> None:
+        super().__init__(models, log, http=http,
+                         extra=("--precision-hint", "f32", "--cache-dir", str(log.parent / "cache")))
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +158,7 @@ def test_killed_server_gives_error_records_then_recovers(fake_models_dir: Path, 
     srv = Server(fake_models_dir, tmp_path / "serve.log", http=False).start()
     try:
         estimator = RemotePoseEstimator(fake_models_dir, srv.grpc_url, in_flight=1,
-                                        retry=RetryPolicy(max_retries=1, initial_s=0.05, max_s=0.05))
+                                        retry=ReconnectPolicy(max_retries=1, initial_s=0.05, max_s=0.05))
         frames = make_frames(16)
         sink = ListSink()
         source = KillingSource(frames, srv, kill_at=5, restart_at=10)
@@ -229,7 +186,7 @@ def test_unreachable_or_mismatched_server_is_a_clear_error(server: Server, fake_
                                                            fake_models_dir: Path) -> None:
     closed = f"grpc://127.0.0.1:{free_port()}"
     with pytest.raises(PoseServerError, match=f"pose server {closed} unreachable"):
-        RemotePoseEstimator(fake_models_dir, closed, retry=RetryPolicy(max_retries=1, initial_s=0.05))
+        RemotePoseEstimator(fake_models_dir, closed, retry=ReconnectPolicy(max_retries=1, initial_s=0.05))
     # a body folder (K=17) against a server running the wholebody model
     with pytest.raises(PoseServerError, match="not the model folder's heatmaps"):
         RemotePoseEstimator(fake_body_models_dir, server.grpc_url)
