@@ -29,8 +29,8 @@ import openvino as ov
 from edge_runtime.errors import InputError
 from edge_runtime.models import ModelFolder
 from edge_runtime.outputs import write_json_atomic
-from edge_runtime.ovms_repo import CONFIG_NAME, read_repository
-from edge_runtime.serve import CHAIN_MODEL, tensor_names
+from edge_runtime.ovms_repo import CONFIG_NAME, read_repository, tensor_names
+from edge_runtime.serve import CHAIN_MODEL
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,8 @@ def export_repository(models: Path, out: Path, chain: "str | None" = None, pipel
         _link_or_copy(xml.with_suffix(".bin"), target / "model.bin")
     folder.release()
     write_json_atomic(out / CONFIG_NAME, config)
-    read_repository(out, tensor_names=tensor_names)  # what OVMS will be given is consistent
+    core = ov.Core()  # what OVMS will be given is consistent: every DAG edge names a real tensor
+    read_repository(out, tensor_names=lambda xml: tensor_names(core.read_model(str(xml))))
     logger.info("OVMS repository %s: models %s, pipeline '%s' (%s -> %s)", out, ", ".join(folder.kinds),
                 pipeline_name, config["pipeline_config_list"][0]["inputs"][0],
                 next(iter(config["pipeline_config_list"][0]["outputs"][0])))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
@@ -195,12 +195,16 @@ _INT_CHECKS = (_positive_int, _non_negative_int)
 _FLOAT_CHECKS = (_positive, _unit, _number)
 
 
-def add_cli_options(groups: Mapping[str, Any], after: "Mapping[str, Callable[[Any], None]] | None" = None) -> None:
-    """Add every :data:`CLI_OPTIONS` setting to its argparse group in ``groups`` (default None = "not given",
-    so YAML and built-in defaults apply). ``after[key](group)`` adds options that belong right after ``key``."""
+def add_cli_options(groups: Mapping[str, Any], after: "Mapping[str, Callable[[Any], None]] | None" = None,
+                    keys: "Sequence[str] | None" = None) -> None:
+    """Add every :data:`CLI_OPTIONS` setting (or those of ``keys``) to its argparse group in ``groups`` (default
+    None = "not given", so YAML and built-in defaults apply). ``after[key](group)`` adds options that belong
+    right after ``key``."""
     import argparse
 
     for key, (group_name, help_text, extra) in CLI_OPTIONS.items():
+        if keys is not None and key not in keys:
+            continue
         check = SCHEMA[key][1]
         kwargs: dict[str, Any] = {"dest": key, "default": None, "help": help_text}
         if "metavar" in extra:

@@ -87,7 +87,7 @@ def read_repository(repo: "str | Path", tensor_names: Any = None) -> tuple[dict[
     """Models and pipelines of ``REPO/config.json`` (ModelFolderError naming the file and entry otherwise).
 
     ``tensor_names(xml) -> (input names, output names)``: when given, every DAG edge is checked against the
-    models' real tensors (reading the IRs); default: names only.
+    models' real tensors (e.g. :func:`tensor_names` of the read IR); default: names only.
     """
     repo = Path(repo).expanduser()
     config = repo / CONFIG_NAME
@@ -168,6 +168,11 @@ def _read_pipeline(doc: Any, models: dict[str, RepoModel], where: str, tensor_na
     if not nodes:
         raise ModelFolderError(f"{where}: a pipeline needs at least one node")
     return Pipeline(name, inputs[0], tuple(nodes), out_name, out_src["node_name"], out_src["data_item"])
+
+
+def tensor_names(model: Any) -> tuple[set[str], set[str]]:
+    """(input names, output names) of an ``openvino.Model``: what DAG edges may name."""
+    return ({n for p in model.inputs for n in p.get_names()}, {n for p in model.outputs for n in p.get_names()})
 
 
 def is_linear(pipeline: Pipeline) -> bool:

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import config as cfgmod
 from .errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -36,6 +37,8 @@ CHAIN_MODEL = "sdpose"
 #: gRPC message cap of the server: a batch of 8 wholebody heatmaps is 8 x 26 MB
 MAX_MESSAGE_BYTES = 1 << 30
 DEFAULT_MAX_BATCH = 8
+#: the settings of sdpose-edge run that serve takes too (the OpenVINO compile options)
+COMPILE_KEYS = ("device", "hint", "num_streams", "num_threads", "num_requests", "precision_hint", "cache_dir")
 
 #: numpy dtype -> KServe v2 datatype
 V2_DATATYPES = {np.dtype(np.uint8): "UINT8", np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16",
@@ -53,16 +56,8 @@ def register(subparsers: Any, name: str) -> None:
     p.add_argument("--chain", choices=("split", "fused"), default=None, help="default: the folder's default_chain")
     p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                    help=f"largest batch of crops one request may carry (default {DEFAULT_MAX_BATCH})")
-    g = p.add_argument_group("OpenVINO")
-    g.add_argument("--device", default="CPU", help="OpenVINO device")
-    g.add_argument("--hint", choices=("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"), default="THROUGHPUT",
-                   help="PERFORMANCE_HINT (default THROUGHPUT: the server runs several clients' requests at once)")
-    g.add_argument("--num-streams", type=int, default=None, help="NUM_STREAMS")
-    g.add_argument("--num-requests", type=int, default=None,
-                   help="requests each model runs at once (default OPTIMAL_NUMBER_OF_INFER_REQUESTS)")
-    g.add_argument("--precision-hint", choices=("f32", "bf16", "f16"), default=None,
-                   help="INFERENCE_PRECISION_HINT (default: the per-ISA choice of sdpose-edge run)")
-    g.add_argument("--cache-dir", default=None, help="compiled-model cache (default ~/.cache/sdpose-edge)")
+    # the compile options of sdpose-edge run, from the same schema (default THROUGHPUT: several clients at once)
+    cfgmod.add_cli_options({"OpenVINO": p.add_argument_group("OpenVINO")}, keys=COMPILE_KEYS)
     p.set_defaults(func=serve)
 
 
@@ -176,57 +171,69 @@ def is_repository(path: "str | Path") -> bool:
     return (path / CONFIG_NAME).is_file() and not (path / "sdpose_models.json").is_file()
 
 
-def tensor_names(xml: Path) -> tuple[set[str], set[str]]:
-    import openvino as ov
+@dataclasses.dataclass
+class Repository:
+    """An OVMS repository read once: its models and pipelines (checked, every DAG edge against the IRs' real
+    tensors), each IR read once (``irs``), and whether any of them was quantized (rt_info sdpose/quantized)."""
 
-    model = ov.Core().read_model(str(xml))
-    return ({n for p in model.inputs for n in p.get_names()}, {n for p in model.outputs for n in p.get_names()})
+    path: Path
+    models: dict[str, Any]
+    pipelines: list[Any]
+    irs: dict[str, Any]
+    quantized: bool
+
+    @classmethod
+    def load(cls, repo: "str | Path") -> "Repository":
+        import openvino as ov
+
+        from .metadata import read_metadata
+        from .ovms_repo import read_repository, tensor_names
+
+        core = ov.Core()
+        by_xml: dict[Path, Any] = {}
+
+        def read(xml: Path) -> Any:
+            if xml not in by_xml:
+                by_xml[xml] = core.read_model(str(xml))
+            return by_xml[xml]
+
+        models, pipelines = read_repository(repo, tensor_names=lambda xml: tensor_names(read(xml)))
+        irs = {name: read(entry.xml) for name, entry in models.items()}
+        quantized = any(bool(read_metadata(irs[name], source=entry.xml).get("quantized"))
+                        for name, entry in models.items())
+        return cls(Path(repo), models, pipelines, irs, quantized)
 
 
-def build_served_repository(repo: "str | Path", options: Any, max_batch: int) -> list[ServedChain]:
+def build_served_repository(repo: Repository, options: Any, max_batch: int) -> list[ServedChain]:
     """The models and linear pipelines of an OVMS repository, compiled with ``options`` (OVMS itself reads the
     repository's ``plugin_config``; ``serve`` applies its own command line)."""
     import openvino as ov
 
     from .models import compile_model, optimal_requests
-    from .ovms_repo import is_linear, read_repository
+    from .ovms_repo import is_linear
 
-    models, pipelines = read_repository(repo, tensor_names=tensor_names)
     core = ov.Core()
     pools = {}
-    for name, entry in models.items():
-        compiled = compile_model(core, entry.xml, options)
+    for name, entry in repo.models.items():
+        compiled = compile_model(core, repo.irs[name], options)
         pools[name] = RequestPool(compiled, entry.nireq or optimal_requests(compiled, options))
         logger.info("compiled %s (version %d) on %s, %d request(s)", name, entry.version, options.device,
                     pools[name].size)
+    repo.irs.clear()  # the compiled models hold the weights now
     served = [ServedChain(name, [pool], max_batch) for name, pool in pools.items()]
-    for pipe in pipelines:
+    for pipe in repo.pipelines:
         if not is_linear(pipe):
-            raise InputError(f"{repo}: pipeline '{pipe.name}' is not a chain of nodes; serve runs linear pipelines "
-                             "only (OVMS runs any DAG)")
+            raise InputError(f"{repo.path}: pipeline '{pipe.name}' is not a chain of nodes; serve runs linear "
+                             "pipelines only (OVMS runs any DAG)")
         served.append(ServedChain(pipe.name, [pools[node.model_name] for node in pipe.nodes], max_batch,
                                   input_name=pipe.input_name, output_name=pipe.output_name))
     return served
-
-
-def repository_quantized(repo: "str | Path") -> bool:
-    """True if any IR of the repository says (rt_info sdpose/quantized) it was quantized."""
-    import openvino as ov
-
-    from .metadata import read_metadata
-    from .ovms_repo import read_repository
-
-    models, _ = read_repository(repo)
-    core = ov.Core()
-    return any(bool(read_metadata(core.read_model(str(m.xml)), source=m.xml).get("quantized")) for m in models.values())
 
 
 def build_served(models: str, options: Any, chain: "str | None", max_batch: int) -> list[ServedChain]:
     """The served models of a folder: each component of its chain, and ``sdpose`` (the chain in one request)."""
     from .models import ModelFolder, compile_model, optimal_requests
 
-    if is_repository(models):
-        return build_served_repository(models, options, max_batch)
     folder = ModelFolder(models, chain=chain)
     pools = {}
     for kind in folder.kinds:
@@ -241,8 +248,7 @@ def build_served(models: str, options: Any, chain: "str | None", max_batch: int)
 
 
 def serve(args: argparse.Namespace) -> int:
-    from .models import CompileOptions
-    from .run_cli import per_isa_options
+    from .run_cli import compile_options, per_isa_options
 
     if args.http_port is not None and args.http_port == args.port:
         raise InputError(f"--http-port: must differ from --port ({args.port})")
@@ -251,13 +257,14 @@ def serve(args: argparse.Namespace) -> int:
         _check_port(args.http_port, "--http-port", args.host)
     if args.max_batch < 1:
         raise InputError(f"--max-batch: expected a positive integer, got {args.max_batch}")
-    options = CompileOptions(device=args.device, performance_hint=args.hint, num_streams=args.num_streams,
-                             inference_precision=args.precision_hint, num_requests=args.num_requests,
-                             **({"cache_dir": args.cache_dir} if args.cache_dir else {}))
-    repo = is_repository(args.models)
+    settings = cfgmod.merge(cfgmod.validate({k: getattr(args, k) for k in COMPILE_KEYS if getattr(args, k) is not None},
+                                            source="command line"), {})
+    options = compile_options(settings)
+    repository = Repository.load(args.models) if is_repository(args.models) else None
     options, hint_source = per_isa_options(options, args.models,
-                                           quantized=repository_quantized(args.models) if repo else None)
-    served = build_served(args.models, options, args.chain, args.max_batch)
+                                           quantized=None if repository is None else repository.quantized)
+    served = build_served(args.models, options, args.chain, args.max_batch) if repository is None else \
+        build_served_repository(repository, options, args.max_batch)
     logger.info("serving %s (precision hint: %s, %s) as %s on %s: gRPC port %d%s", args.models,
                 options.inference_precision or "device default", hint_source,
                 ", ".join(s.name for s in served), args.host, args.port,

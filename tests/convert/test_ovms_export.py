@@ -11,8 +11,14 @@ import pytest
 
 from convert.cli import main as convert_main
 from edge_runtime.errors import ModelFolderError
-from edge_runtime.ovms_repo import is_linear, read_repository
-from edge_runtime.serve import tensor_names
+from edge_runtime.ovms_repo import is_linear, read_repository, tensor_names as model_tensor_names
+
+
+def tensor_names(xml: Path) -> tuple[set[str], set[str]]:
+    """The reader's tensor check on the IR at ``xml``."""
+    import openvino as ov
+
+    return model_tensor_names(ov.Core().read_model(str(xml)))
 
 
 def export(models: Path, out: Path, *extra: str) -> int:
