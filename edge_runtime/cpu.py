@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .attention import runtime_attention
+
 logger = logging.getLogger(__name__)
 
 #: cpuid flags (as /proc/cpuinfo spells them) this module reports
@@ -142,15 +144,18 @@ def _read(core: Any, device: str, cpuinfo: Path) -> CpuInfo:
 
 def running_precision(compiled: Any) -> dict[str, Any]:
     """{"inference_precision": what the compiled model runs its float ops at (read back from it),
-    "executed": runtime precisions of its convolutions and MatMuls, e.g. ["bf16", "i8"]}."""
+    "executed": runtime precisions of its convolutions and MatMuls, e.g. ["bf16", "i8"],
+    "attention": {"fused": attention nodes run fused, "unfused_softmax": attentions left unfused} or None}."""
 
     precision = compiled_property(compiled, "INFERENCE_PRECISION_HINT")
     try:
         executed = executed_precisions(compiled, ("FullyConnected", "MatMul", "Convolution", "Deconvolution"))
+        fused, _, unfused = runtime_attention(compiled)
+        attention: "dict[str, int] | None" = {"fused": int(sum(fused.values())), "unfused_softmax": unfused}
     except RuntimeError as exc:
         logger.debug("no runtime model: %s", exc)
-        executed = []
-    return {"inference_precision": precision, "executed": executed}
+        executed, attention = [], None
+    return {"inference_precision": precision, "executed": executed, "attention": attention}
 
 
 def recommended_precision_hint(info: CpuInfo, quantized: bool) -> str | None:
