@@ -12,7 +12,9 @@ constant and carries no FakeQuantize, fuse everywhere with only the query quanti
 FakeQuantize nodes on the attention **keys** by their inputs (the key then enters the attention in float, as in
 the cross-attentions; the query keeps its quantization) and compiles again. Folders converted earlier are served
 the same way, and a CPU that fuses the quantized keys keeps them (the check costs one look at the compiled
-graph; the second compile happens only where fusion failed).
+graph; the second compile happens only where fusion failed). On a CPU without AVX-512 kernels the runtime removes
+the key FakeQuantize nodes before the first compile (measured there: the fused attention runs in f32 either way, so
+the quantized keys bring nothing), and checks the compiled graph all the same.
 """
 from __future__ import annotations
 
@@ -123,13 +125,19 @@ def dequantize_attention_keys(model: ov.Model) -> int:
     return stripped
 
 
-def compile_fused(compile_fn: Callable[[ov.Model], ov.CompiledModel],
-                  model: ov.Model) -> tuple[ov.CompiledModel, FusionReport]:
+def compile_fused(compile_fn: Callable[[ov.Model], ov.CompiledModel], model: ov.Model,
+                  dequantize_first: bool = False) -> tuple[ov.CompiledModel, FusionReport]:
     """Compile ``model`` with ``compile_fn``; if attention did not fuse and the keys carry FakeQuantize, remove
-    those (in ``model``, in place) and compile again. Returns the compiled model and its fusion report."""
+    those (in ``model``, in place) and compile again. ``dequantize_first``: remove them before the first compile
+    (a CPU known not to fuse quantized keys: one compile instead of two). Returns the compiled model and its
+    fusion report."""
+    stripped = dequantize_attention_keys(model) if dequantize_first else 0
     compiled = compile_fn(model)
-    report = attention_fusion(model, compiled)
-    if report.all_fused:
+    report = attention_fusion(model, compiled, stripped)
+    if report.all_fused or stripped:
+        if not report.all_fused:
+            logger.warning("%s: %d of %d attentions run unfused with their keys in float",
+                           model.get_friendly_name(), report.attention_ops - report.fused, report.attention_ops)
         return compiled, report
     stripped = dequantize_attention_keys(model)
     if not stripped:

@@ -19,6 +19,7 @@ import openvino.properties.hint as hints
 import openvino.properties.streams as streams
 
 from .attention import compile_fused, count_attention_ops
+from .cpu import cpu_info
 from .errors import InputError, ModelFolderError
 from .geometry import DEFAULT_PADDING
 from .metadata import read_index, read_metadata
@@ -347,7 +348,9 @@ def compile_model(core: ov.Core, model_or_path: ov.Model | str | Path,
                 f"device '{options.device}' could not compile the model with {options.describe()}: {exc}") from exc
 
     if isinstance(model, ov.Model) and count_attention_ops(model):
-        compiled, _ = compile_fused(compile_one, model)  # regains fused attention where quantized keys broke it
+        # regains fused attention where quantized keys break it (CPUs without AVX-512: removed up front)
+        on_cpu = options.device.upper().startswith("CPU")
+        compiled, _ = compile_fused(compile_one, model, dequantize_first=on_cpu and not cpu_info(None, "CPU").avx512)
     else:
         compiled = compile_one(model)
     logger.debug("compiled %s on %s with %s", getattr(model, "friendly_name", model), options.device, config)

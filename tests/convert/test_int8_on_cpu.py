@@ -105,7 +105,8 @@ for kind in ("vae_encoder", "pose"):
     before = fq()
     compiled = compile_model(core, model, CompileOptions(inference_precision="f32", cache_dir=None))
     out[kind] = {{"as_read": as_read.to_dict(), "runtime": attention_fusion(model, compiled, before - fq()).to_dict()}}
-print(json.dumps(out))
+from edge_runtime.cpu import cpu_info
+print(json.dumps({{"avx512": cpu_info().avx512, **out}}))
 """
 
 
@@ -128,8 +129,12 @@ def test_every_attention_of_the_int8_folder_runs_fused(converted_int8):
         runs.append(json.loads(capped.stdout.strip().splitlines()[-1]))
     for run in runs:
         assert run["pose"]["runtime"]["attention_ops"] > 0 and run["vae_encoder"]["runtime"]["attention_ops"] == 1
-        for kind, res in run.items():
+        for kind, res in ((k, run[k]) for k in ("vae_encoder", "pose")):
             fused = res["runtime"]
             assert fused["unfused_softmax"] == 0 and fused["fused"] >= fused["attention_ops"], (kind, res)
-            # the keys lose their FakeQuantize only where the graph as read did not fuse
-            assert (fused["keys_dequantized"] > 0) == (res["as_read"]["unfused_softmax"] > 0), (kind, res)
+            # the keys lose their FakeQuantize where the graph as read did not fuse (and, up front, on every CPU
+            # without AVX-512 kernels); a CPU that fuses them as read keeps them
+            if res["as_read"]["unfused_softmax"] > 0 or not run["avx512"]:
+                assert fused["keys_dequantized"] > 0, (kind, res)
+            else:
+                assert fused["keys_dequantized"] == 0, (kind, res)

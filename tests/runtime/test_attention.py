@@ -91,6 +91,18 @@ def test_compile_fused_recompiles_only_when_attention_is_unfused():
     assert report.to_dict() == attention_fusion(model, compiled, report.keys_dequantized).to_dict()
 
 
+def test_compile_fused_can_dequantize_before_the_first_compile():
+    calls: list[int] = []
+    core = ov.Core()
+
+    def compile_fn(m: ov.Model) -> ov.CompiledModel:
+        calls.append(_count(m, "FakeQuantize"))
+        return core.compile_model(m, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+    _, report = compile_fused(compile_fn, attention_model(), dequantize_first=True)
+    assert calls == [1] and report.keys_dequantized == 1 and report.all_fused
+
+
 @pytest.mark.parametrize("fused,unfused,ops_,expected", [(1, 0, 1, True), (0, 1, 1, False), (0, 0, 0, True),
                                                           (13, 13, 26, False)])
 def test_all_fused(fused, unfused, ops_, expected):
