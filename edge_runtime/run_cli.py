@@ -366,10 +366,9 @@ def run(args: argparse.Namespace) -> int:
                     break
             done = [s for s in per_source.values() if "frames_in" in s]
             total = {k: sum(s[k] for s in done) for k in ("frames_in", "frames_out", "frames_ok", "frames_skipped",
-                                                          "frames_failed", "persons")}
+                                                          "frames_failed", "persons")} | connection_totals(done)
             errors = [f"{n}: {s['capture_error']}" for n, s in per_source.items() if s.get("capture_error")]
-            total.update({"mode": "file", "sources": len(sources), "capture_error": "; ".join(errors) or None,
-                          **connection_totals(done)})
+            total.update({"mode": "file", "sources": len(sources), "capture_error": "; ".join(errors) or None})
             if not multi and done:
                 total = dict(done[0])
     except BaseException as exc:
