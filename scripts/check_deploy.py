@@ -30,8 +30,8 @@ from typing import Any
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-#: the newest OVMS release (GitHub release vYYYY.N of openvinotoolkit/model_server = image openvino/model_server:YYYY.N);
-#: raise it when a new release is published. A tag newer than this does not exist yet and cannot be pulled.
+#: the newest OVMS release (GitHub release vYYYY.N of openvinotoolkit/model_server = image
+#: openvino/model_server:YYYY.N); raise it when a new release is published. A tag newer than this does not exist yet and cannot be pulled.
 OVMS_NEWEST_RELEASE = (2026, 3)
 _OVMS_TAG = re.compile(r"^(\d{4})\.(\d+)(\.\d+)?(-[a-z0-9-]+)?$")
 DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"

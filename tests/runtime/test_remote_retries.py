@@ -110,3 +110,35 @@ def test_retries_are_bounded_and_the_metadata_call_follows_the_same_rule() -> No
     with pytest.raises(RuntimeError, match="refused the model metadata of model 'sdpose': no such model version"):
         model.metadata()
     assert len(calls) == 1
+
+
+def test_rest_connect_timeout_is_retried_and_read_timeout_is_not() -> None:
+    """Real tritonclient.http against local sockets: a listener whose accept queue is full drops the connection
+    attempt (a connect timeout: no request was sent, retried); a listener that accepts and never answers gives a
+    read timeout (the request timeout: fails at once)."""
+    full = socket.socket()
+    full.bind(("127.0.0.1", 0))
+    full.listen(0)
+    fillers = []
+    for _ in range(4):  # fill the accept queue: the kernel drops later connection attempts
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(full.getsockname())
+        fillers.append(s)
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    try:
+        for listener, retried in ((full, True), (silent, False)):
+            calls: list = []
+            model = RemoteModel(ServerAddress.parse(f"http://127.0.0.1:{listener.getsockname()[1]}"), "sdpose",
+                                retry=ReconnectPolicy(max_retries=1, initial_s=0.0, max_s=0.0), timeout_s=1.0)
+            new_client = model.new_client
+            model.new_client = lambda: calls.append(1) or new_client()  # noqa: B023
+            with pytest.raises(RuntimeError) as info:
+                model.infer(CROPS)
+            assert len(calls) == (2 if retried else 1), (retried, str(info.value))
+            assert ("unreachable" if retried else "within the request timeout") in str(info.value)
+    finally:
+        for s in (full, silent, *fillers):
+            s.close()
