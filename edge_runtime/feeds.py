@@ -82,10 +82,6 @@ class FrameFeed:
             return len(self._items)
 
 
-#: a source's connection counts in summary.json (:class:`~edge_runtime.sources.ConnectionStats`)
-CONNECTION_KEYS = ("connection_drops", "reconnects", "longest_outage_s")
-
-
 @dataclasses.dataclass
 class CaptureStatus:
     """What a capture thread did: frames read, why it stopped if not at the end of the source, and the
@@ -96,8 +92,8 @@ class CaptureStatus:
     connections: "ConnectionStats | None" = None
 
     def to_summary(self) -> dict[str, Any]:
-        """The summary.json fields of the capture: ``capture_error`` and the :data:`CONNECTION_KEYS`
-        (lost connections are not dropped frames: those are ``frames_skipped``)."""
+        """The summary.json fields of the capture: ``capture_error`` and the source's ``connection_drops``,
+        ``reconnects`` and ``longest_outage_s`` (lost connections are not dropped frames: ``frames_skipped``)."""
         stats = self.connections if self.connections is not None else ConnectionStats()
         return {"capture_error": self.error, **stats.to_summary()}
 
