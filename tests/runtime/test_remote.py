@@ -299,6 +299,14 @@ def test_run_with_server_keypoints_and_local_graph_decoding(server: Server, fake
 
 def test_server_keypoints_are_checked_against_the_folder(server: Server, fake_body_models_dir: Path,
                                                          fake_models_dir: Path) -> None:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.port}")
+    meta = client.get_model_metadata("keypoint_decoder", as_json=True)  # the decoder is served alone too
+    assert [(i["name"], i["shape"]) for i in meta["inputs"]] == [("heatmaps", ["-1", "133", "16", "12"])]
+    assert [(o["name"], o["shape"]) for o in meta["outputs"]] == [("keypoints", ["-1", "133", "3"])]
+    meta = client.get_model_metadata("sdpose_keypoints", as_json=True)
+    assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("keypoints", "FP32")]
     with pytest.raises(PoseServerError, match=r"nor its keypoints FP32 \[-1, 17, 3\]"):
         RemotePoseEstimator(fake_body_models_dir, server.grpc_url, model_name="sdpose_keypoints")
     with pytest.raises(InputError, match="--flip-test averages heatmaps"):
