@@ -8,7 +8,12 @@ Writes ``REPO/<model>/1/model.xml|bin`` for each component of the folder's pose 
   ``INFERENCE_PRECISION_HINT`` if set);
 - ``pipeline_config_list``: the OVMS DAG ``sdpose`` (request ``image`` -> vae_encoder -> pose -> ``heatmaps``,
   or one ``vae_pose`` node for a fused chain), so one request carries crops in and heatmaps out, the contract
-  of ``sdpose-edge run --pose-server``.
+  of ``sdpose-edge run --pose-server``; and ``sdpose_keypoints`` (``<pipeline-name>_keypoints``): the same
+  nodes and then ``keypoint_decoder``, a small model of its own written here (the heatmap decoder in OpenVINO
+  ops, :mod:`edge_runtime.codec_graph`, f32), so the answer is ``keypoints`` [N,K,3] instead of 26 MB of
+  heatmaps per crop (``--pose-server-model sdpose_keypoints``). The decoder is a separate model rather than an
+  output of the pose IR: a pipeline node has one output, the 1.7 GB pose.bin stays a hard link, and its
+  ``plugin_config`` forces f32 (a bf16 hint would move the points).
 
 The detector stays on the edge box and is not exported. The repository is checked after writing with the
 runtime's reader (:mod:`edge_runtime.ovms_repo`: every DAG edge names a real tensor of its model), and
@@ -30,7 +35,7 @@ from edge_runtime.errors import InputError
 from edge_runtime.models import ModelFolder
 from edge_runtime.outputs import write_json_atomic
 from edge_runtime.ovms_repo import CONFIG_NAME, read_repository, tensor_names
-from edge_runtime.serve import CHAIN_MODEL
+from edge_runtime.serve import CHAIN_MODEL, DECODER_MODEL, folder_decoder
 
 logger = logging.getLogger(__name__)
 
@@ -74,31 +79,44 @@ def _tensor_name(port: Any, where: str) -> str:
         raise InputError(f"{where}: a tensor without a name cannot be wired in an OVMS pipeline") from exc
 
 
+def _pipeline(name: str, steps: "list[tuple[str, str, str]]") -> dict[str, Any]:
+    """An OVMS DAG running ``steps`` (model name, input tensor, output tensor) one after the other."""
+    nodes, source = [], ("request", steps[0][1])
+    for model_name, in_name, out_name in steps:
+        nodes.append({"name": f"{model_name}_node", "model_name": model_name, "type": "DL model",
+                      "inputs": [{in_name: {"node_name": source[0], "data_item": source[1]}}],
+                      "outputs": [{"data_item": out_name, "alias": out_name}]})
+        source = (f"{model_name}_node", out_name)
+    return {"name": name, "inputs": [steps[0][1]], "nodes": nodes,
+            "outputs": [{source[1]: {"node_name": source[0], "data_item": source[1]}}]}
+
+
 def build_config(folder: ModelFolder, pipeline_name: str, device: str, plugin: dict[str, str],
-                 nireq: "int | None") -> dict[str, Any]:
-    """The OVMS config.json document for ``folder``'s chain (names of the IRs' own tensors)."""
+                 nireq: "int | None", decoder: Any) -> dict[str, Any]:
+    """The OVMS config.json document for ``folder``'s chain and the ``decoder`` model (names of the IRs' own
+    tensors): pipelines ``pipeline_name`` (crops -> heatmaps) and ``<pipeline_name>_keypoints``."""
     models = []
-    for kind in folder.kinds:
-        cfg: dict[str, Any] = {"name": kind, "base_path": kind, "target_device": device, "plugin_config": dict(plugin)}
+    for kind in (*folder.kinds, DECODER_MODEL):
+        kind_plugin = dict(plugin, INFERENCE_PRECISION_HINT="f32") if kind == DECODER_MODEL else dict(plugin)
+        cfg: dict[str, Any] = {"name": kind, "base_path": kind, "target_device": device, "plugin_config": kind_plugin}
         if nireq is not None:
             cfg["nireq"] = nireq
         models.append({"config": cfg})
-    nodes, source = [], ("request", None)
-    request_input = None
+    steps = []
     for kind in folder.kinds:
         model = folder.read_model(kind)
-        in_name = _tensor_name(model.inputs[0], str(folder.ir_path(kind)))
-        out_name = _tensor_name(model.outputs[0], str(folder.ir_path(kind)))
-        if request_input is None:
-            request_input = in_name
-            source = ("request", in_name)
-        nodes.append({"name": f"{kind}_node", "model_name": kind, "type": "DL model",
-                      "inputs": [{in_name: {"node_name": source[0], "data_item": source[1]}}],
-                      "outputs": [{"data_item": out_name, "alias": out_name}]})
-        source = (f"{kind}_node", out_name)
-    pipeline = {"name": pipeline_name, "inputs": [request_input], "nodes": nodes,
-                "outputs": [{source[1]: {"node_name": source[0], "data_item": source[1]}}]}
-    return {"model_config_list": models, "pipeline_config_list": [pipeline]}
+        steps.append((kind, _tensor_name(model.inputs[0], str(folder.ir_path(kind))),
+                      _tensor_name(model.outputs[0], str(folder.ir_path(kind)))))
+    decode = (DECODER_MODEL, _tensor_name(decoder.inputs[0], DECODER_MODEL),
+              _tensor_name(decoder.outputs[0], DECODER_MODEL))
+    return {"model_config_list": models,
+            "pipeline_config_list": [_pipeline(pipeline_name, steps),
+                                     _pipeline(keypoints_pipeline(pipeline_name), steps + [decode])]}
+
+
+def keypoints_pipeline(pipeline_name: str) -> str:
+    """Name of the crops -> keypoints pipeline beside ``pipeline_name`` (sdpose -> sdpose_keypoints)."""
+    return f"{pipeline_name}_keypoints"
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -118,8 +136,9 @@ def export_repository(models: Path, out: Path, chain: "str | None" = None, pipel
     if not pipeline_name or not pipeline_name.replace("_", "").replace("-", "").isalnum():
         raise InputError(f"--pipeline-name: expected letters, digits, '_' or '-', got {pipeline_name!r}")
     folder = ModelFolder(models, chain=chain, core=ov.Core())
-    if pipeline_name in folder.kinds:
-        raise InputError(f"--pipeline-name: '{pipeline_name}' is also a model name of the repository")
+    if {pipeline_name, keypoints_pipeline(pipeline_name)} & {*folder.kinds, DECODER_MODEL}:
+        raise InputError(f"--pipeline-name: '{pipeline_name}' (or its _keypoints pipeline) is also a model name "
+                         "of the repository")
     out = out.expanduser()
     if out.exists() and any(out.iterdir()):
         if not overwrite:
@@ -127,20 +146,23 @@ def export_repository(models: Path, out: Path, chain: "str | None" = None, pipel
         if out.resolve() == Path(models).expanduser().resolve():
             raise InputError(f"--out {out}: is the model folder itself")
         shutil.rmtree(out)
-    config = build_config(folder, pipeline_name, device, plugin_config(hint, num_streams, precision), nireq)
+    decoder = folder_decoder(folder)
+    config = build_config(folder, pipeline_name, device, plugin_config(hint, num_streams, precision), nireq, decoder)
     for kind in folder.kinds:
         target = out / kind / str(VERSION)
         target.mkdir(parents=True, exist_ok=True)
         xml = folder.ir_path(kind)
         _link_or_copy(xml, target / "model.xml")
         _link_or_copy(xml.with_suffix(".bin"), target / "model.bin")
+    (out / DECODER_MODEL / str(VERSION)).mkdir(parents=True, exist_ok=True)
+    ov.save_model(decoder, out / DECODER_MODEL / str(VERSION) / "model.xml", compress_to_fp16=False)
     folder.release()
     write_json_atomic(out / CONFIG_NAME, config)
     core = ov.Core()  # what OVMS will be given is consistent: every DAG edge names a real tensor
     read_repository(out, tensor_names=lambda xml: tensor_names(core.read_model(str(xml))))
-    logger.info("OVMS repository %s: models %s, pipeline '%s' (%s -> %s)", out, ", ".join(folder.kinds),
-                pipeline_name, config["pipeline_config_list"][0]["inputs"][0],
-                next(iter(config["pipeline_config_list"][0]["outputs"][0])))
+    logger.info("OVMS repository %s: models %s, pipelines %s", out, ", ".join((*folder.kinds, DECODER_MODEL)),
+                ", ".join(f"'{p['name']}' ({p['inputs'][0]} -> {next(iter(p['outputs'][0]))})"
+                          for p in config["pipeline_config_list"]))
     return out / CONFIG_NAME
 
 

@@ -105,6 +105,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "release_memory": (False, _bool, "true | false (free each model's buffers after every request; 1 request)"),
     # pose
     "flip_test": (False, _bool, "true | false"),
+    "decode": ("numpy", _choice("graph", "numpy"), "graph | numpy (where heatmaps become keypoints)"),
     "bbox_padding": (None, _positive, "a positive number or null (the IR metadata, 1.25)"),
     "parts": (list(PART_NAMES), _parts, f"a list of parts from {list(PART_NAMES)}"),
     "score_threshold": (DEFAULT_SCORE_THRESHOLD, _unit, "a number in [0, 1] (keypoints drawn / used for tracking above it)"),
@@ -122,7 +123,8 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "reconnect_max_s": (8.0, _positive, "a positive number of seconds"),
     # remote pose chain (KServe v2: sdpose-edge serve, OVMS); the reconnect_* keys also bound its reconnects
     "pose_server": (None, _server_url, "grpc://HOST:PORT or http://HOST:PORT, or null (run the pose chain here)"),
-    "pose_server_model": ("sdpose", _string, "the served model that maps crops to heatmaps"),
+    "pose_server_model": ("sdpose", _string, "the served model: crops to heatmaps (sdpose) or to keypoints "
+                          "(sdpose_keypoints)"),
     # outputs
     "openpose": (False, _bool, "true | false"),
     "openpose_confidence": ("binary", _choice("binary", "score"), "binary | score"),
@@ -165,7 +167,8 @@ CLI_OPTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "pose_server": ("scheduling", "run the pose chain on a KServe v2 server (sdpose-edge serve, OVMS): "
                     "grpc://HOST:PORT or http://HOST:PORT; --num-requests requests in flight (default 2), --batch "
                     "crops each", {"metavar": "URL"}),
-    "pose_server_model": ("scheduling", "served model mapping crops to heatmaps (default sdpose)", {"metavar": "NAME"}),
+    "pose_server_model": ("scheduling", "served model: sdpose (crops -> heatmaps, decoded here; default) or "
+                          "sdpose_keypoints (decoded on the server: 133 x 3 numbers per crop)", {"metavar": "NAME"}),
     "device": ("OpenVINO", "OpenVINO device (CPU, GPU, NPU, AUTO ...)", {}),
     "hint": ("OpenVINO", "PERFORMANCE_HINT", {}),
     "num_streams": ("OpenVINO", "NUM_STREAMS", {}),
@@ -174,6 +177,8 @@ CLI_OPTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "precision_hint": ("OpenVINO", "INFERENCE_PRECISION_HINT (default: the device's; bf16 on AVX512_BF16 CPUs)", {}),
     "cache_dir": ("OpenVINO", "model cache directory (CACHE_DIR)", {}),
     "flip_test": ("pose and outputs", "also infer mirrored crops and average (2x pose cost)", {}),
+    "decode": ("pose and outputs", "heatmap decoder: numpy (after the chain) or graph (OpenVINO ops appended to the "
+               "pose IR); with --pose-server the served model decides (sdpose_keypoints decodes there)", {}),
     "parts": ("pose and outputs", "keypoint groups kept: comma list of body,feet,face,hands", {}),
     "score_threshold": ("pose and outputs", "keypoint visibility threshold", {}),
     "bbox_padding": ("pose and outputs", "box padding (default: IR metadata)", {}),

@@ -7,6 +7,11 @@ so that the async pipeline can run the same three stages on its own infer queues
   at the IR's input size, u8 BGR (the IR converts to RGB [-1, 1] itself);
 - infer: ``split`` chain vae_encoder -> pose, or ``fused`` chain vae_pose;
 - postprocess: UDP heatmap decoding (DARK-UDP) in crop px, then back to image px.
+
+Decoding (``decode``): ``numpy`` (:func:`edge_runtime.codec.decode_heatmaps`, after the chain) or ``graph``
+(:mod:`edge_runtime.codec_graph`: the same decoder in OpenVINO operations, appended to the pose IR when it is
+loaded, so the chain's last request returns ``keypoints`` [N,K,3] crop px + score instead of heatmaps; with
+``flip_test`` the chain keeps its heatmaps, averaged here, and a compiled decoder alone decodes them).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ import numpy as np
 import openvino as ov
 
 from .codec import decode_heatmaps
+from .codec_graph import decoder_model, with_keypoints
 from .cpu import describe_runtime
 from .errors import InputError
 from .model_info import PoseModelInfo
@@ -26,6 +32,9 @@ from .keypoints import flip_indices
 from .models import CompileOptions, ModelFolder, compile_model, optimal_requests
 
 logger = logging.getLogger(__name__)
+
+#: where heatmaps are decoded (the ``decode`` setting); the default is config.SCHEMA's
+DECODERS = ("graph", "numpy")
 
 
 def check_image(image_bgr: Any, name: str = "image_bgr") -> np.ndarray:
@@ -62,6 +71,8 @@ class PoseEstimator:
             Default 1: at full size (1024x768, bf16, 2-core CPU) a batch of 2 costs the same per crop
             (12.9 s vs 6.2 s) but +1.3 GB RSS per extra crop (6.5 -> 7.8 GB).
         padding: person-box padding of the crop (None: the folder's ``bbox_padding``, 1.25 as SDPose).
+        decode: "numpy" (decode_heatmaps after the chain) or "graph" (OpenVINO decoder appended to the pose IR);
+            None: the ``decode`` default of :data:`edge_runtime.config.SCHEMA`.
 
     Attributes:
         folder (ModelFolder), meta (dict: pose IR metadata), input_size (w, h) crop px,
@@ -71,12 +82,14 @@ class PoseEstimator:
 
     def __init__(self, models_dir: str | Path, options: CompileOptions | None = None, chain: str | None = None,
                  core: ov.Core | None = None, flip_test: bool = False, max_batch: int = 1,
-                 padding: float | None = None):
+                 padding: float | None = None, decode: str | None = None):
         self.options = options if options is not None else CompileOptions(performance_hint="LATENCY")
         self._read_folder(models_dir, chain=chain, core=core, flip_test=flip_test, max_batch=max_batch,
-                          padding=padding)
-        self.compiled: dict[str, ov.CompiledModel] = {
-            kind: compile_model(self.core, self.folder.read_model(kind), self.options) for kind in self.kinds}
+                          padding=padding, decode=decode)
+        #: the chain's last request returns keypoints [N,K,3] (decoder in the pose IR) instead of heatmaps
+        self.chain_keypoints: bool = self.decode == "graph" and not self.flip_test and self._computes_f32()
+        self.compiled: dict[str, ov.CompiledModel] = {kind: self._compile(kind) for kind in self.kinds}
+        self._decoder = self._compile_decoder() if self.decode == "graph" and not self.chain_keypoints else None
         #: what the runtime computes with: device, CPU INT8 path, precision read back from each compiled model
         self.runtime_info: dict[str, Any] = describe_runtime(
             self.core, self.options.device, self.compiled, {k: self.folder.metadata(k) for k in self.kinds},
@@ -89,10 +102,19 @@ class PoseEstimator:
                     self.info.token_downsample, self.options.device, self.options.performance_hint)
 
     def _read_folder(self, models_dir: "str | Path", chain: "str | None", core: "ov.Core | None", flip_test: bool,
-                     max_batch: int, padding: "float | None") -> None:
+                     max_batch: int, padding: "float | None", decode: "str | None" = None) -> None:
         """Read the folder's index and pose metadata (shared with the remote estimator, which compiles nothing)."""
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise InputError(f"max_batch: expected a positive integer, got {max_batch}")
+        if decode is None:
+            from .config import SCHEMA
+
+            decode = SCHEMA["decode"][0]
+        if decode not in DECODERS:
+            raise InputError(f"decode: expected one of {' | '.join(DECODERS)}, got {decode!r}")
+        self.decode: str = decode
+        self.chain_keypoints = False
+        self._decoder: Any = None
         self.core = core if core is not None else ov.Core()
         self.folder = ModelFolder(models_dir, chain=chain, core=self.core)
         self.meta: dict[str, Any] = self.folder.pose_meta
@@ -110,6 +132,35 @@ class PoseEstimator:
         self.flip_test = bool(flip_test)
         self.max_batch = int(max_batch)
         self._flip_perm = flip_indices(self.num_keypoints) if self.flip_test else None
+
+    def _compile(self, kind: str) -> ov.CompiledModel:
+        """Compile component ``kind``; the last one with the decoder appended when the chain returns keypoints."""
+        model = self.folder.read_model(kind)
+        if self.chain_keypoints and kind == self.kinds[-1]:
+            model = with_keypoints(model, self.input_size, self.blur_kernel_size, keep_heatmaps=False)
+        return compile_model(self.core, model, self.options)
+
+    def _computes_f32(self) -> bool:
+        """The pose IR computes in f32 (the decoder appended to it runs at its precision; bf16/f16 would move the
+        points): the hint set, else the device's default. Otherwise the decoder runs alone, in f32."""
+        precision = self.options.inference_precision
+        if precision is None:
+            try:
+                precision = str(self.core.get_property(self.options.device, "INFERENCE_PRECISION_HINT"))
+            except RuntimeError:
+                precision = "unknown"
+        if precision not in ("f32", str(ov.Type.f32)):
+            logger.info("decode graph: the pose model computes in %s, so the decoder runs as a model of its own "
+                        "in f32", precision)
+            return False
+        return True
+
+    def _compile_decoder(self) -> ov.CompiledModel:
+        """The graph decoder alone (heatmaps -> keypoints; always f32), for heatmaps averaged or received here."""
+        import dataclasses
+
+        model = decoder_model(self.num_keypoints, self.heatmap_size, self.input_size, self.blur_kernel_size)
+        return compile_model(self.core, model, dataclasses.replace(self.options, inference_precision="f32"))
 
     def _variant(self) -> dict[str, Any]:
         """Which variant of the model this folder is (recorded at conversion): crop-size preset ("full",
@@ -163,13 +214,15 @@ class PoseEstimator:
         return np.asarray(data, dtype=np.float32)
 
     def infer(self, crops: np.ndarray) -> np.ndarray:
-        """crops [N,h,w,3] u8 BGR -> heatmaps [N,K,h/4,w/4] f32 (flip-averaged if flip_test)."""
+        """crops [N,h,w,3] u8 BGR -> heatmaps [N,K,h/4,w/4] f32 (flip-averaged if flip_test), or keypoints
+        [N,K,3] (crop px x, y, score) when the chain decodes (``chain_keypoints``)."""
         w, h = self.input_size
         crops = np.asarray(crops)
         if crops.ndim != 4 or crops.shape[1:] != (h, w, 3) or crops.dtype != np.uint8:
             raise InputError(f"crops: expected uint8 [N,{h},{w},3], got {crops.dtype} {crops.shape}")
         hw, hh = self.heatmap_size
-        out = np.empty((len(crops), self.num_keypoints, hh, hw), np.float32)
+        per_crop = (self.num_keypoints, 3) if self.chain_keypoints else (self.num_keypoints, hh, hw)
+        out = np.empty((len(crops), *per_crop), np.float32)
         for start in range(0, len(crops), self.max_batch):
             batch = np.ascontiguousarray(crops[start:start + self.max_batch])
             heatmaps = self._run_chain(batch)
@@ -179,17 +232,27 @@ class PoseEstimator:
             out[start:start + len(batch)] = heatmaps
         return out
 
+    def decode_crops(self, heatmaps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """heatmaps [N,K,H,W] -> keypoints [N,K,2] decoded crop px, scores [N,K], with the ``decode`` decoder."""
+        if self._decoder is not None:
+            decoded = self._decoder(np.ascontiguousarray(heatmaps))[0]
+            return decoded[..., :2], decoded[..., 2]
+        return decode_heatmaps(heatmaps, input_size=self.input_size, blur_kernel_size=self.blur_kernel_size)
+
     def postprocess(self, heatmaps: np.ndarray, boxes_xyxy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """heatmaps [N,K,H,W], boxes_xyxy [N,4|5] image px -> keypoints [N,K,2] image px, scores [N,K]."""
+        """heatmaps [N,K,H,W] (or the chain's keypoints [N,K,3] crop px + score when it decodes),
+        boxes_xyxy [N,4|5] image px -> keypoints [N,K,2] image px, scores [N,K]."""
         boxes = check_boxes(boxes_xyxy)
         heatmaps = np.asarray(heatmaps, dtype=np.float32)
         k = self.num_keypoints
         if len(boxes) == 0:
             return np.zeros((0, k, 2), np.float32), np.zeros((0, k), np.float32)
-        if heatmaps.ndim != 4 or heatmaps.shape[0] != len(boxes) or heatmaps.shape[1] != k:
-            raise InputError(f"heatmaps: expected [{len(boxes)},{k},H,W] (one per box), got {heatmaps.shape}")
-        crop_kpts, scores = decode_heatmaps(heatmaps, input_size=self.input_size,
-                                            blur_kernel_size=self.blur_kernel_size)
+        decoded = self.chain_keypoints and heatmaps.ndim == 3 and heatmaps.shape[2:] == (3,)
+        if heatmaps.shape[:2] != (len(boxes), k) or not (decoded or heatmaps.ndim == 4):
+            raise InputError(f"heatmaps: expected [{len(boxes)},{k},H,W] (one per box)"
+                             f"{f' or keypoints [{len(boxes)},{k},3]' if self.chain_keypoints else ''}, "
+                             f"got {heatmaps.shape}")
+        crop_kpts, scores = (heatmaps[..., :2], heatmaps[..., 2]) if decoded else self.decode_crops(heatmaps)
         crop_kpts = np.asarray(crop_kpts, dtype=np.float32).reshape(len(boxes), k, 2)
         scores = np.asarray(scores, dtype=np.float32).reshape(len(boxes), k)
         keypoints = keypoints_to_image(crop_kpts, boxes, input_size=self.input_size, padding=self.padding)

@@ -2,7 +2,9 @@
 
 The server is ``sdpose-edge serve``, OpenVINO Model Server with a repository from ``sdpose-convert export-ovms``,
 or any KServe v2 server with a model (default ``sdpose``) that maps crops ``image`` u8 [N,h,w,3] BGR to
-``heatmaps`` f32 [N,K,h/4,w/4]. The client is ``tritonclient`` (optional extra ``remote``): gRPC for
+``heatmaps`` f32 [N,K,h/4,w/4] (decoded here, with the ``decode`` decoder), or one such as ``sdpose_keypoints``
+that maps them to ``keypoints`` f32 [N,K,3] (decoded crop px x, y and score: the server decodes; 133 x 3 numbers
+per crop cross the wire instead of 26 MB of heatmaps). The served model's output shape tells which. The client is ``tritonclient`` (optional extra ``remote``): gRPC for
 ``grpc://HOST:PORT``, REST with binary tensors for ``http://HOST:PORT``.
 
 The model folder stays the contract: the client reads the sizes, keypoints and codec from its IRs' rt_info
@@ -135,6 +137,7 @@ class RemoteModel:
         self.timeout_s = float(timeout_s)
         self.input_name = "image"
         self.output_name = "heatmaps"
+        self.output_rank = 4  # heatmaps [N,K,H,W]; 3: keypoints [N,K,3] (the server decodes)
         self._module = self._client_module(address.protocol)
         self._lock = threading.Lock()
         self._down = False  # the last request used up its retries: try once per request until one succeeds
@@ -204,8 +207,9 @@ class RemoteModel:
             return client.get_model_metadata(self.model_name, as_json=True)
         return client.get_model_metadata(self.model_name)
 
-    def check(self, input_hw: tuple[int, int], heatmap_khw: tuple[int, int, int]) -> None:
-        """The served model takes the folder's crops and gives its heatmaps; PoseServerError otherwise."""
+    def check(self, input_hw: tuple[int, int], heatmap_khw: tuple[int, int, int]) -> bool:
+        """The served model takes the folder's crops and gives its heatmaps [-1,K,H,W] or keypoints [-1,K,3]
+        (returns True then); PoseServerError otherwise."""
         try:
             meta = self.metadata()
         except RuntimeError as exc:
@@ -213,6 +217,7 @@ class RemoteModel:
         inputs, outputs = meta.get("inputs") or [], meta.get("outputs") or []
         expected_in = [-1, input_hw[0], input_hw[1], 3]
         expected_out = [-1, *heatmap_khw]
+        expected_kpts = [-1, heatmap_khw[0], 3]
         where = f"pose server {self.address} model '{self.model_name}'"
         if len(inputs) != 1 or len(outputs) != 1:
             raise PoseServerError(f"{where}: expected one input and one output, the server lists {meta}")
@@ -221,10 +226,13 @@ class RemoteModel:
         if inputs[0].get("datatype") != "UINT8" or got_in[1:] != expected_in[1:]:
             raise PoseServerError(f"{where}: input {inputs[0]} does not take the model folder's crops UINT8 "
                                   f"{expected_in}; the server runs another model or input size")
-        if outputs[0].get("datatype") != "FP32" or got_out[1:] != expected_out[1:]:
-            raise PoseServerError(f"{where}: output {outputs[0]} is not the model folder's heatmaps FP32 "
-                                  f"{expected_out}; the server runs another model")
+        if outputs[0].get("datatype") != "FP32" or got_out[1:] not in (expected_out[1:], expected_kpts[1:]):
+            raise PoseServerError(f"{where}: output {outputs[0]} is neither the model folder's heatmaps FP32 "
+                                  f"{expected_out} nor its keypoints FP32 {expected_kpts}; the server runs another "
+                                  "model")
         self.input_name, self.output_name = inputs[0]["name"], outputs[0]["name"]
+        self.output_rank = len(got_out)
+        return self.output_rank == 3
 
     # ------------------------------------------------------------------ inference
     def infer(self, crops: np.ndarray, request: "RemoteRequest | None" = None) -> np.ndarray:
@@ -253,11 +261,12 @@ class RemoteModel:
             tensor.set_data_from_numpy(np.ascontiguousarray(crops), binary_data=True)
             result = client.infer(self.model_name, [tensor],
                                   outputs=[module.InferRequestedOutput(self.output_name, binary_data=True)])
-        heatmaps = result.as_numpy(self.output_name)
-        if heatmaps is None or heatmaps.ndim != 4 or heatmaps.shape[0] != crops.shape[0]:
+        out = result.as_numpy(self.output_name)
+        if out is None or out.ndim != self.output_rank or out.shape[0] != crops.shape[0]:
+            dims = "K,H,W" if self.output_rank == 4 else "K,3"
             raise RuntimeError(f"pose server {self.address}: answer without '{self.output_name}' [N={crops.shape[0]},"
-                               f"K,H,W] (got {None if heatmaps is None else heatmaps.shape})")
-        return np.asarray(heatmaps, dtype=np.float32)
+                               f"{dims}] (got {None if out is None else out.shape})")
+        return np.asarray(out, dtype=np.float32)
 
     def _with_retries(self, request: RemoteRequest, call: Any, what: str) -> Any:
         from tritonclient.utils import InferenceServerException
@@ -316,24 +325,35 @@ def _closed_before_reply(exc: BaseException) -> bool:
 
 
 class RemotePoseEstimator(PoseEstimator):
-    """:class:`PoseEstimator` whose chain runs on a KServe v2 server: crops and decoding stay here.
+    """:class:`PoseEstimator` whose chain runs on a KServe v2 server: crops stay here, and decoding too unless
+    the served model returns keypoints (``sdpose_keypoints``; then ``decode`` is not used).
 
-    Reads the folder's metadata (nothing is compiled) and checks the server's model against it.
-    ``in_flight``: requests sent at once (the pipeline's ``num_requests`` for the remote stage).
+    Reads the folder's metadata (nothing is compiled but the graph decoder for ``decode="graph"`` on heatmaps)
+    and checks the server's model against it. ``in_flight``: requests sent at once (the pipeline's
+    ``num_requests`` for the remote stage).
     """
 
     def __init__(self, models_dir: "str | Path", server: str, model_name: str = DEFAULT_SERVER_MODEL,
                  chain: "str | None" = None, flip_test: bool = False, padding: "float | None" = None,
                  in_flight: int = DEFAULT_IN_FLIGHT, retry: "ReconnectPolicy | None" = None,
-                 timeout_s: float = 600.0, core: Any = None) -> None:
+                 timeout_s: float = 600.0, core: Any = None, decode: "str | None" = None) -> None:
         from .cpu import cpu_info
 
         if isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 1:
             raise InputError(f"num_requests: expected a positive integer, got {in_flight!r}")
         self.remote = RemoteModel(ServerAddress.parse(server), model_name, retry=retry, timeout_s=timeout_s)
-        self._read_folder(models_dir, chain=chain, core=core, flip_test=flip_test, max_batch=1, padding=padding)
-        self.remote.check((self.input_size[1], self.input_size[0]),
-                          (self.num_keypoints, self.heatmap_size[1], self.heatmap_size[0]))
+        self._read_folder(models_dir, chain=chain, core=core, flip_test=flip_test, max_batch=1, padding=padding,
+                          decode=decode)
+        self.chain_keypoints = self.remote.check((self.input_size[1], self.input_size[0]),
+                                                 (self.num_keypoints, self.heatmap_size[1], self.heatmap_size[0]))
+        if self.chain_keypoints and self.flip_test:
+            raise InputError(f"--flip-test averages heatmaps, but pose server model '{model_name}' returns keypoints; "
+                             f"use --pose-server-model {DEFAULT_SERVER_MODEL} (heatmaps) with --flip-test")
+        if self.decode == "graph" and not self.chain_keypoints:
+            from .models import CompileOptions
+
+            self.options = CompileOptions(performance_hint="LATENCY")
+            self._decoder = self._compile_decoder()
         self.in_flight = in_flight
         self.kinds = (STAGE,)
         self.compiled = {STAGE: self.remote}
@@ -343,7 +363,8 @@ class RemotePoseEstimator(PoseEstimator):
             "precision": {STAGE: "chosen by the server"},
             "variant": self._variant(),
             "pose_server": {"url": str(self.remote.address), "model": model_name, "requests_in_flight": in_flight,
-                            "folder_chain": self.folder.chain}}
+                            "folder_chain": self.folder.chain,
+                            "decoded_by": "server" if self.chain_keypoints else f"client ({self.decode})"}}
         logger.info("pose chain on %s (model '%s', %d request(s) in flight); %s %d keypoints, input %dx%d",
                     self.remote.address, model_name, in_flight, self.scheme, self.num_keypoints, *self.input_size)
 

@@ -221,13 +221,14 @@ def _build_estimator(args: argparse.Namespace, settings: dict[str, Any], options
         from .estimator import PoseEstimator
 
         return PoseEstimator(args.models, options=options, chain=settings["chain"],
-                             flip_test=settings["flip_test"], padding=settings["bbox_padding"])
+                             flip_test=settings["flip_test"], padding=settings["bbox_padding"],
+                             decode=settings["decode"])
     from .remote import DEFAULT_IN_FLIGHT, RemotePoseEstimator
 
     return RemotePoseEstimator(args.models, settings["pose_server"], model_name=settings["pose_server_model"],
                                chain=settings["chain"], flip_test=settings["flip_test"],
                                padding=settings["bbox_padding"], in_flight=settings["num_requests"] or DEFAULT_IN_FLIGHT,
-                               retry=policy, timeout_s=settings["request_timeout_s"])
+                               retry=policy, timeout_s=settings["request_timeout_s"], decode=settings["decode"])
 
 
 def _build_detector(args: argparse.Namespace, settings: dict[str, Any], estimator: Any, options: Any) -> Any:

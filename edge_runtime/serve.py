@@ -7,7 +7,11 @@ talks to either unchanged:
 
 - one model per component of the folder's chain (``vae_encoder`` and ``pose``, or ``vae_pose``), inputs and
   outputs named as in the IR (``image`` u8 [N,h,w,3] BGR -> ``latent`` -> ``heatmaps`` f32 [N,K,h/4,w/4]);
-- ``sdpose``: the whole chain in one request, crops -> heatmaps (OVMS: the DAG pipeline of the same name).
+- ``sdpose``: the whole chain in one request, crops -> heatmaps (OVMS: the DAG pipeline of the same name);
+- ``keypoint_decoder``: the heatmap decoder in OpenVINO ops (:mod:`edge_runtime.codec_graph`), ``heatmaps`` ->
+  ``keypoints`` f32 [N,K,3] (decoded crop px x, y and score), computed in f32 whatever the precision hint;
+- ``sdpose_keypoints``: the chain and the decoder in one request, crops -> keypoints (133 x 3 numbers per crop
+  instead of 26 MB of heatmaps; OVMS: the DAG pipeline of the same name).
 
 Each component is compiled once (components and the chain share it). A request runs on one of the compiled
 model's infer requests in a thread pool, so the asyncio server keeps answering while OpenVINO computes (the
@@ -34,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 #: name of the served crops -> heatmaps model (and of the OVMS pipeline that export-ovms writes)
 CHAIN_MODEL = "sdpose"
+#: name of the served crops -> keypoints model (the chain + the decoder; an OVMS pipeline too)
+KEYPOINTS_MODEL = "sdpose_keypoints"
+#: name of the served heatmaps -> keypoints decoder (a model of the OVMS repository too)
+DECODER_MODEL = "keypoint_decoder"
 #: gRPC message cap of the server: a batch of 8 wholebody heatmaps is 8 x 26 MB
 MAX_MESSAGE_BYTES = 1 << 30
 DEFAULT_MAX_BATCH = 8
@@ -215,8 +223,10 @@ def build_served_repository(repo: Repository, options: Any, max_batch: int) -> l
     core = ov.Core()
     pools = {}
     for name, entry in repo.models.items():
-        compiled = compile_model(core, repo.irs[name], options)
-        pools[name] = RequestPool(compiled, entry.nireq or optimal_requests(compiled, options))
+        # the decoder computes in f32 whatever the hint (bf16 would move the points), as its plugin_config says
+        model_options = dataclasses.replace(options, inference_precision="f32") if name == DECODER_MODEL else options
+        compiled = compile_model(core, repo.irs[name], model_options)
+        pools[name] = RequestPool(compiled, entry.nireq or optimal_requests(compiled, model_options))
         logger.info("compiled %s (version %d) on %s, %d request(s)", name, entry.version, options.device,
                     pools[name].size)
     repo.irs.clear()  # the compiled models hold the weights now
@@ -230,20 +240,41 @@ def build_served_repository(repo: Repository, options: Any, max_batch: int) -> l
     return served
 
 
+def folder_decoder(folder: Any) -> Any:
+    """The ``keypoint_decoder`` model of a model folder (its pose IR's sizes and codec): heatmaps -> keypoints."""
+    from .codec_graph import decoder_model
+    from .metadata import FORMAT_VERSION, write_metadata
+
+    info = folder.pose_info
+    model = decoder_model(info.num_keypoints, info.heatmap_size_wh, info.input_size_wh, info.blur_kernel_size)
+    meta = folder.pose_meta
+    write_metadata(model, {"kind": DECODER_MODEL, "format_version": FORMAT_VERSION, "scheme": info.scheme,
+                           "num_keypoints": info.num_keypoints, "input_width": info.input_size_wh[0],
+                           "input_height": info.input_size_wh[1], "heatmap_width": info.heatmap_size_wh[0],
+                           "heatmap_height": info.heatmap_size_wh[1], "codec": meta.get("codec"), "quantized": False})
+    return model
+
+
 def build_served(models: str, options: Any, chain: "str | None", max_batch: int) -> list[ServedChain]:
-    """The served models of a folder: each component of its chain, and ``sdpose`` (the chain in one request)."""
+    """The served models of a folder: each component of its chain, the decoder, ``sdpose`` (the chain in one
+    request) and ``sdpose_keypoints`` (the chain and the decoder in one request)."""
     from .models import ModelFolder, compile_model, optimal_requests
 
     folder = ModelFolder(models, chain=chain)
+    irs = {kind: (folder.read_model(kind), options) for kind in folder.kinds}
+    irs[DECODER_MODEL] = (folder_decoder(folder), dataclasses.replace(options, inference_precision="f32"))
     pools = {}
-    for kind in folder.kinds:
-        compiled = compile_model(folder.core, folder.read_model(kind), options)
-        pools[kind] = RequestPool(compiled, optimal_requests(compiled, options))
+    for kind, (model, kind_options) in irs.items():
+        compiled = compile_model(folder.core, model, kind_options)
+        pools[kind] = RequestPool(compiled, optimal_requests(compiled, kind_options))
         logger.info("compiled %s on %s (%s), %d request(s)", kind, options.device, options.performance_hint,
                     pools[kind].size)
-    folder.release()
+    irs.clear()
+    folder.release()  # the compiled models hold the weights now
+    chain_pools = [pools[k] for k in folder.kinds]
     served = [ServedChain(kind, [pool], max_batch) for kind, pool in pools.items()]
-    served.append(ServedChain(CHAIN_MODEL, [pools[k] for k in folder.kinds], max_batch))
+    served.append(ServedChain(CHAIN_MODEL, chain_pools, max_batch))
+    served.append(ServedChain(KEYPOINTS_MODEL, chain_pools + [pools[DECODER_MODEL]], max_batch))
     return served
 
 

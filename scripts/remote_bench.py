@@ -1,6 +1,7 @@
 """Local versus remote pose chain on one machine over loopback: what the KServe v2 hop costs per crop.
 
     python scripts/remote_bench.py --models MODELS [--crops 3] [--transport-crops 20] [--out docs/remote_bench.json]
+        [--server-models sdpose sdpose_keypoints] [--transport-only]
 
 Two measurements, each with ``sdpose-edge serve`` started here on 127.0.0.1 and compiled exactly as the local
 side (LATENCY hint, one request, f32 precision hint: the per-ISA default for INT8 on CPUs without AMX), so the
@@ -9,6 +10,11 @@ difference is the hop alone:
 1. **Transport** (payload of the real size, almost no compute): a model folder with the fake models of the
    tests at MODELS' input size and keypoint count (crop u8 [N,h,w,3] in, heatmaps f32 [N,K,h/4,w/4] out).
    Per crop: remote minus local seconds, gRPC and REST, batch 1 and 4 = serialisation + copies + loopback.
+   Then, per served model of ``--server-models`` (``sdpose``: heatmaps down, decoded in the client with numpy;
+   ``sdpose_keypoints``: decoded on the server, keypoints [N,K,3] down), the bytes per crop and the end-to-end
+   seconds per crop and crops/s of the client (request, answer and decoding: ``infer`` + ``postprocess``), against
+   the local chain with numpy decoding. ``--transport-only`` stops there (no compute model needed: MODELS gives
+   only the input size and keypoint count, e.g. a fake folder of the full size).
 2. **Compute** (MODELS, e.g. the full-size INT8 folder): per crop local and remote (gRPC, batch 1), interleaved,
    ``--crops`` each. The overhead ratio is the transport cost of (1) over the local compute time of (2).
 
@@ -58,7 +64,7 @@ def time_infer(est: PoseEstimator, crops: np.ndarray) -> float:
     return time.perf_counter() - t0
 
 
-def transport(models: Path, work: Path, n: int) -> dict:
+def transport(models: Path, work: Path, n: int, names: "list[str]") -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from fake_models import build_fake_model_folder
 
@@ -89,8 +95,45 @@ def transport(models: Path, work: Path, n: int) -> dict:
         k = int(meta["num_keypoints"])
         out["request_bytes_per_crop"] = h * w * 3
         out["response_bytes_per_crop"] = k * (h // 4) * (w // 4) * 4
+        out["served_models"] = served_models(fake, server, names, n)
     finally:
         server.stop()
+    return out
+
+
+def time_e2e(est: PoseEstimator, crops: np.ndarray, boxes: np.ndarray) -> float:
+    """Seconds for crops -> keypoints in image px: the chain (local or remote) and the client's decoding."""
+    t0 = time.perf_counter()
+    est.postprocess(est.infer(crops), boxes)
+    return time.perf_counter() - t0
+
+
+def served_models(fake: Path, server: ServeProcess, names: "list[str]", n: int) -> dict:
+    """Bytes per crop and end-to-end seconds per crop / crops per s of each served model, gRPC and REST, batch 1
+    and 4, against the local chain (numpy decoding)."""
+    options = CompileOptions(performance_hint="LATENCY", inference_precision="f32", cache_dir=None, num_requests=1)
+    local = PoseEstimator(fake, options=options, decode="numpy")
+    w, h = local.input_size
+    k = local.num_keypoints
+    out: dict = {"request_bytes_per_crop": h * w * 3}
+    for batch in (1, 4):
+        crops = crops_for(local, batch)
+        boxes = np.tile(np.array([[0, 0, w, h]], np.float32), (batch, 1))
+        local.max_batch = batch
+        time_e2e(local, crops, boxes)
+        loc = statistics.median(time_e2e(local, crops, boxes) / batch for _ in range(n))
+        out[f"local_batch{batch}_e2e_s_per_crop"] = loc
+        for name in names:
+            for proto, url in (("grpc", server.grpc_url), ("http", server.http_url)):
+                remote = RemotePoseEstimator(fake, url, model_name=name, decode="numpy")
+                remote.max_batch = batch
+                out[f"{name}_response_bytes_per_crop"] = k * 3 * 4 if remote.chain_keypoints else \
+                    k * (h // 4) * (w // 4) * 4
+                time_e2e(remote, crops, boxes)
+                rem = statistics.median(time_e2e(remote, crops, boxes) / batch for _ in range(n))
+                out[f"{name}_{proto}_batch{batch}_e2e_s_per_crop"] = rem
+                out[f"{name}_{proto}_batch{batch}_crops_per_s"] = 1.0 / rem
+                log.info("%s %s batch %d: %.4f s per crop end to end (local %.4f)", name, proto, batch, rem, loc)
     return out
 
 
@@ -155,6 +198,10 @@ def main() -> int:
     parser.add_argument("--crops", type=int, default=3)
     parser.add_argument("--transport-crops", type=int, default=20)
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--server-models", nargs="+", default=["sdpose", "sdpose_keypoints"],
+                        help="served models compared end to end (sdpose: heatmaps decoded here; sdpose_keypoints: "
+                             "decoded on the server)")
+    parser.add_argument("--transport-only", action="store_true", help="only the transport part (fake models)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "remote_bench.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -162,8 +209,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         result = {"cpu": cpu.to_dict(), "models": str(args.models),
-                  "transport": transport(args.models, work, args.transport_crops)}
+                  "transport": transport(args.models, work, args.transport_crops, args.server_models)}
         log.info("transport: %s", result["transport"])
+        if args.transport_only:
+            args.out.write_text(json.dumps(result, indent=1) + "\n")
+            log.info("-> %s", args.out)
+            return 0
         result["compute"] = compute(args.models, work, args.crops)
         log.info("compute: %s", result["compute"])
         if not args.skip_throughput:

@@ -33,32 +33,45 @@ def test_split_folder_becomes_models_plus_dag(fake_models_dir: Path, tmp_path: P
         assert (repo / kind / "1" / "model.bin").read_bytes() == (fake_models_dir / f"{kind}.bin").read_bytes()
     doc = json.loads((repo / "config.json").read_text())
     configs = [m["config"] for m in doc["model_config_list"]]
-    assert [c["name"] for c in configs] == ["vae_encoder", "pose"]
+    assert [c["name"] for c in configs] == ["vae_encoder", "pose", "keypoint_decoder"]
     assert all(c["base_path"] == c["name"] and c["target_device"] == "CPU" and c["nireq"] == 3 for c in configs)
     assert configs[0]["plugin_config"] == {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2",
                                            "INFERENCE_PRECISION_HINT": "f32"}
-    (pipe,) = doc["pipeline_config_list"]
+    pipe, keypoints_pipe = doc["pipeline_config_list"]
     assert pipe["name"] == "sdpose" and pipe["inputs"] == ["image"]
     assert [n["model_name"] for n in pipe["nodes"]] == ["vae_encoder", "pose"]
     assert pipe["nodes"][1]["inputs"] == [{"latent": {"node_name": "vae_encoder_node", "data_item": "latent"}}]
     assert pipe["outputs"] == [{"heatmaps": {"node_name": "pose_node", "data_item": "heatmaps"}}]
+    # sdpose_keypoints: the same nodes, then the decoder (heatmaps -> keypoints)
+    assert keypoints_pipe["name"] == "sdpose_keypoints" and keypoints_pipe["inputs"] == ["image"]
+    assert [n["model_name"] for n in keypoints_pipe["nodes"]] == ["vae_encoder", "pose", "keypoint_decoder"]
+    assert keypoints_pipe["nodes"][2]["inputs"] == [{"heatmaps": {"node_name": "pose_node", "data_item": "heatmaps"}}]
+    assert keypoints_pipe["outputs"] == [{"keypoints": {"node_name": "keypoint_decoder_node",
+                                                        "data_item": "keypoints"}}]
     models, pipelines = read_repository(repo, tensor_names=tensor_names)
-    assert set(models) == {"vae_encoder", "pose"} and is_linear(pipelines[0])
+    assert set(models) == {"vae_encoder", "pose", "keypoint_decoder"} and all(is_linear(p) for p in pipelines)
     # the sdpose metadata travels inside model.xml
     import openvino as ov
 
     from edge_runtime.metadata import read_metadata
     meta = read_metadata(ov.Core().read_model(str(repo / "pose" / "1" / "model.xml")))
     assert meta["kind"] == "pose" and meta["num_keypoints"] == 133
+    decoder = ov.Core().read_model(str(repo / "keypoint_decoder" / "1" / "model.xml"))
+    meta = read_metadata(decoder)
+    assert meta["kind"] == "keypoint_decoder" and meta["num_keypoints"] == 133 and meta["codec"]["type"] == "UDPHeatmap"
+    assert list(decoder.output(0).get_partial_shape()) == list(ov.PartialShape([-1, 133, 3]))
+    # the decoder computes in f32 whatever the hint of the other models
+    assert configs[2]["plugin_config"]["INFERENCE_PRECISION_HINT"] == "f32"
 
 
 def test_fused_chain_is_a_one_node_pipeline(fake_models_dir: Path, tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     assert export(fake_models_dir, repo, "--chain", "fused", "--pipeline-name", "wholebody") == 0
     doc = json.loads((repo / "config.json").read_text())
-    assert [m["config"]["name"] for m in doc["model_config_list"]] == ["vae_pose"]
-    assert doc["pipeline_config_list"][0]["name"] == "wholebody"
+    assert [m["config"]["name"] for m in doc["model_config_list"]] == ["vae_pose", "keypoint_decoder"]
+    assert [p["name"] for p in doc["pipeline_config_list"]] == ["wholebody", "wholebody_keypoints"]
     assert [n["model_name"] for n in doc["pipeline_config_list"][0]["nodes"]] == ["vae_pose"]
+    assert [n["model_name"] for n in doc["pipeline_config_list"][1]["nodes"]] == ["vae_pose", "keypoint_decoder"]
 
 
 def test_existing_output_and_bad_options_are_refused(fake_models_dir: Path, tmp_path: Path) -> None:
@@ -70,6 +83,7 @@ def test_existing_output_and_bad_options_are_refused(fake_models_dir: Path, tmp_
     assert export(fake_models_dir, repo, "--overwrite", "--chain", "fused") == 0
     assert not (repo / "pose").exists()
     assert export(fake_models_dir, tmp_path / "r2", "--pipeline-name", "pose") == 2  # clashes with a model
+    assert export(fake_models_dir, tmp_path / "r5", "--pipeline-name", "keypoint_decoder") == 2
     assert export(fake_models_dir, tmp_path / "r3", "--nireq", "0") == 2
     assert export(tmp_path / "missing", tmp_path / "r4") == 2
 
@@ -118,9 +132,15 @@ def test_exported_repository_served_gives_the_folder_heatmaps(fake_models_dir: P
         remote = RemotePoseEstimator(fake_models_dir, srv.grpc_url)
         image, boxes = person_image((70, 50)), np.array([[20, 5, 120, 115]], np.float32)
         kp_remote, _ = remote(image, boxes)
+        # the sdpose_keypoints pipeline: decoded on the server
+        remote_kp = RemotePoseEstimator(fake_models_dir, srv.grpc_url, model_name="sdpose_keypoints")
+        assert remote_kp.chain_keypoints
+        kp_server, sc_server = remote_kp(image, boxes)
     finally:
         srv.kill()
     local = PoseEstimator(fake_models_dir, options=CompileOptions(performance_hint="LATENCY",
                                                                   inference_precision="f32", cache_dir=None))
-    kp_local, _ = local(image, boxes)
+    kp_local, sc_local = local(image, boxes)
     np.testing.assert_allclose(kp_remote, kp_local, atol=1e-3)
+    np.testing.assert_allclose(kp_server, kp_local, atol=0.05 * 100 / 48)  # 0.05 crop px in image px
+    np.testing.assert_allclose(sc_server, sc_local, atol=1e-3)

@@ -174,3 +174,39 @@ def test_default_options_are_latency(fake_models_dir, monkeypatch, tmp_path):
 def test_bad_max_batch(fake_models_dir):
     with pytest.raises(InputError, match="max_batch"):
         PoseEstimator(fake_models_dir, OPTS, max_batch=0)
+
+
+@pytest.mark.parametrize("flip_test", [False, True])
+def test_graph_decoding_gives_the_numpy_keypoints(fake_models_dir, estimator, flip_test):
+    """--decode graph: the decoder appended to the pose IR (the chain returns keypoints [N,K,3]), or with the
+    flip test a compiled decoder on the averaged heatmaps; both give numpy's keypoints."""
+    numpy_est = estimator if not flip_test else PoseEstimator(fake_models_dir, OPTS, flip_test=True)
+    graph = PoseEstimator(fake_models_dir, OPTS, decode="graph", flip_test=flip_test)
+    assert graph.chain_keypoints is (not flip_test) and (graph._decoder is not None) is flip_test
+    image = _scene()
+    crops = graph.preprocess(image, BOXES)
+    payload = graph.infer(crops)
+    assert payload.shape == ((2, 133, 3) if not flip_test else (2, 133, 16, 12))
+    if not flip_test:
+        assert graph.output_name("pose") == "keypoints"
+    kp_g, sc_g = graph(image, BOXES)
+    kp_n, sc_n = numpy_est(image, BOXES)
+    np.testing.assert_allclose(kp_g, kp_n, atol=0.05 * 320 / 48)  # 0.05 crop px, in image px of these boxes
+    np.testing.assert_allclose(sc_g, sc_n, atol=1e-3)
+    assert np.abs(kp_g[0] - DISKS[0]).max() < 8  # a real pose: on the disk
+
+
+def test_graph_decoding_runs_alone_when_the_pose_model_is_not_f32(fake_models_dir):
+    """A bf16/f16 hint would move the points of a decoder inside the pose IR: it then runs alone, in f32."""
+    graph = PoseEstimator(fake_models_dir, CompileOptions(cache_dir=None, inference_precision="bf16",
+                                                          performance_hint="LATENCY"), decode="graph")
+    assert not graph.chain_keypoints and graph._decoder is not None
+    assert graph.infer(graph.preprocess(_scene(), BOXES)).shape == (2, 133, 16, 12)
+
+
+def test_bad_decode_is_refused(fake_models_dir):
+    with pytest.raises(InputError, match="decode: expected one of graph | numpy"):
+        PoseEstimator(fake_models_dir, OPTS, decode="torch")
+    from edge_runtime.config import SCHEMA
+
+    assert PoseEstimator(fake_models_dir, OPTS).decode == SCHEMA["decode"][0]

@@ -188,7 +188,7 @@ def test_unreachable_or_mismatched_server_is_a_clear_error(server: Server, fake_
     with pytest.raises(PoseServerError, match=f"pose server {closed} unreachable"):
         RemotePoseEstimator(fake_models_dir, closed, retry=ReconnectPolicy(max_retries=1, initial_s=0.05))
     # a body folder (K=17) against a server running the wholebody model
-    with pytest.raises(PoseServerError, match="not the model folder's heatmaps"):
+    with pytest.raises(PoseServerError, match="neither the model folder's heatmaps"):
         RemotePoseEstimator(fake_body_models_dir, server.grpc_url)
     with pytest.raises(PoseServerError, match="refused the model metadata of model 'nope'"):
         RemotePoseEstimator(fake_models_dir, server.grpc_url, model_name="nope")
@@ -251,3 +251,63 @@ def test_serve_stops_cleanly_on_sigterm_and_refuses_a_busy_port(fake_models_dir:
         assert "Traceback" not in srv.log.read_text()
     finally:
         srv.kill()
+
+
+@pytest.mark.parametrize("protocol,model,decode", [("grpc", "sdpose_keypoints", "numpy"),
+                                                   ("http", "sdpose_keypoints", "numpy"),
+                                                   ("grpc", "sdpose", "graph")])
+def test_keypoints_decoded_on_the_server_or_here_give_the_local_ones(server: Server, fake_models_dir: Path,
+                                                                     protocol: str, model: str, decode: str) -> None:
+    """--pose-server-model decides where decoding happens: sdpose_keypoints on the server (the answer is
+    keypoints [N,K,3]), sdpose here (with --decode's decoder); all give the local numpy-decoded keypoints."""
+    image, boxes = boxes_and_image()
+    url = server.grpc_url if protocol == "grpc" else server.http_url
+    remote = RemotePoseEstimator(fake_models_dir, url, model_name=model, decode=decode)
+    assert remote.chain_keypoints is (model == "sdpose_keypoints")
+    assert remote.remote.output_name == ("keypoints" if model == "sdpose_keypoints" else "heatmaps")
+    assert remote.runtime_info["pose_server"]["decoded_by"] == ("server" if model == "sdpose_keypoints" else
+                                                                "client (graph)")
+    assert remote.infer(remote.preprocess(image, boxes)).shape == ((2, 133, 3) if remote.chain_keypoints else
+                                                                    (2, 133, 16, 12))
+    kp_local, sc_local = PoseEstimator(fake_models_dir, options=LOCAL)(image, boxes)
+    kp_remote, sc_remote = remote(image, boxes)
+    np.testing.assert_allclose(kp_remote, kp_local, atol=0.05 * 110 / 48)  # 0.05 crop px in image px
+    np.testing.assert_allclose(sc_remote, sc_local, atol=1e-3)
+    assert np.abs(kp_remote[0] - [50, 60]).max() < 6
+
+
+def test_run_with_server_keypoints_and_local_graph_decoding(server: Server, fake_models_dir: Path,
+                                                            tmp_path: Path) -> None:
+    dets = write_people_images(tmp_path / "imgs", 4)
+    (tmp_path / "d.json").write_text(json.dumps(dets))
+    common = ["--models", str(fake_models_dir), "--source", str(tmp_path / "imgs"), "--detections",
+              str(tmp_path / "d.json"), "--precision-hint", "f32", "--no-cache", "--no-progress"]
+    assert main(["run", *common, "--output", str(tmp_path / "numpy"), "--decode", "numpy"]) == 0
+    assert main(["run", *common, "--output", str(tmp_path / "graph"), "--decode", "graph"]) == 0
+    assert main(["run", *common, "--output", str(tmp_path / "server"), "--pose-server", server.grpc_url,
+                 "--pose-server-model", "sdpose_keypoints", "--batch", "2"]) == 0
+    ref = read_jsonl(tmp_path / "numpy" / "predictions.jsonl")
+    for name in ("graph", "server"):
+        records = read_jsonl(tmp_path / name / "predictions.jsonl")
+        assert [r["frame"] for r in records] == list(range(4))
+        for a, b in zip(ref, records):
+            assert "error" not in b and len(b["persons"]) == len(a["persons"]) == 2
+            for pa, pb in zip(a["persons"], b["persons"]):
+                np.testing.assert_allclose(np.array(pb["keypoints"]), np.array(pa["keypoints"]), atol=0.2)
+    assert json.loads((tmp_path / "graph" / "summary.json").read_text())["settings"]["decode"] == "graph"
+
+
+def test_server_keypoints_are_checked_against_the_folder(server: Server, fake_body_models_dir: Path,
+                                                         fake_models_dir: Path) -> None:
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{server.port}")
+    meta = client.get_model_metadata("keypoint_decoder", as_json=True)  # the decoder is served alone too
+    assert [(i["name"], i["shape"]) for i in meta["inputs"]] == [("heatmaps", ["-1", "133", "16", "12"])]
+    assert [(o["name"], o["shape"]) for o in meta["outputs"]] == [("keypoints", ["-1", "133", "3"])]
+    meta = client.get_model_metadata("sdpose_keypoints", as_json=True)
+    assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("keypoints", "FP32")]
+    with pytest.raises(PoseServerError, match=r"nor its keypoints FP32 \[-1, 17, 3\]"):
+        RemotePoseEstimator(fake_body_models_dir, server.grpc_url, model_name="sdpose_keypoints")
+    with pytest.raises(InputError, match="--flip-test averages heatmaps"):
+        RemotePoseEstimator(fake_models_dir, server.grpc_url, model_name="sdpose_keypoints", flip_test=True)
