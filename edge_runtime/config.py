@@ -114,7 +114,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "parts": (list(PART_NAMES), _parts, f"a list of parts from {list(PART_NAMES)}"),
     "score_threshold": (DEFAULT_SCORE_THRESHOLD, _unit, "a number in [0, 1] (keypoints drawn / used for tracking above it)"),
     # temporal smoothing of the output keypoints (edge_runtime.smoothing: units, lag bound)
-    "smooth": ("none", _choice("one-euro", "none"), "one-euro | none (per track and keypoint, before the outputs)"),
+    "smooth": ("one-euro", _choice("one-euro", "none"), "one-euro | none (per track and keypoint, before the outputs)"),
     "smooth_min_cutoff_hz": (DEFAULT_MIN_CUTOFF_HZ, _positive, "a positive number of Hz (One Euro: cutoff at rest)"),
     "smooth_beta": (DEFAULT_BETA, _non_negative,
                     "a non-negative number (One Euro: cutoff Hz added per box size per second of speed)"),

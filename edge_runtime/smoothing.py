@@ -45,9 +45,9 @@ from .errors import InputError
 
 SMOOTH_METHODS = ("none", "one-euro")
 #: the One Euro parameters of ``sdpose-edge run`` (chosen on the proxy: docs/benchmarks.md, "Temporal smoothing")
-DEFAULT_MIN_CUTOFF_HZ = 1.0
-DEFAULT_BETA = 1.0
-DEFAULT_D_CUTOFF_HZ = 1.0
+DEFAULT_MIN_CUTOFF_HZ = 0.5
+DEFAULT_BETA = 12.0
+DEFAULT_D_CUTOFF_HZ = 4.0
 
 
 @dataclasses.dataclass(frozen=True)
