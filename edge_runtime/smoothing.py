@@ -46,7 +46,7 @@ from .errors import InputError
 SMOOTH_METHODS = ("none", "one-euro")
 #: the One Euro parameters of ``sdpose-edge run`` (chosen on the proxy: docs/benchmarks.md, "Temporal smoothing")
 DEFAULT_MIN_CUTOFF_HZ = 0.5
-DEFAULT_BETA = 12.0
+DEFAULT_BETA = 24.0
 DEFAULT_D_CUTOFF_HZ = 4.0
 
 

@@ -33,6 +33,12 @@ def smoothed_records(records: list[dict], config: SmoothConfig) -> list[dict]:
     smoother, out = OneEuroSmoother(config), []
     for rec in records:
         persons = rec.get("persons") or []
+        if not persons:
+            out.append(rec)   # no person: the filter drops the source's tracks, as in the runtime
+            smoother(FrameResult(rec["frame"], rec["source"], rec.get("timestamp_ms"), None, np.zeros((0, 4), np.float32),
+                                 np.zeros(0, np.float32), np.zeros((0, 0, 2), np.float32),
+                                 np.zeros((0, 0), np.float32), np.zeros(0, np.int64)))
+            continue
         kp = np.array([p["keypoints"] for p in persons], np.float32).reshape(len(persons), -1, 3)
         result = FrameResult(rec["frame"], rec["source"], rec.get("timestamp_ms"), None,
                              np.array([p["bbox_xyxy"] for p in persons], np.float32).reshape(-1, 4),
