@@ -349,6 +349,22 @@ def pck(pred: np.ndarray, gt: np.ndarray, boxes_size: np.ndarray, alpha: float =
 PARTS = {"body": (0, 17), "feet": (17, 23), "face": (23, 91), "hands": (91, 133)}
 
 
+def match_person(preds: list[dict], box: np.ndarray, min_iou: float = 0.3) -> "dict | None":
+    """The predicted person (a ``predictions.jsonl`` person) whose ``bbox_xyxy`` overlaps the ground-truth box
+    [4] image px most, with IoU >= ``min_iou``; None if there is none."""
+    best, best_iou = None, min_iou
+    for person in preds:
+        iou = float(box_iou(np.asarray(person["bbox_xyxy"], np.float32)[None], box[None])[0, 0])
+        if iou >= best_iou:
+            best, best_iou = person, iou
+    return best
+
+
+def person_keypoints(person: dict) -> np.ndarray:
+    """A record person's keypoints [K,2] image px (NaN where null)."""
+    return np.array([[np.nan if v is None else v for v in k[:2]] for k in person["keypoints"]], np.float32)
+
+
 def score_records(records: list[dict], gt_keypoints: np.ndarray, gt_boxes: np.ndarray,
                   alpha: float = 0.05) -> dict[str, float]:
     """PCK@alpha of ``predictions.jsonl`` records against ground truth [T,P,K,2] / boxes [T,P,4].
@@ -370,16 +386,12 @@ def score_records(records: list[dict], gt_keypoints: np.ndarray, gt_boxes: np.nd
         for p in range(gt_keypoints.shape[1]):
             persons += 1
             box = gt_boxes[t, p]
-            best, best_iou = None, 0.3
-            for person in preds:
-                iou = float(box_iou(np.asarray(person["bbox_xyxy"], np.float32)[None], box[None])[0, 0])
-                if iou >= best_iou:
-                    best, best_iou = person, iou
+            best = match_person(preds, box)
             if best is None:
                 correct.append(np.zeros(k_pred or gt_keypoints.shape[2], bool))
                 continue
             matched += 1
-            kp = np.array([[np.nan if v is None else v for v in k[:2]] for k in best["keypoints"]], np.float32)
+            kp = person_keypoints(best)
             k_pred = len(kp)
             size = np.array([max(box[2] - box[0], box[3] - box[1])])
             correct.append(pck(kp[None], gt_keypoints[t, p, :k_pred][None], size, alpha)[0])
@@ -390,3 +402,36 @@ def score_records(records: list[dict], gt_keypoints: np.ndarray, gt_boxes: np.nd
         if hi <= k:
             out[part] = float(ok[:, lo:hi].mean()) if ok.size else 0.0
     return out
+
+
+def keypoint_jitter(records: list[dict], gt_keypoints: np.ndarray, gt_boxes: np.ndarray) -> dict[str, float]:
+    """Jitter of ``predictions.jsonl`` records: the mean absolute second difference |x[t+1] - 2 x[t] + x[t-1]|
+    (the 2-D norm, image px) of each keypoint of each ground-truth person over the frames t where that person is
+    matched (as in :func:`score_records`) in t-1, t and t+1, beside the same mean of the ground truth on the same
+    frames (its own motion's acceleration). Returns {"jitter_px", "jitter_gt_px", "jitter_body_px",
+    "jitter_body_gt_px", "jitter_triples"}; the excess jitter is ``jitter_px - jitter_gt_px``."""
+    by_frame = {int(r["frame"]): r.get("persons") or [] for r in records}
+    num_frames, num_persons = gt_keypoints.shape[:2]
+    pred_d2: list[np.ndarray] = []
+    gt_d2: list[np.ndarray] = []
+    for p in range(num_persons):
+        track: list["np.ndarray | None"] = []
+        for t in range(num_frames):
+            best = match_person(by_frame[t], gt_boxes[t, p]) if t in by_frame else None
+            track.append(None if best is None else person_keypoints(best))
+        for t in range(1, num_frames - 1):
+            a, b, c = track[t - 1], track[t], track[t + 1]
+            if a is None or b is None or c is None:
+                continue
+            k = len(b)
+            pred_d2.append(np.linalg.norm(c - 2 * b + a, axis=-1))
+            g = gt_keypoints[t - 1:t + 2, p, :k]
+            gt_d2.append(np.linalg.norm(g[2] - 2 * g[1] + g[0], axis=-1))
+    if not pred_d2:
+        return {"jitter_px": float("nan"), "jitter_gt_px": float("nan"), "jitter_body_px": float("nan"),
+                "jitter_body_gt_px": float("nan"), "jitter_triples": 0}
+    pred, gt = np.stack(pred_d2), np.stack(gt_d2)   # [triples, K]
+    body = PARTS["body"][1]
+    return {"jitter_px": float(np.nanmean(pred)), "jitter_gt_px": float(np.mean(gt)),
+            "jitter_body_px": float(np.nanmean(pred[:, :body])), "jitter_body_gt_px": float(np.mean(gt[:, :body])),
+            "jitter_triples": len(pred)}

@@ -15,6 +15,7 @@ import yaml
 
 from .errors import InputError
 from .keypoints import DEFAULT_SCORE_THRESHOLD
+from .smoothing import DEFAULT_BETA, DEFAULT_D_CUTOFF_HZ, DEFAULT_MIN_CUTOFF_HZ
 from .tracking import DEFAULT_BOX_EXPANSION, DEFAULT_TRACK_IOU
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,10 @@ def _unit(value: Any) -> bool:
 
 def _positive(value: Any) -> bool:
     return _number(value) and float(value) > 0.0
+
+
+def _non_negative(value: Any) -> bool:
+    return _number(value) and float(value) >= 0.0
 
 
 def _string(value: Any) -> bool:
@@ -109,6 +114,12 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "bbox_padding": (None, _positive, "a positive number or null (the IR metadata, 1.25)"),
     "parts": (list(PART_NAMES), _parts, f"a list of parts from {list(PART_NAMES)}"),
     "score_threshold": (DEFAULT_SCORE_THRESHOLD, _unit, "a number in [0, 1] (keypoints drawn / used for tracking above it)"),
+    # temporal smoothing of the output keypoints (edge_runtime.smoothing: units, lag bound)
+    "smooth": ("one-euro", _choice("one-euro", "none"), "one-euro | none (per track and keypoint, before the outputs)"),
+    "smooth_min_cutoff_hz": (DEFAULT_MIN_CUTOFF_HZ, _positive, "a positive number of Hz (One Euro: cutoff at rest)"),
+    "smooth_beta": (DEFAULT_BETA, _non_negative,
+                    "a non-negative number (One Euro: cutoff Hz added per box size per second of speed)"),
+    "smooth_d_cutoff_hz": (DEFAULT_D_CUTOFF_HZ, _positive, "a positive number of Hz (One Euro: speed estimate)"),
     # detector
     "det_score_threshold": (None, _unit, "a number in [0, 1] or null (detector default 0.5, as the original app)"),
     "det_iou_threshold": (None, _unit, "a number in [0, 1] or null (detector default 0.7, ultralytics' NMS IoU)"),
@@ -182,6 +193,9 @@ CLI_OPTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "parts": ("pose and outputs", "keypoint groups kept: comma list of body,feet,face,hands", {}),
     "score_threshold": ("pose and outputs", "keypoint visibility threshold", {}),
     "bbox_padding": ("pose and outputs", "box padding (default: IR metadata)", {}),
+    "smooth": ("pose and outputs", "temporal smoothing of the output keypoints per track: one-euro (a One Euro "
+               "filter per keypoint, box-relative and timestamp-based; YAML smooth_* set its parameters) or none",
+               {}),
     "det_score_threshold": ("pose and outputs", "detector person score threshold", {}),
     "openpose": ("pose and outputs", "write OUT/openpose/<frame>.json (OpenPose layout), one per input frame", {}),
     "openpose_confidence": ("pose and outputs", "OpenPose c: binary (default; 1.0 for kept points, what ControlNet "
@@ -197,7 +211,7 @@ CLI_OPTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
 }
 
 _INT_CHECKS = (_positive_int, _non_negative_int)
-_FLOAT_CHECKS = (_positive, _unit, _number)
+_FLOAT_CHECKS = (_positive, _unit, _number, _non_negative)
 
 
 def add_cli_options(groups: Mapping[str, Any], after: "Mapping[str, Callable[[Any], None]] | None" = None,

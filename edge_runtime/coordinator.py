@@ -1,7 +1,9 @@
 """What the two coordinators share (:class:`~edge_runtime.pipeline.Pipeline`, file mode, and
 :class:`~edge_runtime.live.LiveRunner`, live feeds): one backend per model of the chain (and the detector), the
 events queue their completions arrive on, ``stop()``, and the loop's wait-then-drain step. All coordinator state
-lives in the thread that calls ``run``; backends and capture threads only put events on the queue."""
+lives in the thread that calls ``run``; backends and capture threads only put events on the queue. Both turn each
+:class:`~edge_runtime.results.FrameResult` into the sinks' record in one place, :meth:`Coordinator._output`
+(temporal smoothing, ``config.smooth``, then ``to_record``)."""
 from __future__ import annotations
 
 import queue
@@ -12,6 +14,7 @@ import numpy as np
 
 from .backends import BackendFactory, build_backends
 from .errors import InputError
+from .smoothing import build_smoother
 
 #: put on the events queue by capture threads: "a frame is waiting" (no completion attached)
 WAKE = object()
@@ -44,6 +47,18 @@ class Coordinator:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    def _begin_run(self) -> None:
+        """At the start of every run: capture may go on; fresh temporal-smoothing state (``config.smooth``)."""
+        self._stop.clear()
+        self._smoother = build_smoother(self.config.smooth)
+
+    def _output(self, result: Any, stream: str = "") -> dict:
+        """The sinks' record of a FrameResult of the source ``stream``: keypoints smoothed per track (unless
+        ``smooth`` is none), then :meth:`~edge_runtime.results.FrameResult.to_record` with ``config.parts``."""
+        if self._smoother is not None:
+            result = self._smoother(result, stream)
+        return result.to_record(self.config.parts)
 
     def _wake(self) -> None:
         self.events.put(WAKE)

@@ -127,7 +127,7 @@ class LiveRunner(Coordinator):
         """Process every source to its end (or max_frames / stop()); returns {"total": {...}, "sources":
         {name: summary}}."""
         cfg = self.config
-        self._stop.clear()
+        self._begin_run()
         self._interrupted = False
         self._pose_error: "str | None" = None  # the last pose request failed: frames say so until one succeeds
         self._srcs = [_Source(i, r, cfg) for i, r in enumerate(runs)]
@@ -259,7 +259,7 @@ class LiveRunner(Coordinator):
         self._write(src, result)
 
     def _write(self, src: _Source, result: FrameResult) -> None:
-        record = result.to_record(self.config.parts)
+        record = self._output(result, src.name)
         image = src.frame.image if src.frame is not None and src.frame.ok else None
         t = time.perf_counter()
         for sink in src.sinks:

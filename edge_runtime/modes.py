@@ -7,6 +7,7 @@ from typing import Any, Sequence
 
 from .errors import InputError
 from .keypoints import DEFAULT_SCORE_THRESHOLD
+from .smoothing import SmoothConfig
 from .tracking import DEFAULT_BOX_EXPANSION, DEFAULT_TRACK_IOU
 from .tracks import TrackConfig
 
@@ -47,6 +48,8 @@ class PipelineConfig:
     progress: show a progress bar (file mode).
     chain_slots: split chain only: at most this many vae_encoder + pose requests in flight together
         (None: each model up to its own request count; both stages then compete for the same cores).
+    smooth: temporal smoothing of the output keypoints (:class:`~edge_runtime.smoothing.SmoothConfig`; default
+        none).
     """
 
     mode: str = "file"
@@ -63,6 +66,7 @@ class PipelineConfig:
     progress: bool = False
     chain_slots: "int | None" = None
     request_timeout_s: "float | None" = 600.0
+    smooth: SmoothConfig = dataclasses.field(default_factory=SmoothConfig)
 
     def __post_init__(self) -> None:
         if self.mode != "file":
@@ -86,6 +90,7 @@ class LiveConfig:
     chain_slots: split chain: at most this many pose requests (crops on their way through vae_encoder and
         pose) at once; 1 runs the two models strictly one after the other, so that with ``release_memory``
         only one model's buffers exist at a time (None: each model up to its own requests).
+    smooth: temporal smoothing of the output keypoints, as in PipelineConfig.
     """
 
     mode: str = "live"
@@ -102,6 +107,7 @@ class LiveConfig:
     live_queue_size: int = 1
     request_timeout_s: "float | None" = 600.0
     chain_slots: "int | None" = None
+    smooth: SmoothConfig = dataclasses.field(default_factory=SmoothConfig)
 
     def __post_init__(self) -> None:
         if self.mode not in ("live", "file"):

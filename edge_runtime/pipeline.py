@@ -97,7 +97,7 @@ class Pipeline(Coordinator):
     def run(self, source: FrameSource) -> dict[str, Any]:
         """Process ``source`` to the end (or max_frames / stop()) and return the summary dict."""
         cfg = self.config
-        self._stop.clear()
+        self._begin_run()
         self._reset()
         self._source = source
         pose_cap = self.backends[self.heat_stage].capacity
@@ -440,10 +440,10 @@ class Pipeline(Coordinator):
         if state.error is not None or state.boxes is None or len(state.boxes) == 0:
             result = FrameResult.failed(frame, frame.name, state.error or "", k)
             result.image_size, result.error = size, state.error
-            return result.to_record(self.config.parts)
+            return self._output(result)
         result = FrameResult(frame.index, frame.name, frame.timestamp_ms, size, state.boxes, state.box_scores,
                              state.keypoints, state.scores, self._tracker.update(state.boxes))
-        return result.to_record(self.config.parts)
+        return self._output(result)
 
     def _write(self, state: _FrameState) -> None:
         record = self._record(state)

@@ -245,6 +245,13 @@ def _build_detector(args: argparse.Namespace, settings: dict[str, Any], estimato
     return PersonDetector(estimator.folder, options=options, core=estimator.core, **kwargs)
 
 
+def _smooth_config(settings: dict[str, Any]) -> Any:
+    from .smoothing import SmoothConfig
+
+    return SmoothConfig(method=settings["smooth"], min_cutoff_hz=settings["smooth_min_cutoff_hz"],
+                        beta=settings["smooth_beta"], d_cutoff_hz=settings["smooth_d_cutoff_hz"])
+
+
 def _live_config(settings: dict[str, Any], mode: str) -> Any:
     from .live import LiveConfig
     from .tracks import TrackConfig
@@ -258,7 +265,8 @@ def _live_config(settings: dict[str, Any], mode: str) -> Any:
                       max_persons=settings["max_persons"], flip_test=settings["flip_test"],
                       parts=tuple(settings["parts"]), score_threshold=settings["score_threshold"], track=track,
                       live_queue_size=settings["live_queue_size"], request_timeout_s=settings["request_timeout_s"],
-                      chain_slots=settings["chain_slots"] or (1 if settings["release_memory"] else None))
+                      chain_slots=settings["chain_slots"] or (1 if settings["release_memory"] else None),
+                      smooth=_smooth_config(settings))
 
 
 def _pipeline_config(settings: dict[str, Any]) -> Any:
@@ -272,7 +280,7 @@ def _pipeline_config(settings: dict[str, Any]) -> Any:
                           track_box_expansion=settings["track_box_expansion"], max_persons=settings["max_persons"],
                           progress=settings["progress"],
                           chain_slots=settings["chain_slots"] or (1 if settings["release_memory"] else None),
-                          request_timeout_s=settings["request_timeout_s"])
+                          request_timeout_s=settings["request_timeout_s"], smooth=_smooth_config(settings))
 
 
 def _backend_factory(settings: dict[str, Any]) -> Any:

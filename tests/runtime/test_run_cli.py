@@ -184,7 +184,8 @@ def test_command_line_options_come_from_the_settings_schema() -> None:
         "--chain", "--reconnect-retries", "--schedule-poses", "--pose-budget", "--max-pose-age",
         "--release-memory", "--request-timeout", "--pose-server", "--pose-server-model", "--device", "--hint",
         "--num-streams", "--num-threads", "--num-requests", "--precision-hint", "--cache-dir", "--no-cache",
-        "--flip-test", "--decode", "--parts", "--score-threshold", "--bbox-padding", "--det-score-threshold", "--openpose",
+        "--flip-test", "--decode", "--parts", "--score-threshold", "--bbox-padding", "--smooth",
+        "--det-score-threshold", "--openpose",
         "--openpose-confidence", "--openpose-naming", "--coco-annotations", "--save-video", "--save-images",
         "--show", "--progress"]
     for key in config.CLI_OPTIONS:

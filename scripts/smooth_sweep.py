@@ -1,0 +1,93 @@
+"""Choosing the One Euro parameters of ``--smooth one-euro``: replays the filter over unsmoothed runs and scores them.
+
+    python scripts/smooth_sweep.py --run OUT1/predictions.jsonl:GT1.npz [--run ...] [--min-cutoffs 0.5,1,2]
+        [--betas 0,1,4] [--d-cutoffs 1] [--out sweep.json]
+
+Each ``--run`` is the ``predictions.jsonl`` of an ``sdpose-edge run --smooth none`` on a drawn-figures video and its
+ground truth (``scripts/make_figures_video.py``). The filter (:class:`edge_runtime.smoothing.OneEuroSmoother`, the
+one the runtime applies) runs over the records afterwards, which gives what ``--smooth one-euro`` with those
+parameters writes (to the records' 0.001 px rounding). Prints, per parameter set, the mean over the runs of
+PCK@0.05 (all, body) and the excess jitter (mean |2nd difference| minus the ground truth's, px).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from convert.figures import keypoint_jitter, score_records  # noqa: E402
+from edge_runtime.results import FrameResult  # noqa: E402
+from edge_runtime.smoothing import OneEuroSmoother, SmoothConfig  # noqa: E402
+
+log = logging.getLogger("smooth_sweep")
+
+
+def smoothed_records(records: list[dict], config: SmoothConfig) -> list[dict]:
+    """The records with their keypoints passed through the One Euro filter (per track, in frame order)."""
+    smoother, out = OneEuroSmoother(config), []
+    for rec in records:
+        persons = rec.get("persons") or []
+        if not persons:
+            out.append(rec)   # no person: the filter drops the source's tracks, as in the runtime
+            smoother(FrameResult(rec["frame"], rec["source"], rec.get("timestamp_ms"), None, np.zeros((0, 4), np.float32),
+                                 np.zeros(0, np.float32), np.zeros((0, 0, 2), np.float32),
+                                 np.zeros((0, 0), np.float32), np.zeros(0, np.int64)))
+            continue
+        kp = np.array([p["keypoints"] for p in persons], np.float32).reshape(len(persons), -1, 3)
+        result = FrameResult(rec["frame"], rec["source"], rec.get("timestamp_ms"), None,
+                             np.array([p["bbox_xyxy"] for p in persons], np.float32).reshape(-1, 4),
+                             np.array([p["score"] for p in persons], np.float32), kp[..., :2], kp[..., 2],
+                             np.array([p["track_id"] for p in persons], np.int64))
+        smoothed = smoother(result).keypoints
+        new = dict(rec, persons=[dict(p, keypoints=[[float(x), float(y), s[2]] for (x, y), s in zip(k, p["keypoints"])])
+                                 for p, k in zip(persons, smoothed)])
+        out.append(new)
+    return out
+
+
+def score(records: list[dict], gt: dict) -> dict[str, float]:
+    pck = score_records(records, gt["keypoints"], gt["boxes"])
+    jitter = keypoint_jitter(records, gt["keypoints"], gt["boxes"])
+    return {"pck_all": pck["all"], "pck_body": pck["body"], "jitter_excess_px": jitter["jitter_px"] - jitter["jitter_gt_px"],
+            "jitter_px": jitter["jitter_px"], "jitter_gt_px": jitter["jitter_gt_px"]}
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", action="append", required=True, help="PREDICTIONS.jsonl:GT.npz (repeat)")
+    parser.add_argument("--min-cutoffs", default="0.5,1,2,4", help="Hz")
+    parser.add_argument("--betas", default="0,0.5,1,2,4,8")
+    parser.add_argument("--d-cutoffs", default="1")
+    parser.add_argument("--out", type=Path, default=None, help="write every row as JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    runs = []
+    for spec in args.run:
+        pred, gt = spec.rsplit(":", 1)
+        records = [json.loads(line) for line in Path(pred).read_text(encoding="utf-8").splitlines() if line]
+        runs.append((pred, records, dict(np.load(gt))))
+    grid = [None] + list(itertools.product(*(map(float, s.split(",")) for s in
+                                             (args.min_cutoffs, args.betas, args.d_cutoffs))))
+    rows = []
+    for params in grid:
+        config = None if params is None else SmoothConfig("one-euro", *params)
+        per_run = [score(recs if config is None else smoothed_records(recs, config), gt) for _, recs, gt in runs]
+        mean = {k: float(np.mean([r[k] for r in per_run])) for k in per_run[0]}
+        rows.append({"min_cutoff_hz": None if params is None else params[0], "beta": None if params is None else params[1],
+                     "d_cutoff_hz": None if params is None else params[2], "mean": mean, "runs": per_run})
+        log.info("%-22s PCK all %5.1f %%  body %5.1f %%  excess jitter %6.3f px",
+                 "none" if params is None else "fc %.2g beta %.2g dc %.2g" % params, 100 * mean["pck_all"],
+                 100 * mean["pck_body"], mean["jitter_excess_px"])
+    if args.out is not None:
+        args.out.write_text(json.dumps({"runs": [r[0] for r in runs], "rows": rows}, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
