@@ -81,8 +81,8 @@ def _bool(value: Any) -> bool:
 SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     # compile options (CompileOptions)
     "device": ("CPU", _string, "a non-empty OpenVINO device name (CPU, GPU, NPU, AUTO ...)"),
-    "hint": ("THROUGHPUT", _choice("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"),
-             "one of THROUGHPUT | LATENCY | CUMULATIVE_THROUGHPUT"),
+    "hint": (None, _choice("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"),
+             "one of THROUGHPUT | LATENCY | CUMULATIVE_THROUGHPUT, or null (chosen by the runtime)"),
     "num_streams": (None, _positive_int, "a positive integer or null"),
     "num_threads": (None, _positive_int, "a positive integer or null"),
     "precision_hint": (None, _choice("f32", "bf16", "f16"), "one of f32 | bf16 | f16, or null (device default)"),
@@ -167,10 +167,12 @@ CLI_OPTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
                     "crops each", {"metavar": "URL"}),
     "pose_server_model": ("scheduling", "served model mapping crops to heatmaps (default sdpose)", {"metavar": "NAME"}),
     "device": ("OpenVINO", "OpenVINO device (CPU, GPU, NPU, AUTO ...)", {}),
-    "hint": ("OpenVINO", "PERFORMANCE_HINT", {}),
+    "hint": ("OpenVINO", "PERFORMANCE_HINT (default THROUGHPUT; live mode on <= 4 cores: LATENCY)", {}),
     "num_streams": ("OpenVINO", "NUM_STREAMS", {}),
-    "num_threads": ("OpenVINO", "INFERENCE_NUM_THREADS", {}),
-    "num_requests": ("OpenVINO", "infer requests per model (default OPTIMAL_NUMBER_OF_INFER_REQUESTS)", {}),
+    "num_threads": ("OpenVINO", "INFERENCE_NUM_THREADS (default OpenVINO's; live mode on <= 4 cores: cores - 1, "
+                    "leaving a core to capture and output)", {}),
+    "num_requests": ("OpenVINO", "infer requests per model (default OPTIMAL_NUMBER_OF_INFER_REQUESTS; live mode on "
+                     "<= 4 cores: 1)", {}),
     "precision_hint": ("OpenVINO", "INFERENCE_PRECISION_HINT (default: the device's; bf16 on AVX512_BF16 CPUs)", {}),
     "cache_dir": ("OpenVINO", "model cache directory (CACHE_DIR)", {}),
     "flip_test": ("pose and outputs", "also infer mirrored crops and average (2x pose cost)", {}),

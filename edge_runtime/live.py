@@ -11,7 +11,8 @@ One coordinator thread serves one or more sources with one set of compiled model
     pose completions:        decode -> PoseTracks.apply_pose: carried from the frame the model saw to now
 
 Live mode outputs each frame as soon as it is processed (capture-to-output latency stays about a frame),
-with each person's ``pose_frame``, ``pose_age_ms`` and ``propagated``. File mode (``mode="file"``, the
+with each person's ``pose_frame``, ``pose_age_ms`` and ``propagated``. Every tracked person is output from the
+frame it was detected on; until its first pose comes back it has ``"keypoints": null``. File mode (``mode="file"``, the
 ``--schedule-poses`` option of ``sdpose-edge run``) takes every frame in order and holds each frame until the
 poses scheduled on it are back, so results are deterministic; poses are then never propagated from an
 older frame, only carried between recomputes.
@@ -86,10 +87,15 @@ class _Source:
         self.pending = 0                    # pose crops in flight for this source
         self.credit = 0.0
         self.frames_out = self.failed = self.persons = self.recomputes = self.dets_missing = 0
-        self.person_slots = self.person_present = 0
+        self.person_slots = self.person_present = self.pose_present = 0
         self.lat = Reservoirs()
         self.t_first: "float | None" = None
         self.t_last = 0.0
+
+
+def _share(count: int, slots: int) -> "float | None":
+    """count / slots rounded to 4 places; None without slots."""
+    return round(count / slots, 4) if slots else None
 
 
 def source_clock(frame: Frame, capture_t: float, mode: str) -> float:
@@ -255,7 +261,9 @@ class LiveRunner(Coordinator):
         src.person_slots += src.tracks.active()
         src.person_present += len(persons)
         for p in persons:
-            src.lat["pose_age"].append(p.pose_age_ms)
+            if p.has_pose:
+                src.pose_present += 1
+                src.lat["pose_age"].append(p.pose_age_ms)
         self._write(src, result)
 
     def _write(self, src: _Source, result: FrameResult) -> None:
@@ -439,7 +447,8 @@ class LiveRunner(Coordinator):
             "wall_s": round(wall, 3), "fps": round(src.frames_out / active_s, 4),
             "pose_recomputes": src.recomputes,
             "pose_recomputes_per_track_s": round(src.recomputes / max(tracks["tracks_created"], 1) / active_s, 4),
-            "person_presence": round(src.person_present / src.person_slots, 4) if src.person_slots else None,
+            "person_presence": _share(src.person_present, src.person_slots),
+            "pose_presence": _share(src.pose_present, src.person_slots),
             "latency_ms": {k: v.summary() for k, v in sorted(src.lat.items())},
             "tracks": tracks, "detect_every": self.config.detect_every, "pose_budget": self.config.pose_budget,
             "frames_without_detections": src.dets_missing,
@@ -454,6 +463,7 @@ class LiveRunner(Coordinator):
                 "pose_recomputes")
         total: dict[str, Any] = {k: sum(s[k] for s in per.values()) for k in keys}
         errors = {name: s["capture_error"] for name, s in per.items() if s["capture_error"]}
+        slots = sum(s.person_slots for s in self._srcs)
         total.update({
             "mode": self.config.mode, "chain": "+".join(self.stages), "sources": len(per),
             "wall_s": round(wall, 3), "fps": round(total["frames_out"] / wall, 4),
@@ -463,6 +473,8 @@ class LiveRunner(Coordinator):
             "requests_timed_out": self._book.requests.expired_count,
             "batch": self.config.batch, "detect_every": self.config.detect_every,
             "pose_budget": self.config.pose_budget, "interrupted": self._interrupted,
+            "person_presence": _share(sum(s.person_present for s in self._srcs), slots),
+            "pose_presence": _share(sum(s.pose_present for s in self._srcs), slots),
             "capture_error": "; ".join(f"{k}: {v}" for k, v in errors.items()) or None,
         })
         return {"total": total, "sources": per}

@@ -68,9 +68,12 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def compile_options(settings: dict[str, Any]) -> Any:
+    """The settings' compile options; a hint left unset is THROUGHPUT (live runs then apply
+    :func:`edge_runtime.compile_choice.choose_compile_options`)."""
+    from .compile_choice import DEFAULT_HINT
     from .models import CompileOptions
 
-    return CompileOptions(device=settings["device"], performance_hint=settings["hint"],
+    return CompileOptions(device=settings["device"], performance_hint=settings["hint"] or DEFAULT_HINT,
                           num_streams=settings["num_streams"], inference_num_threads=settings["num_threads"],
                           inference_precision=settings["precision_hint"], cache_dir=settings["cache_dir"],
                           num_requests=settings["num_requests"])
@@ -210,6 +213,19 @@ def per_isa_options(options: Any, models: str | Path, quantized: "bool | None" =
     return dataclasses.replace(options, inference_precision=hint), "per-ISA default (INT8 on bf16 without AMX)"
 
 
+def _run_options(args: argparse.Namespace, settings: dict[str, Any], mode: str) -> tuple[Any, str, Any]:
+    """The run's compile options: the settings, the runtime's choice for what the user left unset
+    (:func:`edge_runtime.compile_choice.choose_compile_options`: live mode on a small CPU leaves a core to capture
+    and output) and the per-ISA precision hint; returns (options, where the precision hint came from, choice)."""
+    from .compile_choice import choose_compile_options
+
+    choice = choose_compile_options(settings, mode)
+    logger.info("compile options: hint %s, %s inference thread(s), %s request(s) per model (%s)", choice.hint,
+                choice.num_threads or "OpenVINO's", choice.num_requests or "OpenVINO's optimal", choice.reason)
+    options, hint_source = per_isa_options(choice.apply(compile_options(settings)), args.models)
+    return options, hint_source, choice
+
+
 def _build_estimator(args: argparse.Namespace, settings: dict[str, Any], options: Any, policy: ReconnectPolicy) -> Any:
     """The local pose chain, or with --pose-server the remote one (the folder gives only its metadata; its
     reconnects follow ``policy``, the cameras' backoff)."""
@@ -304,7 +320,7 @@ def run(args: argparse.Namespace) -> int:
     mode = settings["mode"] or ("live" if any(src.default_mode == "live" for _, src in sources) else "file")
     out = Path(args.output)
     prepare_output(out, overwrite=args.overwrite)
-    options, hint_source = per_isa_options(compile_options(settings), args.models)
+    options, hint_source, choice = _run_options(args, settings, mode)
     estimator = _build_estimator(args, settings, options, policy)
     detector = None if detections is not None else _build_detector(args, settings, estimator, options)
     multi = len(sources) > 1
@@ -313,7 +329,7 @@ def run(args: argparse.Namespace) -> int:
     common = {"models": str(args.models), "output": str(out), "compile_options": options.describe(),
               "settings": {k: v for k, v in settings.items()}, "cpu": estimator.runtime_info["cpu"],
               "precision": estimator.runtime_info["precision"], "precision_hint_source": hint_source,
-              "variant": estimator.runtime_info["variant"]}
+              "variant": estimator.runtime_info["variant"], "compile_choice": choice.to_dict()}
     per_source: dict[str, dict[str, Any]] = {name: {"error": "the run ended before this source finished"}
                                              for name, _ in sources}
     total: dict[str, Any] = {"error": "the run ended before it finished"}
