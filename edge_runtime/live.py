@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .backends import BackendFactory, Completion, RequestBook
+from .compile_choice import InferencePriority
 from .coordinator import WAKE, Coordinator
 from .errors import SDPoseError
 from .feeds import CaptureStatus, FrameFeed, capture_loop
@@ -142,6 +143,7 @@ class LiveRunner(Coordinator):
         self._lat = Reservoirs()
         self._rr = 0
         self._t0 = time.perf_counter()
+        self._priority = InferencePriority(cfg.inference_nice)
         for src in self._srcs:
             pace = cfg.mode == "live" and cfg.pace_live_files and src.source.default_mode == "file"
             src.thread = threading.Thread(
@@ -149,6 +151,7 @@ class LiveRunner(Coordinator):
                 args=(src.source, src.feed, self._stop, self._wake, src.status, pace,
                       cfg.max_frames))
             src.thread.start()
+            self._priority.keep.add(src.thread.native_id)
         logger.info("%s mode over %d source(s): %s chain, requests %s, batch %d, detect every %d, pose budget %s",
                     cfg.mode, len(self._srcs), "+".join(self.stages),
                     {k: b.capacity for k, b in self.backends.items()}, cfg.batch, cfg.detect_every,
@@ -174,6 +177,7 @@ class LiveRunner(Coordinator):
     # ------------------------------------------------------------------ loop
     def _loop(self) -> None:
         while True:
+            self._priority.update()
             self._expire()
             n = len(self._srcs)
             for k in range(n):  # round-robin over sources, starting one further each time
@@ -285,6 +289,10 @@ class LiveRunner(Coordinator):
             self.stop()
 
     # ------------------------------------------------------------------ scheduling
+    def _submit(self, stage: str, inputs: np.ndarray, userdata: Any) -> None:
+        super()._submit(stage, inputs, userdata)
+        self._priority.update(now=True)  # the request's threads run behind capture and output from the start
+
     def _free(self, stage: str) -> int:
         return self._book.free(stage)
 
@@ -473,6 +481,7 @@ class LiveRunner(Coordinator):
             "requests_timed_out": self._book.requests.expired_count,
             "batch": self.config.batch, "detect_every": self.config.detect_every,
             "pose_budget": self.config.pose_budget, "interrupted": self._interrupted,
+            "inference_nice": self.config.inference_nice, "threads_reniced": self._priority.changed,
             "person_presence": _share(sum(s.person_present for s in self._srcs), slots),
             "pose_presence": _share(sum(s.pose_present for s in self._srcs), slots),
             "capture_error": "; ".join(f"{k}: {v}" for k, v in errors.items()) or None,

@@ -256,7 +256,7 @@ def _build_detector(args: argparse.Namespace, settings: dict[str, Any], estimato
     return PersonDetector(estimator.folder, options=options, core=estimator.core, **kwargs)
 
 
-def _live_config(settings: dict[str, Any], mode: str) -> Any:
+def _live_config(settings: dict[str, Any], mode: str, inference_nice: int = 0) -> Any:
     from .live import LiveConfig
     from .tracks import TrackConfig
 
@@ -269,7 +269,8 @@ def _live_config(settings: dict[str, Any], mode: str) -> Any:
                       max_persons=settings["max_persons"], flip_test=settings["flip_test"],
                       parts=tuple(settings["parts"]), score_threshold=settings["score_threshold"], track=track,
                       live_queue_size=settings["live_queue_size"], request_timeout_s=settings["request_timeout_s"],
-                      chain_slots=settings["chain_slots"] or (1 if settings["release_memory"] else None))
+                      chain_slots=settings["chain_slots"] or (1 if settings["release_memory"] else None),
+                      inference_nice=inference_nice)
 
 
 def _pipeline_config(settings: dict[str, Any]) -> Any:
@@ -344,8 +345,8 @@ def run(args: argparse.Namespace) -> int:
                 sinks = build_sinks(folders[name], settings, src)
                 all_sinks.extend(sinks)
                 runs.append(SourceRun(name, src, sinks))
-            runner = LiveRunner(estimator, _live_config(settings, mode), detector=detector, detections=detections,
-                                frame_hook=show, backend_factory=_backend_factory(settings))
+            runner = LiveRunner(estimator, _live_config(settings, mode, choice.inference_nice), detector=detector,
+                                detections=detections, frame_hook=show, backend_factory=_backend_factory(settings))
             try:
                 with _SignalStop(runner):
                     result = runner.run(runs)

@@ -8,8 +8,9 @@ Each camera is an MJPEG server on 127.0.0.1 (``scripts/soak.py``'s Streamer, her
 boxes of ``samples/people_detections.json`` given for every frame (``--detections``, keyed by frame index), for
 ``--frames`` frames per camera. Every variant is one such run (a child process) with its extra options, e.g.
 ``latency1="--hint LATENCY --num-requests 1"``; ``nice`` in the options (``"nice --hint ..."``) additionally
-runs every thread of the child except the main (coordinator) thread and the capture threads at nice +10 (what
-a lower OS priority for inference would give; measured, not an option of the runtime). Reported per variant:
+runs every thread of the child except the main (coordinator) thread and the capture threads at nice +10 from
+outside the runtime (how ``--inference-nice`` was first tried), and ``root=DIR`` runs another checkout's
+edge_runtime (e.g. an older commit's defaults). Reported per variant:
 frames out / in, capture-to-output p50 / p95, pose recomputes per minute, the share of output frames with every
 given person in it (all tracked persons) and with a pose for every person, and what the runtime chose
 (``compile_choice`` of summary.json). Random weights: speed is real, keypoints are not.
@@ -31,20 +32,16 @@ from pathlib import Path
 import cv2
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
-from soak import Streamer  # noqa: E402  (the loopback MJPEG server of the soak benchmark)
-
 SAMPLES = ROOT / "samples"
 log = logging.getLogger("live_defaults_bench")
 #: the default comparison: what the issue measured, and the rules considered for the runtime's choice
 DEFAULT_VARIANTS = (
-    "before=root=/work/main",
-    "latency1=--hint LATENCY --num-requests 1 --num-threads 2",
+    "throughput=--hint THROUGHPUT --num-threads 2 --num-requests 2 --inference-nice 0",
+    "latency1=--hint LATENCY --num-requests 1 --num-threads 2 --inference-nice 0",
+    "latency1-t1=--inference-nice 0",
     "auto=",
+    "auto-t2=--num-threads 2",
     "auto-slots1=--chain-slots 1",
-    "nice-latency1=nice --hint LATENCY --num-requests 1 --num-threads 2",
-    "nice-auto=nice",
 )
 
 
@@ -64,7 +61,9 @@ def _renice_loop(stop: threading.Event, nice: int) -> None:
 
 
 def child(argv: list[str]) -> int:
-    """Run ``sdpose-edge run argv`` here; with a leading ``nice``, inference threads at nice +10."""
+    """Run ``sdpose-edge run argv`` here (edge_runtime from the first PYTHONPATH entry); with a leading
+    ``nice``, inference threads at nice +10."""
+    sys.path.insert(0, os.environ.get("PYTHONPATH", str(ROOT)).split(os.pathsep)[0])
     from edge_runtime.cli import main
 
     if argv and argv[0] == "nice":
@@ -100,6 +99,8 @@ def score(out: Path, boxes_per_frame: dict[int, int]) -> dict:
 
 def run_variant(name: str, options: str, args: argparse.Namespace, jpegs: list[bytes], dets: Path,
                 boxes_per_frame: dict[int, int], work: Path) -> dict:
+    from soak import Streamer  # the loopback MJPEG server of the soak benchmark
+
     """One run; ``options``: extra ``sdpose-edge run`` options, after the bench's own words ``nice`` (inference
     threads at nice +10) and ``root=DIR`` (run the edge_runtime of another checkout, e.g. an older commit's
     defaults)."""
@@ -116,11 +117,13 @@ def run_variant(name: str, options: str, args: argparse.Namespace, jpegs: list[b
     proc = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=root), capture_output=True, text=True)
     for s in streamers:
         s.close()
-    if proc.returncode != 0:
+    if not (out / "summary.json").is_file() or "frames_in" not in json.loads((out / "summary.json").read_text()):
         log.error("%s failed (%d): %s", name, proc.returncode, proc.stderr[-2000:])
         return {"options": options, "error": proc.stderr[-500:]}
+    if proc.returncode != 0:  # e.g. the process aborted at exit after writing its outputs
+        log.warning("%s: exit code %d after writing its outputs: %s", name, proc.returncode, proc.stderr[-300:])
     figures = score(out, boxes_per_frame)
-    figures.update(options=options, run_s=round(time.perf_counter() - t0, 1))
+    figures.update(options=options, run_s=round(time.perf_counter() - t0, 1), exit_code=proc.returncode)
     log.info("%s: %s", name, json.dumps(figures))
     return figures
 
@@ -139,6 +142,8 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    sys.path.insert(0, str(ROOT))
     cap = cv2.VideoCapture(str(SAMPLES / "people.mp4"))
     jpegs = []
     while True:

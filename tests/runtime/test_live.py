@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -168,11 +169,14 @@ class BurningBackend:
         self.capacity, self.threads = 1, threads
         self.stop = threading.Event()
         self.burning = 0  # requests in flight
+        self.tids: list[int] = []
 
     def submit(self, inputs: Any, userdata: Any) -> None:
         self.burning += 1
         for _ in range(self.threads):
-            threading.Thread(target=self._burn, daemon=True).start()
+            thread = threading.Thread(target=self._burn, daemon=True)
+            thread.start()
+            self.tids.append(thread.native_id)
 
     def _burn(self) -> None:
         data = b"x" * (1 << 20)
@@ -434,26 +438,44 @@ def test_live_compile_choice_leaves_a_core_on_a_small_cpu() -> None:
     assert "--num-threads 2" in user.reason and "--hint THROUGHPUT" in user.reason
 
 
-def test_a_cpu_hungry_pose_backend_does_not_stop_frames_going_out(estimator: PoseEstimator) -> None:
-    from edge_runtime.compile_choice import choose_compile_options
+def test_a_cpu_hungry_pose_backend_does_not_stop_frames_going_out(estimator: PoseEstimator, monkeypatch) -> None:
+    from edge_runtime import compile_choice
 
-    choice = choose_compile_options({"device": "CPU"}, "live", cores=2)
+    choice = compile_choice.choose_compile_options({"device": "CPU"}, "live", cores=2)
     frames = walking_frames(25, persons=2)
     source = LockstepSource(frames)
     backends: dict = {}
-    busy_at_output: list[int] = []
-    sink = LockstepSink(source, on_write=lambda r: busy_at_output.append(backends["vae_encoder"].burning))
+    keeps: list[set] = []
+    # only the burning threads are the runner's to lower here (the rest of the test process is left alone)
+    monkeypatch.setattr(compile_choice, "other_threads",
+                        lambda keep: keeps.append(set(keep)) or list(backends["vae_encoder"].tids))
+    at_output: list[tuple[int, list[int]]] = []
+    capture_tids: set[int] = set()
+
+    def on_write(record: dict) -> None:
+        burning = backends["vae_encoder"]
+        at_output.append((burning.burning, [os.getpriority(os.PRIO_PROCESS, t) for t in burning.tids]))
+        capture_tids.update(t.native_id for t in threading.enumerate() if t.name == "sdpose-capture-cam")
+
+    sink = LockstepSink(source, on_write=on_write)
 
     def factory(stage: str, compiled: Any, n: int, on_complete: Any) -> BurningBackend:
         backends[stage] = BurningBackend(choice.num_threads)  # as many threads as the 2-core rule gives
         return backends[stage]
 
-    result = LiveRunner(estimator, LiveConfig(mode="live"), detections=dets(frames, 2),
-                        backend_factory=factory).run([SourceRun("cam", source, [sink])])
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    result = LiveRunner(estimator, LiveConfig(mode="live", inference_nice=choice.inference_nice),
+                        detections=dets(frames, 2), backend_factory=factory).run([SourceRun("cam", source, [sink])])
     total = result["total"]
     assert total["frames_in"] == total["frames_out"] == 25 and total["frames_skipped"] == 0
-    # the burning request went in after frame 0 and never came back: frames 1..24 went out beside it
-    assert busy_at_output == [0] + [1] * 24
+    # the burning request went in after frame 0 and never came back: frames 1..24 went out beside it, with its
+    # threads behind the coordinator (nice +10) from the start
+    target = min(19, base + 10)
+    assert at_output == [(0, [])] + [(1, [target] * choice.num_threads)] * 24
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the coordinator keeps its own
+    assert keeps and len(capture_tids) == 1  # never the coordinator's or the capture thread's priority
+    assert all({threading.get_native_id(), *capture_tids} <= keep for keep in keeps)
+    assert total["inference_nice"] == 10 and total["threads_reniced"] == choice.num_threads
     # both persons in every frame, from the first, without a pose: keypoints null
     for r in sink.records:
         assert [p["track_id"] for p in r["persons"]] == [0, 1]
@@ -480,6 +502,26 @@ def test_a_new_track_is_output_from_its_first_frame_with_keypoints_null(estimato
     assert all(p["keypoints"] is None or len(p["keypoints"]) == 133 for r in sink.records for p in r["persons"])
     summary = result["sources"]["cam"]
     assert summary["person_presence"] == 1.0 and summary["pose_presence"] < 1.0
+
+
+def test_lower_priority_of_other_threads() -> None:
+    from edge_runtime.compile_choice import lower_priority, other_threads
+
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait, daemon=True)
+    worker.start()
+    me = threading.get_native_id()
+    base = os.getpriority(os.PRIO_PROCESS, me)
+    try:
+        others = other_threads({me})
+        assert worker.native_id in others and me not in others
+        target = min(19, base + 3)
+        assert lower_priority([worker.native_id], target) == (1 if target > base else 0)
+        assert os.getpriority(os.PRIO_PROCESS, worker.native_id) == target
+        assert lower_priority([worker.native_id], base) == 0  # never raised back
+        assert os.getpriority(os.PRIO_PROCESS, me) == base
+    finally:
+        release.set()
 
 
 def test_frame_result_has_pose_mask() -> None:

@@ -183,7 +183,7 @@ def test_command_line_options_come_from_the_settings_schema() -> None:
         "--max-frames", "--detect-every", "--batch", "--max-inflight-frames", "--chain-slots", "--max-persons",
         "--chain", "--reconnect-retries", "--schedule-poses", "--pose-budget", "--max-pose-age",
         "--release-memory", "--request-timeout", "--pose-server", "--pose-server-model", "--device", "--hint",
-        "--num-streams", "--num-threads", "--num-requests", "--precision-hint", "--cache-dir", "--no-cache",
+        "--num-streams", "--num-threads", "--num-requests", "--inference-nice", "--precision-hint", "--cache-dir", "--no-cache",
         "--flip-test", "--parts", "--score-threshold", "--bbox-padding", "--det-score-threshold", "--openpose",
         "--openpose-confidence", "--openpose-naming", "--coco-annotations", "--save-video", "--save-images",
         "--show", "--progress"]
@@ -207,6 +207,8 @@ def test_live_mode_on_a_small_cpu_leaves_a_core_and_says_why(tmp_path: Path, fak
     from edge_runtime import compile_choice
 
     monkeypatch.setattr(compile_choice, "available_cores", lambda: 2)  # a 2-core box, whatever runs the test
+    lowered: list[int] = []  # record the inference threads' nice value instead of lowering this process's threads
+    monkeypatch.setattr(compile_choice, "lower_priority", lambda tids, nice: lowered.append(nice) or 0)
     common = ("--models", str(fake_models_dir), "--source", str(REPO / "samples" / "people.mp4"), "--detections",
               str(REPO / "samples" / "people_detections.json"), "--max-frames", "3")
     summaries = {}
@@ -215,8 +217,9 @@ def test_live_mode_on_a_small_cpu_leaves_a_core_and_says_why(tmp_path: Path, fak
         assert run_cli(*common, "--output", str(tmp_path / name), *extra) == 0
         summaries[name] = json.loads((tmp_path / name / "summary.json").read_text())
     live = summaries["live"]
-    assert {k: live["compile_choice"][k] for k in ("num_threads", "hint", "num_requests")} == {
-        "num_threads": 1, "hint": "LATENCY", "num_requests": 1}
+    assert {k: live["compile_choice"][k] for k in ("num_threads", "hint", "num_requests", "inference_nice")} == {
+        "num_threads": 1, "hint": "LATENCY", "num_requests": 1, "inference_nice": 10}
+    assert live["inference_nice"] == 10 and set(lowered) == {compile_choice._own_nice() + 10}
     assert "live mode on 2 core(s)" in live["compile_choice"]["reason"]
     assert (live["compile_options"]["inference_num_threads"], live["compile_options"]["performance_hint"],
             live["compile_options"]["num_requests"]) == (1, "LATENCY", 1)
@@ -225,4 +228,5 @@ def test_live_mode_on_a_small_cpu_leaves_a_core_and_says_why(tmp_path: Path, fak
     assert (user["num_threads"], user["hint"], user["num_requests"]) == (2, "LATENCY", 1)
     assert "set by the user: --num-threads 2" in user["reason"]
     file = summaries["file"]["compile_choice"]
-    assert (file["num_threads"], file["hint"], file["num_requests"]) == (None, "THROUGHPUT", None)
+    assert (file["num_threads"], file["hint"], file["num_requests"], file["inference_nice"]) == (
+        None, "THROUGHPUT", None, 0)
