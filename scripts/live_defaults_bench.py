@@ -29,8 +29,6 @@ import threading
 import time
 from pathlib import Path
 
-import cv2
-
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "samples"
 log = logging.getLogger("live_defaults_bench")
@@ -94,7 +92,8 @@ def score(out: Path, boxes_per_frame: dict[int, int]) -> dict:
             "frames_with_all_persons": round(all_in / max(frames, 1), 4),
             "frames_with_all_poses": round(all_posed / max(frames, 1), 4),
             "person_presence": summary.get("person_presence"), "pose_presence": summary.get("pose_presence"),
-            "compile_choice": summary.get("compile_choice"), "wall_s": summary["wall_s"]}
+            "compile_choice": summary.get("compile_choice"), "threads_reniced": summary.get("threads_reniced"),
+            "wall_s": summary["wall_s"]}
 
 
 def run_variant(name: str, options: str, args: argparse.Namespace, jpegs: list[bytes], dets: Path,
@@ -144,13 +143,9 @@ def main(argv: "list[str] | None" = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     sys.path.insert(0, str(ROOT / "scripts"))
     sys.path.insert(0, str(ROOT))
-    cap = cv2.VideoCapture(str(SAMPLES / "people.mp4"))
-    jpegs = []
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        jpegs.append(cv2.imencode(".jpg", img)[1].tobytes())
+    from soak import video_jpegs
+
+    jpegs = video_jpegs(SAMPLES / "people.mp4")
     raw = json.loads((SAMPLES / "people_detections.json").read_text())
     boxes_per_frame = {i: len(raw[str(i)]) for i in range(len(jpegs))}
     results = {}
