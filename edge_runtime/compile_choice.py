@@ -15,9 +15,9 @@ runtime leaves the coordinator a core and puts inference behind it:
         hint THROUGHPUT, OpenVINO's threads and OPTIMAL_NUMBER_OF_INFER_REQUESTS (the device defaults), nice 0
 
 Each of ``hint``, ``num_threads``, ``num_requests`` and ``inference_nice`` that the user set (command line or
-YAML) wins over the rule; the others still follow it. The figures behind the rule (2-core AMD EPYC Zen 3, AVX2 only: two 12 fps
-MJPEG cameras, a tiny synthetic model exported at 1024x768) are in docs/benchmarks.md, "Live feeds: default
-compile options on a small CPU", measured with ``scripts/live_defaults_bench.py``. Bigger CPUs keep the
+YAML) wins over the rule; the others still follow it. The figures behind the rule (2-core AMD EPYC Zen 3, AVX2
+only: two 12 fps MJPEG cameras, a tiny synthetic model exported at 1024x768) are in docs/benchmarks.md, "Live
+defaults on a small CPU", measured with ``scripts/live_defaults_bench.py``. Bigger CPUs keep the
 device defaults: with more cores than inference threads the scheduler gives the coordinator its share
 (not measured here: this machine has 2 cores).
 """

@@ -12,10 +12,10 @@ One coordinator thread serves one or more sources with one set of compiled model
 
 Live mode outputs each frame as soon as it is processed (capture-to-output latency stays about a frame),
 with each person's ``pose_frame``, ``pose_age_ms`` and ``propagated``. Every tracked person is output from the
-frame it was detected on; until its first pose comes back it has ``"keypoints": null``. File mode (``mode="file"``, the
-``--schedule-poses`` option of ``sdpose-edge run``) takes every frame in order and holds each frame until the
-poses scheduled on it are back, so results are deterministic; poses are then never propagated from an
-older frame, only carried between recomputes.
+frame it was detected on; until its first pose comes back it has ``"keypoints": null``. File mode
+(``mode="file"``, the ``--schedule-poses`` option of ``sdpose-edge run``) takes every frame in order and holds
+each frame until the poses scheduled on it are back, so results are deterministic; poses are then never
+propagated from an older frame, only carried between recomputes.
 
 Every per-frame result is a :class:`~edge_runtime.results.FrameResult` (arrays), written to each source's
 sinks as a record. Statistics are bounded (reservoirs), so a run may last days.

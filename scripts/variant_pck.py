@@ -83,7 +83,8 @@ def agreement(records: list[dict], full: list[dict], gt_boxes: np.ndarray, alpha
         for person in rec["persons"]:
             if person["keypoints"] is None:  # tracked, no pose yet
                 continue
-            match = next((p for p in ref["persons"] if p["keypoints"] is not None and np.allclose(p["bbox_xyxy"][:4], person["bbox_xyxy"][:4])), None)
+            match = next((p for p in ref["persons"] if p["keypoints"] is not None
+                          and np.allclose(p["bbox_xyxy"][:4], person["bbox_xyxy"][:4])), None)
             if match is None:
                 continue
             a = np.array([[np.nan if v is None else v for v in k[:2]] for k in person["keypoints"]], np.float64)

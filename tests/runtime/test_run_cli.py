@@ -183,7 +183,8 @@ def test_command_line_options_come_from_the_settings_schema() -> None:
         "--max-frames", "--detect-every", "--batch", "--max-inflight-frames", "--chain-slots", "--max-persons",
         "--chain", "--reconnect-retries", "--schedule-poses", "--pose-budget", "--max-pose-age",
         "--release-memory", "--request-timeout", "--pose-server", "--pose-server-model", "--device", "--hint",
-        "--num-streams", "--num-threads", "--num-requests", "--inference-nice", "--precision-hint", "--cache-dir", "--no-cache",
+        "--num-streams", "--num-threads", "--num-requests", "--inference-nice", "--precision-hint", "--cache-dir",
+        "--no-cache",
         "--flip-test", "--parts", "--score-threshold", "--bbox-padding", "--det-score-threshold", "--openpose",
         "--openpose-confidence", "--openpose-naming", "--coco-annotations", "--save-video", "--save-images",
         "--show", "--progress"]
