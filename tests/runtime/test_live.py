@@ -425,17 +425,20 @@ def test_live_compile_choice_leaves_a_core_on_a_small_cpu() -> None:
 
     unset = {"hint": None, "num_threads": None, "num_requests": None, "device": "CPU", "pose_server": None}
     two = choose_compile_options(unset, "live", cores=2)
-    assert (two.num_threads, two.hint, two.num_requests) == (1, "LATENCY", 1) and "2 core" in two.reason
+    assert (two.num_threads, two.hint, two.num_requests, two.inference_nice) == (1, "LATENCY", 1, 10)
+    assert "2 core" in two.reason
     assert choose_compile_options(unset, "live", cores=4).num_threads == 3
     assert choose_compile_options(unset, "live", cores=1).num_threads == 1
     for mode, cores, extra in (("file", 2, {}), ("live", 16, {}), ("live", 2, {"device": "GPU"}),
                                ("live", 2, {"pose_server": "grpc://h:9000"})):
         other = choose_compile_options(dict(unset, **extra), mode, cores=cores)
-        assert (other.num_threads, other.hint, other.num_requests) == (None, "THROUGHPUT", None), other.reason
+        assert (other.num_threads, other.hint, other.num_requests, other.inference_nice) == (
+            None, "THROUGHPUT", None, 0), other.reason
     # the user's values win, one by one; the rule still sets the others
     user = choose_compile_options(dict(unset, num_threads=2, hint="THROUGHPUT"), "live", cores=2)
     assert (user.num_threads, user.hint, user.num_requests) == (2, "THROUGHPUT", 1)
     assert "--num-threads 2" in user.reason and "--hint THROUGHPUT" in user.reason
+    assert choose_compile_options(dict(unset, inference_nice=0), "live", cores=2).inference_nice == 0
 
 
 def test_a_cpu_hungry_pose_backend_does_not_stop_frames_going_out(estimator: PoseEstimator, monkeypatch) -> None:
