@@ -113,7 +113,8 @@ def run_variant(name: str, options: str, args: argparse.Namespace, jpegs: list[b
         "--max-frames", str(args.frames), "--no-cache"] + [a for s in streamers for a in ("--source", s.url)] + extra
     log.info("%s: %s (edge_runtime from %s)", name, " ".join(cmd[2:]), root)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=root), capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=dict(os.environ, PYTHONPATH=root), capture_output=True, text=True,
+                          cwd=root)  # that checkout's configs/edge.yaml
     for s in streamers:
         s.close()
     if not (out / "summary.json").is_file() or "frames_in" not in json.loads((out / "summary.json").read_text()):
