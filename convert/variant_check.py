@@ -33,6 +33,7 @@ import numpy as np
 import openvino as ov
 
 from convert.validate import FolderChain, cosine, summary_stats
+from edge_runtime.attention import attention_fusion as runtime_attention_fusion
 from edge_runtime.codec import decode_heatmaps
 from edge_runtime.errors import InputError
 from edge_runtime.geometry import DEFAULT_PADDING, keypoints_to_image
@@ -259,25 +260,6 @@ def write_against_report(variant: str | Path, section: dict[str, Any]) -> tuple[
 
 
 def attention_fusion(model: ov.Model, compiled: ov.CompiledModel) -> dict[str, Any]:
-    """Does the CPU plugin still fuse attention? Counts the IR's ``ScaledDotProductAttention`` ops and the
-    compiled runtime graph's nodes that execute them: a fused node (the plugin's MHA kernel: a Snippets
-    ``Subgraph`` or a ``ScaledDotProductAttention`` node holding the whole QK^T-softmax-AV) vs separate
-    MatMul/Softmax nodes. ``runtime_precisions`` counts the fused nodes by execution precision (i8 where
-    INT8 FakeQuantize reached the attention inputs)."""
-    sdpa = sum(op.get_type_name() == "ScaledDotProductAttention" for op in model.get_ops())
-    fused: dict[str, int] = {}
-    precisions: dict[str, int] = {}
-    unfused = 0
-    for op in compiled.get_runtime_model().get_ops():
-        info = op.get_rt_info()
-        layer = info["layerType"].astype(str)
-        names = info["originalLayersNames"].astype(str)
-        holds_softmax = "Softmax" in names or "scaled_dot_product" in names
-        if layer in ("Subgraph", "ScaledDotProductAttention", "ScaledAttn", "MHA") and holds_softmax:
-            fused[layer] = fused.get(layer, 0) + 1
-            precision = info["runtimePrecision"].astype(str)
-            precisions[precision] = precisions.get(precision, 0) + 1
-        elif layer == "Softmax":
-            unfused += 1
-    return {"attention_ops": int(sdpa), "fused": int(sum(fused.values())), "fused_by_node": fused,
-            "runtime_precisions": precisions, "unfused_softmax": int(unfused)}
+    """Does the CPU plugin still fuse attention? :func:`edge_runtime.attention.attention_fusion` as a dict
+    (``attention_ops``, ``fused``, ``fused_by_node``, ``runtime_precisions``, ``unfused_softmax``)."""
+    return runtime_attention_fusion(model, compiled).to_dict()

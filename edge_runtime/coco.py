@@ -15,7 +15,8 @@ Why not xtcocotools: its only registry build (1.14.3) imports only with numpy < 
 numpy 2. pycocotools (numpy-2 builds on PyPI) has the same ``COCOeval``; xtcocotools' part types differ only
 in *which* keypoints enter the OKS, so each part is evaluated by giving pycocotools that part's keypoints,
 visible count and sigmas (and dropping detections whose part confidences are all zero, as xtcocotools
-does). ``pip install 'sdpose-edge[eval]'`` installs pycocotools.
+does), with each detection's area taken from its body keypoints as xtcocotools' ``loadRes`` does
+(:func:`body_keypoint_box`). ``pip install 'sdpose-edge[eval]'`` installs pycocotools.
 """
 from __future__ import annotations
 
@@ -221,9 +222,21 @@ def _all_keypoints(r: dict[str, Any]) -> list[float]:
     return r["keypoints"] + sum((r[key] for key, _ in list(PART_KEYS.values())[1:] if key in r), [])
 
 
+def body_keypoint_box(result: dict[str, Any]) -> list[float]:
+    """[x, y, w, h] image px around a result's body keypoints (``keypoints``, every point whatever its score).
+
+    xtcocotools' ``loadRes`` sets each detection's ``area`` from this box in *every* part's evaluation (it
+    reads ``keypoints``, the body); pycocotools' ``loadRes`` takes ``area`` = w x h of a result's ``bbox``,
+    so each part view carries this box and the area ranges of AP(M)/AP(L), AR(M)/AR(L) match xtcocotools'."""
+    kp = np.asarray(result["keypoints"], np.float64).reshape(-1, 3)
+    x0, y0 = kp[:, 0].min(), kp[:, 1].min()
+    return [float(x0), float(y0), float(kp[:, 0].max() - x0), float(kp[:, 1].max() - y0)]
+
+
 def _part_view(items: list[dict[str, Any]], key: str | None, is_gt: bool) -> list[dict[str, Any]]:
     """Copies whose ``keypoints`` are one part's (``key``) or all parts (None); GT ``num_keypoints`` and
-    ``ignore`` recomputed from that part, detections with all-zero part confidences dropped (xtcocotools)."""
+    ``ignore`` recomputed from that part, detections with all-zero part confidences dropped (xtcocotools),
+    detections' ``bbox`` = :func:`body_keypoint_box` (their area, as xtcocotools)."""
     out = []
     for item in items:
         kp = _all_keypoints(item) if key is None else item[key]
@@ -233,6 +246,8 @@ def _part_view(items: list[dict[str, Any]], key: str | None, is_gt: bool) -> lis
         copy = dict(item, keypoints=list(kp))
         if is_gt:
             copy["num_keypoints"] = visible
+        else:
+            copy["bbox"] = body_keypoint_box(item)
         out.append(copy)
     return out
 

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .attention import runtime_attention
+
 logger = logging.getLogger(__name__)
 
 #: cpuid flags (as /proc/cpuinfo spells them) this module reports
@@ -34,6 +36,8 @@ VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 NO_VNNI_CAPS = frozenset({"SSE41", "AVX", "AVX2", "AVX512_CORE", "AVX512_MIC", "AVX512_MIC_4OPS"})
 #: ONEDNN_MAX_CPU_ISA values that allow VNNI but not bf16
 VNNI_NO_BF16_CAPS = frozenset({"AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE_VNNI"})
+#: ONEDNN_MAX_CPU_ISA values that hold the kernels below AVX-512
+BELOW_AVX512_CAPS = frozenset({"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2"})
 #: the cap that emulates a CPU without VNNI on any AVX-512 machine (the AVX2 cap crashes the pose IR in
 #: OpenVINO 2026.4)
 EMULATE_NO_VNNI_CAP = "AVX512_CORE"
@@ -72,6 +76,12 @@ class CpuInfo:
         return cls(name=str(d["name"]), flags=tuple(flags) if flags is not None else None,
                    capabilities=tuple(d.get("capabilities") or ()), isa_cap=d.get("isa_cap"),
                    int8_path=str(d["int8_path"]), int8_isa=str(d["int8_isa"]), bf16=bool(d["bf16"]))
+
+    @property
+    def avx512(self) -> bool:
+        """AVX-512 kernels can run: cpuid has AVX-512F and no ISA cap holds the kernels at AVX2 or below. Without
+        them, quantized attention keys keep the CPU plugin from fusing attention (edge_runtime.attention)."""
+        return self.flags is not None and "avx512f" in self.flags and self.isa_cap not in BELOW_AVX512_CAPS
 
     def describe(self) -> str:
         """One line for logs and reports."""
@@ -142,15 +152,18 @@ def _read(core: Any, device: str, cpuinfo: Path) -> CpuInfo:
 
 def running_precision(compiled: Any) -> dict[str, Any]:
     """{"inference_precision": what the compiled model runs its float ops at (read back from it),
-    "executed": runtime precisions of its convolutions and MatMuls, e.g. ["bf16", "i8"]}."""
+    "executed": runtime precisions of its convolutions and MatMuls, e.g. ["bf16", "i8"],
+    "attention": {"fused": attention nodes run fused, "unfused_softmax": attentions left unfused} or None}."""
 
     precision = compiled_property(compiled, "INFERENCE_PRECISION_HINT")
     try:
         executed = executed_precisions(compiled, ("FullyConnected", "MatMul", "Convolution", "Deconvolution"))
+        fused, _, unfused = runtime_attention(compiled)
+        attention: "dict[str, int] | None" = {"fused": int(sum(fused.values())), "unfused_softmax": unfused}
     except RuntimeError as exc:
         logger.debug("no runtime model: %s", exc)
-        executed = []
-    return {"inference_precision": precision, "executed": executed}
+        executed, attention = [], None
+    return {"inference_precision": precision, "executed": executed, "attention": attention}
 
 
 def recommended_precision_hint(info: CpuInfo, quantized: bool) -> str | None:

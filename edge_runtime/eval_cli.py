@@ -2,8 +2,8 @@
 
 ``sdpose-edge eval --models MODELS --annotations ANN.json --images DIR [--detections DETS.json | --gt-boxes]
 --out DIR`` runs the model top-down on every image of the annotation file: on the ground-truth person boxes
-(``--gt-boxes``, as mmpose's evaluation with ``use_gt_bbox``: every non-crowd annotation with a box, score
-1.0) or on a COCO detection results file (``[{"image_id", "category_id": 1, "bbox": [x, y, w, h], "score"}]``,
+(``--gt-boxes``, mmpose's ground-truth-box protocol: :func:`mmpose_gt_boxes`, score 1.0) or on a COCO detection
+results file (``[{"image_id", "category_id": 1, "bbox": [x, y, w, h], "score"}]``,
 person boxes above ``--det-score-threshold``). It writes ``DIR/results.json`` (the keypoint results) and
 ``DIR/metrics.json``: ``{"wholebody": {"AP", "AR", ...}, "body", "foot", "face", "lefthand", "righthand"}``
 (only ``body`` for a 17-keypoint model), computed as :func:`edge_runtime.coco.evaluate_keypoints` does.
@@ -19,11 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from .coco import coco_instance_score, evaluate_keypoints, result_entry
+from .coco import PART_KEYS, coco_instance_score, evaluate_keypoints, result_entry
 from .errors import InputError
 from .sources import read_image
 
 logger = logging.getLogger(__name__)
+#: an annotation's keypoint fields (COCO: "keypoints" only; COCO-WholeBody: body, foot, face, hands)
+KEYPOINT_FIELDS = tuple(key for key, _ in PART_KEYS.values())
 
 
 def _load_json(path: Path, what: str) -> Any:
@@ -33,15 +35,48 @@ def _load_json(path: Path, what: str) -> Any:
         raise InputError(f"{path}: cannot read the {what} as JSON ({exc})") from exc
 
 
+def _gt_box(ann: dict[str, Any], image: dict[str, Any]) -> list[float] | None:
+    """One annotation's box [x1, y1, x2, y2] clipped to the image, or None when mmpose drops the instance."""
+    if "bbox" not in ann or "keypoints" not in ann or ann.get("iscrowd"):
+        return None
+    kps = np.asarray(sum((ann.get(k) or [] for k in KEYPOINT_FIELDS), []), np.float64).reshape(-1, 3)
+    visible = ann["num_keypoints"] if "num_keypoints" in ann else np.count_nonzero(kps[:17, :2].max(axis=1))
+    if visible == 0 or kps[:, :2].max(initial=0.0) <= 0:
+        return None
+    try:
+        width, height = float(image["width"]), float(image["height"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise InputError(f"annotations: image {image.get('id')} needs 'width' and 'height' to clip its "
+                         f"ground-truth boxes ({exc})") from exc
+    x, y, w, h = (float(v) for v in ann["bbox"])
+    x1, y1 = np.clip(x, 0, width - 1), np.clip(y, 0, height - 1)
+    x2, y2 = np.clip(x + w, 0, width - 1), np.clip(y + h, 0, height - 1)
+    return [float(x1), float(y1), float(x2), float(y2)] if x2 > x1 and y2 > y1 else None
+
+
+def mmpose_gt_boxes(annotations: dict[str, Any]) -> dict[int, list[list[float]]]:
+    """image id -> ground-truth boxes [x1, y1, x2, y2, 1.0] image px, as mmpose's top-down datasets
+    (``BaseCocoStyleDataset.parse_data_info`` / ``_is_valid_instance``, ``CocoWholeBodyDataset``) give them to the
+    model with ``bbox_file`` unset: crowd annotations, annotations with ``num_keypoints == 0`` (else counted from the
+    body keypoints) or all-zero keypoints dropped; each box clipped to [0, width-1] x [0, height-1] of its image and
+    dropped when nothing is left of it."""
+    images = {int(img["id"]): img for img in annotations["images"]}
+    out: dict[int, list[list[float]]] = {image_id: [] for image_id in images}
+    for ann in annotations.get("annotations") or []:
+        image = images.get(int(ann["image_id"]))
+        box = _gt_box(ann, image) if image is not None else None
+        if box is not None:
+            out[int(ann["image_id"])].append([*box, 1.0])
+    return out
+
+
 def boxes_per_image(annotations: dict[str, Any], detections: Path | None, gt_boxes: bool,
                     det_score_threshold: float = 0.0) -> dict[int, np.ndarray]:
-    """image id -> boxes [M,5] (x1, y1, x2, y2, score) image px, from the GT or a detection results file."""
+    """image id -> boxes [M,5] (x1, y1, x2, y2, score) image px, from the GT (:func:`mmpose_gt_boxes`) or a detection
+    results file."""
     out: dict[int, list[list[float]]] = {int(img["id"]): [] for img in annotations["images"]}
     if gt_boxes:
-        for ann in annotations.get("annotations") or []:
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            if not ann.get("iscrowd") and w > 0 and h > 0 and int(ann["image_id"]) in out:
-                out[int(ann["image_id"])].append([x, y, x + w, y + h, 1.0])
+        out = mmpose_gt_boxes(annotations)
     else:
         dets = _load_json(detections, "detections")
         if not isinstance(dets, list):

@@ -12,9 +12,9 @@ import dataclasses
 import logging
 import threading
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from .sources import FrameSource, mask_credentials
+from .sources import ConnectionStats, FrameSource, mask_credentials
 
 logger = logging.getLogger(__name__)
 
@@ -84,10 +84,26 @@ class FrameFeed:
 
 @dataclasses.dataclass
 class CaptureStatus:
-    """What a capture thread did: frames read, and why it stopped if not at the end of the source."""
+    """What a capture thread did: frames read, why it stopped if not at the end of the source, and the
+    source's connection record (set when the capture starts)."""
 
     frames_read: int = 0
     error: "str | None" = None
+    connections: "ConnectionStats | None" = None
+
+    def to_summary(self) -> dict[str, Any]:
+        """The summary.json fields of the capture: ``capture_error`` and the source's ``connection_drops``,
+        ``reconnects`` and ``longest_outage_s`` (lost connections are not dropped frames: ``frames_skipped``)."""
+        stats = self.connections if self.connections is not None else ConnectionStats()
+        return {"capture_error": self.error, **stats.to_summary()}
+
+
+def connection_totals(entries: "Iterable[dict[str, Any]]") -> dict[str, Any]:
+    """Totals over per-source summaries: drops and reconnects summed, the longest outage of any source."""
+    entries = [e for e in entries if "connection_drops" in e]
+    return {"connection_drops": sum(e["connection_drops"] for e in entries),
+            "reconnects": sum(e["reconnects"] for e in entries),
+            "longest_outage_s": max((e["longest_outage_s"] for e in entries), default=0.0)}
 
 
 def capture_loop(source: FrameSource, feed: FrameFeed, stop: threading.Event, wake: Callable[[], None],
@@ -98,6 +114,7 @@ def capture_loop(source: FrameSource, feed: FrameFeed, stop: threading.Event, wa
     the capture with ``status.error`` set (credentials masked); ``wake()`` is called after each frame and
     at the end, so the coordinator never waits on a dead thread."""
     start_wall: "float | None" = None
+    status.connections = getattr(source, "connections", None)
     try:
         for frame in source:
             if stop.is_set():

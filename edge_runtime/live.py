@@ -35,7 +35,7 @@ from .backends import BackendFactory, Completion, RequestBook
 from .compile_choice import InferencePriority
 from .coordinator import WAKE, Coordinator
 from .errors import SDPoseError
-from .feeds import CaptureStatus, FrameFeed, capture_loop
+from .feeds import CaptureStatus, FrameFeed, capture_loop, connection_totals
 from .metrics import Reservoirs
 from .results import FrameResult
 from .sources import Frame, FrameSource, mask_credentials
@@ -461,7 +461,7 @@ class LiveRunner(Coordinator):
             "tracks": tracks, "detect_every": self.config.detect_every, "pose_budget": self.config.pose_budget,
             "frames_without_detections": src.dets_missing,
             "interrupted": self._interrupted,
-            "capture_error": src.status.error,
+            **src.status.to_summary(),
         }
 
     def summary(self) -> dict[str, Any]:
@@ -470,6 +470,7 @@ class LiveRunner(Coordinator):
         keys = ("frames_in", "frames_out", "frames_ok", "frames_skipped", "frames_failed", "persons",
                 "pose_recomputes")
         total: dict[str, Any] = {k: sum(s[k] for s in per.values()) for k in keys}
+        total.update(connection_totals(per.values()))
         errors = {name: s["capture_error"] for name, s in per.items() if s["capture_error"]}
         slots = sum(s.person_slots for s in self._srcs)
         total.update({

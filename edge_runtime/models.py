@@ -18,6 +18,8 @@ import openvino.properties as props
 import openvino.properties.hint as hints
 import openvino.properties.streams as streams
 
+from .attention import compile_fused, count_attention_ops
+from .cpu import cpu_info
 from .errors import InputError, ModelFolderError
 from .geometry import DEFAULT_PADDING
 from .metadata import read_index, read_metadata
@@ -319,6 +321,9 @@ def compile_model(core: ov.Core, model_or_path: ov.Model | str | Path,
                   options: CompileOptions | None = None) -> ov.CompiledModel:
     """Compile an ``ov.Model`` (or IR path) on ``options.device`` with ``options.to_ov_config()``.
 
+    A model with attention whose compiled graph leaves attention unfused (quantized keys on AVX2-only CPUs) is
+    compiled again with its key FakeQuantize nodes removed (:func:`edge_runtime.attention.compile_fused`).
+
     Raises ModelFolderError (IR path missing) or SDPoseError-derived InputError when OpenVINO rejects the
     device or a property, naming the device and the config.
     """
@@ -337,11 +342,20 @@ def compile_model(core: ov.Core, model_or_path: ov.Model | str | Path,
         except OSError as exc:
             logger.warning("cache_dir %s is not usable (%s); compiling without model caching", config[cache_key], exc)
             del config[cache_key]
-    try:
-        compiled = core.compile_model(model, options.device, config)
-    except RuntimeError as exc:
-        raise InputError(
-            f"device '{options.device}' could not compile the model with {options.describe()}: {exc}") from exc
+
+    def compile_one(m: "ov.Model | str") -> ov.CompiledModel:
+        try:
+            return core.compile_model(m, options.device, config)
+        except RuntimeError as exc:
+            raise InputError(
+                f"device '{options.device}' could not compile the model with {options.describe()}: {exc}") from exc
+
+    if isinstance(model, ov.Model) and count_attention_ops(model):
+        # regains fused attention where quantized keys break it (CPUs without AVX-512: removed up front)
+        on_cpu = options.device.upper().startswith("CPU")
+        compiled, _ = compile_fused(compile_one, model, dequantize_first=on_cpu and not cpu_info(None, "CPU").avx512)
+    else:
+        compiled = compile_one(model)
     logger.debug("compiled %s on %s with %s", getattr(model, "friendly_name", model), options.device, config)
     return compiled
 

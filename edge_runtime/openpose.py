@@ -29,7 +29,11 @@ Conventions (chosen and documented here):
   where the runtime tracks persons, else ``[-1]`` (OpenPose's "not tracked").
 - ``face_keypoints_2d`` has 70 points by default, as OpenPose's face model and comfyui_controlnet_aux's
   DWPose JSON: the 68 iBUG landmarks, then the right and left pupils taken from the body's right and left
-  eyes. ``face_points=68`` writes only the landmarks (the SDPose app's layout).
+  eyes. ``face_points=68`` (Python API only: :func:`to_openpose`, :func:`to_openpose_person`,
+  ``sinks.OpenPoseSink``; ``sdpose-edge run --openpose`` always writes 70) writes only the landmarks: the
+  layout of the SDPose app's own JSON (its ComfyUI node and Gradio demo write faces of 68), kept for tools that
+  read those files. sd-webui-openpose-editor needs 70 face points and drops a file whose faces have 68
+  entirely (every person in it), so never use 68 for files meant for it.
 - ``foot_keypoints_2d`` keeps the COCO-WholeBody order, which is OpenPose's BODY_25 foot order (left big
   toe, left small toe, left heel, right big toe, right small toe, right heel).
 - ``hand_left`` is the person's left hand (COCO-WholeBody 91..111), as OpenPose and controlnet_aux. (The
@@ -97,7 +101,9 @@ def to_openpose_person(keypoints: np.ndarray, scores: np.ndarray, threshold: flo
                        person_id: int | None = None) -> dict[str, Any]:
     """One person: keypoints [K,2] image px, scores [K] (K = 133 or 17) -> OpenPose person dict.
 
-    ``canvas`` (w, h): points outside it are written as 0, 0, 0. ``person_id``: the track ID (None: -1)."""
+    ``canvas`` (w, h): points outside it are written as 0, 0, 0. ``person_id``: the track ID (None: -1).
+    ``face_points``: 70 (OpenPose, the default) or 68 (the SDPose app's layout; sd-webui-openpose-editor drops
+    such files, see the module doc)."""
     kp = np.asarray(keypoints, dtype=np.float64)
     sc = np.asarray(scores, dtype=np.float64)
     if kp.ndim != 2 or kp.shape[1] != 2 or sc.shape != (kp.shape[0],) or kp.shape[0] not in (NUM_WHOLEBODY, NUM_BODY):

@@ -494,7 +494,7 @@ class Pipeline(Coordinator):
             "batch": self.config.batch,
             "detect_every": self.config.detect_every,
             "interrupted": self._interrupted,
-            "capture_error": self._capture.error,
+            **self._capture.to_summary(),
             "requests_timed_out": self._book.requests.expired_count,
         }
 

@@ -11,16 +11,21 @@ The model folder stays the contract: the client reads the sizes, keypoints and c
 :class:`RemoteModel` looks like a compiled OpenVINO model to the runtime (``create_infer_request`` with
 ``set_input_tensor`` / ``infer`` / ``get_output_tensor``), so the pipeline's :class:`~.backends.OpenVINOBackend`
 drives it unchanged: one worker thread and one client per request in flight, each request a batch of crops.
-A transport failure (server down, connection refused or reset) closes the client, reconnects and retries with
-the ``--reconnect-*`` backoff (:class:`~edge_runtime.sources.ReconnectPolicy`, as for cameras; per request); when the retries run out the request fails (its frames get ``"error"`` records)
-and later requests try once each until the server answers again. A server's refusal (bad request, model
-missing, inference error) fails the request at once, with the server's message.
+A server that cannot be reached -- gRPC ``UNAVAILABLE`` (REST: HTTP 503), or a connection error before any reply
+(refused, reset, closed before the answer, connect timeout, host name not resolved) -- closes the client,
+reconnects and retries with the ``--reconnect-*`` backoff (:class:`~edge_runtime.sources.ReconnectPolicy`, as for
+cameras; per request); when the retries run out the request fails (its frames get ``"error"`` records) and later requests try once each until the
+server answers again. Every other outcome fails the request at once with the server's message: its refusals
+(bad request, model missing), ``UNKNOWN`` (OVMS's code for an unmapped inference error), ``CANCELLED``, and
+``DEADLINE_EXCEEDED`` / a REST read timeout (the request timeout: the server may still be working on it).
 """
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import logging
 import re
+import socket
 import threading
 import time
 from pathlib import Path
@@ -39,10 +44,14 @@ STAGE = "pose_server"
 DEFAULT_SERVER_MODEL = "sdpose"
 #: requests in flight to the server when --num-requests is not set
 DEFAULT_IN_FLIGHT = 2
+#: REST: seconds to open a connection (a timeout there is retried, as gRPC's UNAVAILABLE after its ~20 s connect)
+CONNECT_TIMEOUT_S = 20.0
 
 _URL = re.compile(r"^(grpc|http)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})/?$")
-#: gRPC codes of a server that cannot be reached (the others are the server's answer)
-_TRANSPORT_CODES = {"StatusCode.UNAVAILABLE", "StatusCode.CANCELLED", "StatusCode.UNKNOWN"}
+#: statuses of a server that cannot take the request (retried): gRPC UNAVAILABLE and its REST twin, HTTP 503. Every
+#: other status is the server's answer or the request timeout (DEADLINE_EXCEEDED) and fails the request at once.
+_RETRY_STATUSES = {"StatusCode.UNAVAILABLE", "503"}
+_TIMEOUT_STATUSES = {"StatusCode.DEADLINE_EXCEEDED", "504"}
 
 
 class PoseServerError(SDPoseError):
@@ -147,21 +156,39 @@ class RemoteModel:
     def new_client(self) -> Any:
         if self.address.protocol == "grpc":
             return self._module.InferenceServerClient(self.address.target)
-        return self._module.InferenceServerClient(self.address.target, connection_timeout=self.timeout_s,
-                                                  network_timeout=self.timeout_s)
+        return self._module.InferenceServerClient(self.address.target, network_timeout=self.timeout_s,
+                                                  connection_timeout=min(self.timeout_s, CONNECT_TIMEOUT_S))
 
     def create_infer_request(self) -> RemoteRequest:
         return RemoteRequest(self)
 
     @staticmethod
     def is_transport_error(exc: BaseException) -> bool:
-        """True for a server that cannot be reached (retry), False for the server's answer (do not)."""
+        """True for a server that cannot be reached (retry): gRPC UNAVAILABLE / HTTP 503, or a connection error
+        before any reply (refused, reset, closed before the answer, connect timeout, name not resolved). False for
+        everything else, which fails the request at once: the server's answers (UNKNOWN, CANCELLED, INTERNAL, ...)
+        and the request timeout (DEADLINE_EXCEEDED, a REST read timeout), after which the server may still be busy."""
         from tritonclient.utils import InferenceServerException
 
         if isinstance(exc, InferenceServerException):
-            status = str(exc.status() or "")
-            return status in _TRANSPORT_CODES or (status == "None" or not status) and "connect" in str(exc).lower()
-        return isinstance(exc, (OSError, ConnectionError, TimeoutError))
+            return str(exc.status()) in _RETRY_STATUSES
+        if isinstance(exc, TimeoutError):  # REST's request timeout (an OSError since Python 3.10) or connect timeout
+            return _raised_while_connecting(exc)
+        return isinstance(exc, (ConnectionError, socket.gaierror)) or _closed_before_reply(exc)
+
+    def _answer_error(self, exc: BaseException, what: str) -> RuntimeError:
+        """The error of a request that is not retried, with the server's message (or the client's)."""
+        from tritonclient.utils import InferenceServerException
+
+        if isinstance(exc, InferenceServerException):
+            status, message = str(exc.status()), exc.message()
+        else:
+            status, message = type(exc).__name__, str(exc)
+        if status in _TIMEOUT_STATUSES or isinstance(exc, TimeoutError):  # a connect timeout was retried
+            return RuntimeError(f"pose server {self.address}: no answer to the {what} of model '{self.model_name}' "
+                                f"within the request timeout ({self.timeout_s:g} s; {status}: {message})")
+        return RuntimeError(f"pose server {self.address} refused the {what} of model '{self.model_name}': "
+                            f"{message} ({status})")
 
     # ------------------------------------------------------------------ metadata
     def metadata(self) -> dict[str, Any]:
@@ -240,11 +267,9 @@ class RemoteModel:
         while True:
             try:
                 out = call(request.client())
-            except (InferenceServerException, OSError, ConnectionError, TimeoutError) as exc:
+            except (InferenceServerException, OSError, http.client.HTTPException) as exc:
                 if not self.is_transport_error(exc):
-                    message = exc.message() if isinstance(exc, InferenceServerException) else str(exc)
-                    raise RuntimeError(f"pose server {self.address} refused the {what} of model "
-                                       f"'{self.model_name}': {message}") from exc
+                    raise self._answer_error(exc, what) from exc
                 request.drop_client()
                 if attempt >= len(delays):
                     with self._lock:
@@ -266,6 +291,28 @@ class RemoteModel:
                     logger.info("pose server %s answers again", self.address)
                 self._down = False
             return out
+
+
+def _raised_while_connecting(exc: BaseException) -> bool:
+    """REST: a timeout raised while geventhttpclient opened the connection (its ``_create_socket``), before any
+    request was sent; a timeout anywhere else is the request timeout. (If a geventhttpclient release renames that
+    function, connect timeouts fail the request at once instead of being retried.)"""
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "_create_socket" and "geventhttpclient" in tb.tb_frame.f_code.co_filename:
+            return True
+        tb = tb.tb_next
+    return False
+
+
+def _closed_before_reply(exc: BaseException) -> bool:
+    """REST: geventhttpclient (tritonclient.http's transport) raises HTTPConnectionClosed only when the connection
+    closes or resets before the first byte of the answer."""
+    try:
+        from geventhttpclient.response import HTTPConnectionClosed
+    except ImportError:
+        return False
+    return isinstance(exc, HTTPConnectionClosed)
 
 
 class RemotePoseEstimator(PoseEstimator):

@@ -25,6 +25,7 @@ from typing import Any
 
 from . import config as cfgmod
 from .errors import InputError, SDPoseError
+from .feeds import connection_totals
 from .sources import ImageFilesSource, ReconnectPolicy, VideoFileSource, open_source
 
 logger = logging.getLogger("sdpose-edge.run")
@@ -160,6 +161,9 @@ def _log_summary(summary: dict[str, Any]) -> None:
                     100 * summary["pose_busy_share"], 100 * summary["pose_request_utilization"])
     if "pose_recomputes" in summary:
         logger.info("pose recomputes %d", summary["pose_recomputes"])
+    if summary.get("connection_drops"):
+        logger.warning("connections lost %d times, %d reconnects, longest outage %.1f s",
+                       summary["connection_drops"], summary["reconnects"], summary["longest_outage_s"])
 
 
 class _SignalStop:
@@ -379,7 +383,7 @@ def run(args: argparse.Namespace) -> int:
                     break
             done = [s for s in per_source.values() if "frames_in" in s]
             total = {k: sum(s[k] for s in done) for k in ("frames_in", "frames_out", "frames_ok", "frames_skipped",
-                                                          "frames_failed", "persons")}
+                                                          "frames_failed", "persons")} | connection_totals(done)
             errors = [f"{n}: {s['capture_error']}" for n, s in per_source.items() if s.get("capture_error")]
             total.update({"mode": "file", "sources": len(sources), "capture_error": "; ".join(errors) or None})
             if not multi and done:

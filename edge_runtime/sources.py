@@ -117,8 +117,39 @@ class ReconnectPolicy:
             delay = min(delay * 2.0, self.max_s)
 
 
+class ConnectionStats:
+    """A source's connection record for ``summary.json`` (zeros for files): ``connection_drops`` (an open feed
+    was lost: read failure or end of stream), ``reconnects`` (reconnections that succeeded) and ``longest_outage_s``
+    (from the loss, or a failed first connection, to the next frame; an outage that never ended counts up to
+    when the source gave up or stopped). Written by the capture thread, read by the coordinator."""
+
+    def __init__(self) -> None:
+        self.connection_drops = 0
+        self.reconnects = 0
+        self.longest_outage_s = 0.0
+        self._outage_t0: "float | None" = None
+
+    def outage_started(self, dropped: bool) -> None:
+        self.connection_drops += int(dropped)
+        if self._outage_t0 is None:
+            self._outage_t0 = time.monotonic()
+
+    def outage_ended(self) -> None:
+        t0, self._outage_t0 = self._outage_t0, None
+        if t0 is not None:
+            self.longest_outage_s = max(self.longest_outage_s, time.monotonic() - t0)
+
+    def to_summary(self) -> dict:
+        """{"connection_drops", "reconnects", "longest_outage_s"} (an outage still going counts until now)."""
+        t0 = self._outage_t0
+        longest = max(self.longest_outage_s, time.monotonic() - t0 if t0 is not None else 0.0)
+        return {"connection_drops": self.connection_drops, "reconnects": self.reconnects,
+                "longest_outage_s": round(longest, 3)}
+
+
 class FrameSource:
-    """Base class: iterate to get :class:`Frame` objects; ``close()`` stops the iteration."""
+    """Base class: iterate to get :class:`Frame` objects; ``close()`` stops the iteration. ``connections``:
+    its :class:`ConnectionStats` (live sources count their drops there)."""
 
     #: ``"file"`` for finite sources read completely, ``"live"`` for cameras/streams
     default_mode = "file"
@@ -129,6 +160,7 @@ class FrameSource:
 
     def __init__(self) -> None:
         self._closed = threading.Event()
+        self.connections = ConnectionStats()
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
@@ -263,7 +295,6 @@ class LiveSource(FrameSource):
         self.is_camera = spec.isdigit()
         self.safe_spec = mask_credentials(spec)
         self.description = f"camera {spec}" if self.is_camera else f"stream {self.safe_spec}"
-        self.reconnects = 0
         self._lock = threading.Lock()
         self._handle = None  # cv2.VideoCapture or MjpegReader while open
 
@@ -317,9 +348,14 @@ class LiveSource(FrameSource):
                         self.policy.max_retries, delay)
             handle = self._open()
             if handle is not None:
-                self.reconnects += 1
+                self.connections.reconnects += 1
                 return handle
         return None
+
+    @property
+    def reconnects(self) -> int:
+        """Reconnections that succeeded (``connections.reconnects``)."""
+        return self.connections.reconnects
 
     def _read(self, handle) -> "tuple[bool, np.ndarray | FrameError | None]":
         """(connection ok, image or FrameError); connection ok False means reconnect."""
@@ -369,8 +405,10 @@ class LiveSource(FrameSource):
         outage = {"delays": iter(self.policy.delays()), "attempts": 0, "t0": time.monotonic()}
         handle = self._open()
         if handle is None and not self.closed:
+            self.connections.outage_started(dropped=False)
             handle = self._reconnect(outage)
         if handle is None:
+            self.connections.outage_ended()
             if not self.closed:
                 raise InputError(f"--source {self.safe_spec}: cannot open {self.description} "
                                  f"(gave up after {outage['attempts']} retries)")
@@ -388,6 +426,7 @@ class LiveSource(FrameSource):
                     if not in_outage:  # a new outage: a fresh budget of attempts and time
                         outage = {"delays": iter(self.policy.delays()), "attempts": 0, "t0": time.monotonic()}
                         in_outage = True
+                        self.connections.outage_started(dropped=True)
                         logger.warning("%s: feed dropped after frame %d; reconnecting", self.description, index - 1)
                     self._release(handle)
                     with self._lock:
@@ -403,12 +442,14 @@ class LiveSource(FrameSource):
                                          f"(--reconnect-retries {self.policy.max_retries})")
                     continue
                 in_outage = False
+                self.connections.outage_ended()
                 name = f"{'camera' + self.spec if self.is_camera else self.safe_spec}#{index}"
                 if isinstance(image, FrameError):
                     logger.warning("skipping frame %d: %s", index, image.message)
                 yield Frame(index, name, image, time.time() * 1000.0)
                 index += 1
         finally:
+            self.connections.outage_ended()
             with self._lock:
                 self._release(handle)
                 self._handle = None

@@ -1,23 +1,42 @@
 """Validate deploy/: the Docker Compose file against the Compose specification's JSON schema (check-jsonschema's
 vendored copy) and the KServe manifests against the field types of the kserve and kubernetes Python clients
-(every key must be a field of its object, every value of the field's type), plus the links between the files.
+(every key must be a field of its object, every value of the field's type), plus the links between the files;
+the InferenceService's scaleMetric against what its deployment mode really uses; the OVMS image tags against the
+released versions recorded here (OVMS_NEWEST_RELEASE); and the edge image: a wheel is built (pip wheel
+--no-deps --no-build-isolation) from exactly the files edge.Dockerfile's COPY lines put in the image, so a package
+pyproject.toml lists but the Dockerfile does not copy fails here. (A real `docker build` needs the base image from
+Docker Hub; the wheel build is the part that can fail on this project's files.)
 
-    python scripts/check_deploy.py [--deploy DIR]       # exit 0 and "ok" lines, or 1 and one line per problem
+    python scripts/check_deploy.py [--deploy DIR] [--context DIR]   # exit 0 and "ok" lines, or 1 and one line
+                                                                    # per problem
 
 Run it in its own process: it imports kserve, which cannot share a process with tritonclient.
 """
 from __future__ import annotations
 
 import argparse
+import glob
+import posixpath
 import re
+import shlex
+import shutil
 import subprocess
 import sys
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the newest OVMS release (GitHub release vYYYY.N of openvinotoolkit/model_server = image
+#: openvino/model_server:YYYY.N); raise it when a new release is published. A tag newer than this does not exist yet and cannot be pulled.
+OVMS_NEWEST_RELEASE = (2026, 3)
+_OVMS_TAG = re.compile(r"^(\d{4})\.(\d+)(\.\d+)?(-[a-z0-9-]+)?$")
+DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+AUTOSCALER_CLASS = "serving.kserve.io/autoscalerClass"
+KNATIVE_CLASS = "autoscaling.knative.dev/class"
 #: kind -> (apiVersion, class name in the kserve package)
 KINDS = {"InferenceService": ("serving.kserve.io/v1beta1", "V1beta1InferenceService"),
          "ServingRuntime": ("serving.kserve.io/v1alpha1", "V1alpha1ServingRuntime")}
@@ -122,9 +141,149 @@ def check_links(runtimes: list[dict], services: list[dict], compose: dict, probl
             problems.append(f"compose service {name}: must use --pose-server grpc://ovms:{grpc_port}")
 
 
+# ---------------------------------------------------------------------------------------------- scaling
+def used_scale_metrics(annotations: dict) -> "tuple[set[str], str]":
+    """(scaleMetric values the deployment mode uses, why) from an InferenceService's annotations (KServe's
+    admission webhook and its HPA reconciler, pkg/controller/v1beta1/inferenceservice/reconcilers/hpa)."""
+    mode = annotations.get(DEPLOYMENT_MODE)
+    if mode in ("RawDeployment", "Standard"):
+        scaler = annotations.get(AUTOSCALER_CLASS, "hpa")
+        if scaler == "hpa":
+            return {"cpu", "memory"}, ("KServe's HPA reconciler builds a metric only for cpu and memory; any other "
+                                       "leaves the HPA without one and Kubernetes falls back to 80 % CPU")
+        return set(), f"autoscalerClass {scaler} does not read scaleMetric (keda: spec.*.autoScaling)"
+    if mode in ("Serverless", "Knative"):
+        if annotations.get(KNATIVE_CLASS) == "hpa.autoscaling.knative.dev":
+            return {"cpu", "memory"}, "Knative's HPA class scales on cpu or memory"
+        return {"concurrency", "rps"}, "Knative's KPA scales on concurrency or rps"
+    if mode is None:
+        return set(), (f"no {DEPLOYMENT_MODE} annotation: the cluster's default mode would decide what it does; "
+                       "name the mode")
+    return set(), f"deployment mode {mode!r} does not autoscale on scaleMetric"
+
+
+def check_scaling(isvc: dict, problems: list[str]) -> None:
+    """Refuse a scaleMetric that the InferenceService's deployment mode ignores, and a target it cannot use."""
+    annotations = (isvc.get("metadata") or {}).get("annotations") or {}
+    name = (isvc.get("metadata") or {}).get("name")
+    for component in ("predictor", "transformer", "explainer"):
+        spec = (isvc.get("spec") or {}).get(component) or {}
+        metric, target = spec.get("scaleMetric"), spec.get("scaleTarget")
+        if metric is None:
+            continue
+        used, why = used_scale_metrics(annotations)
+        where = f"InferenceService {name}: {component}.scaleMetric {metric!r}"
+        if metric not in used:
+            problems.append(f"{where} is ignored ({why}; mode {annotations.get(DEPLOYMENT_MODE)!r} uses "
+                            f"{sorted(used) or 'none'})")
+        elif metric == "cpu" and not (isinstance(target, int) and 1 <= target <= 100):
+            problems.append(f"{where}: scaleTarget must be a CPU utilisation percentage 1-100, got {target!r}")
+        elif metric == "memory" and target is None:
+            problems.append(f"{where}: memory has no default scaleTarget (KServe then builds no metric)")
+
+
+# ---------------------------------------------------------------------------------------------- OVMS tag
+def ovms_tags(runtimes: list[dict], compose: dict) -> dict[str, str]:
+    """{where: tag} of every openvino/model_server image (the Compose default of ${OVMS_TAG:-...})."""
+    images = {f"ServingRuntime {r['metadata']['name']}": c.get("image", "") for r in runtimes
+              for c in r["spec"]["containers"]}
+    images.update({f"compose service {n}": str(svc.get("image", "")) for n, svc in compose["services"].items()})
+    tags = {}
+    for where, image in images.items():
+        if image.startswith("openvino/model_server"):
+            tag = image.partition(":")[2]
+            default = re.fullmatch(r"\$\{OVMS_TAG:-([^}]*)\}", tag)
+            tags[where] = default.group(1) if default else tag
+    return tags
+
+
+def check_ovms_tags(runtimes: list[dict], compose: dict, problems: list[str]) -> None:
+    """Every OVMS image names a released version (deploy/README.md, "OVMS image tag"), the same one everywhere."""
+    tags = ovms_tags(runtimes, compose)
+    newest = "%d.%d" % OVMS_NEWEST_RELEASE
+    for where, tag in tags.items():
+        match = _OVMS_TAG.match(tag)
+        if match is None:
+            problems.append(f"{where}: OVMS image tag {tag!r} is not a release YYYY.N (e.g. {newest})")
+        elif (int(match.group(1)), int(match.group(2))) > OVMS_NEWEST_RELEASE:
+            problems.append(f"{where}: OVMS image tag {tag!r} is newer than the newest OVMS release {newest} "
+                            "(OVMS_NEWEST_RELEASE in scripts/check_deploy.py): it cannot be pulled")
+    if len(set(tags.values())) > 1:
+        problems.append(f"OVMS image tags differ between the deploy files: {tags}")
+
+
+# ---------------------------------------------------------------------------------------------- edge image
+def dockerfile_copies(dockerfile: Path) -> "tuple[list[tuple[list[str], str]], str]":
+    """([(sources, destination relative to the install folder)], install folder): the COPY lines before the
+    Dockerfile's first ``pip install`` and the WORKDIR that command runs in."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    workdir, copies = "/", []
+    for line in text.splitlines():
+        words = shlex.split(line, comments=True) if line.strip() else []
+        if not words:
+            continue
+        op, args = words[0].upper(), [w for w in words[1:] if not w.startswith("--")]
+        if op == "WORKDIR":
+            workdir = posixpath.join(workdir, args[0])
+        elif op in ("COPY", "ADD") and not any(w.startswith("--from") for w in words[1:]):
+            dest = posixpath.join(workdir, args[-1]) + ("/" if args[-1].endswith("/") else "")
+            copies.append((args[:-1], dest))
+        elif op == "RUN" and "pip install" in " ".join(args):
+            return [(srcs, posixpath.relpath(dest, workdir) + ("/" if dest.endswith("/") else ""))
+                    for srcs, dest in copies], workdir
+    raise ValueError(f"{dockerfile}: no RUN pip install line")
+
+
+def assemble_context(copies: list[tuple[list[str], str]], context: Path, target: Path, problems: list[str]) -> None:
+    """Copy the COPY lines' sources from the build context into ``target`` as Docker would lay them out."""
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for sources, dest in copies:
+        matches = [Path(m) for src in sources for m in sorted(glob.glob(str(context / src)))]
+        if not matches:
+            problems.append(f"edge.Dockerfile: COPY {' '.join(sources)}: not in the build context {context}")
+            continue
+        as_dir = dest.endswith("/") or len(matches) > 1
+        for match in matches:
+            out = target / dest / match.name if as_dir and match.is_file() else target / dest
+            if match.is_dir():
+                shutil.copytree(match, out, ignore=ignore, dirs_exist_ok=True)
+            else:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(match, out)
+
+
+def check_edge_image(dockerfile: Path, context: Path, problems: list[str]) -> "str | None":
+    """Build a wheel from exactly what the Dockerfile copies; the wheel's name, or None with a problem."""
+    try:
+        copies, _ = dockerfile_copies(dockerfile)
+    except (OSError, ValueError, IndexError) as exc:
+        problems.append(f"{dockerfile}: cannot read its COPY lines ({exc})")
+        return None
+    with tempfile.TemporaryDirectory(prefix="sdpose-edge-image-") as tmp:
+        src, dist = Path(tmp) / "src", Path(tmp) / "dist"
+        src.mkdir()
+        assemble_context(copies, context, src, problems)
+        result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                                 "--no-cache-dir", "-q", "-w", str(dist), str(src)], capture_output=True, text=True)
+        wheels = sorted(dist.glob("*.whl"))
+        if result.returncode != 0 or not wheels:
+            errors = [ln.strip() for ln in (result.stdout + result.stderr).splitlines()
+                      if "error" in ln.lower() and "subprocess" not in ln.lower()]
+            problems.append(f"{dockerfile.name}: the files it copies do not build a wheel: "
+                            f"{'; '.join(errors[:3]) or result.stderr.strip()[-300:]}")
+            return None
+        with zipfile.ZipFile(wheels[0]) as whl:
+            entry_points = next((whl.read(n).decode() for n in whl.namelist() if n.endswith("entry_points.txt")), "")
+        if "sdpose-edge = edge_runtime.cli:main" not in entry_points:
+            problems.append(f"{dockerfile.name}: the wheel has no sdpose-edge command (the image's ENTRYPOINT)")
+        return wheels[0].name
+
+
 def main(argv: "list[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deploy", type=Path, default=ROOT / "deploy")
+    parser.add_argument("--context", type=Path, default=ROOT, help="the edge image's build context (the project)")
+    parser.add_argument("--skip-image", action="store_true", help="check the manifests only (no wheel build)")
     args = parser.parse_args(argv)
     problems: list[str] = []
     compose_file = args.deploy / "compose" / "compose.yaml"
@@ -135,12 +294,20 @@ def main(argv: "list[str] | None" = None) -> int:
     runtimes = check_manifest(args.deploy / "kserve" / "servingruntime.yaml", problems)
     services = check_manifest(args.deploy / "kserve" / "inferenceservice.yaml", problems)
     if not problems:
-        check_links(runtimes, services, yaml.safe_load(compose_file.read_text()), problems)
+        compose = yaml.safe_load(compose_file.read_text())
+        check_links(runtimes, services, compose, problems)
+        for isvc in services:
+            check_scaling(isvc, problems)
+        check_ovms_tags(runtimes, compose, problems)
+    wheel = None if args.skip_image else check_edge_image(args.deploy / "compose" / "edge.Dockerfile", args.context,
+                                                          problems)
     for line in problems:
         sys.stdout.write(f"problem: {line}\n")
     if not problems:
         sys.stdout.write("ok: compose.yaml (Compose spec), servingruntime.yaml and inferenceservice.yaml (kserve "
-                         "client types), links between them\n")
+                         "client types), links between them, scaleMetric used by the deployment mode, OVMS "
+                         f"tag released (<= {'%d.%d' % OVMS_NEWEST_RELEASE})" +
+                         (f"; edge.Dockerfile's files build {wheel}\n" if wheel else "; edge image skipped\n"))
     return 1 if problems else 0
 
 

@@ -137,3 +137,86 @@ def test_a_body_model_without_detections_is_scored_on_body_only():
     assert set(metrics) == {"body"} and metrics["body"]["AP"] == 0.0
     with pytest.raises(InputError, match="num_keypoints: expected 133 or 17"):
         evaluate_keypoints(ann, [], num_keypoints=20)
+
+
+def _grid(x0: float, y0: float, x1: float, y1: float, n: int) -> np.ndarray:
+    """n points [n,2] spread over the box (corners included): the box is exactly their extent."""
+    side = int(np.ceil(np.sqrt(n)))
+    xs, ys = np.meshgrid(np.linspace(x0, x1, side), np.linspace(y0, y1, side))
+    pts = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    order = [0, side * side - 1] + list(range(1, side * side - 1))  # keep both extreme corners
+    return pts[order[:n]]
+
+
+def _person(body: tuple, face: tuple) -> np.ndarray:
+    """133 keypoints [133,2]: body, feet and hands spread over ``body`` (x0, y0, x1, y1), the face over ``face``."""
+    kp = np.zeros((133, 2))
+    kp[0:17] = _grid(*body, 17)
+    kp[17:23] = _grid(*body, 6)
+    kp[23:91] = _grid(*face, 68)
+    kp[91:112] = _grid(*body, 21)
+    kp[112:133] = _grid(*body, 21)
+    return kp
+
+
+def _gt(ann_id: int, image_id: int, kp: np.ndarray, area: float) -> dict:
+    ann = {"id": ann_id, "image_id": image_id, "category_id": 1, "iscrowd": 0, "area": area, "num_keypoints": 17}
+    x0, y0 = kp.min(0)
+    x1, y1 = kp.max(0)
+    ann["bbox"] = [float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+    flat = np.concatenate([kp, np.full((133, 1), 2.0)], axis=1)
+    for key, lo, hi in PART_FIELDS:
+        ann[key] = flat[lo:hi].reshape(-1).tolist()
+    return ann
+
+
+def test_area_ranges_use_the_body_keypoint_box_as_xtcocotools():
+    """xtcocotools' loadRes gives every detection the area of its body-keypoint box in every part's evaluation.
+
+    Image 1: a large person A (area 20000), found exactly (score 0.9), and a false positive F (score 0.95) far
+    from it whose body spans 50x50 px (area 2500: medium) and whose face spans 120x120 px (14400: large).
+    Image 2: a medium person B (area 5000), found exactly (score 0.8). By the rule F is a medium detection in
+    every part: AP(M) ranks F (false) before B (true) -> precision 1/2 at recall 1 -> 0.5; AP(L) sees only A,
+    found -> 1.0. (Taking F's area from its face box would give the face part AP(M) 1.0 and AP(L) 0.5.)"""
+    a = _person((20, 20, 170, 170), (60, 30, 110, 80))
+    b = _person((20, 20, 90, 90), (40, 25, 60, 45))
+    f = _person((400, 300, 450, 350), (330, 50, 450, 170))
+    ann = {"images": [{"id": 1, "file_name": "1.jpg", "width": 640, "height": 480},
+                      {"id": 2, "file_name": "2.jpg", "width": 640, "height": 480}],
+           "annotations": [_gt(1, 1, a, 20000.0), _gt(2, 2, b, 5000.0)],
+           "categories": [{"id": 1, "name": "person"}]}
+    results = [result_entry(a, np.ones(133), 1, 0.9), result_entry(f, np.ones(133), 1, 0.95),
+               result_entry(b, np.ones(133), 2, 0.8)]
+    metrics = evaluate_keypoints(ann, results)
+    for part in ("body", "foot", "face", "lefthand", "righthand", "wholebody"):
+        m = metrics[part]
+        assert m["AP (M)"] == pytest.approx(0.5) and m["AP (L)"] == pytest.approx(1.0), (part, m)
+        assert m["AR (M)"] == pytest.approx(1.0) and m["AR (L)"] == pytest.approx(1.0), (part, m)
+        # all areas: F ranks first and is false, A and B are found -> precision 2/3 at recall 1
+        assert m["AP"] == pytest.approx(2 / 3, abs=1e-6), (part, m)
+
+
+def test_gt_boxes_follow_mmpose():
+    """--gt-boxes gives the model mmpose's boxes: crowd, num_keypoints == 0 and all-zero keypoints dropped, each
+    box clipped to [0, width-1] x [0, height-1] of its image (and dropped when nothing is left)."""
+    from edge_runtime.eval_cli import boxes_per_image
+
+    kp = _person((20, 20, 90, 90), (40, 25, 60, 45))
+    base = _gt(0, 1, kp, 5000.0)
+    anns = [dict(base, id=1, bbox=[-10.0, 5.0, 60.0, 50.0]),              # clipped at the left
+            dict(base, id=2, bbox=[600.0, 400.0, 100.0, 100.0]),          # clipped at 639, 479
+            dict(base, id=3, num_keypoints=0),                            # no labelled body keypoint
+            dict(base, id=4, iscrowd=1),
+            dict(base, id=5, bbox=[700.0, 10.0, 50.0, 50.0]),             # outside the image
+            dict(base, id=6, **{key: [0.0] * (3 * (hi - lo)) for key, lo, hi in PART_FIELDS}),  # all zero
+            dict(base, id=7, image_id=2)]
+    ann = {"images": [{"id": 1, "file_name": "1.jpg", "width": 640, "height": 480},
+                      {"id": 2, "file_name": "2.jpg", "width": 100, "height": 80}],
+           "annotations": anns, "categories": [{"id": 1, "name": "person"}]}
+    boxes = boxes_per_image(ann, None, True)
+    np.testing.assert_allclose(boxes[1], [[0, 5, 50, 55, 1], [600, 400, 639, 479, 1]])
+    bx, by, bw, bh = base["bbox"]
+    np.testing.assert_allclose(boxes[2], [[bx, by, min(bx + bw, 99), min(by + bh, 79), 1]])
+    del ann["images"][0]["width"]
+    with pytest.raises(InputError, match="image 1 needs 'width' and 'height'"):
+        boxes_per_image(ann, None, True)

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import InputError
-from edge_runtime.sources import LiveSource, ReconnectPolicy, open_source
+from edge_runtime.sources import ImageFilesSource, LiveSource, ReconnectPolicy, open_source
 
 BOUNDARY = "sdposeframe"
 
@@ -27,8 +27,8 @@ def jpeg(level: int) -> bytes:
 
 
 class MjpegServer:
-    """Serves ``sessions[i]`` (a list of JPEG byte strings; b"" = a corrupt part) to the i-th connection,
-    then answers 503 to later connections."""
+    """Serves ``sessions[i]`` (a list of JPEG byte strings; b"" = a corrupt part; None = answer 503) to the i-th
+    connection, then answers 503 to later connections."""
 
     def __init__(self, sessions: list[list[bytes]], content_length: bool = True, interval_s: float = 0.0,
                  auth: "str | None" = None) -> None:
@@ -48,7 +48,7 @@ class MjpegServer:
                     return
                 index = outer.connections
                 outer.connections += 1
-                if index >= len(outer.sessions):
+                if index >= len(outer.sessions) or outer.sessions[index] is None:
                     self.send_error(503, "no more sessions")
                     return
                 self.send_response(200)
@@ -139,3 +139,75 @@ def test_mjpeg_stream_through_run_cli(tmp_path: Path, fake_models_dir: Path) -> 
             assert isinstance(person["propagated"], bool)
         else:
             assert (person["pose_frame"], person["pose_age_ms"], person["propagated"]) == (None, None, False)
+
+
+def flapping(frames: int, every: int, start: int = 40) -> list:
+    """Sessions of ``every`` frames: the connection drops after each (a flapping camera)."""
+    return [[jpeg(start + 5 * (i + j)) for j in range(every)] for i in range(0, frames, every)]
+
+
+def test_flapping_feed_counts_drops_reconnects_and_the_longest_outage() -> None:
+    """A server that drops the connection every 3 frames, and once refuses the reconnection: 30 frames read,
+    9 drops, 9 reconnects, and the longest outage at least the two backoff waits of the refused one."""
+    sessions = flapping(30, 3)
+    sessions.insert(5, None)  # the 5th reconnection attempt is refused: that outage waits 0.05 + 0.1 s at least
+    policy = ReconnectPolicy(max_retries=3, initial_s=0.05, max_s=0.4)
+    with MjpegServer(sessions) as server:
+        source = open_source(server.url, policy=policy)
+        frames = []
+        for frame in source:
+            frames.append(frame)
+            if len(frames) == 30:
+                source.close()  # stop before the end of the stream: no outage is still going
+    assert [f.index for f in frames] == list(range(30)) and all(f.ok for f in frames)
+    stats = source.connections.to_summary()
+    assert stats["connection_drops"] == 9 and stats["reconnects"] == 9 == source.reconnects
+    assert stats["longest_outage_s"] >= 0.15
+    # a file source has no connection to lose
+    assert ImageFilesSource([]).connections.to_summary() == {"connection_drops": 0, "reconnects": 0,
+                                                             "longest_outage_s": 0.0}
+
+
+def _run(tmp_path: Path, models: Path, sources: list, *extra: str) -> "tuple[int, dict]":
+    from edge_runtime.cli import main
+
+    dets = {str(i): [[5, 5, 60, 45, 0.9]] for i in range(40)}
+    (tmp_path / "d.json").write_text(json.dumps(dets))
+    (tmp_path / "edge.yaml").write_text("reconnect_initial_s: 0.05\nreconnect_max_s: 0.1\n")
+    args = ["run", "--models", str(models), "--output", str(tmp_path / "out"), "--detections",
+            str(tmp_path / "d.json"), "--no-cache", "--no-progress", "--reconnect-retries", "1",
+            "--config", str(tmp_path / "edge.yaml"), *extra]
+    for url in sources:
+        args += ["--source", url]
+    code = main(args)
+    return code, json.loads((tmp_path / "out" / "summary.json").read_text())
+
+
+def test_flapping_camera_is_counted_in_summary_json(tmp_path: Path, fake_models_dir: Path) -> None:
+    """File mode over a feed that drops every 3 frames: every frame in and out, no frame skipped, and the
+    drops and reconnects in summary.json (the stream's final end is a drop too: the run says so)."""
+    with MjpegServer(flapping(12, 3), interval_s=0.02) as server:
+        code, summary = _run(tmp_path, fake_models_dir, [server.url], "--mode", "file")
+    assert code == 1 and "gave up after 1 reconnection attempts" in summary["capture_error"]
+    assert summary["frames_in"] == summary["frames_out"] == 12 and summary["frames_skipped"] == 0
+    assert summary["connection_drops"] == 4 and summary["reconnects"] == 3
+    assert summary["longest_outage_s"] >= 0.05
+
+
+def test_each_live_source_and_the_total_count_their_drops(tmp_path: Path, fake_models_dir: Path) -> None:
+    with MjpegServer(flapping(12, 3), interval_s=0.03) as flappy, \
+            MjpegServer([flapping(12, 12)[0]], interval_s=0.03) as steady:
+        code, summary = _run(tmp_path, fake_models_dir, [flappy.url, steady.url])
+        urls = (flappy.url, steady.url)
+    assert code == 1 and summary["mode"] == "live"
+    per = summary["sources"]
+    by_url = {entry["source"]: entry for entry in per.values()}
+    assert len(per) == 2 and set(by_url) == set(urls)
+    first, second = (by_url[url] for url in urls)
+    assert (first["connection_drops"], first["reconnects"], first["frames_in"]) == (4, 3, 12)
+    assert (second["connection_drops"], second["reconnects"], second["frames_in"]) == (1, 0, 12)
+    assert summary["connection_drops"] == 5 and summary["reconnects"] == 3
+    assert summary["longest_outage_s"] == max(first["longest_outage_s"], second["longest_outage_s"]) >= 0.05
+    for name in per:  # each source's own summary.json has its entry
+        own = json.loads((tmp_path / "out" / name / "summary.json").read_text())
+        assert own["connection_drops"] == per[name]["connection_drops"]
