@@ -56,7 +56,8 @@ class CompileChoice:
         return dataclasses.asdict(self)
 
     def apply(self, options: Any) -> Any:
-        """``options`` (:class:`~edge_runtime.models.CompileOptions`) with this choice's three fields."""
+        """``options`` (:class:`~edge_runtime.models.CompileOptions`) with this choice's hint, threads and
+        requests (``inference_nice`` goes to :class:`~edge_runtime.modes.LiveConfig`)."""
         return dataclasses.replace(options, performance_hint=self.hint, inference_num_threads=self.num_threads,
                                    num_requests=self.num_requests)
 
@@ -70,11 +71,13 @@ def available_cores() -> int:
 
 
 def choose_compile_options(settings: Mapping[str, Any], mode: str, cores: "int | None" = None) -> CompileChoice:
-    """The hint, inference threads and requests per model for a run (see the module docstring).
+    """The hint, inference threads, requests per model and inference nice value for a run (see the module
+    docstring).
 
-    ``settings``: the run's effective settings (``hint``, ``num_threads``, ``num_requests`` None = not set by
-    the user; ``device``, ``pose_server``); ``mode``: "live" or "file"; ``cores``: default
-    :func:`available_cores`."""
+    ``settings``: the run's effective settings (``hint``, ``num_threads``, ``num_requests``, ``inference_nice``
+    None = not set by the user; ``device``, ``pose_server``); ``mode``: "live" or "file"; ``cores``: default
+    :func:`available_cores`. Only a CPU device gets the live rule (INFERENCE_NUM_THREADS is a CPU property, and
+    other devices do not take the coordinator's cores), as :func:`edge_runtime.run_cli.per_isa_options` does."""
     user = {key: settings.get(key) for key in _KEYS}
     given = [f"--{key.replace('_', '-')} {value}" for key, value in user.items() if value is not None]
     cores = available_cores() if cores is None else int(cores)
