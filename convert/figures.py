@@ -382,7 +382,7 @@ def score_records(records: list[dict], gt_keypoints: np.ndarray, gt_boxes: np.nd
         t = int(rec["frame"])
         if t >= len(gt_keypoints):
             continue
-        preds = rec.get("persons") or []
+        preds = [q for q in rec.get("persons") or [] if q.get("keypoints") is not None]  # null: no pose yet
         for p in range(gt_keypoints.shape[1]):
             persons += 1
             box = gt_boxes[t, p]

@@ -34,6 +34,10 @@ def _non_negative_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+def _nice(value: Any) -> bool:
+    return _non_negative_int(value) and value <= 19
+
+
 def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -86,13 +90,15 @@ def _bool(value: Any) -> bool:
 SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     # compile options (CompileOptions)
     "device": ("CPU", _string, "a non-empty OpenVINO device name (CPU, GPU, NPU, AUTO ...)"),
-    "hint": ("THROUGHPUT", _choice("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"),
-             "one of THROUGHPUT | LATENCY | CUMULATIVE_THROUGHPUT"),
+    "hint": (None, _choice("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"),
+             "one of THROUGHPUT | LATENCY | CUMULATIVE_THROUGHPUT, or null (chosen by the runtime)"),
     "num_streams": (None, _positive_int, "a positive integer or null"),
     "num_threads": (None, _positive_int, "a positive integer or null"),
     "precision_hint": (None, _choice("f32", "bf16", "f16"), "one of f32 | bf16 | f16, or null (device default)"),
     "cache_dir": ("~/.cache/sdpose-edge", _string, "a directory path, or null for no model cache"),
     "num_requests": (None, _positive_int, "a positive integer or null (OPTIMAL_NUMBER_OF_INFER_REQUESTS)"),
+    "inference_nice": (None, _nice, "an integer in [0, 19] or null (chosen by the runtime: 10 in live mode on <= 4 "
+                       "cores, else 0)"),
     "chain": (None, _choice("split", "fused"), "split | fused or null (the model folder's default)"),
     # scheduling
     "mode": (None, _choice("file", "live"), "file | live or null (file for files, live for cameras/streams)"),
@@ -181,10 +187,14 @@ CLI_OPTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "pose_server_model": ("scheduling", "served model: sdpose (crops -> heatmaps, decoded here; default) or "
                           "sdpose_keypoints (decoded on the server: 133 x 3 numbers per crop)", {"metavar": "NAME"}),
     "device": ("OpenVINO", "OpenVINO device (CPU, GPU, NPU, AUTO ...)", {}),
-    "hint": ("OpenVINO", "PERFORMANCE_HINT", {}),
+    "hint": ("OpenVINO", "PERFORMANCE_HINT (default THROUGHPUT; live mode on <= 4 cores: LATENCY)", {}),
     "num_streams": ("OpenVINO", "NUM_STREAMS", {}),
-    "num_threads": ("OpenVINO", "INFERENCE_NUM_THREADS", {}),
-    "num_requests": ("OpenVINO", "infer requests per model (default OPTIMAL_NUMBER_OF_INFER_REQUESTS)", {}),
+    "num_threads": ("OpenVINO", "INFERENCE_NUM_THREADS (default OpenVINO's; live mode on <= 4 cores: cores - 1, "
+                    "leaving a core to capture and output)", {}),
+    "num_requests": ("OpenVINO", "infer requests per model (default OPTIMAL_NUMBER_OF_INFER_REQUESTS; live mode on "
+                     "<= 4 cores: 1)", {}),
+    "inference_nice": ("OpenVINO", "live mode: run every thread but capture and output (the inference threads) at "
+                       "this much higher a nice value (default 0; live mode on <= 4 cores: 10)", {"metavar": "N"}),
     "precision_hint": ("OpenVINO", "INFERENCE_PRECISION_HINT (default: the device's; bf16 on AVX512_BF16 CPUs)", {}),
     "cache_dir": ("OpenVINO", "model cache directory (CACHE_DIR)", {}),
     "flip_test": ("pose and outputs", "also infer mirrored crops and average (2x pose cost)", {}),
@@ -210,7 +220,7 @@ CLI_OPTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "progress": ("pose and outputs", "progress bar (files)", {}),
 }
 
-_INT_CHECKS = (_positive_int, _non_negative_int)
+_INT_CHECKS = (_positive_int, _non_negative_int, _nice)
 _FLOAT_CHECKS = (_positive, _unit, _number, _non_negative)
 
 

@@ -11,10 +11,11 @@ One coordinator thread serves one or more sources with one set of compiled model
     pose completions:        decode -> PoseTracks.apply_pose: carried from the frame the model saw to now
 
 Live mode outputs each frame as soon as it is processed (capture-to-output latency stays about a frame),
-with each person's ``pose_frame``, ``pose_age_ms`` and ``propagated``. File mode (``mode="file"``, the
-``--schedule-poses`` option of ``sdpose-edge run``) takes every frame in order and holds each frame until the
-poses scheduled on it are back, so results are deterministic; poses are then never propagated from an
-older frame, only carried between recomputes.
+with each person's ``pose_frame``, ``pose_age_ms`` and ``propagated``. Every tracked person is output from the
+frame it was detected on; until its first pose comes back it has ``"keypoints": null``. File mode
+(``mode="file"``, the ``--schedule-poses`` option of ``sdpose-edge run``) takes every frame in order and holds
+each frame until the poses scheduled on it are back, so results are deterministic; poses are then never
+propagated from an older frame, only carried between recomputes.
 
 Every per-frame result is a :class:`~edge_runtime.results.FrameResult` (arrays), written to each source's
 sinks as a record. Statistics are bounded (reservoirs), so a run may last days.
@@ -31,6 +32,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .backends import BackendFactory, Completion, RequestBook
+from .compile_choice import InferencePriority
 from .coordinator import WAKE, Coordinator
 from .errors import SDPoseError
 from .feeds import CaptureStatus, FrameFeed, capture_loop, connection_totals
@@ -86,10 +88,15 @@ class _Source:
         self.pending = 0                    # pose crops in flight for this source
         self.credit = 0.0
         self.frames_out = self.failed = self.persons = self.recomputes = self.dets_missing = 0
-        self.person_slots = self.person_present = 0
+        self.person_slots = self.person_present = self.pose_present = 0
         self.lat = Reservoirs()
         self.t_first: "float | None" = None
         self.t_last = 0.0
+
+
+def _share(count: int, slots: int) -> "float | None":
+    """count / slots rounded to 4 places; None without slots."""
+    return round(count / slots, 4) if slots else None
 
 
 def source_clock(frame: Frame, capture_t: float, mode: str) -> float:
@@ -136,6 +143,7 @@ class LiveRunner(Coordinator):
         self._lat = Reservoirs()
         self._rr = 0
         self._t0 = time.perf_counter()
+        self._priority = InferencePriority(cfg.inference_nice)
         for src in self._srcs:
             pace = cfg.mode == "live" and cfg.pace_live_files and src.source.default_mode == "file"
             src.thread = threading.Thread(
@@ -143,6 +151,7 @@ class LiveRunner(Coordinator):
                 args=(src.source, src.feed, self._stop, self._wake, src.status, pace,
                       cfg.max_frames))
             src.thread.start()
+            self._priority.keep.add(src.thread.native_id)
         logger.info("%s mode over %d source(s): %s chain, requests %s, batch %d, detect every %d, pose budget %s",
                     cfg.mode, len(self._srcs), "+".join(self.stages),
                     {k: b.capacity for k, b in self.backends.items()}, cfg.batch, cfg.detect_every,
@@ -168,6 +177,7 @@ class LiveRunner(Coordinator):
     # ------------------------------------------------------------------ loop
     def _loop(self) -> None:
         while True:
+            self._priority.update()
             self._expire()
             n = len(self._srcs)
             for k in range(n):  # round-robin over sources, starting one further each time
@@ -255,7 +265,9 @@ class LiveRunner(Coordinator):
         src.person_slots += src.tracks.active()
         src.person_present += len(persons)
         for p in persons:
-            src.lat["pose_age"].append(p.pose_age_ms)
+            if p.has_pose:
+                src.pose_present += 1
+                src.lat["pose_age"].append(p.pose_age_ms)
         self._write(src, result)
 
     def _write(self, src: _Source, result: FrameResult) -> None:
@@ -277,6 +289,10 @@ class LiveRunner(Coordinator):
             self.stop()
 
     # ------------------------------------------------------------------ scheduling
+    def _submit(self, stage: str, inputs: np.ndarray, userdata: Any) -> None:
+        super()._submit(stage, inputs, userdata)
+        self._priority.update(now=True)  # the request's threads run behind capture and output from the start
+
     def _free(self, stage: str) -> int:
         return self._book.free(stage)
 
@@ -439,7 +455,8 @@ class LiveRunner(Coordinator):
             "wall_s": round(wall, 3), "fps": round(src.frames_out / active_s, 4),
             "pose_recomputes": src.recomputes,
             "pose_recomputes_per_track_s": round(src.recomputes / max(tracks["tracks_created"], 1) / active_s, 4),
-            "person_presence": round(src.person_present / src.person_slots, 4) if src.person_slots else None,
+            "person_presence": _share(src.person_present, src.person_slots),
+            "pose_presence": _share(src.pose_present, src.person_slots),
             "latency_ms": {k: v.summary() for k, v in sorted(src.lat.items())},
             "tracks": tracks, "detect_every": self.config.detect_every, "pose_budget": self.config.pose_budget,
             "frames_without_detections": src.dets_missing,
@@ -455,6 +472,7 @@ class LiveRunner(Coordinator):
         total: dict[str, Any] = {k: sum(s[k] for s in per.values()) for k in keys}
         total.update(connection_totals(per.values()))
         errors = {name: s["capture_error"] for name, s in per.items() if s["capture_error"]}
+        slots = sum(s.person_slots for s in self._srcs)
         total.update({
             "mode": self.config.mode, "chain": "+".join(self.stages), "sources": len(per),
             "wall_s": round(wall, 3), "fps": round(total["frames_out"] / wall, 4),
@@ -464,6 +482,9 @@ class LiveRunner(Coordinator):
             "requests_timed_out": self._book.requests.expired_count,
             "batch": self.config.batch, "detect_every": self.config.detect_every,
             "pose_budget": self.config.pose_budget, "interrupted": self._interrupted,
+            "inference_nice": self.config.inference_nice, "threads_reniced": self._priority.changed,
+            "person_presence": _share(sum(s.person_present for s in self._srcs), slots),
+            "pose_presence": _share(sum(s.pose_present for s in self._srcs), slots),
             "capture_error": "; ".join(f"{k}: {v}" for k, v in errors.items()) or None,
         })
         return {"total": total, "sources": per}

@@ -256,8 +256,11 @@ class CompileOptions:
     def validate(self) -> None:
         """Raise InputError naming the field when a value is out of range: each field is checked by the
         ``sdpose-edge run`` setting it corresponds to (:data:`edge_runtime.config.SCHEMA`, the one schema)."""
+        from .compile_choice import DEFAULT_HINT
         from .config import SCHEMA
 
+        if self.performance_hint is None:  # "not set": the default hint
+            self.performance_hint = DEFAULT_HINT
         if isinstance(self.performance_hint, str):
             self.performance_hint = self.performance_hint.upper()
         if isinstance(self.inference_precision, str):

@@ -91,6 +91,9 @@ class LiveConfig:
         pose) at once; 1 runs the two models strictly one after the other, so that with ``release_memory``
         only one model's buffers exist at a time (None: each model up to its own requests).
     smooth: temporal smoothing of the output keypoints, as in PipelineConfig.
+    inference_nice: add this to the nice value of every thread of the process but the coordinator and the capture
+        threads (the inference threads), so that capture and output win the CPU (0: leave priorities alone;
+        Linux; :mod:`edge_runtime.compile_choice`).
     """
 
     mode: str = "live"
@@ -108,6 +111,7 @@ class LiveConfig:
     request_timeout_s: "float | None" = 600.0
     chain_slots: "int | None" = None
     smooth: SmoothConfig = dataclasses.field(default_factory=SmoothConfig)
+    inference_nice: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in ("live", "file"):
@@ -116,3 +120,6 @@ class LiveConfig:
                                                                            "chain_slots"))
         if self.pose_budget is not None and not 0.0 < float(self.pose_budget) <= 1.0:
             raise InputError(f"pose_budget: expected a share of person-frames in (0, 1], got {self.pose_budget!r}")
+        if not isinstance(self.inference_nice, int) or isinstance(self.inference_nice, bool) or not \
+                0 <= self.inference_nice <= 19:
+            raise InputError(f"inference_nice: expected an integer in [0, 19], got {self.inference_nice!r}")

@@ -1,8 +1,12 @@
 """The typed per-frame result handed to the sinks, and its JSONL record.
 
 A :class:`FrameResult` holds arrays (image px): boxes_xyxy [N,4], box_scores [N], keypoints [N,K,2],
-scores [N,K], track_ids [N]; in live mode also pose_frames [N] (the frame whose pixels the model saw),
-pose_age_ms [N] and propagated [N]. :meth:`FrameResult.to_record` gives the ``predictions.jsonl`` record.
+scores [N,K], track_ids [N], has_pose [N] bool; in live mode also pose_frames [N] (the frame whose pixels the
+model saw), pose_age_ms [N] and propagated [N]. A tracked person still waiting for its first pose (live mode and
+``--schedule-poses``) has ``has_pose`` False, NaN keypoints and zero scores: its record carries its box,
+``track_id`` and ``score`` with ``"keypoints": null`` (``pose_frame`` and ``pose_age_ms`` null, ``propagated``
+false), and the sinks that need keypoints skip it. :meth:`FrameResult.to_record` gives the ``predictions.jsonl``
+record.
 """
 from __future__ import annotations
 
@@ -29,6 +33,11 @@ class FrameResult:
     pose_age_ms: "np.ndarray | None" = None   # [N] float
     propagated: "np.ndarray | None" = None    # [N] bool
     error: "str | None" = None
+    has_pose: "np.ndarray | None" = None      # [N] bool; None: every person has keypoints
+
+    def __post_init__(self) -> None:
+        if self.has_pose is None:
+            self.has_pose = np.ones(len(self.track_ids), bool)
 
     @classmethod
     def failed(cls, frame: Any, source_name: str, error: str, num_keypoints: int = 0) -> "FrameResult":
@@ -43,18 +52,21 @@ class FrameResult:
     @classmethod
     def from_persons(cls, frame: Any, source_name: str, persons: Sequence[Any], image_size: "tuple[int, int]",
                      num_keypoints: int) -> "FrameResult":
-        """From :class:`edge_runtime.tracks.PersonState` objects of one frame."""
+        """From :class:`edge_runtime.tracks.PersonState` objects of one frame (a person without a pose yet:
+        NaN keypoints, zero scores, pose_frame -1, pose_age_ms NaN, has_pose False)."""
         n, k = len(persons), num_keypoints
+        posed = [p.keypoints is not None for p in persons]
         return cls(
             frame.index, frame.name, frame.timestamp_ms, tuple(image_size),
             np.array([p.box for p in persons], np.float32).reshape(n, 4),
             np.array([p.score for p in persons], np.float32).reshape(n),
-            np.array([p.keypoints for p in persons], np.float32).reshape(n, k, 2),
-            np.array([p.kp_scores for p in persons], np.float32).reshape(n, k),
+            np.array([p.keypoints if ok else np.full((k, 2), np.nan) for p, ok in zip(persons, posed)],
+                     np.float32).reshape(n, k, 2),
+            np.array([p.kp_scores if ok else np.zeros(k) for p, ok in zip(persons, posed)], np.float32).reshape(n, k),
             np.array([p.track_id for p in persons], np.int64).reshape(n),
-            np.array([p.pose_frame for p in persons], np.int64).reshape(n),
-            np.array([p.pose_age_ms for p in persons], np.float64).reshape(n),
-            np.array([p.propagated for p in persons], bool).reshape(n))
+            np.array([p.pose_frame if ok else -1 for p, ok in zip(persons, posed)], np.int64).reshape(n),
+            np.array([p.pose_age_ms if ok else np.nan for p, ok in zip(persons, posed)], np.float64).reshape(n),
+            np.array([p.propagated for p in persons], bool).reshape(n), has_pose=np.array(posed, bool).reshape(n))
 
     def to_record(self, parts: Sequence[str] = ALL_PARTS) -> dict[str, Any]:
         """The ``predictions.jsonl`` record; keypoint groups outside ``parts`` get score 0."""
@@ -70,16 +82,18 @@ class FrameResult:
             from .keypoints import filter_parts
             _, scores = filter_parts(self.keypoints, scores, tuple(parts))
         for i in range(len(self.track_ids)):
+            posed = bool(self.has_pose[i])
             kp = np.concatenate([self.keypoints[i], scores[i][:, None]], axis=1)
             person: dict[str, Any] = {
                 "bbox_xyxy": [round(float(v), 2) for v in self.boxes_xyxy[i]],
                 "score": round(float(self.box_scores[i]), 5),
                 "track_id": int(self.track_ids[i]),
-                "keypoints": [[round(float(x), 3), round(float(y), 3), round(float(s), 5)] for x, y, s in kp],
+                "keypoints": [[round(float(x), 3), round(float(y), 3), round(float(s), 5)] for x, y, s in kp]
+                if posed else None,
             }
             if self.pose_frames is not None:
-                person["pose_frame"] = int(self.pose_frames[i])
-                person["pose_age_ms"] = round(float(self.pose_age_ms[i]), 3)
-                person["propagated"] = bool(self.propagated[i])
+                person["pose_frame"] = int(self.pose_frames[i]) if posed else None
+                person["pose_age_ms"] = round(float(self.pose_age_ms[i]), 3) if posed else None
+                person["propagated"] = bool(self.propagated[i]) and posed
             record["persons"].append(person)
         return record

@@ -69,9 +69,12 @@ def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def compile_options(settings: dict[str, Any]) -> Any:
+    """The settings' compile options; a hint left unset is THROUGHPUT (live runs then apply
+    :func:`edge_runtime.compile_choice.choose_compile_options`)."""
+    from .compile_choice import DEFAULT_HINT
     from .models import CompileOptions
 
-    return CompileOptions(device=settings["device"], performance_hint=settings["hint"],
+    return CompileOptions(device=settings["device"], performance_hint=settings["hint"] or DEFAULT_HINT,
                           num_streams=settings["num_streams"], inference_num_threads=settings["num_threads"],
                           inference_precision=settings["precision_hint"], cache_dir=settings["cache_dir"],
                           num_requests=settings["num_requests"])
@@ -214,6 +217,19 @@ def per_isa_options(options: Any, models: str | Path, quantized: "bool | None" =
     return dataclasses.replace(options, inference_precision=hint), "per-ISA default (INT8 on bf16 without AMX)"
 
 
+def _run_options(args: argparse.Namespace, settings: dict[str, Any], mode: str) -> tuple[Any, str, Any]:
+    """The run's compile options: the settings, the runtime's choice for what the user left unset
+    (:func:`edge_runtime.compile_choice.choose_compile_options`: live mode on a small CPU leaves a core to capture
+    and output) and the per-ISA precision hint; returns (options, where the precision hint came from, choice)."""
+    from .compile_choice import choose_compile_options
+
+    choice = choose_compile_options(settings, mode)
+    logger.info("compile options: hint %s, %s inference thread(s), %s request(s) per model (%s)", choice.hint,
+                choice.num_threads or "OpenVINO's", choice.num_requests or "OpenVINO's optimal", choice.reason)
+    options, hint_source = per_isa_options(choice.apply(compile_options(settings)), args.models)
+    return options, hint_source, choice
+
+
 def _build_estimator(args: argparse.Namespace, settings: dict[str, Any], options: Any, policy: ReconnectPolicy) -> Any:
     """The local pose chain, or with --pose-server the remote one (the folder gives only its metadata; its
     reconnects follow ``policy``, the cameras' backoff)."""
@@ -252,7 +268,7 @@ def _smooth_config(settings: dict[str, Any]) -> Any:
                         beta=settings["smooth_beta"], d_cutoff_hz=settings["smooth_d_cutoff_hz"])
 
 
-def _live_config(settings: dict[str, Any], mode: str) -> Any:
+def _live_config(settings: dict[str, Any], mode: str, inference_nice: int = 0) -> Any:
     from .live import LiveConfig
     from .tracks import TrackConfig
 
@@ -266,7 +282,7 @@ def _live_config(settings: dict[str, Any], mode: str) -> Any:
                       parts=tuple(settings["parts"]), score_threshold=settings["score_threshold"], track=track,
                       live_queue_size=settings["live_queue_size"], request_timeout_s=settings["request_timeout_s"],
                       chain_slots=settings["chain_slots"] or (1 if settings["release_memory"] else None),
-                      smooth=_smooth_config(settings))
+                      smooth=_smooth_config(settings), inference_nice=inference_nice)
 
 
 def _pipeline_config(settings: dict[str, Any]) -> Any:
@@ -317,7 +333,7 @@ def run(args: argparse.Namespace) -> int:
     mode = settings["mode"] or ("live" if any(src.default_mode == "live" for _, src in sources) else "file")
     out = Path(args.output)
     prepare_output(out, overwrite=args.overwrite)
-    options, hint_source = per_isa_options(compile_options(settings), args.models)
+    options, hint_source, choice = _run_options(args, settings, mode)
     estimator = _build_estimator(args, settings, options, policy)
     detector = None if detections is not None else _build_detector(args, settings, estimator, options)
     multi = len(sources) > 1
@@ -326,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
     common = {"models": str(args.models), "output": str(out), "compile_options": options.describe(),
               "settings": {k: v for k, v in settings.items()}, "cpu": estimator.runtime_info["cpu"],
               "precision": estimator.runtime_info["precision"], "precision_hint_source": hint_source,
-              "variant": estimator.runtime_info["variant"]}
+              "variant": estimator.runtime_info["variant"], "compile_choice": choice.to_dict()}
     per_source: dict[str, dict[str, Any]] = {name: {"error": "the run ended before this source finished"}
                                              for name, _ in sources}
     total: dict[str, Any] = {"error": "the run ended before it finished"}
@@ -341,8 +357,8 @@ def run(args: argparse.Namespace) -> int:
                 sinks = build_sinks(folders[name], settings, src)
                 all_sinks.extend(sinks)
                 runs.append(SourceRun(name, src, sinks))
-            runner = LiveRunner(estimator, _live_config(settings, mode), detector=detector, detections=detections,
-                                frame_hook=show, backend_factory=_backend_factory(settings))
+            runner = LiveRunner(estimator, _live_config(settings, mode, choice.inference_nice), detector=detector,
+                                detections=detections, frame_hook=show, backend_factory=_backend_factory(settings))
             try:
                 with _SignalStop(runner):
                     result = runner.run(runs)

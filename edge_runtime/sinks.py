@@ -5,7 +5,7 @@ A frame record (one per input frame; what ``OUT/predictions.jsonl`` holds)::
     {"frame": 0, "source": "a.jpg", "timestamp_ms": 0.0,
      "width": 640, "height": 480,                    # image px (optional; needed without an image)
      "persons": [{"bbox_xyxy": [x1, y1, x2, y2], "score": s, "track_id": 3,
-                  "keypoints": [[x, y, score], ...K]}],  # image px
+                  "keypoints": [[x, y, score], ...K]}],  # image px; null: tracked, no pose yet (live)
      "error": "..."}                                 # only for frames that failed
 
 ``image`` is the frame [H,W,3] u8 BGR (or None if it could not be read). Sinks:
@@ -59,9 +59,15 @@ def _clean(value: Any) -> Any:
     return value
 
 
+def has_pose(person: Any) -> bool:
+    """False for a tracked person still waiting for its first pose (``"keypoints": null``)."""
+    return not (isinstance(person, dict) and "keypoints" in person and person["keypoints"] is None)
+
+
 def person_arrays(record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[Any]]:
-    """record -> keypoints [N,K,2] image px, scores [N,K], boxes_xyxy [N,4], box scores [N], track ids."""
-    persons = record.get("persons") or []
+    """record -> keypoints [N,K,2] image px, scores [N,K], boxes_xyxy [N,4], box scores [N], track ids of the
+    N persons that have keypoints: the OpenPose, COCO and overlay outputs skip pose-pending persons."""
+    persons = [p for p in record.get("persons") or [] if has_pose(p)]
     if not persons:
         return np.zeros((0, 0, 2)), np.zeros((0, 0)), np.zeros((0, 4)), np.zeros(0), []
     try:

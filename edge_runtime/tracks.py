@@ -5,7 +5,7 @@ No threads, no inference: :class:`PoseTracks` is driven by the live runner (and 
     tracks.advance(frame_index, clock_s, image_bgr)      # every frame: carry every track to this frame
     tracks.match(frame_index, boxes_xyxy, scores)        # on detector frames (may be an older frame)
     tracks.apply_pose(track_id, frame_index, kpts, sc)   # a pose computed on (an older) frame_index
-    tracks.persons()                                     # what the current frame outputs
+    tracks.persons()                                     # what the current frame outputs (every track)
 
 Motion between detector runs comes from the keypoints: sparse pyramidal Lucas-Kanade flow
 (``cv2.calcOpticalFlowPyrLK``) on every keypoint with a forward-backward check; a keypoint that fails the
@@ -99,16 +99,21 @@ class Track:
 
 @dataclasses.dataclass(frozen=True)
 class PersonState:
-    """What one output frame says of one tracked person."""
+    """What one output frame says of one tracked person; a track waiting for its first pose has
+    ``keypoints``, ``kp_scores``, ``pose_frame`` and ``pose_age_ms`` None (``has_pose`` False)."""
 
     track_id: int
-    box: np.ndarray          # [4] image px
+    box: np.ndarray                    # [4] image px
     score: float
-    keypoints: np.ndarray    # [K,2] image px
-    kp_scores: np.ndarray    # [K]
-    pose_frame: int
-    pose_age_ms: float
+    keypoints: "np.ndarray | None"     # [K,2] image px
+    kp_scores: "np.ndarray | None"     # [K]
+    pose_frame: "int | None"
+    pose_age_ms: "float | None"
     propagated: bool
+
+    @property
+    def has_pose(self) -> bool:
+        return self.keypoints is not None
 
 
 def _box_h(box: np.ndarray) -> float:
@@ -352,11 +357,15 @@ class PoseTracks:
         return True
 
     def persons(self) -> list[PersonState]:
-        """Every tracked (not lost) person with a pose, at the current frame, by track id."""
+        """Every tracked (not lost) person at the current frame, by track id, from the frame it was detected
+        on: a track still waiting for its first pose comes with its box and no keypoints."""
         out = []
         for tid in sorted(self.tracks):
             t = self.tracks[tid]
-            if t.lost or t.keypoints is None:
+            if t.lost:
+                continue
+            if t.keypoints is None:
+                out.append(PersonState(tid, t.box.astype(np.float32), t.score, None, None, None, None, False))
                 continue
             out.append(PersonState(tid, t.box.astype(np.float32), t.score, t.keypoints.copy(), t.kp_scores.copy(),
                                    t.pose_frame, round((self.clock_s - t.pose_clock) * 1000.0, 3), t.propagated))

@@ -60,7 +60,8 @@ class Ages:
 
     def write(self, record: dict, image=None) -> None:
         for p in record["persons"]:
-            self.first_pose_s.setdefault(p["track_id"], time.perf_counter() - self.t0)
+            if p["keypoints"] is not None:  # null: tracked, first pose not back yet
+                self.first_pose_s.setdefault(p["track_id"], time.perf_counter() - self.t0)
 
     def close(self) -> None:
         pass
@@ -134,7 +135,8 @@ def main(argv: "list[str] | None" = None) -> int:
             "pose_age_ms": {k: s["latency_ms"].get("pose_age", {}).get(k) for k in ("p50", "p95")},
             "pose_recomputes": s["pose_recomputes"],
             "pose_recomputes_per_person_s": s["pose_recomputes_per_track_s"],
-            "person_presence": s["person_presence"], "tracks": s["tracks"]["tracks_created"],
+            "person_presence": s["person_presence"], "pose_presence": s["pose_presence"],
+            "tracks": s["tracks"]["tracks_created"],
             "first_pose_s": sorted(round(v, 1) for v in sink.first_pose_s.values())}
     text = json.dumps(doc, indent=2)
     log.info("%s", text)

@@ -94,7 +94,7 @@ def main(argv: "list[str] | None" = None) -> int:
         result = LiveRunner(est, LiveConfig(mode="live", live_queue_size=8), detections=dets,
                             backend_factory=delayed_backend_factory(delay)).run(
             [SourceRun("figures", VideoFileSource(args.video), [sink])])
-        ages = [p["pose_age_ms"] for r in sink.records for p in r["persons"]]
+        ages = [p["pose_age_ms"] for r in sink.records for p in r["persons"] if p["pose_age_ms"] is not None]
         score(f"live, +{delay:g} s/pose", None, sink.records, result["total"]["pose_recomputes"])
         rows[-1].update(pose_age_ms_mean=round(float(np.mean(ages)), 1) if ages else None,
                         frames_out=result["total"]["frames_out"], frames_in=result["total"]["frames_in"])

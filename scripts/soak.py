@@ -35,6 +35,18 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 log = logging.getLogger("soak")
 
 
+def video_jpegs(path: Path) -> list[bytes]:
+    """Every frame of a video file as JPEG bytes (what the streamer sends)."""
+    cap = cv2.VideoCapture(str(path))
+    jpegs = []
+    while True:
+        ok, img = cap.read()
+        if not ok:
+            break
+        jpegs.append(cv2.imencode(".jpg", img)[1].tobytes())
+    return jpegs
+
+
 class Streamer:
     """MJPEG over HTTP from 127.0.0.1: loops ``jpegs`` at ``fps``; closes the connection every ``drop_every``."""
 
@@ -95,13 +107,7 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--json-out", type=Path, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cap = cv2.VideoCapture(str(SAMPLES / "figures.mp4"))
-    jpegs = []
-    while True:
-        ok, img = cap.read()
-        if not ok:
-            break
-        jpegs.append(cv2.imencode(".jpg", img)[1].tobytes())
+    jpegs = video_jpegs(SAMPLES / "figures.mp4")
     dets = load_detections(SAMPLES / "figures_detections.json")
     table = {str(i): dets[str(i % len(jpegs))] for i in range(int(args.minutes * 60 * args.fps) + 1000)}
     est = PoseEstimator(args.models, options=CompileOptions(cache_dir=None, inference_precision="f32",

@@ -81,7 +81,10 @@ def agreement(records: list[dict], full: list[dict], gt_boxes: np.ndarray, alpha
         if ref is None:
             continue
         for person in rec["persons"]:
-            match = next((p for p in ref["persons"] if np.allclose(p["bbox_xyxy"][:4], person["bbox_xyxy"][:4])), None)
+            if person["keypoints"] is None:  # tracked, no pose yet
+                continue
+            match = next((p for p in ref["persons"] if p["keypoints"] is not None
+                          and np.allclose(p["bbox_xyxy"][:4], person["bbox_xyxy"][:4])), None)
             if match is None:
                 continue
             a = np.array([[np.nan if v is None else v for v in k[:2]] for k in person["keypoints"]], np.float64)

@@ -3,8 +3,11 @@ scheduling across tracks and sources, a slow pose model never holding up capture
 mode, failed and unanswered requests, several sources through the CLI. No timing thresholds."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +71,9 @@ def test_a_late_pose_is_carried_to_the_current_frame() -> None:
         if t == 0:
             tracks.match(0, box, np.array([0.9]))
             crop_box = tracks.begin_pose(0)
-    assert tracks.persons() == []  # no pose yet: nothing to output for the track
+    (waiting,) = tracks.persons()  # no pose yet: output with its box only
+    assert not waiting.has_pose and waiting.keypoints is None and waiting.pose_frame is None
+    assert waiting.pose_age_ms is None and not waiting.propagated
     # the pose computed on frame 0 arrives while frame 6 is current
     tracks.apply_pose(0, 0, 0.0, crop_box, KPTS, np.full(len(KPTS), 0.9))
     (person,) = tracks.persons()
@@ -118,6 +123,71 @@ def dets(frames: list[Frame], persons: int) -> dict[str, np.ndarray]:
             for f in frames}
 
 
+class LockstepSource(ListSource):
+    """A camera that shows frame i + 1 only once frame i was output (:class:`LockstepSink` says so): no frame
+    can be dropped for being late, whatever the load on the machine. If the coordinator stops putting frames
+    out, the camera ends after ``patience_s`` and the run has fewer frames out than in. ``pace``: also wait for
+    each frame's timestamp (a 10 fps camera), so that slow requests answer while frames go out."""
+
+    default_mode = "live"
+
+    def __init__(self, frames: list[Frame], patience_s: float = 60.0, pace: bool = False) -> None:
+        super().__init__(frames)
+        self.patience_s, self.pace = patience_s, pace
+        self.shown = threading.Event()
+
+    def __iter__(self):
+        t0 = time.perf_counter()
+        for frame in self.frames:
+            if self.closed:
+                return
+            if self.pace:
+                time.sleep(max(0.0, t0 + frame.timestamp_ms / 1000.0 - time.perf_counter()))
+            self.shown.clear()
+            yield frame
+            if not self.shown.wait(self.patience_s):
+                return
+
+
+class LockstepSink(ListSink):
+    def __init__(self, source: LockstepSource, on_write: Any = None) -> None:
+        super().__init__()
+        self.source, self.on_write = source, on_write
+
+    def write(self, record: dict, image: Any = None) -> None:
+        super().write(record, image)
+        if self.on_write is not None:
+            self.on_write(record)
+        self.source.shown.set()
+
+
+class BurningBackend:
+    """A CPU-hungry device: each request burns ``threads`` threads (hashing, which releases the GIL as OpenVINO
+    does) and never answers before the run ends."""
+
+    def __init__(self, threads: int) -> None:
+        self.capacity, self.threads = 1, threads
+        self.stop = threading.Event()
+        self.burning = 0  # requests in flight
+        self.tids: list[int] = []
+
+    def submit(self, inputs: Any, userdata: Any) -> None:
+        self.burning += 1
+        for _ in range(self.threads):
+            thread = threading.Thread(target=self._burn, daemon=True)
+            thread.start()
+            self.tids.append(thread.native_id)
+
+    def _burn(self) -> None:
+        data = b"x" * (1 << 20)
+        while not self.stop.is_set():
+            hashlib.sha256(data).digest()
+
+    def wait_all(self, timeout_s: Any = None) -> bool:
+        self.stop.set()
+        return False
+
+
 def test_scheduling_is_fair_across_tracks_and_sources(estimator: PoseEstimator) -> None:
     frames = walking_frames(31, persons=3)
     sinks = [ListSink(), ListSink()]
@@ -144,11 +214,11 @@ def test_scheduling_is_fair_across_tracks_and_sources(estimator: PoseEstimator) 
 
 def test_a_slow_pose_model_never_holds_up_capture_or_output(estimator: PoseEstimator) -> None:
     frames = walking_frames(40, persons=2)
-    sink = ListSink()
+    source = LockstepSource(frames, pace=True)  # a 10 fps camera that drops nothing, however loaded the machine
+    sink = LockstepSink(source)
     created: dict = {}
     runner = LiveRunner(estimator, LiveConfig(mode="live", live_queue_size=4), detections=dets(frames, 2),
                         backend_factory=scripted_factory(created, capacity=1, delay_s=0.4, reverse=False))
-    source = ListSource(frames)  # a "file" source: paced at its 10 fps timestamps, as a camera
     result = runner.run([SourceRun("cam", source, [sink])])
     total = result["total"]
     # each pose takes 0.4 s (4 frame intervals), yet every frame is output (nothing waits for a pose)
@@ -156,18 +226,19 @@ def test_a_slow_pose_model_never_holds_up_capture_or_output(estimator: PoseEstim
     assert 0 < total["pose_recomputes"] < 40
     persons = [p for r in sink.records for p in r["persons"]]
     assert persons and any(p["propagated"] for p in persons)
-    assert all(p["pose_frame"] <= r["frame"] for r in sink.records for p in r["persons"])
-    first = next(i for i, r in enumerate(sink.records) if len(r["persons"]) == 2)
-    assert all(len(r["persons"]) == 2 for r in sink.records[first:])  # every tracked person, every frame
+    assert all(p["pose_frame"] is None or p["pose_frame"] <= r["frame"] for r in sink.records for p in r["persons"])
+    # every tracked person in every frame, from the first (detections on every frame), with or without a pose
+    assert all(len(r["persons"]) == 2 for r in sink.records)
 
 
 def test_live_mode_with_batch_two_and_five_persons(estimator: PoseEstimator) -> None:
     frames = walking_frames(12, persons=5, size=(320, 120))
-    sink = ListSink()
+    source = LockstepSource(frames, pace=True)
+    sink = LockstepSink(source)
     created: dict = {}
     runner = LiveRunner(estimator, LiveConfig(mode="live", batch=2), detections=dets(frames, 5),
                         backend_factory=scripted_factory(created, capacity=1))
-    result = runner.run([SourceRun("cam", ListSource(frames), [sink])])
+    result = runner.run([SourceRun("cam", source, [sink])])
     assert result["total"]["frames_out"] == 12 and result["total"]["pose_recomputes"] > 0
     assert max(created["vae_encoder"].batch_sizes) == 2
     assert any(len(r["persons"]) >= 2 for r in sink.records)
@@ -287,13 +358,14 @@ def test_live_mode_with_an_asynchronous_detector_every_third_frame(estimator: Po
     from tests.runtime.test_pipeline import FakeDetector
 
     frames = walking_frames(15, persons=2)
-    sink = ListSink()
+    source = LockstepSource(frames, pace=True)
+    sink = LockstepSink(source)
     created: dict = {}
     det_out = lambda x: np.array([[5, 20, 55, 100, 0.9], [65, 20, 115, 100, 0.8]], np.float32)  # noqa: E731
     runner = LiveRunner(estimator, LiveConfig(mode="live", detect_every=3), detector=FakeDetector(),
                         backend_factory=scripted_factory(created, detector_output=det_out),
                         num_requests={"detector": 1})
-    result = runner.run([SourceRun("cam", ListSource(frames), [sink])])
+    result = runner.run([SourceRun("cam", source, [sink])])
     assert result["total"]["frames_out"] == 15
     assert 1 <= len(created["detector"].submitted) <= 5  # every third frame at most, never two at once
     ids = {p["track_id"] for r in sink.records for p in r["persons"]}
@@ -312,7 +384,8 @@ def test_first_poses_alternate_between_sources(estimator: PoseEstimator) -> None
         seen: dict[int, int] = {}
         for r in sink.records:
             for p in r["persons"]:
-                seen.setdefault(p["track_id"], p["pose_frame"])
+                if p["pose_frame"] is not None:
+                    seen.setdefault(p["track_id"], p["pose_frame"])
         return sorted(seen.values())
 
     a, b = first_pose_frames(sinks[0]), first_pose_frames(sinks[1])
@@ -345,3 +418,128 @@ def test_delayed_backend_adds_its_delay_and_keeps_outputs() -> None:
     assert event.wait(5.0)
     np.testing.assert_array_equal(done[0].output, [2, 2, 2])
     assert done[0].done_t - done[0].submit_t >= 0.05 and done[0].error is None
+
+
+def test_live_compile_choice_leaves_a_core_on_a_small_cpu() -> None:
+    from edge_runtime.compile_choice import choose_compile_options
+
+    unset = {"hint": None, "num_threads": None, "num_requests": None, "device": "CPU", "pose_server": None}
+    two = choose_compile_options(unset, "live", cores=2)
+    assert (two.num_threads, two.hint, two.num_requests, two.inference_nice) == (1, "LATENCY", 1, 10)
+    assert "2 core" in two.reason
+    assert choose_compile_options(unset, "live", cores=4).num_threads == 3
+    assert choose_compile_options(unset, "live", cores=1).num_threads == 1
+    for mode, cores, extra in (("file", 2, {}), ("live", 16, {}), ("live", 2, {"device": "GPU"}),
+                               ("live", 2, {"pose_server": "grpc://h:9000"})):
+        other = choose_compile_options(dict(unset, **extra), mode, cores=cores)
+        assert (other.num_threads, other.hint, other.num_requests, other.inference_nice) == (
+            None, "THROUGHPUT", None, 0), other.reason
+    # the user's values win, one by one; the rule still sets the others
+    user = choose_compile_options(dict(unset, num_threads=2, hint="THROUGHPUT"), "live", cores=2)
+    assert (user.num_threads, user.hint, user.num_requests) == (2, "THROUGHPUT", 1)
+    assert "--num-threads 2" in user.reason and "--hint THROUGHPUT" in user.reason
+    assert choose_compile_options(dict(unset, inference_nice=0), "live", cores=2).inference_nice == 0
+
+
+def test_a_cpu_hungry_pose_backend_does_not_stop_frames_going_out(estimator: PoseEstimator, monkeypatch) -> None:
+    from edge_runtime import compile_choice
+
+    choice = compile_choice.choose_compile_options({"device": "CPU"}, "live", cores=2)
+    frames = walking_frames(25, persons=2)
+    source = LockstepSource(frames)
+    backends: dict = {}
+    keeps: list[set] = []
+    # only the burning threads are the runner's to lower here (the rest of the test process is left alone)
+    monkeypatch.setattr(compile_choice, "other_threads",
+                        lambda keep: keeps.append(set(keep)) or list(backends["vae_encoder"].tids))
+    at_output: list[tuple[int, list[int]]] = []
+    capture_tids: set[int] = set()
+
+    def on_write(record: dict) -> None:
+        burning = backends["vae_encoder"]
+        at_output.append((burning.burning, [os.getpriority(os.PRIO_PROCESS, t) for t in burning.tids]))
+        capture_tids.update(t.native_id for t in threading.enumerate() if t.name == "sdpose-capture-cam")
+
+    sink = LockstepSink(source, on_write=on_write)
+
+    def factory(stage: str, compiled: Any, n: int, on_complete: Any) -> BurningBackend:
+        backends[stage] = BurningBackend(choice.num_threads)  # as many threads as the 2-core rule gives
+        return backends[stage]
+
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    result = LiveRunner(estimator, LiveConfig(mode="live", inference_nice=choice.inference_nice),
+                        detections=dets(frames, 2), backend_factory=factory).run([SourceRun("cam", source, [sink])])
+    total = result["total"]
+    assert total["frames_in"] == total["frames_out"] == 25 and total["frames_skipped"] == 0
+    # the burning request went in after frame 0 and never came back: frames 1..24 went out beside it, with its
+    # threads behind the coordinator (nice +10) from the start
+    target = min(19, base + 10)
+    assert at_output == [(0, [])] + [(1, [target] * choice.num_threads)] * 24
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the coordinator keeps its own
+    assert keeps and len(capture_tids) == 1  # never the coordinator's or the capture thread's priority
+    assert all({threading.get_native_id(), *capture_tids} <= keep for keep in keeps)
+    assert total["inference_nice"] == 10 and total["threads_reniced"] == choice.num_threads
+    # both persons in every frame, from the first, without a pose: keypoints null
+    for r in sink.records:
+        assert [p["track_id"] for p in r["persons"]] == [0, 1]
+        assert all(p["keypoints"] is None and p["pose_frame"] is None and p["pose_age_ms"] is None
+                   and p["propagated"] is False for p in r["persons"])
+    assert total["person_presence"] == 1.0 and total["pose_presence"] == 0.0
+
+
+def test_a_new_track_is_output_from_its_first_frame_with_keypoints_null(estimator: PoseEstimator) -> None:
+    frames = walking_frames(8, persons=2)
+    table = dets(frames, 2)
+    for f in frames[:3]:
+        table[f.name] = table[f.name][:1]  # the second person is detected from frame 3 on
+    source = LockstepSource(frames)
+    sink = LockstepSink(source)
+    result = LiveRunner(estimator, LiveConfig(mode="live"), detections=table,
+                        backend_factory=scripted_factory({}, capacity=1)).run([SourceRun("cam", source, [sink])])
+    assert result["total"]["frames_out"] == 8
+    assert [len(r["persons"]) for r in sink.records] == [1, 1, 1] + [2] * 5
+    new = sink.records[3]["persons"][1]
+    assert new["track_id"] == 1 and new["bbox_xyxy"] == pytest.approx([65, 20, 115, 100], abs=0.01)
+    assert (new["keypoints"], new["pose_frame"], new["pose_age_ms"], new["propagated"]) == (None, None, None, False)
+    assert new["score"] == pytest.approx(0.9)
+    assert all(p["keypoints"] is None or len(p["keypoints"]) == 133 for r in sink.records for p in r["persons"])
+    summary = result["sources"]["cam"]
+    assert summary["person_presence"] == 1.0 and summary["pose_presence"] < 1.0
+
+
+def test_lower_priority_of_other_threads() -> None:
+    from edge_runtime.compile_choice import lower_priority, other_threads
+
+    release = threading.Event()
+    worker = threading.Thread(target=release.wait, daemon=True)
+    worker.start()
+    me = threading.get_native_id()
+    base = os.getpriority(os.PRIO_PROCESS, me)
+    try:
+        others = other_threads({me})
+        assert worker.native_id in others and me not in others
+        target = min(19, base + 3)
+        assert lower_priority([worker.native_id], target) == (1 if target > base else 0)
+        assert os.getpriority(os.PRIO_PROCESS, worker.native_id) == target
+        assert lower_priority([worker.native_id], base) == 0  # never raised back
+        assert os.getpriority(os.PRIO_PROCESS, me) == base
+    finally:
+        release.set()
+
+
+def test_frame_result_has_pose_mask() -> None:
+    from edge_runtime.results import FrameResult
+    from edge_runtime.tracks import PersonState
+
+    frame = Frame(4, "f4.png", np.zeros((10, 20, 3), np.uint8), 400.0)
+    persons = [PersonState(0, np.array([1, 2, 3, 4], np.float32), 0.8, np.ones((133, 2)), np.full(133, 0.5), 2,
+                           200.0, True),
+               PersonState(3, np.array([5, 6, 7, 8], np.float32), 0.7, None, None, None, None, False)]
+    result = FrameResult.from_persons(frame, "cam", persons, (20, 10), num_keypoints=133)
+    assert result.has_pose.tolist() == [True, False] and result.keypoints.shape == (2, 133, 2)
+    assert np.all(np.isnan(result.keypoints[1])) and np.all(result.scores[1] == 0)
+    a, b = result.to_record()["persons"]
+    assert len(a["keypoints"]) == 133 and (a["pose_frame"], a["pose_age_ms"], a["propagated"]) == (2, 200.0, True)
+    assert b == {"bbox_xyxy": [5.0, 6.0, 7.0, 8.0], "score": 0.7, "track_id": 3, "keypoints": None,
+                 "pose_frame": None, "pose_age_ms": None, "propagated": False}
+    assert FrameResult.failed(frame, "cam", "bad", 133).has_pose.shape == (0,)

@@ -183,8 +183,8 @@ def test_command_line_options_come_from_the_settings_schema() -> None:
         "--max-frames", "--detect-every", "--batch", "--max-inflight-frames", "--chain-slots", "--max-persons",
         "--chain", "--reconnect-retries", "--schedule-poses", "--pose-budget", "--max-pose-age",
         "--release-memory", "--request-timeout", "--pose-server", "--pose-server-model", "--device", "--hint",
-        "--num-streams", "--num-threads", "--num-requests", "--precision-hint", "--cache-dir", "--no-cache",
-        "--flip-test", "--decode", "--parts", "--score-threshold", "--bbox-padding", "--smooth",
+        "--num-streams", "--num-threads", "--num-requests", "--inference-nice", "--precision-hint", "--cache-dir",
+        "--no-cache", "--flip-test", "--decode", "--parts", "--score-threshold", "--bbox-padding", "--smooth",
         "--det-score-threshold", "--openpose",
         "--openpose-confidence", "--openpose-naming", "--coco-annotations", "--save-video", "--save-images",
         "--show", "--progress"]
@@ -201,3 +201,33 @@ def test_command_line_options_come_from_the_settings_schema() -> None:
 
     with pytest.raises(InputError, match="command line: 'batch' = 0 is invalid"):
         resolve_settings(args)
+
+
+def test_live_mode_on_a_small_cpu_leaves_a_core_and_says_why(tmp_path: Path, fake_models_dir: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_runtime import compile_choice
+
+    monkeypatch.setattr(compile_choice, "available_cores", lambda: 2)  # a 2-core box, whatever runs the test
+    lowered: list[int] = []  # record the inference threads' nice value instead of lowering this process's threads
+    monkeypatch.setattr(compile_choice, "lower_priority", lambda tids, nice: lowered.append(nice) or 0)
+    common = ("--models", str(fake_models_dir), "--source", str(REPO / "samples" / "people.mp4"), "--detections",
+              str(REPO / "samples" / "people_detections.json"), "--max-frames", "3")
+    summaries = {}
+    for name, extra in (("live", ("--mode", "live")), ("user", ("--mode", "live", "--num-threads", "2")),
+                        ("file", ())):
+        assert run_cli(*common, "--output", str(tmp_path / name), *extra) == 0
+        summaries[name] = json.loads((tmp_path / name / "summary.json").read_text())
+    live = summaries["live"]
+    assert {k: live["compile_choice"][k] for k in ("num_threads", "hint", "num_requests", "inference_nice")} == {
+        "num_threads": 1, "hint": "LATENCY", "num_requests": 1, "inference_nice": 10}
+    assert live["inference_nice"] == 10 and set(lowered) == {compile_choice._own_nice() + 10}
+    assert "live mode on 2 core(s)" in live["compile_choice"]["reason"]
+    assert (live["compile_options"]["inference_num_threads"], live["compile_options"]["performance_hint"],
+            live["compile_options"]["num_requests"]) == (1, "LATENCY", 1)
+    assert live["requests"] == {"vae_encoder": 1, "pose": 1}
+    user = summaries["user"]["compile_choice"]  # the user's value wins; the rule still sets the others
+    assert (user["num_threads"], user["hint"], user["num_requests"]) == (2, "LATENCY", 1)
+    assert "set by the user: --num-threads 2" in user["reason"]
+    file = summaries["file"]["compile_choice"]
+    assert (file["num_threads"], file["hint"], file["num_requests"], file["inference_nice"]) == (
+        None, "THROUGHPUT", None, 0)

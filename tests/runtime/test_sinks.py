@@ -213,3 +213,60 @@ def test_draw_toggles_and_threshold():
         DrawOptions(parts={"tail"})
     with pytest.raises(InputError, match="expected"):
         draw_poses(image, np.zeros((1, 5, 2)), np.zeros((1, 5)))
+
+
+def _with_pose_pending(frame: int) -> dict:
+    """A live record: person 0 has its pose, person 1 (track 7) is tracked and still waiting for its first."""
+    record = _record(frame, n=1)
+    record["persons"][0].update(pose_frame=frame, pose_age_ms=0.0, propagated=False)
+    record["persons"].append({"bbox_xyxy": [60.0, 20.0, 120.0, 90.0], "score": 0.9, "track_id": 7,
+                              "keypoints": None, "pose_frame": None, "pose_age_ms": None, "propagated": False})
+    return record
+
+
+def _posed_only(record: dict) -> dict:
+    return dict(record, persons=[p for p in record["persons"] if p["keypoints"] is not None])
+
+
+def test_person_arrays_skip_persons_without_a_pose():
+    keypoints, scores, boxes, box_scores, ids = person_arrays(_with_pose_pending(0))
+    assert keypoints.shape == (1, 133, 2) and scores.shape == (1, 133) and boxes.shape == (1, 4)
+    assert ids == [0] and box_scores.tolist() == [0.8]
+    empty = person_arrays({"frame": 1, "persons": [_with_pose_pending(1)["persons"][1]]})
+    assert empty[0].shape[0] == 0 and empty[4] == []
+
+
+def test_openpose_coco_and_overlays_skip_pose_pending_persons(tmp_path):
+    record = _with_pose_pending(0)
+    with OpenPoseSink(tmp_path / "openpose") as openpose:
+        openpose.write(record)
+    people = json.loads((tmp_path / "openpose" / "000000.json").read_text())["people"]
+    assert [p["person_id"] for p in people] == [[0]]
+    coco = CocoResultsSink(tmp_path / "coco_results.json")
+    coco.write(record)
+    coco.close()
+    assert len(json.loads((tmp_path / "coco_results.json").read_text())) == 1
+    image = np.full((96, 128, 3), 30, np.uint8)
+    with ImageSink(tmp_path / "images", score_threshold=0.0, draw_boxes=True) as images:
+        images.write(record, image=image)
+    with ImageSink(tmp_path / "reference", score_threshold=0.0, draw_boxes=True) as reference:
+        reference.write(_posed_only(record), image=image)
+    drawn = cv2.imread(str(tmp_path / "images" / "000000.jpg"))
+    expected = cv2.imread(str(tmp_path / "reference" / "000000.jpg"))
+    np.testing.assert_array_equal(drawn, expected)  # no box, id or skeleton for the pose-pending person
+    video = VideoSink(tmp_path / "overlay.mp4", fps=10, draw_boxes=True)
+    np.testing.assert_array_equal(video.render(record, image), video.render(_posed_only(record), image))
+    video.close()
+
+
+def test_show_window_skips_pose_pending_persons(monkeypatch):
+    from edge_runtime import draw, run_cli
+
+    monkeypatch.setenv("DISPLAY", ":0")
+    drawn: list = []
+    monkeypatch.setattr(draw, "draw_poses", lambda image, kp, sc, options, boxes, ids: drawn.append(ids) or image)
+    monkeypatch.setattr(cv2, "imshow", lambda name, canvas: None)
+    monkeypatch.setattr(cv2, "waitKey", lambda delay: -1)
+    hook = run_cli._ShowHook({"parts": ["body"], "score_threshold": 0.3})
+    assert hook(_with_pose_pending(0), np.zeros((96, 128, 3), np.uint8))
+    assert drawn == [[0]]
