@@ -122,10 +122,15 @@ def check_links(runtimes: list[dict], services: list[dict], compose: dict, probl
             problems.append(f"compose service {name}: must use --pose-server grpc://ovms:{grpc_port}")
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deploy", type=Path, default=ROOT / "deploy")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
     problems: list[str] = []
     compose_file = args.deploy / "compose" / "compose.yaml"
     result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",

@@ -23,11 +23,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from edge_runtime.metrics import memory_status  # noqa: E402
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", type=Path)
     parser.add_argument("--release", action="store_true")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
     libc = ctypes.CDLL("libc.so.6")
     core = ov.Core()
     props = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}

@@ -149,14 +149,19 @@ def throughput(models: Path, work: Path, n: int) -> dict:
     return {"local_crops_per_s": local_rate, "remote_grpc_crops_per_s": remote_rate, "crops": 2 * (n // 2)}
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", required=True, type=Path)
     parser.add_argument("--crops", type=int, default=3)
     parser.add_argument("--transport-crops", type=int, default=20)
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "remote_bench.json")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cpu = cpu_info()
     with tempfile.TemporaryDirectory() as tmp:
