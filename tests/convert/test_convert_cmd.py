@@ -255,7 +255,7 @@ def test_cli_registers_convert_and_validate():
 
 def test_builtin_defaults_match_the_shipped_yaml(monkeypatch, tmp_path):
     """An installed package without configs/ falls back to the built-in defaults: they must agree."""
-    import convert.convert_cmd as cc
+    import convert.convert_config as cc  # load_config reads DEFAULT_CONFIG there
 
     shipped = load_config(cc.DEFAULT_CONFIG).describe()
     monkeypatch.setattr(cc, "DEFAULT_CONFIG", tmp_path / "missing.yaml")
