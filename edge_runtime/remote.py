@@ -18,9 +18,7 @@ missing, inference error) fails the request at once, with the server's message.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
-import re
 import threading
 import time
 from pathlib import Path
@@ -30,6 +28,7 @@ import numpy as np
 
 from .errors import InputError, SDPoseError
 from .estimator import PoseEstimator
+from .server_address import ServerAddress
 from .sources import ReconnectPolicy
 
 logger = logging.getLogger(__name__)
@@ -40,36 +39,12 @@ DEFAULT_SERVER_MODEL = "sdpose"
 #: requests in flight to the server when --num-requests is not set
 DEFAULT_IN_FLIGHT = 2
 
-_URL = re.compile(r"^(grpc|http)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})/?$")
 #: gRPC codes of a server that cannot be reached (the others are the server's answer)
 _TRANSPORT_CODES = {"StatusCode.UNAVAILABLE", "StatusCode.CANCELLED", "StatusCode.UNKNOWN"}
 
 
 class PoseServerError(SDPoseError):
     """The pose server cannot be used (unreachable at start, or it serves another model)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ServerAddress:
-    """``grpc://HOST:PORT`` or ``http://HOST:PORT``."""
-
-    protocol: str
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, url: Any, name: str = "--pose-server") -> "ServerAddress":
-        match = _URL.match(url.strip()) if isinstance(url, str) else None
-        if match is None or not 0 < int(match.group(3)) < 65536:
-            raise InputError(f"{name}: expected grpc://HOST:PORT or http://HOST:PORT (KServe v2), got {url!r}")
-        return cls(match.group(1), match.group(2), int(match.group(3)))
-
-    @property
-    def target(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def __str__(self) -> str:
-        return f"{self.protocol}://{self.target}"
 
 
 class _Output:

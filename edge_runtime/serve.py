@@ -34,8 +34,6 @@ logger = logging.getLogger(__name__)
 
 #: name of the served crops -> heatmaps model (and of the OVMS pipeline that export-ovms writes)
 CHAIN_MODEL = "sdpose"
-#: gRPC message cap of the server: a batch of 8 wholebody heatmaps is 8 x 26 MB
-MAX_MESSAGE_BYTES = 1 << 30
 DEFAULT_MAX_BATCH = 8
 #: the settings of sdpose-edge run that serve takes too (the OpenVINO compile options)
 COMPILE_KEYS = ("device", "hint", "num_streams", "num_threads", "num_requests", "precision_hint", "cache_dir")
