@@ -226,7 +226,7 @@ def _folder_pass(core: ov.Core, folder: ModelFolder, kinds: Sequence[str], crops
                  ) -> dict[str, _Tally]:
     """Pass 2: the folder under test (f32 hint): per component (the FP32 latent into its pose IR) and end to
     end (its own chain)."""
-    tallies = {k: _Tally() for k in ("vae_encoder", "pose", "vae_pose", "end_to_end")}
+    tallies = {k: _Tally() for k in (*POSE_KINDS, "end_to_end")}
     q = FolderChain(folder, core, _pose_kinds(folder))
     for n, (crop, (lat_r, hm_r)) in enumerate(zip(crops, ref_out), start=1):
         if "vae_encoder" in kinds and lat_r is not None:

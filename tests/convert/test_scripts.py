@@ -11,6 +11,7 @@ meet in one process).
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -18,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,3 +132,25 @@ def test_docs_name_no_folders_of_one_machine():
     for doc in (*DOCS, "DEVELOPERS.md"):
         text = (ROOT / doc).read_text(encoding="utf-8")
         assert not re.search(r"(?<![\w.])/(work|home|root|Users)/", text), doc
+
+
+def test_score_figures_real_run(tmp_path):
+    """A tiny real run: predictions equal to the ground truth of two frames score PCK 100 %, one moved
+    person less."""
+    gt = np.load(ROOT / "samples" / "figures_gt.npz")
+    records = []
+    for t in range(2):
+        persons = [{"bbox_xyxy": gt["boxes"][t, p].tolist(), "score": 1.0,
+                    "keypoints": [[float(x), float(y), 1.0] for x, y in gt["keypoints"][t, p]]}
+                   for p in range(gt["keypoints"].shape[1])]
+        records.append({"frame": t, "persons": persons})
+    exact = tmp_path / "exact.jsonl"
+    exact.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    for person in records[1]["persons"][:1]:
+        person["keypoints"] = [[x + 1000.0, y, s] for x, y, s in person["keypoints"]]
+    moved = tmp_path / "moved.jsonl"
+    moved.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    outs = [subprocess.run([sys.executable, str(ROOT / "scripts" / "score_figures.py"), str(path)], cwd=ROOT,
+                           env=_env(), capture_output=True, text=True, timeout=300) for path in (exact, moved)]
+    assert [p.returncode for p in outs] == [0, 0], outs[0].stderr[-2000:] + outs[1].stderr[-2000:]
+    assert "all 100.0 %" in outs[0].stderr and "all 100.0 %" not in outs[1].stderr
