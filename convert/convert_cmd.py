@@ -38,11 +38,11 @@ from typing import Any
 from convert.calibration import (CalibrationPlan, calibration_record, capture_component_inputs,  # noqa: F401
                                  component_calibration, iter_crops, open_calibration, split_calibration)
 from convert.convert_config import (COMPONENTS, DEFAULT_CONFIG, DEFAULT_CONFIG_VALUES, ComponentPlan,  # noqa: F401
-                                    ConvertConfig, _positive_int, load_config, parse_component_precision,
+                                    ConvertConfig, checked_int, load_config, parse_component_precision,
                                     parse_input_size, plan_kind)
 from convert.export import add_variant_arguments, resolve_input_size
 from convert.fidelity import bin_size_mb
-from convert.quantize import MODES, OVERFLOW_FIX, QUANTIZED_MODES, CALIBRATED_MODES, quantize_component, save_component
+from convert.quantize import CALIBRATED_MODES, MODES, OVERFLOW_FIX, QUANTIZED_MODES, quantize_component, save_component
 from convert.report import REPORT_VERSION, write_report
 from convert.validate import validate_folder
 from edge_runtime.child import run_in_fresh_process
@@ -443,7 +443,7 @@ def run(args: argparse.Namespace) -> int:
     """``sdpose-convert convert`` entry point."""
     overrides = parse_component_precision(args.component_precision) if args.component_precision else None
     if args.subset_size is not None:
-        _positive_int(args.subset_size, "--subset-size")
+        checked_int(args.subset_size, "--subset-size")
     config = load_config(args.config, precision=args.precision, component_precision=overrides,
                          subset_size=args.subset_size,
                          input_size=_input_size(args),

@@ -218,7 +218,8 @@ def parse_input_size(text: Any, where: str = "--input-size") -> tuple[int, int]:
     return parse_size_hw(text, where)
 
 
-def _positive_int(value: Any, where: str, minimum: int = 1) -> int:
+def checked_int(value: Any, where: str, minimum: int = 1) -> int:
+    """``value`` if it is an integer >= ``minimum``, else InputError naming ``where``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InputError(f"{where}: expected an integer >= {minimum}, got {value!r}")
     return value
@@ -264,9 +265,9 @@ def load_config(path: str | Path | None = None, *, precision: str | None = None,
     settings, source = read_settings(path)
     size = input_size if input_size is not None else parse_input_size(settings.input_size, f"{source}: input_size")
     plans = _plans(settings, source, precision, dict(component_precision or {}), subset_size, overflow_fix)
-    held = _positive_int(held_out if held_out is not None else settings.calibration.held_out,
+    held = checked_int(held_out if held_out is not None else settings.calibration.held_out,
                          f"{source}: calibration.held_out", minimum=0)
-    runs = _positive_int(latency_runs if latency_runs is not None else settings.validation.latency_runs,
+    runs = checked_int(latency_runs if latency_runs is not None else settings.validation.latency_runs,
                          f"{source}: validation.latency_runs", minimum=0)
     factor, levels = check_settings(token_downsample, token_levels)
     return ConvertConfig(size, settings.detector_imgsz, plans, held, settings.calibration.capture_precision_hint,
@@ -285,7 +286,7 @@ def _plans(settings: ConvertSettings, source: str, precision: str | None, overri
     for kind in COMPONENTS:
         spec = settings.components[kind]
         mode = _check_mode(overrides.get(kind) or precision or spec.precision, f"{source}: components.{kind}.precision")
-        subset = _positive_int(subset_size if subset_size is not None else spec.subset_size,
+        subset = checked_int(subset_size if subset_size is not None else spec.subset_size,
                                f"{source}: components.{kind}.subset_size")
         own = dict(spec.advanced or {})
         if own and overflow_fix is not None:
