@@ -47,7 +47,7 @@ import logging
 import math
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,13 +57,14 @@ import numpy as np
 from edge_runtime.detector import DEFAULT_CONF_THRESHOLD
 from edge_runtime.errors import InputError
 from edge_runtime.geometry import DEFAULT_INPUT_SIZE, DEFAULT_PADDING, udp_warp_matrix, warp_crop
-from edge_runtime.sources import IMAGE_EXTENSIONS, list_image_files, read_image
+from edge_runtime.sources import read_image
+
+from .inputs import Source, collect_sources, load_detections, video_frames
+from .reader import (FORMAT_VERSION, MANIFEST, MANIFEST_KIND, CalibrationSet,  # noqa: F401  (the reader was
+                     default_calibration_dir, load_calibration_set, sha256_file)  # part of this module)
 
 logger = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-MANIFEST_KIND = "sdpose_calibration_set"
-FORMAT_VERSION = 1
 THUMB_SIZE = 16
 
 
@@ -134,14 +135,6 @@ def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _thumb(image: np.ndarray) -> np.ndarray:
     """16x16 grey thumbnail f32 (area-averaged) used for near-duplicate detection."""
     grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
@@ -176,134 +169,6 @@ def _encode(image: np.ndarray, params: BuildParams) -> tuple[bytes, str]:
     if not ok:
         raise InputError(f"could not encode an image of shape {image.shape} as {ext}")
     return buf.tobytes(), ext
-
-
-@dataclasses.dataclass
-class _Source:
-    path: Path
-    name: str          # manifest name: "<folder name>/<file>" for images, "<file name>" for videos
-    kind: str          # "image" | "video"
-    keys: tuple[str, ...]  # detections JSON keys that refer to it
-
-
-def collect_sources(images: Sequence[str | Path] = (), videos: Sequence[str | Path] = ()) -> list[_Source]:
-    """Image files (from folders or given directly) and video files, in a deterministic order.
-
-    Raises InputError for a missing path, a folder without images, or no input at all.
-    """
-    sources: list[_Source] = []
-    for entry in images:
-        root = Path(entry)
-        if root.is_dir():
-            files = list_image_files(root)
-            if not files:
-                raise InputError(f"--images {root}: no images found (expected files ending in "
-                                 f"{', '.join(IMAGE_EXTENSIONS)})")
-            for f in files:
-                name = f"{root.resolve().name}/{f.name}"
-                sources.append(_Source(f, name, "image", (str(f), str(f.resolve()), name, f.name)))
-        elif root.is_file():
-            if root.suffix.lower() not in IMAGE_EXTENSIONS:
-                raise InputError(f"--images {root}: not an image file (expected {', '.join(IMAGE_EXTENSIONS)})")
-            name = f"{root.resolve().parent.name}/{root.name}"
-            sources.append(_Source(root, name, "image", (str(root), str(root.resolve()), name, root.name)))
-        else:
-            raise InputError(f"--images {root}: no such file or folder")
-    for entry in videos:
-        path = Path(entry)
-        if not path.is_file():
-            raise InputError(f"--videos {path}: no such file")
-        sources.append(_Source(path, path.name, "video", (str(path), str(path.resolve()), path.name)))
-    if not sources:
-        raise InputError("no calibration input: give --images DIR... and/or --videos FILE...")
-    names = [s.name for s in sources]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise InputError(f"inputs given twice or with clashing names: {dup}")
-    return sources
-
-
-def load_detections(path: str | Path) -> dict[str, Any]:
-    """Read and validate a detections JSON (see module doc); InputError naming the file and entry."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"--detections {path}: no such file")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"--detections {path}: not valid JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise InputError(f"--detections {path}: expected an object mapping source -> boxes")
-
-    def boxes_of(value: Any, where: str) -> np.ndarray:
-        if not isinstance(value, list):
-            raise InputError(f"{path}: {where}: expected a list of [x1, y1, x2, y2(, score)] boxes")
-        rows = []
-        for i, box in enumerate(value):
-            if (not isinstance(box, list) or len(box) not in (4, 5)
-                    or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in box)):
-                raise InputError(f"{path}: {where}[{i}]: expected [x1, y1, x2, y2] or [x1, y1, x2, y2, score] "
-                                 f"numbers, got {box!r}")
-            if box[2] <= box[0] or box[3] <= box[1]:
-                raise InputError(f"{path}: {where}[{i}]: box {box[:4]} needs x2 > x1 and y2 > y1 (image px)")
-            rows.append([float(v) for v in box[:4]] + [float(box[4]) if len(box) == 5 else math.nan])
-        return np.asarray(rows, dtype=np.float64).reshape(-1, 5)
-
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        if isinstance(value, dict):
-            frames = {}
-            for frame, boxes in value.items():
-                try:
-                    index = int(frame)
-                except ValueError:
-                    raise InputError(f"{path}: {key!r}: frame key {frame!r} is not an integer frame index") from None
-                frames[index] = boxes_of(boxes, f"{key!r}[{frame!r}]")
-            out[str(key)] = frames
-        else:
-            out[str(key)] = boxes_of(value, repr(key))
-    return out
-
-
-def _read_image(path: Path) -> np.ndarray:
-    return read_image(path)
-
-
-def _video_frames(path: Path, count: int) -> Iterator[tuple[int, np.ndarray]]:
-    """``count`` frames sampled evenly over the video (first and last included) as (index, BGR u8)."""
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise InputError(f"{path}: cannot open the video (unreadable or unsupported format)")
-    try:
-        total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        if total <= 0:  # container without a frame count: count by decoding headers
-            total = 0
-            while cap.grab():
-                total += 1
-            cap.release()
-            cap = cv2.VideoCapture(str(path))
-        if total <= 0:
-            raise InputError(f"{path}: the video has no readable frames")
-        wanted = sorted({int(round(v)) for v in np.linspace(0, total - 1, min(count, total))})
-        index, produced = 0, 0
-        for target in wanted:
-            while index < target:
-                if not cap.grab():
-                    break
-                index += 1
-            ok, frame = cap.read()
-            if not ok or frame is None:
-                break
-            index += 1
-            produced += 1
-            yield target, frame
-        if produced == 0:
-            raise InputError(f"{path}: cannot decode any frame of the video (unreadable or corrupt)")
-        if produced < len(wanted):
-            logger.warning("%s: the video ended after %d of the %d sampled frames (frame count %d was wrong)",
-                           path, produced, len(wanted), total)
-    finally:
-        cap.release()
 
 
 class _Reservoir:
@@ -369,7 +234,6 @@ def build_calibration_set(out: str | Path, images: Sequence[str | Path] = (), vi
     sources = collect_sources(images, videos)
     _check_not_an_input(out, images, videos, detections)
     dets = load_detections(detections) if detections is not None else {}
-    dets_used: set[str] = set()
     if detector is None and not dets:
         logger.warning("no --detector and no --detections: every frame is used whole as one person box "
                        "(last resort; crops will not be person-centred)")
@@ -377,115 +241,128 @@ def build_calibration_set(out: str | Path, images: Sequence[str | Path] = (), vi
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
     try:
-        rng = np.random.default_rng(params.seed)
-        frame_rng = np.random.default_rng([params.seed, 1])
-        (stage / "pending").mkdir()
-        crops = _Reservoir(params.max_crops, rng, stage / "pending", "c")
-        frames = _Reservoir(params.max_frames, frame_rng, stage / "pending", "f")
-        counts = {"frames_read": 0, "boxes": 0, "boxes_too_small": 0, "duplicates_skipped": 0,
-                  "frames_without_person": 0, "full_frame_fallbacks": 0, "frame_duplicates_skipped": 0}
-        source_records = []
-        kept_thumbs: list[np.ndarray] = []
-        frame_thumbs: list[np.ndarray] = []
-        seq = 0
-        for src in sources:
-            entry = next((dets[k] for k in src.keys if k in dets), None)
-            if entry is not None:
-                dets_used.update(k for k in src.keys if k in dets)
-            if src.kind == "image":
-                if isinstance(entry, dict):
-                    raise InputError(f"--detections: entry for image {src.name} must be a list of boxes, "
-                                     "not a per-frame object")
-                stream: Iterable[tuple[int | None, np.ndarray]] = [(None, _read_image(src.path))]
-            else:
-                if entry is not None and not isinstance(entry, dict):
-                    raise InputError(f"--detections: entry for video {src.name} must be an object "
-                                     "{frame index: boxes}")
-                stream = _video_frames(src.path, params.frames_per_video)
-            n_read = 0
-            for frame_index, image in stream:
-                n_read += 1
-                counts["frames_read"] += 1
-                if entry is None:
-                    given = None
-                elif src.kind == "video":
-                    given = entry.get(frame_index)
-                else:
-                    given = entry
-                if given is not None:
-                    boxes, scores, how = given[:, :4], given[:, 4], "detections"
-                elif detector is not None:
-                    boxes, scores = detector(image)
-                    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-                    scores, how = np.asarray(scores, np.float64).reshape(-1), "detector"
-                else:
-                    h, w = image.shape[:2]
-                    boxes, scores, how = np.array([[0.0, 0.0, float(w), float(h)]]), np.array([math.nan]), "full_frame"
-                    counts["full_frame_fallbacks"] += 1
-                    logger.warning("%s%s: no person boxes, using the full frame", src.name,
-                                   "" if frame_index is None else f" frame {frame_index}")
-                _offer_frame(frames, frame_thumbs, image, src, frame_index, params, counts)
-                if len(boxes) == 0:
-                    counts["frames_without_person"] += 1
-                for box, score in zip(boxes, scores):
-                    counts["boxes"] += 1
-                    if min(box[2] - box[0], box[3] - box[1]) < params.min_box_size:
-                        counts["boxes_too_small"] += 1
-                        continue
-                    matrix = udp_warp_matrix(box, params.input_size, params.padding)
-                    crop = warp_crop(image, matrix, params.input_size)
-                    if not _keep_if_new(crop, kept_thumbs, params.dedup_threshold):
-                        counts["duplicates_skipped"] += 1
-                        continue
-                    data, ext = _encode(crop, params)
-                    seq += 1
-                    crops.offer(seq, data, ext, {
-                        "source": src.name, "frame": frame_index,
-                        "box": [round(float(v), 3) for v in box],
-                        "box_source": how, "score": None if math.isnan(score) else round(float(score), 5),
-                        "dhash": dhash(crop)})
-            source_records.append({"name": src.name, "type": src.kind, "sha256": _sha256_file(src.path),
-                                   "frames_read": n_read})
-        unused = sorted(set(dets) - dets_used)
-        if unused:
-            logger.warning("--detections: %d entries match no input: %s", len(unused), unused[:5])
-        if not crops.heap:
-            raise InputError(
-                f"no crops produced from {len(sources)} input(s) ({counts['frames_read']} frames, "
-                f"{counts['boxes']} boxes, {counts['boxes_too_small']} too small, "
-                f"{counts['duplicates_skipped']} duplicates): nothing to calibrate with")
-        crop_records = _finalise(crops, stage, "crops", "crop")
-        frame_records = _finalise(frames, stage, "frames", "frame")
-        (stage / "pending").rmdir()
-        counts.update(crops=len(crop_records), frames=len(frame_records), candidates=seq)
-        import openvino as ov
-
-        manifest = {
-            "kind": MANIFEST_KIND,
-            "format_version": FORMAT_VERSION,
-            "seed": params.seed,
-            "params": params.to_json(),
-            "person_boxes": {"detections": None if detections is None else Path(detections).name,
-                             "detections_sha256": None if detections is None else _sha256_file(Path(detections)),
-                             "detector": (dict(detector_info or {}) or None) if detector is not None else None},
-            "versions": {"opencv": cv2.__version__, "numpy": np.__version__, "openvino": ov.get_version()},
-            "counts": counts,
-            "sources": source_records,
-            "crops": crop_records,
-            "frames": frame_records,
-        }
+        build = _Build(params, stage, dets, detector)
+        source_records = [build.add_source(src) for src in sources]
+        manifest = build.finish(sources, source_records)
+        manifest["person_boxes"] = {
+            "detections": None if detections is None else Path(detections).name,
+            "detections_sha256": None if detections is None else sha256_file(Path(detections)),
+            "detector": (dict(detector_info or {}) or None) if detector is not None else None}
         (stage / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
         _install(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+    counts = manifest["counts"]
     logger.info("calibration set %s: %d crops (%dx%d), %d frames from %d source(s); %d duplicates skipped",
                 out, counts["crops"], params.input_size[0], params.input_size[1], counts["frames"],
                 len(sources), counts["duplicates_skipped"])
     return out / MANIFEST
 
 
-def _offer_frame(frames: _Reservoir, thumbs: list[np.ndarray], image: np.ndarray, src: _Source,
+class _Build:
+    """The state of one build in its staging folder: both reservoirs, the counts and the near-duplicate
+    thumbnails; sources are added one at a time, frame by frame."""
+
+    def __init__(self, params: BuildParams, stage: Path, dets: dict[str, Any], detector: Any) -> None:
+        self.params, self.stage, self.dets, self.detector = params, stage, dets, detector
+        self.dets_used: set[str] = set()
+        (stage / "pending").mkdir()
+        self.crops = _Reservoir(params.max_crops, np.random.default_rng(params.seed), stage / "pending", "c")
+        self.frames = _Reservoir(params.max_frames, np.random.default_rng([params.seed, 1]), stage / "pending", "f")
+        self.counts = {"frames_read": 0, "boxes": 0, "boxes_too_small": 0, "duplicates_skipped": 0,
+                       "frames_without_person": 0, "full_frame_fallbacks": 0, "frame_duplicates_skipped": 0}
+        self.kept_thumbs: list[np.ndarray] = []
+        self.frame_thumbs: list[np.ndarray] = []
+        self.seq = 0
+
+    def add_source(self, src: Source) -> dict[str, Any]:
+        """Read every frame of ``src`` (its boxes from the detections, the detector or the full frame);
+        returns its manifest record."""
+        entry = next((self.dets[k] for k in src.keys if k in self.dets), None)
+        if entry is not None:
+            self.dets_used.update(k for k in src.keys if k in self.dets)
+        if src.kind == "image":
+            if isinstance(entry, dict):
+                raise InputError(f"--detections: entry for image {src.name} must be a list of boxes, "
+                                 "not a per-frame object")
+            stream: Iterable[tuple[int | None, np.ndarray]] = [(None, read_image(src.path))]
+        else:
+            if entry is not None and not isinstance(entry, dict):
+                raise InputError(f"--detections: entry for video {src.name} must be an object "
+                                 "{frame index: boxes}")
+            stream = video_frames(src.path, self.params.frames_per_video)
+        n_read = 0
+        for frame_index, image in stream:
+            n_read += 1
+            self.counts["frames_read"] += 1
+            given = entry if entry is None or src.kind != "video" else entry.get(frame_index)
+            boxes, scores, how = self._boxes(given, image, src, frame_index)
+            _offer_frame(self.frames, self.frame_thumbs, image, src, frame_index, self.params, self.counts)
+            if len(boxes) == 0:
+                self.counts["frames_without_person"] += 1
+            for box, score in zip(boxes, scores):
+                self._add_crop(image, box, score, how, src, frame_index)
+        return {"name": src.name, "type": src.kind, "sha256": sha256_file(src.path), "frames_read": n_read}
+
+    def _boxes(self, given: np.ndarray | None, image: np.ndarray, src: Source,
+               frame_index: int | None) -> tuple[np.ndarray, np.ndarray, str]:
+        """Person boxes [M,4] image px, scores [M] (nan: none) and where they came from, for one frame."""
+        if given is not None:
+            return given[:, :4], given[:, 4], "detections"
+        if self.detector is not None:
+            boxes, scores = self.detector(image)
+            return (np.asarray(boxes, np.float64).reshape(-1, 4), np.asarray(scores, np.float64).reshape(-1),
+                    "detector")
+        h, w = image.shape[:2]
+        self.counts["full_frame_fallbacks"] += 1
+        logger.warning("%s%s: no person boxes, using the full frame", src.name,
+                       "" if frame_index is None else f" frame {frame_index}")
+        return np.array([[0.0, 0.0, float(w), float(h)]]), np.array([math.nan]), "full_frame"
+
+    def _add_crop(self, image: np.ndarray, box: np.ndarray, score: float, how: str, src: Source,
+                  frame_index: int | None) -> None:
+        """The runtime's UDP crop of ``box``, offered to the crop reservoir unless too small or a duplicate."""
+        params = self.params
+        self.counts["boxes"] += 1
+        if min(box[2] - box[0], box[3] - box[1]) < params.min_box_size:
+            self.counts["boxes_too_small"] += 1
+            return
+        crop = warp_crop(image, udp_warp_matrix(box, params.input_size, params.padding), params.input_size)
+        if not _keep_if_new(crop, self.kept_thumbs, params.dedup_threshold):
+            self.counts["duplicates_skipped"] += 1
+            return
+        data, ext = _encode(crop, params)
+        self.seq += 1
+        self.crops.offer(self.seq, data, ext, {
+            "source": src.name, "frame": frame_index, "box": [round(float(v), 3) for v in box],
+            "box_source": how, "score": None if math.isnan(score) else round(float(score), 5),
+            "dhash": dhash(crop)})
+
+    def finish(self, sources: Sequence[Source], source_records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Move the kept crops and frames into place; the manifest (without ``person_boxes``)."""
+        unused = sorted(set(self.dets) - self.dets_used)
+        if unused:
+            logger.warning("--detections: %d entries match no input: %s", len(unused), unused[:5])
+        counts = self.counts
+        if not self.crops.heap:
+            raise InputError(
+                f"no crops produced from {len(sources)} input(s) ({counts['frames_read']} frames, "
+                f"{counts['boxes']} boxes, {counts['boxes_too_small']} too small, "
+                f"{counts['duplicates_skipped']} duplicates): nothing to calibrate with")
+        crop_records = _finalise(self.crops, self.stage, "crops", "crop")
+        frame_records = _finalise(self.frames, self.stage, "frames", "frame")
+        (self.stage / "pending").rmdir()
+        counts.update(crops=len(crop_records), frames=len(frame_records), candidates=self.seq)
+        import openvino as ov
+
+        return {"kind": MANIFEST_KIND, "format_version": FORMAT_VERSION, "seed": self.params.seed,
+                "params": self.params.to_json(),
+                "versions": {"opencv": cv2.__version__, "numpy": np.__version__, "openvino": ov.get_version()},
+                "counts": counts, "sources": source_records, "crops": crop_records, "frames": frame_records}
+
+
+def _offer_frame(frames: _Reservoir, thumbs: list[np.ndarray], image: np.ndarray, src: Source,
                  frame_index: int | None, params: BuildParams, counts: dict[str, int]) -> None:
     """Offer a full frame (downscaled to frame_max_side) to the detector-frame reservoir."""
     if params.max_frames == 0:
@@ -546,115 +423,3 @@ def _install(stage: Path, out: Path) -> None:
         stage.rename(out)
 
 
-# ----------------------------------------------------------------------------------------------- read
-class CalibrationSet:
-    """A calibration set folder (manifest + crops + frames), read lazily.
-
-    Attributes: path, manifest (dict), input_size (w, h) of the crops, crop_records / frame_records
-    (manifest entries). Images are read from disk one at a time by the iterators.
-    """
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        manifest_path = self.path / MANIFEST
-        if not self.path.is_dir():
-            raise InputError(f"calibration set {self.path}: no such folder (build one with `sdpose-convert calib`)")
-        if not manifest_path.is_file():
-            raise InputError(f"calibration set {self.path}: {MANIFEST} is missing (not a calibration set "
-                             "built by `sdpose-convert calib`)")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise InputError(f"{manifest_path}: not valid JSON ({exc})") from exc
-        if not isinstance(manifest, dict) or manifest.get("kind") != MANIFEST_KIND:
-            raise InputError(f"{manifest_path}: expected kind '{MANIFEST_KIND}'")
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise InputError(f"{manifest_path}: format_version {manifest.get('format_version')!r} is not "
-                             f"supported (expected {FORMAT_VERSION})")
-        for key in ("crops", "frames"):
-            if not isinstance(manifest.get(key), list):
-                raise InputError(f"{manifest_path}: field '{key}' must be a list")
-        if not manifest["crops"]:
-            raise InputError(f"{manifest_path}: the calibration set has no crops")
-        for key in ("crops", "frames"):
-            for i, rec in enumerate(manifest[key]):
-                if not isinstance(rec, dict) or not isinstance(rec.get("file"), str) \
-                        or not isinstance(rec.get("sha256"), str):
-                    raise InputError(f"{manifest_path}: {key}[{i}] needs 'file' and 'sha256' strings")
-                if self.path.resolve() not in (self.path / rec["file"]).resolve().parents:
-                    raise InputError(f"{manifest_path}: {key}[{i}]: file {rec['file']!r} points outside the set")
-                if not (self.path / rec["file"]).is_file():
-                    raise InputError(f"{manifest_path}: {key}[{i}]: file {self.path / rec['file']} is missing")
-        params = manifest.get("params") or {}
-        try:
-            self.input_size = (int(params["input_width"]), int(params["input_height"]))
-        except (KeyError, TypeError, ValueError):
-            raise InputError(f"{manifest_path}: params.input_width / input_height missing or not integers") from None
-        self.manifest = manifest
-        self.crop_records: list[dict[str, Any]] = manifest["crops"]
-        self.frame_records: list[dict[str, Any]] = manifest["frames"]
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    def __len__(self) -> int:
-        return len(self.crop_records)
-
-    def _read(self, rec: dict[str, Any]) -> np.ndarray:
-        return read_image(self.path / rec["file"])
-
-    def crops(self, limit: int | None = None, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-        """Yield crops BGR u8 [h, w, 3] (crop px of the UDP warp), streamed from disk.
-
-        ``size`` (w, h): resize to another model input size (same UDP box, so a plain resize of the crop
-        up to interpolation; the aspect must match, otherwise InputError). ``limit``: at most this many.
-        """
-        if size is not None:
-            w, h = (int(v) for v in size)
-            if abs(w / h - self.input_size[0] / self.input_size[1]) > 1e-3:
-                raise InputError(f"calibration set {self.path}: crops are {self.input_size[0]}x"
-                                 f"{self.input_size[1]} (WxH), cannot serve aspect {w}x{h}; rebuild the set "
-                                 f"with --input-size {h}x{w}")
-        for rec in self.crop_records[:limit]:
-            image = self._read(rec)
-            if size is not None and (image.shape[1], image.shape[0]) != tuple(size):
-                interp = cv2.INTER_AREA if size[0] < image.shape[1] else cv2.INTER_LINEAR
-                image = cv2.resize(image, tuple(int(v) for v in size), interpolation=interp)
-            yield image
-
-    def frames(self, limit: int | None = None) -> Iterator[np.ndarray]:
-        """Yield the stored full frames BGR u8 [H, W, 3] (any size; letterbox them for the detector)."""
-        for rec in self.frame_records[:limit]:
-            yield self._read(rec)
-
-    def verify(self) -> None:
-        """Check every file's sha256 against the manifest; InputError naming the first mismatch."""
-        for rec in self.crop_records + self.frame_records:
-            path = self.path / rec["file"]
-            digest = _sha256_file(path)
-            if digest != rec["sha256"]:
-                raise InputError(f"{path}: sha256 {digest} does not match the manifest ({rec['sha256']})")
-
-    def fingerprint(self) -> str:
-        """sha256 over the manifest's file hashes: identifies the set's content (for quantization records)."""
-        digest = hashlib.sha256()
-        for rec in self.crop_records + self.frame_records:
-            digest.update(rec["sha256"].encode())
-        return digest.hexdigest()
-
-    def __repr__(self) -> str:
-        return (f"CalibrationSet({str(self.path)!r}, crops={len(self.crop_records)}, "
-                f"frames={len(self.frame_records)}, input_size={self.input_size})")
-
-
-def load_calibration_set(path: str | Path) -> CalibrationSet:
-    """Open a calibration set folder; ``"default"`` names the shipped set (calib_data/default)."""
-    if str(path) == "default" and not Path(path).exists():
-        path = default_calibration_dir()
-    return CalibrationSet(path)
-
-
-def default_calibration_dir() -> Path:
-    """The default set shipped with the package (built by scripts/build_default_calib.py)."""
-    return Path(__file__).resolve().parent / "default"

@@ -35,7 +35,7 @@ from edge_runtime.codec import DEFAULT_CODEC
 from edge_runtime.geometry import DEFAULT_PADDING, parse_size_hw
 from edge_runtime.metrics import peak_rss_mb
 from edge_runtime.model_info import PoseModelInfo
-from edge_runtime.metadata import (COMPONENT_FILES, FORMAT_VERSION, INDEX_FILE, read_index, write_index,
+from edge_runtime.metadata import (COMPONENT_FILES, FORMAT_VERSION, INDEX_FILE, POSE_KINDS, read_index, write_index,
                                    write_metadata)
 
 logger = logging.getLogger(__name__)
@@ -64,7 +64,7 @@ PRECISIONS = ("fp32", "fp16")
 #: is written only on request (``--fused``).
 DEFAULT_CHAIN = "split"
 
-_KINDS = ("vae_encoder", "pose", "vae_pose")
+_KINDS = POSE_KINDS
 
 
 def parse_input_size(text: str) -> tuple[int, int]:
@@ -224,12 +224,10 @@ def export_models(checkpoint_dir: str | Path, out_dir: str | Path, precision: st
         (default (0,), the top resolution); see :mod:`convert.token_downsample`.
     The folder records its ``preset`` (:func:`preset_name` of the input size) and ``token_downsample``.
     """
-    import openvino as ov
     import torch
 
-    from .checkpoint import class_labels, encode_empty_prompt, load_checkpoint
-    from .pose_graph import LATENT_SCALE, PoseGraph, VaeEncoderGraph
-    from .token_downsample import apply_token_downsampling, check_settings
+    from .checkpoint import encode_empty_prompt, load_checkpoint
+    from .token_downsample import check_settings
 
     token_downsample, token_levels = check_settings(token_downsample, token_levels)
     if precision not in PRECISIONS:
@@ -258,22 +256,46 @@ def export_models(checkpoint_dir: str | Path, out_dir: str | Path, precision: st
         text_embedding = encode_empty_prompt(ckpt).detach().clone()  # [1,2,D]
     ckpt.text_encoder = None  # the text encoder is needed only for this constant
     _free()
-    labels = class_labels()
-    latent_channels = int(ckpt.vae.config.latent_channels)
-    lh, lw = height // 8, width // 8
-    info = PoseModelInfo(
+    common = _pose_info(ckpt, precision, (height, width), token_downsample, token_levels).to_rt_info()
+    written: dict[str, Path] = {}
+    written["vae_encoder"] = _export_vae_encoder(ckpt, out_dir, common, (height, width), compress)
+    written["pose"] = _export_pose(ckpt, text_embedding, out_dir, common, (height, width), compress,
+                                   (token_downsample, token_levels), checkpoint_dir)
+    del ckpt
+    _free()
+    if fused:
+        written["vae_pose"] = _export_fused(written, out_dir, common, compress)
+    _write_folder_index(out_dir, written, common, fused and DEFAULT_CHAIN == "fused")
+    logger.info("exported %s -> %s (%s, %dx%d) in %.1f s, peak RSS %.2f GB", checkpoint_dir, out_dir, precision,
+                height, width, time.perf_counter() - t_all, _peak_rss_gb())
+    return written
+
+
+def _pose_info(ckpt: Any, precision: str, size_hw: tuple[int, int], token_downsample: int,
+               token_levels: tuple[int, ...]) -> PoseModelInfo:
+    """The metadata every pose-chain IR of this export carries (kind set per component)."""
+    from .pose_graph import LATENT_SCALE
+
+    height, width = size_hw
+    return PoseModelInfo(
         kind="pose", scheme=ckpt.scheme, num_keypoints=int(ckpt.num_keypoints), input_height=height,
         input_width=width, heatmap_height=height // 4, heatmap_width=width // 4, bbox_padding=BBOX_PADDING,
         codec=dict(CODEC), precision=precision, quantized=False, preset=preset_name((height, width)),
         token_downsample=token_downsample, token_downsample_levels=tuple(token_levels) if token_downsample > 1 else (),
         checkpoint_sha256=ckpt.sha256,
-        extra={"format_version": FORMAT_VERSION, "latent_channels": latent_channels, "latent_scale": LATENT_SCALE,
-               "preprocessing": PREPROCESSING, "versions": package_versions(),
+        extra={"format_version": FORMAT_VERSION, "latent_channels": int(ckpt.vae.config.latent_channels),
+               "latent_scale": LATENT_SCALE, "preprocessing": PREPROCESSING, "versions": package_versions(),
                "unet_feature": f"up_blocks.{ckpt.up_block}", "head_layout": ckpt.head.layout})
-    common = info.to_rt_info()
-    written: dict[str, Path] = {}
 
-    # 1. VAE encoder (encoder + quant_conv only), preprocessing embedded
+
+def _export_vae_encoder(ckpt: Any, out_dir: Path, common: dict[str, Any], size_hw: tuple[int, int],
+                        compress: bool) -> Path:
+    """1. VAE encoder (encoder + quant_conv only), preprocessing embedded; ``ckpt.vae`` is released."""
+    import torch
+
+    from .pose_graph import LATENT_SCALE, VaeEncoderGraph
+
+    height, width = size_hw
     t0 = time.perf_counter()
     vae_graph = VaeEncoderGraph(ckpt.vae, LATENT_SCALE)
     ckpt.vae = None
@@ -282,16 +304,29 @@ def export_models(checkpoint_dir: str | Path, out_dir: str | Path, precision: st
     _free()
     vae_model = _add_preprocessing(vae_model)
     write_metadata(vae_model, _component_meta("vae_encoder", common))
-    written["vae_encoder"] = _save(vae_model, out_dir, "vae_encoder", compress)
+    path = _save(vae_model, out_dir, "vae_encoder", compress)
     del vae_model
     _free()
-    logger.info("wrote %s in %.1f s, peak RSS %.2f GB", written["vae_encoder"], time.perf_counter() - t0,
-                _peak_rss_gb())
+    logger.info("wrote %s in %.1f s, peak RSS %.2f GB", path, time.perf_counter() - t0, _peak_rss_gb())
+    return path
 
-    # 2. pose: truncated UNet with folded constants + head
+
+def _export_pose(ckpt: Any, text_embedding: Any, out_dir: Path, common: dict[str, Any], size_hw: tuple[int, int],
+                 compress: bool, token: tuple[int, tuple[int, ...]], checkpoint_dir: Path) -> Path:
+    """2. pose: truncated UNet with folded constants + head (token downsampling ``token`` = (factor, levels)
+    applied first); ``ckpt.unet`` and ``ckpt.head`` are released."""
+    import torch
+
+    from .checkpoint import class_labels
+    from .pose_graph import PoseGraph
+    from .token_downsample import apply_token_downsampling
+
+    height, width = size_hw
+    latent_channels = int(common["latent_channels"])
+    lh, lw = height // 8, width // 8
     t0 = time.perf_counter()
-    apply_token_downsampling(ckpt.unet, token_downsample, token_levels, (lh, lw))
-    pose_graph = PoseGraph(ckpt.unet, ckpt.head, text_embedding, labels, ckpt.up_block)
+    apply_token_downsampling(ckpt.unet, token[0], token[1], (lh, lw))
+    pose_graph = PoseGraph(ckpt.unet, ckpt.head, text_embedding, class_labels(), ckpt.up_block)
     ckpt.unet = None  # drops the later up-blocks and conv_out: only pose_graph holds UNet modules now
     ckpt.head = None
     _free()
@@ -306,28 +341,26 @@ def export_models(checkpoint_dir: str | Path, out_dir: str | Path, precision: st
                           f"{expected[2]}] for input {height}x{width}: checkpoint {checkpoint_dir} has an "
                           "unexpected UNet/head geometry")
     write_metadata(pose_model, _component_meta("pose", common))
-    written["pose"] = _save(pose_model, out_dir, "pose", compress)
+    path = _save(pose_model, out_dir, "pose", compress)
     del pose_model
     _free()
-    logger.info("wrote %s in %.1f s, peak RSS %.2f GB", written["pose"], time.perf_counter() - t0, _peak_rss_gb())
-    del ckpt
+    logger.info("wrote %s in %.1f s, peak RSS %.2f GB", path, time.perf_counter() - t0, _peak_rss_gb())
+    return path
+
+
+def _export_fused(written: dict[str, Path], out_dir: Path, common: dict[str, Any], compress: bool) -> Path:
+    """3. the fused IR, stitched from the two saved IRs (no second trace)."""
+    import openvino as ov
+
+    t0 = time.perf_counter()
+    core = ov.Core()
+    fused_model = fuse_vae_pose(core.read_model(str(written["vae_encoder"])), core.read_model(str(written["pose"])))
+    write_metadata(fused_model, _component_meta("vae_pose", common))
+    path = _save(fused_model, out_dir, "vae_pose", compress)
+    del fused_model
     _free()
-
-    # 3. optional fused IR, stitched from the two saved IRs (no second trace)
-    if fused:
-        t0 = time.perf_counter()
-        core = ov.Core()
-        fused_model = fuse_vae_pose(core.read_model(str(written["vae_encoder"])), core.read_model(str(written["pose"])))
-        write_metadata(fused_model, _component_meta("vae_pose", common))
-        written["vae_pose"] = _save(fused_model, out_dir, "vae_pose", compress)
-        del fused_model
-        _free()
-        logger.info("wrote %s in %.1f s", written["vae_pose"], time.perf_counter() - t0)
-
-    _write_folder_index(out_dir, written, common, fused and DEFAULT_CHAIN == "fused")
-    logger.info("exported %s -> %s (%s, %dx%d) in %.1f s, peak RSS %.2f GB", checkpoint_dir, out_dir, precision,
-                height, width, time.perf_counter() - t_all, _peak_rss_gb())
-    return written
+    logger.info("wrote %s in %.1f s", path, time.perf_counter() - t0)
+    return path
 
 
 def _write_folder_index(out_dir: Path, written: dict[str, Path], common: dict[str, Any], use_fused: bool) -> None:

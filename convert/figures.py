@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from edge_runtime.keypoints import PART_GROUPS, WHOLEBODY_PARTS
 from edge_runtime.tracking import box_iou
 
 NUM_KEYPOINTS = 133
@@ -345,8 +346,8 @@ def pck(pred: np.ndarray, gt: np.ndarray, boxes_size: np.ndarray, alpha: float =
     return dist <= alpha * np.asarray(boxes_size, np.float64)[:, None]
 
 
-#: part -> (start, stop) keypoint index range, for per-part PCK
-PARTS = {"body": (0, 17), "feet": (17, 23), "face": (23, 91), "hands": (91, 133)}
+#: part -> (start, stop) keypoint index range, for per-part PCK (the runtime's part groups: hands = both hands)
+PARTS = {group: (WHOLEBODY_PARTS[parts[0]][0], WHOLEBODY_PARTS[parts[-1]][1]) for group, parts in PART_GROUPS.items()}
 
 
 def match_person(preds: list[dict], box: np.ndarray, min_iou: float = 0.3) -> "dict | None":

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edge_bench.child import run_in_fresh_process
+from edge_runtime.child import run_in_fresh_process
 from edge_runtime.cpu import EMULATE_NO_VNNI_CAP, CpuInfo
 from edge_runtime.errors import SDPoseError
 

@@ -32,7 +32,9 @@ import cv2
 import numpy as np
 import openvino as ov
 
-from convert.validate import FolderChain, cosine, summary_stats
+from convert.fidelity import FolderChain, cosine, summary_stats
+from convert.report import REPORT_JSON, REPORT_MD, REPORT_VERSION
+from convert.report import render_markdown as render_fidelity
 from edge_runtime.attention import attention_fusion as runtime_attention_fusion
 from edge_runtime.codec import decode_heatmaps
 from edge_runtime.errors import InputError
@@ -76,7 +78,7 @@ def channel_correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 class _CropChain:
-    """One folder's crop -> heatmaps chain (:class:`convert.validate.FolderChain`, f32 hint, batch 1) and the
+    """One folder's crop -> heatmaps chain (:class:`convert.fidelity.FolderChain`, f32 hint, batch 1) and the
     sizes it works at."""
 
     def __init__(self, folder: ModelFolder, core: ov.Core) -> None:
@@ -235,9 +237,6 @@ def render_markdown(section: dict[str, Any]) -> str:
 def write_against_report(variant: str | Path, section: dict[str, Any]) -> tuple[Path, Path]:
     """Store ``section`` as ``against_full`` in ``VARIANT/report.json`` (keeping a conversion report already
     there) and write ``report.md``; a report.json that is not a JSON object is an error, not overwritten."""
-    from convert.validate import REPORT_JSON, REPORT_MD, REPORT_VERSION
-    from convert.validate import render_markdown as render_fidelity
-
     folder = Path(variant)
     js, md = folder / REPORT_JSON, folder / REPORT_MD
     report: dict[str, Any] = {"format_version": REPORT_VERSION}

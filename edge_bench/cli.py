@@ -85,8 +85,6 @@ def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = 
 
     from edge_runtime.models import ModelFolder
 
-    from .peak import measure_peak
-
     if not models:
         raise InputError("--models: give at least one model folder")
     out = Path(out)
@@ -110,24 +108,8 @@ def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = 
     if torch_flops:
         _cross_check_flops(variants, torch_flops)
 
-    precisions = {"f32"} | {v.compute_precision for v in variants}
-    if any(share > 0 for v in variants for share in v.int8_share.values()):
-        precisions.add("int8")
-    wanted = [p for p in ("f32", "bf16", "int8") if p in precisions]
-    before = {p: measure_peak(p, core=core, device=device, size=peak_size).to_dict() for p in wanted}
-
-    logger.info("timing %d variants x %d runs (+%d warm-up), interleaved: %s", len(variants), runs, warmup,
-                ", ".join(v.name for v in variants))
-    started = time.perf_counter()
-    memory_log: list[dict[str, Any]] = []
-    times = run_interleaved(variants, runs, warmup, memory_log)
-    # the peak is measured before and after the timing loop; the better of the two counts (a busy machine
-    # can only lower a measured peak)
-    after = {p: measure_peak(p, core=core, device=device, size=peak_size).to_dict() for p in wanted}
-    peaks = {p: dict(max(before[p], after[p], key=lambda r: r["gflops"]),
-                     gflops_before=before[p]["gflops"], gflops_after=after[p]["gflops"]) for p in wanted}
+    times, peaks, memory_log = _time_variants(variants, runs, warmup, core, device, peak_size)
     results = analyse(variants, times, peaks, baseline)
-    logger.info("timing took %.1f s", time.perf_counter() - started)
 
     report: dict[str, Any] = {
         "format_version": BENCH_FORMAT_VERSION,
@@ -149,13 +131,47 @@ def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = 
         "memory_mb": {"stages": memory_log, "bench_process": memory_status()},
         "notes": list(notes),
     }
-    machine_cpu = report["machine"]["cpu"]
+    report["notes"] += _notes(report["machine"]["cpu"])
+    _end_to_end(report, variants, out, video, detections, e2e_frames, skip_e2e, device)
+    write_report(report, out)
+    logger.info("wrote %s/bench.json, bench.md%s", out, ", bench.png" if report.get("chart") else "")
+    return report
+
+
+def _time_variants(variants: Sequence[Variant], runs: int, warmup: int, core: Any, device: str,
+                   peak_size: int) -> tuple[Any, dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """The interleaved timing loop between two measurements of the MatMul peak of every precision in use;
+    returns (times, peaks, memory log). The better of the two peaks counts (a busy machine can only lower a
+    measured peak)."""
+    from .peak import measure_peak
+
+    precisions = {"f32"} | {v.compute_precision for v in variants}
+    if any(share > 0 for v in variants for share in v.int8_share.values()):
+        precisions.add("int8")
+    wanted = [p for p in ("f32", "bf16", "int8") if p in precisions]
+    before = {p: measure_peak(p, core=core, device=device, size=peak_size).to_dict() for p in wanted}
+
+    logger.info("timing %d variants x %d runs (+%d warm-up), interleaved: %s", len(variants), runs, warmup,
+                ", ".join(v.name for v in variants))
+    started = time.perf_counter()
+    memory_log: list[dict[str, Any]] = []
+    times = run_interleaved(variants, runs, warmup, memory_log)
+    after = {p: measure_peak(p, core=core, device=device, size=peak_size).to_dict() for p in wanted}
+    peaks = {p: dict(max(before[p], after[p], key=lambda r: r["gflops"]),
+                     gflops_before=before[p]["gflops"], gflops_after=after[p]["gflops"]) for p in wanted}
+    logger.info("timing took %.1f s", time.perf_counter() - started)
+    return times, peaks, memory_log
+
+
+def _notes(machine_cpu: dict[str, Any]) -> list[str]:
+    """The report's notes on this CPU and on how the figures were taken."""
+    notes = []
     if not machine_cpu["bf16"]:
-        report["notes"].append(
+        notes.append(
             "bf16 is not supported on this CPU (OPTIMIZATION_CAPABILITIES / ONEDNN_MAX_CPU_ISA): unquantized "
             "folders are timed with the f32 hint only; a 'bf16' column here would really be f32.")
-    report["notes"].append(f"INT8 path of this CPU: {machine_cpu['int8_path']} ({machine_cpu['int8_isa']}).")
-    report["notes"] += [
+    notes.append(f"INT8 path of this CPU: {machine_cpu['int8_path']} ({machine_cpu['int8_isa']}).")
+    return notes + [
         "stages are timed one after another; within a stage the variants are interleaved (A B C, A B C, ...) "
         "after all of them were compiled, so machine drift and other jobs hit every variant alike; crop = "
         "vae_encoder + pose + decode of the same run index.",
@@ -165,6 +181,13 @@ def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = 
         "limits use the best of repeated MatMul calls (an optimistic peak); 'of limit' can exceed what "
         "memory-bound layers (normalisation, element-wise ops, not counted) allow.",
     ]
+
+
+def _end_to_end(report: dict[str, Any], variants: list[Variant], out: Path, video: str | Path | None,
+                detections: str | Path | None, e2e_frames: int | None, skip_e2e: bool, device: str) -> None:
+    """The end-to-end part (into ``report["end_to_end"]``) with the fastest OpenVINO variant's folder; every
+    compiled model and torch module (``variants`` is emptied) is freed first."""
+    results = report["results"]
     ov_variants = [v for v in variants if v.kind == "openvino" and "crop" in results[v.name]]
     best = min(ov_variants, key=lambda v: results[v.name]["crop"]["median_ms"]) if ov_variants else None
     best_name, best_folder, best_hint = (best.name, best.info["folder"], best.info.get("hint")) if best else \
@@ -189,9 +212,6 @@ def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = 
         report["end_to_end"] = "not run: pass --video FILE --detections DETS.json (a multi-person video)"
     else:
         report["end_to_end"] = "skipped (--skip-e2e)"
-    write_report(report, out)
-    logger.info("wrote %s/bench.json, bench.md%s", out, ", bench.png" if report.get("chart") else "")
-    return report
 
 
 def add_common_arguments(p: argparse.ArgumentParser) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 
 from edge_runtime.metrics import peak_rss_mb
 
-from .child import run_in_fresh_process
+from edge_runtime.child import run_in_fresh_process
 
 logger = logging.getLogger(__name__)
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.errors import InputError
+from edge_runtime.metadata import COMPONENT_KINDS
 from edge_runtime.metrics import memory_status
 
 logger = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 BENCH_FORMAT_VERSION = 1
 #: stage order in tables and the chart
-STAGE_ORDER = ("detector", "vae_encoder", "pose", "vae_pose", "decode", "crop")
+STAGE_ORDER = (*COMPONENT_KINDS, "decode", "crop")
 #: stages that make up one crop (split chain)
 CROP_STAGES = ("vae_encoder", "pose", "decode")
 PYTORCH = "pytorch-fp32"

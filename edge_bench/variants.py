@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.errors import InputError, SDPoseError
+from edge_runtime.metadata import POSE_KINDS
 
 from .timing import StageBuilder, Variant
 
@@ -148,7 +149,7 @@ def build_openvino_variants(folders: Sequence[str | Path], inputs: dict[str, Any
             raise InputError(f"--models {folder_path}: input size {wh[0]}x{wh[1]} (WxH) differs from the first "
                              f"folder's {input_wh[0]}x{input_wh[1]}; bench folders exported at one size")
         precision = str(meta.get("precision", "unknown"))
-        kinds = [k for k in ("vae_encoder", "pose", "vae_pose") if folder.has(k)]
+        kinds = [k for k in POSE_KINDS if folder.has(k)]
         if not with_fused and "vae_encoder" in kinds and "pose" in kinds and "vae_pose" in kinds:
             kinds.remove("vae_pose")
         if with_detector and folder.has("detector"):

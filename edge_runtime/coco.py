@@ -33,6 +33,7 @@ import numpy as np
 
 from .errors import InputError
 from .keypoints import NUM_BODY, NUM_WHOLEBODY, WHOLEBODY_PARTS
+from .records import json_safe, person_arrays
 
 logger = logging.getLogger(__name__)
 
@@ -163,8 +164,6 @@ class CocoResultsSink:
         self._pending: list[tuple[str, dict[str, Any]]] = []
 
     def write(self, record: dict[str, Any], image: np.ndarray | None = None) -> None:
-        from .sinks import person_arrays
-
         if record.get("error"):
             return
         self.ids.add(record)
@@ -175,12 +174,10 @@ class CocoResultsSink:
             self._pending.append((name, result_entry(kp, sc, 0, score)))
 
     def close(self) -> None:
-        from .sinks import _clean
-
         if self.closed:
             return
         mapping, how = self.ids.finish()
-        _write_atomic(self.path, [_clean(dict(r, image_id=mapping[name])) for name, r in self._pending])
+        _write_atomic(self.path, [json_safe(dict(r, image_id=mapping[name])) for name, r in self._pending])
         _write_atomic(self.path.with_name(IDS_FILE), {"how": how, "image_ids": mapping})
         self.closed = True
 

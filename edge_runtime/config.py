@@ -14,7 +14,8 @@ from typing import Any, Callable, Mapping, Sequence
 import yaml
 
 from .errors import InputError
-from .keypoints import DEFAULT_SCORE_THRESHOLD
+from .keypoints import DEFAULT_SCORE_THRESHOLD, PART_NAMES
+from .server_address import ServerAddress
 from .smoothing import DEFAULT_BETA, DEFAULT_D_CUTOFF_HZ, DEFAULT_MIN_CUTOFF_HZ
 from .tracking import DEFAULT_BOX_EXPANSION, DEFAULT_TRACK_IOU
 
@@ -22,8 +23,6 @@ logger = logging.getLogger(__name__)
 
 #: the config file used when --config is not given (if it exists): ./configs/edge.yaml
 DEFAULT_CONFIG = Path("configs") / "edge.yaml"
-
-PART_NAMES = ("body", "feet", "face", "hands")
 
 
 def _positive_int(value: Any) -> bool:
@@ -59,8 +58,6 @@ def _string(value: Any) -> bool:
 
 
 def _server_url(value: Any) -> bool:
-    from .remote import ServerAddress
-
     try:
         ServerAddress.parse(value)
     except InputError:

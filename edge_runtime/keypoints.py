@@ -58,6 +58,8 @@ PART_GROUPS: dict[str, tuple[str, ...]] = {
     "hands": ("left_hand", "right_hand"),
 }
 ALL_GROUPS: frozenset[str] = frozenset(PART_GROUPS)
+#: the part list, in order (settings ``parts``, result records, per-part PCK): the one definition, others import it
+PART_NAMES: tuple[str, ...] = tuple(PART_GROUPS)
 
 # body: left <-> right (COCO 17)
 BODY_FLIP_PAIRS: tuple[tuple[int, int], ...] = ((1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12), (13, 14),

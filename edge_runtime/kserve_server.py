@@ -1,4 +1,5 @@
-"""The kserve side of ``sdpose-edge serve``: KServe v2 models over :class:`edge_runtime.serve.ServedChain`.
+"""The kserve side of ``sdpose-edge serve``: KServe v2 models over served chains (:class:`Served`, which
+:class:`edge_runtime.serve.ServedChain` implements; this module does not import serve: serve imports it).
 
 Imported only by ``sdpose-edge serve`` (it needs the optional ``kserve`` package). kserve's ``ModelServer``
 always binds every interface (``0.0.0.0`` / ``[::]``) and always starts REST; :class:`BoundModelServer` starts
@@ -12,7 +13,9 @@ import asyncio
 import concurrent.futures
 import logging
 import signal
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
+
+import numpy as np
 
 from grpc import aio
 from kserve import Model, ModelServer
@@ -25,15 +28,32 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse
 from kserve.protocol.rest.server import RESTServer
 
 from .errors import InputError
-from .serve import MAX_MESSAGE_BYTES, ServedChain
 
 logger = logging.getLogger(__name__)
 
+#: gRPC message cap of the server: a batch of 8 wholebody heatmaps is 8 x 26 MB
+MAX_MESSAGE_BYTES = 1 << 30
+
+
+class Served(Protocol):
+    """What the server needs of one served model (:class:`edge_runtime.serve.ServedChain`)."""
+
+    name: str
+    input_spec: Any  # edge_runtime.serve.TensorSpec: name, datatype, shape; as_metadata(), describe()
+    output_spec: Any
+
+    def check(self, name: str, datatype: str, array: np.ndarray) -> np.ndarray: ...
+
+    def run(self, array: np.ndarray) -> np.ndarray: ...
+
+    @property
+    def workers(self) -> int: ...
+
 
 class ChainModel(Model):
-    """A KServe v2 model running a :class:`ServedChain` in a thread pool (OpenVINO releases the GIL)."""
+    """A KServe v2 model running a :class:`Served` chain in a thread pool (OpenVINO releases the GIL)."""
 
-    def __init__(self, served: ServedChain, executor: concurrent.futures.Executor) -> None:
+    def __init__(self, served: Served, executor: concurrent.futures.Executor) -> None:
         super().__init__(served.name)
         self.served = served
         self._executor = executor
@@ -135,7 +155,7 @@ class BoundModelServer(ModelServer):
         await asyncio.gather(*self.servers)
 
 
-def run_server(served: Sequence[ServedChain], host: str, grpc_port: int, http_port: "int | None") -> None:
+def run_server(served: Sequence[Served], host: str, grpc_port: int, http_port: "int | None") -> None:
     """Serve ``served`` until SIGINT/SIGTERM."""
     executor = concurrent.futures.ThreadPoolExecutor(max_workers=sum(s.workers for s in served),
                                                      thread_name_prefix="sdpose-serve")

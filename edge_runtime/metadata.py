@@ -19,13 +19,13 @@ RT_NAMESPACE = "sdpose"
 FORMAT_VERSION = 1
 INDEX_FILE = "sdpose_models.json"
 
+#: every component kind a model folder can hold (the one list: the converter, validation and the benchmark
+#: take it from here), in conversion order: the person detector, then the pose chain
+COMPONENT_KINDS: tuple[str, ...] = ("detector", "vae_encoder", "pose", "vae_pose")
+#: the pose chain's kinds (crop -> heatmaps): split = vae_encoder then pose, fused = vae_pose
+POSE_KINDS: tuple[str, ...] = COMPONENT_KINDS[1:]
 #: kind -> default IR file name inside a model folder
-COMPONENT_FILES = {
-    "vae_encoder": "vae_encoder.xml",
-    "pose": "pose.xml",
-    "vae_pose": "vae_pose.xml",
-    "detector": "detector.xml",
-}
+COMPONENT_FILES = {kind: f"{kind}.xml" for kind in COMPONENT_KINDS}
 
 #: typed fields; anything else is returned as the stored string
 FIELD_TYPES: dict[str, type] = {

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any, Sequence
 
 from .errors import InputError
-from .keypoints import DEFAULT_SCORE_THRESHOLD
+from .keypoints import DEFAULT_SCORE_THRESHOLD, PART_NAMES
 from .smoothing import SmoothConfig
 from .tracking import DEFAULT_BOX_EXPANSION, DEFAULT_TRACK_IOU
 from .tracks import TrackConfig
@@ -58,7 +58,7 @@ class PipelineConfig:
     max_frames: "int | None" = None
     max_inflight_frames: "int | None" = None
     flip_test: bool = False
-    parts: "tuple[str, ...]" = ("body", "feet", "face", "hands")
+    parts: "tuple[str, ...]" = PART_NAMES
     score_threshold: float = DEFAULT_SCORE_THRESHOLD
     track_iou_threshold: float = DEFAULT_TRACK_IOU
     track_box_expansion: float = DEFAULT_BOX_EXPANSION
@@ -103,7 +103,7 @@ class LiveConfig:
     max_frames: "int | None" = None
     max_persons: "int | None" = 20
     flip_test: bool = False
-    parts: "tuple[str, ...]" = ("body", "feet", "face", "hands")
+    parts: "tuple[str, ...]" = PART_NAMES
     score_threshold: float = DEFAULT_SCORE_THRESHOLD
     track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
     pace_live_files: bool = True

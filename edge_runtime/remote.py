@@ -23,10 +23,8 @@ server answers again. Every other outcome fails the request at once with the ser
 """
 from __future__ import annotations
 
-import dataclasses
 import http.client
 import logging
-import re
 import socket
 import threading
 import time
@@ -37,6 +35,7 @@ import numpy as np
 
 from .errors import InputError, SDPoseError
 from .estimator import PoseEstimator
+from .server_address import ServerAddress
 from .sources import ReconnectPolicy
 
 logger = logging.getLogger(__name__)
@@ -49,7 +48,6 @@ DEFAULT_IN_FLIGHT = 2
 #: REST: seconds to open a connection (a timeout there is retried, as gRPC's UNAVAILABLE after its ~20 s connect)
 CONNECT_TIMEOUT_S = 20.0
 
-_URL = re.compile(r"^(grpc|http)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\d{1,5})/?$")
 #: statuses of a server that cannot take the request (retried): gRPC UNAVAILABLE and its REST twin, HTTP 503. Every
 #: other status is the server's answer or the request timeout (DEADLINE_EXCEEDED) and fails the request at once.
 _RETRY_STATUSES = {"StatusCode.UNAVAILABLE", "503"}
@@ -58,29 +56,6 @@ _TIMEOUT_STATUSES = {"StatusCode.DEADLINE_EXCEEDED", "504"}
 
 class PoseServerError(SDPoseError):
     """The pose server cannot be used (unreachable at start, or it serves another model)."""
-
-
-@dataclasses.dataclass(frozen=True)
-class ServerAddress:
-    """``grpc://HOST:PORT`` or ``http://HOST:PORT``."""
-
-    protocol: str
-    host: str
-    port: int
-
-    @classmethod
-    def parse(cls, url: Any, name: str = "--pose-server") -> "ServerAddress":
-        match = _URL.match(url.strip()) if isinstance(url, str) else None
-        if match is None or not 0 < int(match.group(3)) < 65536:
-            raise InputError(f"{name}: expected grpc://HOST:PORT or http://HOST:PORT (KServe v2), got {url!r}")
-        return cls(match.group(1), match.group(2), int(match.group(3)))
-
-    @property
-    def target(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    def __str__(self) -> str:
-        return f"{self.protocol}://{self.target}"
 
 
 class _Output:

@@ -15,7 +15,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-ALL_PARTS = ("body", "feet", "face", "hands")
+from .keypoints import PART_NAMES
+
+ALL_PARTS = PART_NAMES
 
 
 @dataclasses.dataclass

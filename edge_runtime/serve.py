@@ -42,8 +42,6 @@ CHAIN_MODEL = "sdpose"
 KEYPOINTS_MODEL = "sdpose_keypoints"
 #: name of the served heatmaps -> keypoints decoder (a model of the OVMS repository too)
 DECODER_MODEL = "keypoint_decoder"
-#: gRPC message cap of the server: a batch of 8 wholebody heatmaps is 8 x 26 MB
-MAX_MESSAGE_BYTES = 1 << 30
 DEFAULT_MAX_BATCH = 8
 #: the settings of sdpose-edge run that serve takes too (the OpenVINO compile options)
 COMPILE_KEYS = ("device", "hint", "num_streams", "num_threads", "num_requests", "precision_hint", "cache_dir")

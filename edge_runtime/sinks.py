@@ -35,51 +35,13 @@ from .draw import DrawOptions, draw_poses
 from .errors import InputError, SDPoseError
 from .keypoints import ALL_GROUPS, NUM_WHOLEBODY, WHOLEBODY_PARTS
 from .coco import CocoResultsSink, coco_instance_score  # noqa: F401  (sinks of a run, re-exported)
+from .records import has_pose, json_safe as _clean, person_arrays  # noqa: F401  (defined here before; coco shares them)
 from .openpose import DEFAULT_THRESHOLD, to_openpose_person, write_openpose_json
 
 #: OpenPose file naming: our frame index, or OpenPose's own <name>_keypoints.json
 OPENPOSE_NAMING = ("frame", "openpose")
 
 logger = logging.getLogger(__name__)
-
-
-def _clean(value: Any) -> Any:
-    """JSON-safe copy: numpy -> python, non-finite floats -> None."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _clean(value.tolist())
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    return value
-
-
-def has_pose(person: Any) -> bool:
-    """False for a tracked person still waiting for its first pose (``"keypoints": null``)."""
-    return not (isinstance(person, dict) and "keypoints" in person and person["keypoints"] is None)
-
-
-def person_arrays(record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[Any]]:
-    """record -> keypoints [N,K,2] image px, scores [N,K], boxes_xyxy [N,4], box scores [N], track ids of the
-    N persons that have keypoints: the OpenPose, COCO and overlay outputs skip pose-pending persons."""
-    persons = [p for p in record.get("persons") or [] if has_pose(p)]
-    if not persons:
-        return np.zeros((0, 0, 2)), np.zeros((0, 0)), np.zeros((0, 4)), np.zeros(0), []
-    try:
-        kps = np.array([p["keypoints"] for p in persons], dtype=np.float64)
-        boxes = np.array([p["bbox_xyxy"][:4] for p in persons], dtype=np.float64)
-        box_scores = np.array([1.0 if p.get("score") is None else p["score"] for p in persons], dtype=np.float64)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"frame {record.get('frame')}: malformed persons entry ({exc})") from exc
-    if kps.ndim != 3 or kps.shape[2] != 3:
-        raise InputError(f"frame {record.get('frame')}: persons[].keypoints must be [K,3] [x, y, score], "
-                         f"got {kps.shape[1:]}")
-    return kps[..., :2], kps[..., 2], boxes, box_scores, [p.get("track_id") for p in persons]
 
 
 class Sink(abc.ABC):

@@ -95,12 +95,17 @@ def augment(image: np.ndarray, box: tuple[float, ...], flip: bool, scale: float,
     return np.ascontiguousarray(image), [round(x1, 2), round(y1, 2), round(x2, 2), round(y2, 2)]
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(ROOT / "calib_data" / "default"))
     parser.add_argument("--overwrite", action="store_true", help="replace an existing set")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
     with tempfile.TemporaryDirectory(prefix="sdpose-default-calib-") as tmp:

@@ -279,12 +279,17 @@ def check_edge_image(dockerfile: Path, context: Path, problems: list[str]) -> "s
         return wheels[0].name
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--deploy", type=Path, default=ROOT / "deploy")
     parser.add_argument("--context", type=Path, default=ROOT, help="the edge image's build context (the project)")
     parser.add_argument("--skip-image", action="store_true", help="check the manifests only (no wheel build)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
     problems: list[str] = []
     compose_file = args.deploy / "compose" / "compose.yaml"
     result = subprocess.run([sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",

@@ -67,7 +67,8 @@ class Ages:
         pass
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", required=True)
     parser.add_argument("--video", type=Path, default=SAMPLES / "people.mp4")
@@ -83,7 +84,11 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--release-memory", action="store_true",
                         help="free model buffers after each request, and run VAE and pose one after the other")
     parser.add_argument("--json-out", type=Path, default=None)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cap = cv2.VideoCapture(str(args.video))
     frames = []

@@ -45,7 +45,8 @@ log = logging.getLogger("live_pck")
 Collect = ListSink  # every record of a run, in memory
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", required=True, type=Path, help="the proxy converted by sdpose-convert")
     parser.add_argument("--video", type=Path, default=SAMPLES / "figures.mp4")
@@ -56,7 +57,11 @@ def main(argv: "list[str] | None" = None) -> int:
                         "to every pose request, e.g. 0.25,1")
     parser.add_argument("--out", type=Path, default=None, help="write the table as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot (needs matplotlib)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     gt = np.load(args.gt)
     dets = load_detections(args.detections)

@@ -57,7 +57,8 @@ def write_calib_images(out: Path, count: int, seed: int) -> None:
     logger.info("wrote %d calibration images and detections.json to %s", count, out)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "samples")
     parser.add_argument("--frames", type=int, default=120)
@@ -68,7 +69,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calib-images", type=Path, default=None, metavar="DIR",
                         help="write still calibration images + detections.json here instead of the video")
     parser.add_argument("--count", type=int, default=32, help="calibration images (with --calib-images)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.calib_images is not None:
         write_calib_images(args.calib_images, args.count, args.seed + 1000)

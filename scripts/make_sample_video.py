@@ -67,12 +67,17 @@ def render_frame(photos: dict[str, np.ndarray], t: float) -> tuple[np.ndarray, l
     return canvas, boxes
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "samples")
     parser.add_argument("--frames", type=int, default=24)
     parser.add_argument("--fps", type=float, default=12.0)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
     photos = load_photos()

@@ -17,19 +17,24 @@ import openvino as ov
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from calib_data import load_calibration_set  # noqa: E402  (the repository root is put on the path above)
-from convert.validate import _Chain, iter_crops, measure_latency  # noqa: E402
+from convert.validate import FolderChain, iter_crops, measure_latency  # noqa: E402
 from edge_runtime.cpu import cpu_info  # noqa: E402
 from edge_runtime.models import ModelFolder  # noqa: E402
 
 logger = logging.getLogger("measure_latency")
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     core = ov.Core()
     info = cpu_info(core)
@@ -37,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     first = ModelFolder(args.models[0], core=core)
     w, h = int(first.pose_meta["input_width"]), int(first.pose_meta["input_height"])
     crop = next(iter_crops(load_calibration_set("default"), [0], (w, h)))
-    latent = _Chain(first, core, ["vae_encoder"]).run("vae_encoder", crop)
+    latent = FolderChain(first, core, ["vae_encoder"]).run("vae_encoder", crop)
     out = {"cpu": info.to_dict(), "hints": hints, "runs": args.runs, "latency_ms": {}}
     for folder in args.models:
         for kind, sample in (("vae_encoder", crop), ("pose", latent)):

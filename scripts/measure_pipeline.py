@@ -178,7 +178,8 @@ def measure_live(args: argparse.Namespace, frames: list[Frame], dets: dict[str, 
             "capture_to_result_ms": summary["latency_ms"].get("frame_latency"), "requests": summary["requests"]}
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", required=True)
     parser.add_argument("--video", default=str(REPO / "samples" / "people.mp4"))
@@ -195,7 +196,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-streams", type=int, default=None)
     parser.add_argument("--cache-dir", default=None)
     parser.add_argument("--out", default=None, help="write the figures as JSON here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(asctime)s %(message)s")
     logging.getLogger("edge_runtime").setLevel(logging.WARNING)
 

@@ -27,12 +27,17 @@ from edge_runtime.metrics import memory_status  # noqa: E402
 from edge_runtime.models import CompileOptions, compile_model  # noqa: E402
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", type=Path)
     parser.add_argument("--release", action="store_true")
     parser.add_argument("--as-read", action="store_true", help="compile the IRs as read (no attention fix)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
     libc = ctypes.CDLL("libc.so.6")
     core = ov.Core()
     props = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}

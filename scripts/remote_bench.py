@@ -192,7 +192,8 @@ def throughput(models: Path, work: Path, n: int) -> dict:
     return {"local_crops_per_s": local_rate, "remote_grpc_crops_per_s": remote_rate, "crops": 2 * (n // 2)}
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", required=True, type=Path)
     parser.add_argument("--crops", type=int, default=3)
@@ -203,7 +204,11 @@ def main() -> int:
                              "decoded on the server)")
     parser.add_argument("--transport-only", action="store_true", help="only the transport part (fake models)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "remote_bench.json")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cpu = cpu_info()
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,13 +21,18 @@ from convert.figures import keypoint_jitter, score_records  # noqa: E402  (the r
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("predictions", type=Path)
     parser.add_argument("--gt", type=Path, default=SAMPLES / "figures_gt.npz")
     parser.add_argument("--alpha", type=float, default=0.05)
     parser.add_argument("--json", type=Path, default=None, help="also write the scores (PCK shares, jitter) here")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     gt = np.load(args.gt)
     records = [json.loads(line) for line in args.predictions.read_text(encoding="utf-8").splitlines() if line]

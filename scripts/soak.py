@@ -97,7 +97,8 @@ class Counter:
         pass
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", required=True)
     parser.add_argument("--minutes", type=float, default=30.0)
@@ -105,7 +106,11 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--drop-every", type=int, default=3000, help="frames per connection before a drop")
     parser.add_argument("--delay-s", type=float, default=0.5, help="added to every pose request")
     parser.add_argument("--json-out", type=Path, default=None)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     jpegs = video_jpegs(SAMPLES / "figures.mp4")
     dets = load_detections(SAMPLES / "figures_detections.json")

@@ -103,7 +103,8 @@ def plot(rows: list[dict], pck: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", action="append", required=True, metavar="LABEL=DIR")
     parser.add_argument("--rounds", type=int, default=3)
@@ -111,7 +112,11 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--pck", type=Path, default=None, help="scripts/variant_pck.py output, for the plot")
     parser.add_argument("--plot", type=Path, default=None)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     variants = [(label, Path(path)) for label, _, path in (v.partition("=") for v in args.variant)]
     core = ov.Core()

@@ -96,7 +96,8 @@ def agreement(records: list[dict], full: list[dict], gt_boxes: np.ndarray, alpha
     return float(np.concatenate(ok).mean()) if ok else 0.0
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", required=True, type=Path, help="folder for the exported variants")
     parser.add_argument("--checkpoint", type=Path, default=SAMPLES / "proxy")
@@ -108,7 +109,11 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--detections", type=Path, default=SAMPLES / "figures_detections.json")
     parser.add_argument("--gt", type=Path, default=SAMPLES / "figures_gt.npz")
     parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     h0, w0 = parse_size_hw(args.size, "--size")
     gt = np.load(args.gt)

@@ -214,6 +214,10 @@ def test_overflow_fix_default_yaml_and_cli(tmp_path):
     ("advanced: {smooth_quant: 0.5}\n", "smooth_quant"),
     ("components:\n  pose: {precision: int9}\n", "int9"),
     ("components:\n  pose: {subset_size: 0}\n", "subset_size"),
+    ("detector_imgsz: 100\n", "detector_imgsz"),
+    ("input_size: 100x75\n", "input_size"),
+    ("calibration: {held_out: -1}\n", "calibration.held_out"),
+    ("validation: {latency_hints: [f64]}\n", "validation.latency_hints"),
 ])
 def test_config_errors_name_the_key(tmp_path, text, match):
     cfg_file = tmp_path / "c.yaml"
@@ -255,7 +259,7 @@ def test_cli_registers_convert_and_validate():
 
 def test_builtin_defaults_match_the_shipped_yaml(monkeypatch, tmp_path):
     """An installed package without configs/ falls back to the built-in defaults: they must agree."""
-    import convert.convert_cmd as cc
+    import convert.convert_config as cc  # load_config reads DEFAULT_CONFIG there
 
     shipped = load_config(cc.DEFAULT_CONFIG).describe()
     monkeypatch.setattr(cc, "DEFAULT_CONFIG", tmp_path / "missing.yaml")

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from edge_runtime.errors import SDPoseError
+from .errors import SDPoseError
 
 
 def _set_env(env: Mapping[str, str]) -> None:
