@@ -80,11 +80,16 @@ def bench_scheme(core: ov.Core, scheme: str, work: Path, runs: int) -> dict:
     return out
 
 
-def main() -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "decode_bench.json")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     core = ov.Core()
     result: dict = {"cpu": cpu_info().to_dict(), "openvino": ov.get_version(), "heatmap_size_wh": list(HEATMAP_WH)}

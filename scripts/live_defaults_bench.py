@@ -128,11 +128,8 @@ def run_variant(name: str, options: str, args: argparse.Namespace, jpegs: list[b
     return figures
 
 
-def main(argv: "list[str] | None" = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "--child":
-        logging.basicConfig(level=logging.WARNING)
-        return child(argv[1:])
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", required=True, type=Path)
     parser.add_argument("--frames", type=int, default=600, help="frames per camera")
@@ -140,7 +137,15 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--cameras", type=int, default=2)
     parser.add_argument("--variant", action="append", default=None, help="NAME=OPTIONS (repeat)")
     parser.add_argument("--json-out", type=Path, default=None)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        logging.basicConfig(level=logging.WARNING)
+        return child(argv[1:])
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     sys.path.insert(0, str(ROOT / "scripts"))
     sys.path.insert(0, str(ROOT))

@@ -58,14 +58,19 @@ def score(records: list[dict], gt: dict) -> dict[str, float]:
             "jitter_px": jitter["jitter_px"], "jitter_gt_px": jitter["jitter_gt_px"]}
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", action="append", required=True, help="PREDICTIONS.jsonl:GT.npz (repeat)")
     parser.add_argument("--min-cutoffs", default="0.5,1,2,4", help="Hz")
     parser.add_argument("--betas", default="0,0.5,1,2,4,8")
     parser.add_argument("--d-cutoffs", default="1")
     parser.add_argument("--out", type=Path, default=None, help="write every row as JSON")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     runs = []
     for spec in args.run:
