@@ -47,6 +47,7 @@ from edge_runtime.errors import InputError, SDPoseError
 from edge_runtime.metrics import memory_status
 
 from .end_to_end import run_end_to_end
+from .profile import run_profiles
 from .report import log_summary, machine_info, write_report
 from .timing import (BENCH_FORMAT_VERSION, DEFAULT_PEAK_SIZE, DEFAULT_RUNS, DEFAULT_WARMUP, Variant, analyse,
                      headline, load_inputs, run_interleaved)
@@ -66,6 +67,26 @@ def _cross_check_flops(variants: Sequence[Variant], torch_flops: dict[str, Any])
             for stage in torch_flops if stage in variant.flops}
 
 
+def _standard_notes(machine_cpu: dict[str, Any]) -> list[str]:
+    """The notes every report carries (this CPU's bf16 and INT8 paths, how stages and limits are timed)."""
+    notes = []
+    if not machine_cpu["bf16"]:
+        notes.append(
+            "bf16 is not supported on this CPU (OPTIMIZATION_CAPABILITIES / ONEDNN_MAX_CPU_ISA): unquantized "
+            "folders are timed with the f32 hint only; a 'bf16' column here would really be f32.")
+    notes.append(f"INT8 path of this CPU: {machine_cpu['int8_path']} ({machine_cpu['int8_isa']}).")
+    return notes + [
+        "stages are timed one after another; within a stage the variants are interleaved (A B C, A B C, ...) "
+        "after all of them were compiled, so machine drift and other jobs hit every variant alike; crop = "
+        "vae_encoder + pose + decode of the same run index.",
+        "decode is the same numpy/OpenCV DARK-UDP code for every variant (the original pipeline decodes with "
+        "mmpose in numpy as well); it runs on each variant's own heatmaps.",
+        "detector = letterbox + network + NMS on one frame; its limit counts the network only.",
+        "limits use the best of repeated MatMul calls (an optimistic peak); 'of limit' can exceed what "
+        "memory-bound layers (normalisation, element-wise ops, not counted) allow.",
+    ]
+
+
 def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = DEFAULT_RUNS,
                   warmup: int = DEFAULT_WARMUP, video: str | Path | None = None,
                   detections: str | Path | None = None, e2e_frames: int | None = None, skip_e2e: bool = False,
@@ -73,13 +94,15 @@ def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = 
                   extra_variants: Sequence[Variant] = (),
                   prepare_extra: Callable[[dict[str, Any]], Sequence[Variant]] | None = None,
                   torch_flops: dict[str, Any] | None = None, command: str = "",
-                  notes: Sequence[str] = (), baseline_description: str | None = None) -> dict[str, Any]:
+                  notes: Sequence[str] = (), baseline_description: str | None = None,
+                  profile: bool = False) -> dict[str, Any]:
     """The whole benchmark; returns the report dict (also written to ``out``).
 
     ``prepare_extra(inputs)`` (injected by ``sdpose-convert bench``: the PyTorch reference) builds more variants
     from the same inputs; they run first and the first of them is the speed-up baseline, described in the
     report as ``baseline_description``. ``torch_flops``: {stage: {"total": ...}} counted by the injector,
-    recorded and cross-checked against the IR counts.
+    recorded and cross-checked against the IR counts. ``profile``: also the per-layer profile of every
+    component (:mod:`edge_bench.profile`, bench.json ``profile``).
     """
     import openvino as ov
 
@@ -149,22 +172,9 @@ def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = 
         "memory_mb": {"stages": memory_log, "bench_process": memory_status()},
         "notes": list(notes),
     }
-    machine_cpu = report["machine"]["cpu"]
-    if not machine_cpu["bf16"]:
-        report["notes"].append(
-            "bf16 is not supported on this CPU (OPTIMIZATION_CAPABILITIES / ONEDNN_MAX_CPU_ISA): unquantized "
-            "folders are timed with the f32 hint only; a 'bf16' column here would really be f32.")
-    report["notes"].append(f"INT8 path of this CPU: {machine_cpu['int8_path']} ({machine_cpu['int8_isa']}).")
-    report["notes"] += [
-        "stages are timed one after another; within a stage the variants are interleaved (A B C, A B C, ...) "
-        "after all of them were compiled, so machine drift and other jobs hit every variant alike; crop = "
-        "vae_encoder + pose + decode of the same run index.",
-        "decode is the same numpy/OpenCV DARK-UDP code for every variant (the original pipeline decodes with "
-        "mmpose in numpy as well); it runs on each variant's own heatmaps.",
-        "detector = letterbox + network + NMS on one frame; its limit counts the network only.",
-        "limits use the best of repeated MatMul calls (an optimistic peak); 'of limit' can exceed what "
-        "memory-bound layers (normalisation, element-wise ops, not counted) allow.",
-    ]
+    report["notes"] += _standard_notes(report["machine"]["cpu"])
+    if profile:
+        report["profile"] = run_profiles(models, inputs, peaks, core=core, device=device, runs=runs, warmup=warmup)
     ov_variants = [v for v in variants if v.kind == "openvino" and "crop" in results[v.name]]
     best = min(ov_variants, key=lambda v: results[v.name]["crop"]["median_ms"]) if ov_variants else None
     best_name, best_folder, best_hint = (best.name, best.info["folder"], best.info.get("hint")) if best else \
@@ -235,6 +245,7 @@ def run(args: argparse.Namespace) -> int:
     report = run_benchmark(args.models, args.out, runs=args.runs, warmup=args.warmup, video=args.video,
                            detections=args.detections, e2e_frames=args.e2e_frames, skip_e2e=args.skip_e2e,
                            peak_size=args.peak_size, device=args.device, skip_fused=args.skip_fused,
+                           profile=args.profile,
                            command="sdpose-edge " + " ".join(sys.argv[1:]),
                            notes=["runtime-only run (sdpose-edge bench): FLOPs counted from the IR, speed-ups "
                                   "over OpenVINO FP32 with the f32 hint; sdpose-convert bench adds the PyTorch "
@@ -247,4 +258,7 @@ def register(subparsers: Any, name: str = "bench") -> None:
     p = subparsers.add_parser(name, help="benchmark the model folder(s): per-stage latency, compute limit, "
                                          "end to end", description=__doc__.split("\n\n")[0])
     add_common_arguments(p)
+    p.add_argument("--profile", action="store_true",
+                   help="also profile every component with OpenVINO's performance counters: time per layer type "
+                        "and executed precision, FLOPs and GFLOP/s against the measured peak (bench.json profile)")
     p.set_defaults(func=run)

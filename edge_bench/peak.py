@@ -236,14 +236,8 @@ COUNTED_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "Gr
                "MatMul", "ScaledDotProductAttention", "Einsum")
 
 
-def count_ir_flops(model: Any, batch: int = 1) -> dict[str, Any]:
-    """FLOPs of one inference of an ``openvino.Model`` at batch ``batch``.
-
-    The model is cloned and every input's first (batch) dimension set to ``batch`` when it is dynamic, so
-    all shapes become static. Returns ``{"total": int, "by_op": {op_type: int}, "uncounted": [names]}``
-    where ``uncounted`` lists counted-kind nodes whose shapes stayed dynamic. Ops on constant-only
-    sub-graphs are skipped (folded at compile time).
-    """
+def _batch_one(model: Any, batch: int) -> Any:
+    """A clone of ``model`` with every dynamic first (batch) input dimension set to ``batch``."""
     from openvino import PartialShape
 
     model = model.clone()
@@ -254,16 +248,32 @@ def count_ir_flops(model: Any, batch: int = 1) -> dict[str, Any]:
             new_shapes[port] = PartialShape([batch] + list(shape)[1:])
     if new_shapes:
         model.reshape(new_shapes)
+    return model
+
+
+def counted_nodes(model: Any, batch: int = 1) -> list[tuple[str, str, int | None]]:
+    """``(friendly name, op type, FLOPs or None)`` of every counted-kind node of ``model`` at batch ``batch``
+    that depends on an input (constant sub-graphs are folded at compile time); None = shape stayed dynamic."""
+    model = _batch_one(model, batch)
+    variable = _variable_nodes(model)
+    return [(node.get_friendly_name(), node.get_type_name(), _node_flops(node))
+            for node in model.get_ordered_ops()
+            if node.get_type_name() in COUNTED_OPS and node.get_name() in variable]
+
+
+def count_ir_flops(model: Any, batch: int = 1) -> dict[str, Any]:
+    """FLOPs of one inference of an ``openvino.Model`` at batch ``batch``.
+
+    The model is cloned and every input's first (batch) dimension set to ``batch`` when it is dynamic, so
+    all shapes become static. Returns ``{"total": int, "by_op": {op_type: int}, "uncounted": [names]}``
+    where ``uncounted`` lists counted-kind nodes whose shapes stayed dynamic. Ops on constant-only
+    sub-graphs are skipped (folded at compile time).
+    """
     by_op: dict[str, int] = {}
     uncounted: list[str] = []
-    variable = _variable_nodes(model)
-    for node in model.get_ordered_ops():
-        kind = node.get_type_name()
-        if kind not in COUNTED_OPS or node.get_name() not in variable:
-            continue
-        flops = _node_flops(node)
+    for name, kind, flops in counted_nodes(model, batch):
         if flops is None:
-            uncounted.append(node.get_friendly_name())
+            uncounted.append(name)
             continue
         by_op[kind] = by_op.get(kind, 0) + int(flops)
     if uncounted:

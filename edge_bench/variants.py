@@ -45,17 +45,10 @@ def _int8_fed(node: Any, depth: int = 4) -> bool:
 
 def ir_flops(model: Any) -> dict[str, Any]:
     """:func:`edge_bench.peak.count_ir_flops` plus ``int8``: FLOPs of counted ops fed by a FakeQuantize."""
-    from openvino import PartialShape
-
-    from .peak import COUNTED_OPS, _node_flops, count_ir_flops
+    from .peak import COUNTED_OPS, _batch_one, _node_flops, count_ir_flops
 
     counted = count_ir_flops(model)
-    clone = model.clone()
-    shapes = {p: PartialShape([1] + list(p.get_partial_shape())[1:]) for p in clone.inputs
-              if p.get_partial_shape().rank.is_static and len(p.get_partial_shape()) > 0
-              and p.get_partial_shape()[0].is_dynamic}
-    if shapes:
-        clone.reshape(shapes)
+    clone = _batch_one(model, 1)
     int8 = 0
     for node in clone.get_ordered_ops():
         if node.get_type_name() in COUNTED_OPS and _int8_fed(node):

@@ -315,8 +315,10 @@ class CompileOptions:
 
 
 def compile_model(core: ov.Core, model_or_path: ov.Model | str | Path,
-                  options: CompileOptions | None = None) -> ov.CompiledModel:
-    """Compile an ``ov.Model`` (or IR path) on ``options.device`` with ``options.to_ov_config()``.
+                  options: CompileOptions | None = None,
+                  extra_config: Mapping[str, Any] | None = None) -> ov.CompiledModel:
+    """Compile an ``ov.Model`` (or IR path) on ``options.device`` with ``options.to_ov_config()`` plus
+    ``extra_config`` (properties that are not settings, e.g. ``{"PERF_COUNT": True}`` for the bench profile).
 
     A model with attention whose compiled graph leaves attention unfused (quantized keys on AVX2-only CPUs) is
     compiled again with its key FakeQuantize nodes removed (:func:`edge_runtime.attention.compile_fused`).
@@ -332,6 +334,7 @@ def compile_model(core: ov.Core, model_or_path: ov.Model | str | Path,
             raise ModelFolderError(f"{path}: IR file does not exist")
         model = str(path)
     config = options.to_ov_config()
+    config.update(extra_config or {})
     cache_key = props.cache_dir()
     if cache_key in config:
         try:
