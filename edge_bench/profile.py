@@ -197,7 +197,8 @@ def _input_for(kind: str, model: Any, inputs: dict[str, Any], earlier: dict[str,
 
 
 def profile_folder(folder_path: str | Path, inputs: dict[str, Any], peaks: dict[str, Any], *, core: Any,
-                   device: str, runs: int, warmup: int, hint: str | None) -> dict[str, dict[str, Any]]:
+                   device: str, runs: int, warmup: int, hint: str | None,
+                   model_device: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """{component kind: profile section} of every component of one model folder (one compiled at a time)."""
     from edge_runtime.models import CompileOptions, ModelFolder, compile_model
 
@@ -207,7 +208,8 @@ def profile_folder(folder_path: str | Path, inputs: dict[str, Any], peaks: dict[
     kinds = [k for k in PROFILE_KINDS if folder.has(k)]
     paths = {k: folder.ir_path(k) for k in kinds}
     del folder
-    options = CompileOptions(device=device, performance_hint="LATENCY", inference_precision=hint, cache_dir=None)
+    options = CompileOptions(device=device, performance_hint="LATENCY", inference_precision=hint, cache_dir=None,
+                             model_device=model_device)
     sections: dict[str, dict[str, Any]] = {}
     earlier: dict[str, np.ndarray] = {}
     for kind in kinds:
@@ -219,7 +221,8 @@ def profile_folder(folder_path: str | Path, inputs: dict[str, Any], peaks: dict[
         nodes, walls, earlier[kind] = profile_compiled(compiled, data, ir_flops, runs, max(warmup, 1))
         del compiled
         section = summarize_nodes(nodes, walls, peaks)
-        section.update({"folder": str(Path(folder_path).resolve()), "component": kind, "device": device,
+        section.update({"folder": str(Path(folder_path).resolve()), "component": kind,
+                        "device": options.for_kind(kind).device,
                         "hint": hint or "device default", "runs": runs, "warmup": max(warmup, 1)})
         sections[kind] = section
         logger.info("profile %s/%s: %.1f ms profiled, %.1f ms wall (median), %d nodes", Path(folder_path).name,
@@ -228,7 +231,8 @@ def profile_folder(folder_path: str | Path, inputs: dict[str, Any], peaks: dict[
 
 
 def run_profiles(models: Sequence[str | Path], inputs: dict[str, Any], peaks: dict[str, Any], *, core: Any,
-                 device: str, runs: int, warmup: int) -> dict[str, dict[str, Any]]:
+                 device: str, runs: int, warmup: int,
+                 model_device: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """The ``profile`` section of bench.json: {component: section} for one folder, {"<folder>/<component>":
     section} for several. Float folders run with the f32 hint, quantized ones with the device default."""
     from edge_runtime.models import ModelFolder
@@ -237,7 +241,7 @@ def run_profiles(models: Sequence[str | Path], inputs: dict[str, Any], peaks: di
     for path in models:
         quantized = bool(ModelFolder(path, core=core).pose_meta.get("quantized"))
         sections = profile_folder(path, inputs, peaks, core=core, device=device, runs=runs, warmup=warmup,
-                                  hint=None if quantized else "f32")
+                                  hint=None if quantized else "f32", model_device=model_device)
         for kind, section in sections.items():
             profile[kind if len(models) == 1 else f"{Path(path).name}/{kind}"] = section
     return profile

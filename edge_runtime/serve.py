@@ -38,7 +38,8 @@ CHAIN_MODEL = "sdpose"
 MAX_MESSAGE_BYTES = 1 << 30
 DEFAULT_MAX_BATCH = 8
 #: the settings of sdpose-edge run that serve takes too (the OpenVINO compile options)
-COMPILE_KEYS = ("device", "hint", "num_streams", "num_threads", "num_requests", "precision_hint", "cache_dir")
+COMPILE_KEYS = ("device", "hint", "num_streams", "num_threads", "num_requests", "precision_hint", "cache_dir",
+                "model_device", "static_batch")
 
 #: numpy dtype -> KServe v2 datatype
 V2_DATATYPES = {np.dtype(np.uint8): "UINT8", np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16",
@@ -82,7 +83,10 @@ class RequestPool:
     """The infer requests of one compiled model; ``run`` borrows one for a synchronous inference."""
 
     def __init__(self, compiled: Any, num_requests: int) -> None:
+        from .models import static_batch_of
+
         self.compiled = compiled
+        self.static_batch = static_batch_of(compiled)  # a static-shape compile: partial batches are padded
         self.size = max(1, int(num_requests))
         self._free: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         for _ in range(self.size):
@@ -91,11 +95,13 @@ class RequestPool:
     def run(self, array: np.ndarray) -> np.ndarray:
         import openvino as ov
 
+        from .models import fit_batch
+
         request = self._free.get()
         try:
-            request.set_input_tensor(ov.Tensor(np.ascontiguousarray(array)))
+            request.set_input_tensor(ov.Tensor(np.ascontiguousarray(fit_batch(array, self.static_batch))))
             request.infer()
-            return request.get_output_tensor(0).data.copy()
+            return request.get_output_tensor(0).data[:len(array)].copy()
         finally:
             self._free.put(request)
 
@@ -239,7 +245,7 @@ def build_served(models: str, options: Any, chain: "str | None", max_batch: int)
     for kind in folder.kinds:
         compiled = compile_model(folder.core, folder.read_model(kind), options)
         pools[kind] = RequestPool(compiled, optimal_requests(compiled, options))
-        logger.info("compiled %s on %s (%s), %d request(s)", kind, options.device, options.performance_hint,
+        logger.info("compiled %s on %s (%s), %d request(s)", kind, options.for_kind(kind).device, options.performance_hint,
                     pools[kind].size)
     folder.release()
     served = [ServedChain(kind, [pool], max_batch) for kind, pool in pools.items()]
@@ -259,6 +265,7 @@ def serve(args: argparse.Namespace) -> int:
         raise InputError(f"--max-batch: expected a positive integer, got {args.max_batch}")
     settings = cfgmod.merge(cfgmod.validate({k: getattr(args, k) for k in COMPILE_KEYS if getattr(args, k) is not None},
                                             source="command line"), {})
+    settings["batch"] = args.max_batch  # a static-shape compile takes the largest batch (smaller ones are padded)
     options = compile_options(settings)
     repository = Repository.load(args.models) if is_repository(args.models) else None
     options, hint_source = per_isa_options(options, args.models,
