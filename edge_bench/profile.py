@@ -38,6 +38,8 @@ REORDER_TYPES = ("Reorder", "Convert")
 #: executed precision -> the measured peak it is compared with
 PEAK_OF_PRECISION = {"i8": "int8", "u8": "int8", "bf16": "bf16", "f32": "f32"}
 TOP_NODES = 10
+#: name suffixes OpenVINO's low-precision transformations give the nodes that replace a quantized op
+DEQUANTIZATION_SUFFIXES = ("/DequantizationMultiply", "/DequantizationSubtract")
 PROFILE_KINDS = ("detector", "vae_encoder", "pose", "vae_pose")
 _PRECISION_SUFFIX = re.compile(r"_(i8|u8|bf16|f16|f32|i32|fp32|I8|U8|BF16|FP32|FP16)$")
 
@@ -77,18 +79,30 @@ def _runtime_nodes(compiled: Any) -> dict[str, tuple[str | None, list[str]]]:
     return nodes
 
 
+def _counted_names(names: Sequence[str], ir_flops: dict[str, int | None]) -> list[str]:
+    """The counted IR nodes among a runtime node's original names; the low-precision transformations rename an
+    INT8 MatMul ``X`` to ``X/DequantizationMultiply`` (its dequantization), which maps back to ``X``."""
+    found = []
+    for name in names:
+        for suffix in DEQUANTIZATION_SUFFIXES:
+            if name.endswith(suffix) and name[:-len(suffix)] in ir_flops:
+                name = name[:-len(suffix)]
+        if name in ir_flops and name not in found:
+            found.append(name)
+    return found
+
+
 def _runtime_flops(runtime: dict[str, tuple[str | None, list[str]]],
                    ir_flops: dict[str, int | None]) -> dict[str, float | None]:
     """FLOPs per runtime node from the IR nodes it absorbed (an IR node claimed by k runtime nodes counts
     1/k in each); None for runtime nodes that absorbed no counted IR node or one with unknown FLOPs."""
+    resolved = {rt_name: _counted_names(names, ir_flops) for rt_name, (_, names) in runtime.items()}
     claims: dict[str, int] = {}
-    for _, names in runtime.values():
+    for names in resolved.values():
         for n in names:
-            if n in ir_flops:
-                claims[n] = claims.get(n, 0) + 1
+            claims[n] = claims.get(n, 0) + 1
     out: dict[str, float | None] = {}
-    for rt_name, (_, names) in runtime.items():
-        counted = [n for n in names if n in ir_flops]
+    for rt_name, counted in resolved.items():
         if not counted or any(ir_flops[n] is None for n in counted):
             out[rt_name] = None
             continue
@@ -223,7 +237,9 @@ def profile_folder(folder_path: str | Path, inputs: dict[str, Any], peaks: dict[
         section = summarize_nodes(nodes, walls, peaks)
         section.update({"folder": str(Path(folder_path).resolve()), "component": kind,
                         "device": options.for_kind(kind).device,
-                        "hint": hint or "device default", "runs": runs, "warmup": max(warmup, 1)})
+                        "hint": hint or "device default", "runs": runs, "warmup": max(warmup, 1),
+                        "gflops_ir": sum(f for f in ir_flops.values() if f) / 1e9,
+                        "gflops_mapped": sum(r["gflops"] or 0.0 for r in section["rows"])})
         sections[kind] = section
         logger.info("profile %s/%s: %.1f ms profiled, %.1f ms wall (median), %d nodes", Path(folder_path).name,
                     kind, section["profiled_ms"], section["wall_median_ms"], section["executed_nodes"])

@@ -137,7 +137,8 @@ def profile_markdown(profile: dict[str, Any]) -> list[str]:
              "nodes with a FLOP count; of peak = that rate / the measured MatMul peak of the executed precision."]
     for name, sec in profile.items():
         lines += ["", f"### {name}: {_fmt_ms(sec['profiled_ms'])} profiled, {_fmt_ms(sec['wall_median_ms'])} "
-                      f"wall (median of {sec['runs']}), hint {sec['hint']}", "",
+                      f"wall (median of {sec['runs']}), hint {sec['hint']}, {sec['gflops_mapped']:.2f} of the IR's "
+                      f"{sec['gflops_ir']:.2f} GFLOP mapped to runtime nodes", "",
                   "| layer type | exec precision | time | share | GFLOP | GFLOP/s | of peak | nodes |",
                   "|---|---|---|---|---|---|---|---|"]
         for r in sec["rows"]:

@@ -327,9 +327,11 @@ def test_exec_precision_and_flops_of_runtime_nodes() -> None:
     assert exec_precision_of("undef", None) == "undef"
     # an IR node absorbed by two runtime nodes (attention decomposed into two MatMuls) counts half in each
     runtime = {"mm1": ("f32", ["sdpa"]), "mm2": ("f32", ["sdpa", "scale"]), "conv": ("i8", ["c", "c/Dequant"]),
-               "softmax": ("f32", ["softmax"]), "dyn": ("f32", ["d"])}
-    flops = _runtime_flops(runtime, {"sdpa": 100, "c": 30, "d": None})
-    assert flops == {"mm1": 50.0, "mm2": 50.0, "conv": 30.0, "softmax": None, "dyn": None}
+               "softmax": ("f32", ["softmax"]), "dyn": ("f32", ["d"]),
+               # an INT8 MatMul renamed by the low-precision transformations
+               "fc": ("i8", ["m/DequantizationMultiply"])}
+    flops = _runtime_flops(runtime, {"sdpa": 100, "c": 30, "d": None, "m": 8})
+    assert flops == {"mm1": 50.0, "mm2": 50.0, "conv": 30.0, "softmax": None, "dyn": None, "fc": 8.0}
 
 
 def test_bench_profile_rows_cover_the_profiled_time(make_fake_models: Callable[..., Path], tmp_path: Path) -> None:
@@ -354,6 +356,7 @@ def test_bench_profile_rows_cover_the_profiled_time(make_fake_models: Callable[.
         assert len({(r["layer_type"], r["exec_precision"]) for r in rows}) == len(rows)
         ir_total = count_ir_flops(core.read_model(str(folder / f"{kind}.xml")))["total"]
         assert math.isclose(sum(r["gflops"] or 0 for r in rows) * 1e9, ir_total, rel_tol=1e-6)
+        assert math.isclose(sec["gflops_mapped"], sec["gflops_ir"], rel_tol=1e-6)
         assert all(r["of_peak"] is None or r["of_peak"] > 0 for r in rows)
         top = sec["top_nodes"]
         assert 0 < len(top) <= 10 and [n["time_ms"] for n in top] == sorted((n["time_ms"] for n in top), reverse=True)
