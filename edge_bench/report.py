@@ -272,6 +272,11 @@ def log_summary(report: dict[str, Any]) -> None:
         if crop:
             logger.info("%-28s crop median %s p95 %s%s", name, _fmt_ms(crop["median_ms"]), _fmt_ms(crop["p95_ms"]),
                         f" speed-up {crop['speedup']:.2f}x" if crop.get("speedup") else "")
+    for name, sec in (report.get("profile") or {}).items():
+        top = sec["rows"][0] if sec["rows"] else None
+        logger.info("profile %-24s %s profiled; costliest %s; reorders/converts %s", name, _fmt_ms(sec["profiled_ms"]),
+                    f"{top['layer_type']} {top['exec_precision']} {_fmt_pct(top['share'])}" if top else "–",
+                    _fmt_pct(sec["reorders_converts"]["share"]))
     hl = report.get("headline")
     if hl:
         logger.info("headline: best per crop %s, speed-up %.2fx over %s", hl["best_variant"], hl["speedup"],
