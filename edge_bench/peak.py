@@ -238,17 +238,9 @@ COUNTED_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "Gr
 
 def _batch_one(model: Any, batch: int) -> Any:
     """A clone of ``model`` with every dynamic first (batch) input dimension set to ``batch``."""
-    from openvino import PartialShape
+    from edge_runtime.models import with_static_batch
 
-    model = model.clone()
-    new_shapes = {}
-    for port in model.inputs:
-        shape = port.get_partial_shape()
-        if shape.rank.is_static and len(shape) > 0 and shape[0].is_dynamic:
-            new_shapes[port] = PartialShape([batch] + list(shape)[1:])
-    if new_shapes:
-        model.reshape(new_shapes)
-    return model
+    return with_static_batch(model, batch)
 
 
 def counted_nodes(model: Any, batch: int = 1) -> list[tuple[str, str, int | None]]:

@@ -355,18 +355,23 @@ def _model_kind(model: ov.Model) -> str | None:
     return str(rt_info["sdpose"]["kind"].astype(str))
 
 
+def _dynamic_batch_inputs(model: ov.Model) -> list[Any]:
+    """The inputs whose first (batch) dimension is dynamic."""
+    return [p for p in model.inputs if p.get_partial_shape().rank.is_static and len(p.get_partial_shape()) > 0
+            and p.get_partial_shape()[0].is_dynamic]
+
+
 def has_dynamic_batch(model: ov.Model) -> bool:
     """True when some input's first (batch) dimension is dynamic."""
-    return any(p.get_partial_shape().rank.is_static and len(p.get_partial_shape()) > 0
-               and p.get_partial_shape()[0].is_dynamic for p in model.inputs)
+    return bool(_dynamic_batch_inputs(model))
 
 
 def with_static_batch(model: ov.Model, batch: int) -> ov.Model:
     """A clone of ``model`` whose dynamic batch dimensions are ``batch`` (the other dimensions unchanged)."""
     model = model.clone()
-    model.reshape({p: ov.PartialShape([batch] + list(p.get_partial_shape())[1:]) for p in model.inputs
-                   if p.get_partial_shape().rank.is_static and len(p.get_partial_shape()) > 0
-                   and p.get_partial_shape()[0].is_dynamic})
+    shapes = {p: ov.PartialShape([batch] + list(p.get_partial_shape())[1:]) for p in _dynamic_batch_inputs(model)}
+    if shapes:
+        model.reshape(shapes)
     return model
 
 
