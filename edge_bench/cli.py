@@ -43,10 +43,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.config import add_cli_options, parse_model_device
 from edge_runtime.errors import InputError, SDPoseError
 from edge_runtime.metrics import memory_status
 
 from .end_to_end import run_end_to_end
+from .profile import run_profiles
 from .report import log_summary, machine_info, write_report
 from .timing import (BENCH_FORMAT_VERSION, DEFAULT_PEAK_SIZE, DEFAULT_RUNS, DEFAULT_WARMUP, Variant, analyse,
                      headline, load_inputs, run_interleaved)
@@ -73,13 +75,15 @@ def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = 
                   extra_variants: Sequence[Variant] = (),
                   prepare_extra: Callable[[dict[str, Any]], Sequence[Variant]] | None = None,
                   torch_flops: dict[str, Any] | None = None, command: str = "",
-                  notes: Sequence[str] = (), baseline_description: str | None = None) -> dict[str, Any]:
+                  notes: Sequence[str] = (), baseline_description: str | None = None,
+                  profile: bool = False, model_device: dict[str, str] | None = None) -> dict[str, Any]:
     """The whole benchmark; returns the report dict (also written to ``out``).
 
     ``prepare_extra(inputs)`` (injected by ``sdpose-convert bench``: the PyTorch reference) builds more variants
     from the same inputs; they run first and the first of them is the speed-up baseline, described in the
     report as ``baseline_description``. ``torch_flops``: {stage: {"total": ...}} counted by the injector,
-    recorded and cross-checked against the IR counts.
+    recorded and cross-checked against the IR counts. ``profile``: also the per-layer profile of every
+    component (:mod:`edge_bench.profile`, bench.json ``profile``). ``model_device``: {kind: device} over ``device``.
     """
     import openvino as ov
 
@@ -101,7 +105,8 @@ def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = 
     if prepare_extra is not None:
         variants += list(prepare_extra(inputs))
     baseline = variants[0].name if variants else None
-    variants += build_openvino_variants(models, inputs, core=core, device=device, with_fused=not skip_fused)
+    variants += build_openvino_variants(models, inputs, core=core, device=device, with_fused=not skip_fused,
+                                        model_device=model_device)
     if baseline is None:  # runtime only: speed-ups over OpenVINO FP32 with the f32 hint
         baseline = next((v.name for v in variants if v.precision == "fp32" and v.name.endswith("/f32")),
                         variants[0].name)
@@ -118,7 +123,8 @@ def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = 
         "machine": machine_info(),
         "settings": {"runs": runs, "warmup": warmup, "batch": 1, "interleaved": True,
                      "performance_hint": "LATENCY", "input_size_hw": [input_wh[1], input_wh[0]],
-                     "input_source": inputs["source"], "device": device, "peak_size": peak_size},
+                     "input_source": inputs["source"], "device": device, "model_device": model_device or {},
+                     "peak_size": peak_size},
         "baseline": baseline,
         "baseline_description": baseline_description,
         "variants": [{"name": v.name, "kind": v.kind, "precision": v.precision,
@@ -132,6 +138,9 @@ def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = 
         "notes": list(notes),
     }
     report["notes"] += _notes(report["machine"]["cpu"])
+    if profile:
+        report["profile"] = run_profiles(models, inputs, peaks, core=core, device=device, runs=runs, warmup=warmup,
+                                         model_device=model_device)
     _end_to_end(report, variants, out, video, detections, e2e_frames, skip_e2e, device)
     write_report(report, out)
     logger.info("wrote %s/bench.json, bench.md%s", out, ", bench.png" if report.get("chart") else "")
@@ -255,6 +264,8 @@ def run(args: argparse.Namespace) -> int:
     report = run_benchmark(args.models, args.out, runs=args.runs, warmup=args.warmup, video=args.video,
                            detections=args.detections, e2e_frames=args.e2e_frames, skip_e2e=args.skip_e2e,
                            peak_size=args.peak_size, device=args.device, skip_fused=args.skip_fused,
+                           profile=args.profile,
+                           model_device=parse_model_device(args.model_device) if args.model_device else None,
                            command="sdpose-edge " + " ".join(sys.argv[1:]),
                            notes=["runtime-only run (sdpose-edge bench): FLOPs counted from the IR, speed-ups "
                                   "over OpenVINO FP32 with the f32 hint; sdpose-convert bench adds the PyTorch "
@@ -267,4 +278,8 @@ def register(subparsers: Any, name: str = "bench") -> None:
     p = subparsers.add_parser(name, help="benchmark the model folder(s): per-stage latency, compute limit, "
                                          "end to end", description=__doc__.split("\n\n")[0])
     add_common_arguments(p)
+    p.add_argument("--profile", action="store_true",
+                   help="also profile every component with OpenVINO's performance counters: time per layer type "
+                        "and executed precision, FLOPs and GFLOP/s against the measured peak (bench.json profile)")
+    add_cli_options({"OpenVINO": p}, keys=("model_device",))
     p.set_defaults(func=run)

@@ -236,6 +236,23 @@ COUNTED_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "Gr
                "MatMul", "ScaledDotProductAttention", "Einsum")
 
 
+def _batch_one(model: Any, batch: int) -> Any:
+    """A clone of ``model`` with every dynamic first (batch) input dimension set to ``batch``."""
+    from edge_runtime.models import with_static_batch
+
+    return with_static_batch(model, batch)
+
+
+def counted_nodes(model: Any, batch: int = 1) -> list[tuple[str, str, int | None]]:
+    """``(friendly name, op type, FLOPs or None)`` of every counted-kind node of ``model`` at batch ``batch``
+    that depends on an input (constant sub-graphs are folded at compile time); None = shape stayed dynamic."""
+    model = _batch_one(model, batch)
+    variable = _variable_nodes(model)
+    return [(node.get_friendly_name(), node.get_type_name(), _node_flops(node))
+            for node in model.get_ordered_ops()
+            if node.get_type_name() in COUNTED_OPS and node.get_name() in variable]
+
+
 def count_ir_flops(model: Any, batch: int = 1) -> dict[str, Any]:
     """FLOPs of one inference of an ``openvino.Model`` at batch ``batch``.
 
@@ -244,26 +261,11 @@ def count_ir_flops(model: Any, batch: int = 1) -> dict[str, Any]:
     where ``uncounted`` lists counted-kind nodes whose shapes stayed dynamic. Ops on constant-only
     sub-graphs are skipped (folded at compile time).
     """
-    from openvino import PartialShape
-
-    model = model.clone()
-    new_shapes = {}
-    for port in model.inputs:
-        shape = port.get_partial_shape()
-        if shape.rank.is_static and len(shape) > 0 and shape[0].is_dynamic:
-            new_shapes[port] = PartialShape([batch] + list(shape)[1:])
-    if new_shapes:
-        model.reshape(new_shapes)
     by_op: dict[str, int] = {}
     uncounted: list[str] = []
-    variable = _variable_nodes(model)
-    for node in model.get_ordered_ops():
-        kind = node.get_type_name()
-        if kind not in COUNTED_OPS or node.get_name() not in variable:
-            continue
-        flops = _node_flops(node)
+    for name, kind, flops in counted_nodes(model, batch):
         if flops is None:
-            uncounted.append(node.get_friendly_name())
+            uncounted.append(name)
             continue
         by_op[kind] = by_op.get(kind, 0) + int(flops)
     if uncounted:

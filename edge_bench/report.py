@@ -125,6 +125,37 @@ def write_chart(report: dict[str, Any], path: Path) -> str | None:
     return None
 
 
+def _fmt_num(value: float | None, digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def profile_markdown(profile: dict[str, Any]) -> list[str]:
+    """``bench.md`` lines of the per-layer profile: per component the rows by layer type and executed
+    precision, the reorders/converts line and the ten costliest nodes."""
+    lines = ["", "## Per-layer profile (OpenVINO performance counters, batch 1, LATENCY hint)", "",
+             "Time per inference (warm-up calls taken out); GFLOP counted on the IR; GFLOP/s over the time of the "
+             "nodes with a FLOP count; of peak = that rate / the measured MatMul peak of the executed precision."]
+    for name, sec in profile.items():
+        lines += ["", f"### {name}: {_fmt_ms(sec['profiled_ms'])} profiled, {_fmt_ms(sec['wall_median_ms'])} "
+                      f"wall (median of {sec['runs']}), hint {sec['hint']}, {sec['gflops_mapped']:.2f} of the IR's "
+                      f"{sec['gflops_ir']:.2f} GFLOP mapped to runtime nodes", "",
+                  "| layer type | exec precision | time | share | GFLOP | GFLOP/s | of peak | nodes |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in sec["rows"]:
+            lines.append(f"| {r['layer_type']} | {r['exec_precision']} | {_fmt_ms(r['time_ms'])} | "
+                         f"{_fmt_pct(r['share'])} | {_fmt_num(r['gflops'], 2)} | {_fmt_num(r['achieved_gflop_s'])} | "
+                         f"{_fmt_pct(r['of_peak'])} | {r['nodes']} |")
+        ro = sec["reorders_converts"]
+        lines += ["", f"Reorders and converts: {_fmt_ms(ro['time_ms'])} ({_fmt_pct(ro['share'])}) in {ro['nodes']} "
+                      "nodes.", "", "| costliest node | type | kernel | time | share | GFLOP/s | of peak |",
+                  "|---|---|---|---|---|---|---|"]
+        for n in sec["top_nodes"]:
+            label = n["name"] if len(n["name"]) <= 70 else "…" + n["name"][-69:]
+            lines.append(f"| `{label}` | {n['layer_type']} | {n['exec_type']} | {_fmt_ms(n['time_ms'])} | "
+                         f"{_fmt_pct(n['share'])} | {_fmt_num(n['achieved_gflop_s'])} | {_fmt_pct(n['of_peak'])} |")
+    return lines
+
+
 def write_markdown(report: dict[str, Any], path: Path) -> None:
     """``bench.md``: settings, the stage x variant table, peaks, end to end, notes."""
     lines = ["# sdpose-edge benchmark", ""]
@@ -191,6 +222,8 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         peak = mem.get("bench_process", {}).get("peak")
         if peak:
             lines += ["", f"Peak RSS of the bench process: {peak / 1024:.1f} GB."]
+    if report.get("profile"):
+        lines += profile_markdown(report["profile"])
     e2e = report.get("end_to_end")
     lines += ["", "## End to end (file mode)", ""]
     if isinstance(e2e, dict) and "async" in e2e:
@@ -239,6 +272,11 @@ def log_summary(report: dict[str, Any]) -> None:
         if crop:
             logger.info("%-28s crop median %s p95 %s%s", name, _fmt_ms(crop["median_ms"]), _fmt_ms(crop["p95_ms"]),
                         f" speed-up {crop['speedup']:.2f}x" if crop.get("speedup") else "")
+    for name, sec in (report.get("profile") or {}).items():
+        top = sec["rows"][0] if sec["rows"] else None
+        logger.info("profile %-24s %s profiled; costliest %s; reorders/converts %s", name, _fmt_ms(sec["profiled_ms"]),
+                    f"{top['layer_type']} {top['exec_precision']} {_fmt_pct(top['share'])}" if top else "–",
+                    _fmt_pct(sec["reorders_converts"]["share"]))
     hl = report.get("headline")
     if hl:
         logger.info("headline: best per crop %s, speed-up %.2fx over %s", hl["best_variant"], hl["speedup"],

@@ -46,17 +46,10 @@ def _int8_fed(node: Any, depth: int = 4) -> bool:
 
 def ir_flops(model: Any) -> dict[str, Any]:
     """:func:`edge_bench.peak.count_ir_flops` plus ``int8``: FLOPs of counted ops fed by a FakeQuantize."""
-    from openvino import PartialShape
-
-    from .peak import COUNTED_OPS, _node_flops, count_ir_flops
+    from .peak import COUNTED_OPS, _batch_one, _node_flops, count_ir_flops
 
     counted = count_ir_flops(model)
-    clone = model.clone()
-    shapes = {p: PartialShape([1] + list(p.get_partial_shape())[1:]) for p in clone.inputs
-              if p.get_partial_shape().rank.is_static and len(p.get_partial_shape()) > 0
-              and p.get_partial_shape()[0].is_dynamic}
-    if shapes:
-        clone.reshape(shapes)
+    clone = _batch_one(model, 1)
     int8 = 0
     for node in clone.get_ordered_ops():
         if node.get_type_name() in COUNTED_OPS and _int8_fed(node):
@@ -122,10 +115,11 @@ def _decode_stage(input_wh: tuple[int, int]) -> StageBuilder:
 
 def build_openvino_variants(folders: Sequence[str | Path], inputs: dict[str, Any], core: Any = None,
                             device: str = "CPU", with_detector: bool = True,
-                            with_fused: bool = True) -> list[Variant]:
+                            with_fused: bool = True, model_device: dict[str, str] | None = None) -> list[Variant]:
     """One :class:`Variant` per (folder, INFERENCE_PRECISION_HINT), compiled lazily per stage with the
     LATENCY hint and no model cache. The pose stage runs on the variant's own latent, decode on its own
     heatmaps. ``with_fused=False`` leaves out ``vae_pose.xml`` when the folder also has the split chain.
+    ``model_device`` ({kind: device}) compiles those kinds on another device than ``device``.
     FLOPs are counted from the IRs here (once per folder)."""
     import openvino as ov
 
@@ -161,7 +155,7 @@ def build_openvino_variants(folders: Sequence[str | Path], inputs: dict[str, Any
         del folder  # drop the read models: each stage reads and compiles its IR when it runs
         for hint in _hints_for(meta, bf16):
             options = CompileOptions(device=device, performance_hint="LATENCY", inference_precision=hint,
-                                     cache_dir=None)
+                                     cache_dir=None, model_device=model_device)
             name = _variant_name(precision, hint, taken, Path(folder_path))
             taken.add(name)
             compute = hint or _default_precision(core, device)

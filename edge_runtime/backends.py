@@ -86,6 +86,19 @@ def _malloc_trim() -> None:
         pass
 
 
+def _static_batch(compiled: Any) -> "int | None":
+    from .models import static_batch_of
+
+    return static_batch_of(compiled)
+
+
+def _fit_batch(inputs: np.ndarray, static_batch: "int | None") -> np.ndarray:
+    """A partial batch padded for a model compiled with a static batch (``static_batch``; None: dynamic)."""
+    from .models import fit_batch
+
+    return fit_batch(inputs, static_batch)
+
+
 class OpenVINOBackend:
     """:class:`Backend` with ``num_requests`` OpenVINO infer requests, one worker thread each.
 
@@ -98,6 +111,7 @@ class OpenVINOBackend:
         self.stage = stage
         self.capacity = max(1, int(num_requests))
         self._compiled = compiled
+        self._static_batch = _static_batch(compiled)
         self.release_memory = bool(release_memory) and self.capacity == 1 and hasattr(compiled, "release_memory")
         if release_memory and not self.release_memory:
             logger.warning("%s: release_memory needs exactly one infer request (got %d); not releasing", stage,
@@ -121,9 +135,9 @@ class OpenVINOBackend:
             inputs, userdata, submit_t = job
             try:
                 with _INPUT_LOCK:  # one thread at a time sets an input (and with it the request's batch size)
-                    request.set_input_tensor(_tensor(inputs))
+                    request.set_input_tensor(_tensor(_fit_batch(inputs, self._static_batch)))
                 request.infer()  # the inference itself runs in parallel, without the GIL
-                output, error = request.get_output_tensor(0).data.copy(), None
+                output, error = request.get_output_tensor(0).data[:len(inputs)].copy(), None
             except Exception as exc:  # noqa: BLE001 - any failure of the engine becomes this request's error
                 output, error = None, f"{self.stage} inference failed: {type(exc).__name__}: {exc}"
             if self.release_memory:

@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "bench": "edge_bench.cli",
     "eval": "edge_runtime.eval_cli",
     "serve": "edge_runtime.serve",
+    "devices": "edge_runtime.devices_cli",
 }
 
 def make_parser(prog: str, description: str, subcommands: dict[str, str]) -> argparse.ArgumentParser:

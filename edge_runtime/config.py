@@ -83,6 +83,44 @@ def _bool(value: Any) -> bool:
     return isinstance(value, bool)
 
 
+#: model kinds a device can be chosen for (``--model-device KIND=DEV``, ``model_device`` in edge.yaml)
+MODEL_KINDS = ("vae_encoder", "pose", "vae_pose", "detector")
+
+
+def parse_model_device(value: Any, source: str = "--model-device") -> dict[str, str]:
+    """``{kind: device}`` from a mapping (YAML) or from ``KIND=DEV`` strings (the repeated option; a single
+    string may hold several, comma-free: ``pose=GPU``). Raises InputError naming ``source`` and the bad item:
+    an unknown kind, a missing ``=`` or an empty device."""
+    items: list[tuple[Any, Any]]
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    elif isinstance(value, (list, tuple)) or isinstance(value, str):
+        items = []
+        for entry in [value] if isinstance(value, str) else value:
+            if not isinstance(entry, str) or "=" not in entry:
+                raise InputError(f"{source}: {entry!r} is not KIND=DEVICE (e.g. pose=GPU); kinds: "
+                                 f"{', '.join(MODEL_KINDS)}")
+            items.append(tuple(part.strip() for part in entry.split("=", 1)))
+    else:
+        raise InputError(f"{source}: expected a mapping of model kind -> device, got {type(value).__name__}")
+    out: dict[str, str] = {}
+    for kind, device in items:
+        if kind not in MODEL_KINDS:
+            raise InputError(f"{source}: unknown model kind {kind!r}; expected one of {', '.join(MODEL_KINDS)}")
+        if not _string(device):
+            raise InputError(f"{source}: {kind}: expected a non-empty OpenVINO device name, got {device!r}")
+        out[str(kind)] = str(device).strip()
+    return out
+
+
+def _model_device(value: Any) -> bool:
+    try:
+        parse_model_device(value)
+    except InputError:
+        return False
+    return True
+
+
 #: key -> (default, validator, description of what is expected). ``None`` defaults mean "not set".
 SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     # compile options (CompileOptions)
@@ -97,6 +135,10 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "inference_nice": (None, _nice, "an integer in [0, 19] or null (chosen by the runtime: 10 in live mode on <= 4 "
                        "cores, else 0)"),
     "chain": (None, _choice("split", "fused"), "split | fused or null (the model folder's default)"),
+    "model_device": ({}, _model_device, "a mapping of model kind (vae_encoder, pose, vae_pose, detector) -> "
+                     "OpenVINO device, overriding device for that model"),
+    "static_batch": (False, _bool, "true | false (reshape the dynamic batch to batch before compiling; devices "
+                     "that need static shapes, such as the NPU, get it anyway)"),
     # scheduling
     "mode": (None, _choice("file", "live"), "file | live or null (file for files, live for cameras/streams)"),
     "batch": (1, _positive_int, "a positive integer (crops per pose request)"),
@@ -184,6 +226,9 @@ CLI_OPTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "pose_server_model": ("scheduling", "served model: sdpose (crops -> heatmaps, decoded here; default) or "
                           "sdpose_keypoints (decoded on the server: 133 x 3 numbers per crop)", {"metavar": "NAME"}),
     "device": ("OpenVINO", "OpenVINO device (CPU, GPU, NPU, AUTO ...)", {}),
+    "model_device": ("OpenVINO", "device of one model kind, overriding --device (repeatable; kinds: "
+                     + ", ".join(MODEL_KINDS) + ")", {"metavar": "KIND=DEV", "action": "append"}),
+    "static_batch": ("OpenVINO", "reshape the dynamic batch to --batch before compiling (static shapes)", {}),
     "hint": ("OpenVINO", "PERFORMANCE_HINT (default THROUGHPUT; live mode on <= 4 cores: LATENCY)", {}),
     "num_streams": ("OpenVINO", "NUM_STREAMS", {}),
     "num_threads": ("OpenVINO", "INFERENCE_NUM_THREADS (default OpenVINO's; live mode on <= 4 cores: cores - 1, "
@@ -235,7 +280,9 @@ def add_cli_options(groups: Mapping[str, Any], after: "Mapping[str, Callable[[An
         kwargs: dict[str, Any] = {"dest": key, "default": None, "help": help_text}
         if "metavar" in extra:
             kwargs["metavar"] = extra["metavar"]
-        if check is _bool:
+        if "action" in extra:
+            kwargs["action"] = extra["action"]
+        elif check is _bool:
             kwargs["action"] = argparse.BooleanOptionalAction
         elif hasattr(check, "choices"):
             kwargs["choices"] = check.choices
@@ -255,7 +302,8 @@ NULLABLE = frozenset({"cache_dir"})
 
 def defaults() -> dict[str, Any]:
     """A fresh dict of the built-in defaults (lists copied)."""
-    return {key: (list(value) if isinstance(value, list) else value) for key, (value, _, _) in SCHEMA.items()}
+    return {key: (list(value) if isinstance(value, list) else dict(value) if isinstance(value, dict) else value)
+            for key, (value, _, _) in SCHEMA.items()}
 
 
 def validate(settings: Mapping[str, Any], source: str = "config") -> dict[str, Any]:
@@ -273,6 +321,9 @@ def validate(settings: Mapping[str, Any], source: str = "config") -> dict[str, A
             if SCHEMA[key][0] is not None and key not in NULLABLE:
                 raise InputError(f"{source}: '{raw_key}' may not be null; expected {SCHEMA[key][2]}")
             out[key] = None
+            continue
+        if key == "model_device":  # its own errors name the bad kind or item
+            out[key] = parse_model_device(value, f"{source}: '{raw_key}'")
             continue
         check, expected = SCHEMA[key][1], SCHEMA[key][2]
         if key == "hint" and isinstance(value, str):
@@ -324,6 +375,8 @@ def merge(cli: Mapping[str, Any], yaml_settings: Mapping[str, Any]) -> dict[str,
     settings = defaults()
     settings.update(yaml_settings)
     for key, value in cli.items():
-        if value is not None:
+        if isinstance(value, dict) and isinstance(settings.get(key), dict):
+            settings[key] = {**settings[key], **value}  # model_device: per kind over the YAML's
+        elif value is not None:
             settings[key] = value
     return settings

@@ -29,7 +29,7 @@ from .errors import InputError
 from .model_info import PoseModelInfo
 from .geometry import check_boxes_xyxy, check_padding, keypoints_to_image, udp_warp_matrix, warp_crop
 from .keypoints import flip_indices
-from .models import CompileOptions, ModelFolder, compile_model, optimal_requests
+from .models import CompileOptions, ModelFolder, compile_model, fit_batch, optimal_requests, static_batch_of
 
 logger = logging.getLogger(__name__)
 
@@ -208,9 +208,10 @@ class PoseEstimator:
     def _run_chain(self, crops: np.ndarray) -> np.ndarray:
         """crops [n,h,w,3] u8 -> heatmaps [n,K,h/4,w/4] f32 through the chain (synchronous)."""
         data: np.ndarray = crops
+        count = len(crops)
         for kind in self.kinds:
             compiled = self.compiled[kind]
-            data = compiled(data)[compiled.output(0)]
+            data = compiled(fit_batch(data, static_batch_of(compiled)))[compiled.output(0)][:count]
         return np.asarray(data, dtype=np.float32)
 
     def infer(self, crops: np.ndarray) -> np.ndarray:

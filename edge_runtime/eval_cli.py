@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from . import config as cfgmod
 from .coco import PART_KEYS, coco_instance_score, evaluate_keypoints, result_entry
 from .errors import InputError
 from .sources import read_image
@@ -152,6 +153,7 @@ def register(subparsers: Any, name: str = "eval") -> None:
     p.add_argument("--out", required=True, help="output folder (results.json, metrics.json)")
     p.add_argument("--device", default="CPU")
     p.add_argument("--precision-hint", choices=("f32", "bf16", "f16"), default=None)
+    cfgmod.add_cli_options({"OpenVINO": p}, keys=("model_device",))
     p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images (by id) only")
     p.set_defaults(func=_run)
 
@@ -159,7 +161,8 @@ def register(subparsers: Any, name: str = "eval") -> None:
 def _run(args: argparse.Namespace) -> int:
     from .models import CompileOptions
 
-    options = CompileOptions(device=args.device, performance_hint="LATENCY", inference_precision=args.precision_hint)
+    options = CompileOptions(device=args.device, performance_hint="LATENCY", inference_precision=args.precision_hint,
+                             model_device=cfgmod.parse_model_device(args.model_device) if args.model_device else None)
     run_eval(args.models, args.annotations, args.images, args.out, detections=args.detections,
              gt_boxes=args.gt_boxes, options=options, det_score_threshold=args.det_score_threshold,
              max_images=args.max_images)

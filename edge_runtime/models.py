@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -238,8 +239,14 @@ class CompileOptions:
     inference_num_threads: INFERENCE_NUM_THREADS (int >= 1) or None.
     inference_precision: INFERENCE_PRECISION_HINT "f32" | "bf16" | "f16" or None (device default;
         note the CPU runs bf16 by default on AVX512_BF16 / AMX machines).
-    cache_dir: CACHE_DIR for compiled-blob caching ("~" expanded) or None to disable.
+    cache_dir: CACHE_DIR for compiled-blob caching ("~" expanded) or None to disable; each device caches in
+        its own sub-folder ``cache_dir/DEVICE`` (``AUTO:GPU,CPU`` -> ``AUTO_GPU_CPU``).
     num_requests: infer requests per model, or None for OPTIMAL_NUMBER_OF_INFER_REQUESTS.
+    model_device: {model kind: device} overriding ``device`` for that kind (vae_encoder, pose, vae_pose,
+        detector; ``--model-device KIND=DEV``), or None.
+    static_batch: reshape the IR's dynamic batch to ``batch`` before compiling (devices that compile only
+        static shapes, such as the NPU, get this reshape anyway when they refuse the dynamic batch).
+    batch: crops per request: the batch a static-shape compile uses.
     """
 
     device: str = "CPU"
@@ -249,6 +256,9 @@ class CompileOptions:
     inference_precision: str | None = None
     cache_dir: str | None = DEFAULT_CACHE_DIR
     num_requests: int | None = None
+    model_device: Mapping[str, str] | None = None
+    static_batch: bool = False
+    batch: int = 1
 
     def __post_init__(self) -> None:
         self.validate()
@@ -257,7 +267,7 @@ class CompileOptions:
         """Raise InputError naming the field when a value is out of range: each field is checked by the
         ``sdpose-edge run`` setting it corresponds to (:data:`edge_runtime.config.SCHEMA`, the one schema)."""
         from .compile_choice import DEFAULT_HINT
-        from .config import SCHEMA
+        from .config import SCHEMA, parse_model_device
 
         if self.performance_hint is None:  # "not set": the default hint
             self.performance_hint = DEFAULT_HINT
@@ -274,6 +284,17 @@ class CompileOptions:
                 continue  # "device default" (or, for cache_dir, caching off)
             if value is None or not check(value):
                 raise InputError(f"{name}: expected {expected}, got {value!r}")
+        if self.model_device is not None:
+            self.model_device = parse_model_device(self.model_device, "model_device")
+        if not isinstance(self.static_batch, bool):
+            raise InputError(f"static_batch: expected true | false, got {self.static_batch!r}")
+        if not SCHEMA["batch"][1](self.batch):
+            raise InputError(f"batch: expected {SCHEMA['batch'][2]}, got {self.batch!r}")
+
+    def for_kind(self, kind: str | None) -> "CompileOptions":
+        """These options for model ``kind``: ``device`` replaced by ``model_device[kind]`` when given."""
+        device = (self.model_device or {}).get(kind or "", self.device)
+        return dataclasses.replace(self, device=device, model_device=None)
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -309,7 +330,7 @@ class CompileOptions:
         if self.inference_precision is not None:
             config[hints.inference_precision] = _PRECISIONS[self.inference_precision]
         if self.cache_dir is not None:
-            config[props.cache_dir] = str(Path(self.cache_dir).expanduser())
+            config[props.cache_dir] = str(Path(self.cache_dir).expanduser() / device_cache_folder(self.device))
         return {(key() if callable(key) else key): value for key, value in config.items()}
 
     def describe(self) -> dict[str, Any]:
@@ -317,10 +338,77 @@ class CompileOptions:
         return dataclasses.asdict(self)
 
 
-def compile_model(core: ov.Core, model_or_path: ov.Model | str | Path,
-                  options: CompileOptions | None = None) -> ov.CompiledModel:
-    """Compile an ``ov.Model`` (or IR path) on ``options.device`` with ``options.to_ov_config()``.
+def device_cache_folder(device: str) -> str:
+    """The cache sub-folder of a device string: ``CPU`` -> ``CPU``, ``AUTO:GPU,CPU`` -> ``AUTO_GPU_CPU``
+    (compiled blobs of different devices never share a folder)."""
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", device).strip("_") or "device"
 
+
+def error_reason(exc: BaseException) -> str:
+    """The last non-empty line of an error (OpenVINO puts its reason there), at most 300 characters."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
+
+
+def _model_kind(model: ov.Model) -> str | None:
+    """The model's ``sdpose/kind`` (rt_info), or None for a model without sdpose metadata."""
+    rt_info = model.get_rt_info()
+    if "sdpose" not in rt_info or "kind" not in rt_info["sdpose"].keys():
+        return None
+    return str(rt_info["sdpose"]["kind"].astype(str))
+
+
+def _dynamic_batch_inputs(model: ov.Model) -> list[Any]:
+    """The inputs whose first (batch) dimension is dynamic."""
+    return [p for p in model.inputs if p.get_partial_shape().rank.is_static and len(p.get_partial_shape()) > 0
+            and p.get_partial_shape()[0].is_dynamic]
+
+
+def has_dynamic_batch(model: ov.Model) -> bool:
+    """True when some input's first (batch) dimension is dynamic."""
+    return bool(_dynamic_batch_inputs(model))
+
+
+def with_static_batch(model: ov.Model, batch: int) -> ov.Model:
+    """A clone of ``model`` whose dynamic batch dimensions are ``batch`` (the other dimensions unchanged)."""
+    model = model.clone()
+    shapes = {p: ov.PartialShape([batch] + list(p.get_partial_shape())[1:]) for p in _dynamic_batch_inputs(model)}
+    if shapes:
+        model.reshape(shapes)
+    return model
+
+
+def static_batch_of(compiled: Any) -> int | None:
+    """The static batch of a compiled model's first input, or None when the batch is dynamic (or the object
+    is not a compiled OpenVINO model, e.g. a remote model)."""
+    if not hasattr(compiled, "input"):
+        return None
+    shape = compiled.input(0).get_partial_shape()
+    if shape.rank.is_dynamic or len(shape) == 0 or shape[0].is_dynamic:
+        return None
+    return int(shape[0].get_length())
+
+
+def fit_batch(inputs: Any, static_batch: int | None) -> Any:
+    """``inputs`` [n,...] padded with zeros to [static_batch,...] for a static-batch model (n < static_batch);
+    unchanged for a dynamic batch. Callers keep the first n outputs."""
+    if static_batch is None or len(inputs) >= static_batch:
+        return inputs
+    import numpy as np
+
+    pad = np.zeros((static_batch - len(inputs),) + tuple(inputs.shape[1:]), inputs.dtype)
+    return np.concatenate([inputs, pad])
+
+
+def compile_model(core: ov.Core, model_or_path: ov.Model | str | Path,
+                  options: CompileOptions | None = None,
+                  extra_config: Mapping[str, Any] | None = None) -> ov.CompiledModel:
+    """Compile an ``ov.Model`` (or IR path) on ``options.device`` with ``options.to_ov_config()`` plus
+    ``extra_config`` (properties that are not settings, e.g. ``{"PERF_COUNT": True}`` for the bench profile).
+
+    The device is ``options.model_device[kind]`` when that maps the model's ``sdpose/kind``. With
+    ``options.static_batch`` the dynamic batch is reshaped to ``options.batch`` first; a device that refuses the
+    dynamic batch (the NPU compiles only static shapes) gets that reshape and a second try, logged either way.
     A model with attention whose compiled graph leaves attention unfused (quantized keys on AVX2-only CPUs) is
     compiled again with its key FakeQuantize nodes removed (:func:`edge_runtime.attention.compile_fused`).
 
@@ -333,8 +421,32 @@ def compile_model(core: ov.Core, model_or_path: ov.Model | str | Path,
         path = Path(model_or_path)
         if not path.is_file():
             raise ModelFolderError(f"{path}: IR file does not exist")
-        model = str(path)
+        model = core.read_model(str(path)) if options.model_device or options.static_batch else str(path)
+    kind = _model_kind(model) if isinstance(model, ov.Model) else None
+    device_options = options.for_kind(kind)
+    if device_options.device != options.device:
+        logger.info("%s: compiled on %s (model_device), not %s", kind, device_options.device, options.device)
+    if isinstance(model, ov.Model) and options.static_batch and has_dynamic_batch(model):
+        logger.info("%s: dynamic batch reshaped to a static batch of %d before compiling on %s (static_batch)",
+                    kind or model.friendly_name, options.batch, device_options.device)
+        model = with_static_batch(model, options.batch)
+    try:
+        return _compile_on_device(core, model, device_options, extra_config)
+    except InputError as exc:
+        dynamic = core.read_model(model) if isinstance(model, str) else model
+        if not has_dynamic_batch(dynamic):
+            raise
+        logger.warning("%s: device %s refused the model with a dynamic batch (%s); reshaping to a static batch of "
+                       "%d and compiling again", kind or dynamic.friendly_name, device_options.device,
+                       error_reason(exc), options.batch)
+        return _compile_on_device(core, with_static_batch(dynamic, options.batch), device_options, extra_config)
+
+
+def _compile_on_device(core: ov.Core, model: ov.Model | str, options: CompileOptions,
+                       extra_config: Mapping[str, Any] | None) -> ov.CompiledModel:
+    """:func:`compile_model` on ``options.device`` as given (cache folder of the device, fused attention)."""
     config = options.to_ov_config()
+    config.update(extra_config or {})
     cache_key = props.cache_dir()
     if cache_key in config:
         try:

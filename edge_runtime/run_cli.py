@@ -77,7 +77,8 @@ def compile_options(settings: dict[str, Any]) -> Any:
     return CompileOptions(device=settings["device"], performance_hint=settings["hint"] or DEFAULT_HINT,
                           num_streams=settings["num_streams"], inference_num_threads=settings["num_threads"],
                           inference_precision=settings["precision_hint"], cache_dir=settings["cache_dir"],
-                          num_requests=settings["num_requests"])
+                          num_requests=settings["num_requests"], model_device=settings.get("model_device") or None,
+                          static_batch=bool(settings.get("static_batch")), batch=int(settings.get("batch") or 1))
 
 
 # ---------------------------------------------------------------------------------------------- sinks

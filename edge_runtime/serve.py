@@ -44,7 +44,8 @@ KEYPOINTS_MODEL = "sdpose_keypoints"
 DECODER_MODEL = "keypoint_decoder"
 DEFAULT_MAX_BATCH = 8
 #: the settings of sdpose-edge run that serve takes too (the OpenVINO compile options)
-COMPILE_KEYS = ("device", "hint", "num_streams", "num_threads", "num_requests", "precision_hint", "cache_dir")
+COMPILE_KEYS = ("device", "hint", "num_streams", "num_threads", "num_requests", "precision_hint", "cache_dir",
+                "model_device", "static_batch")
 
 #: numpy dtype -> KServe v2 datatype
 V2_DATATYPES = {np.dtype(np.uint8): "UINT8", np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16",
@@ -88,7 +89,10 @@ class RequestPool:
     """The infer requests of one compiled model; ``run`` borrows one for a synchronous inference."""
 
     def __init__(self, compiled: Any, num_requests: int) -> None:
+        from .models import static_batch_of
+
         self.compiled = compiled
+        self.static_batch = static_batch_of(compiled)  # a static-shape compile: partial batches are padded
         self.size = max(1, int(num_requests))
         self._free: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         for _ in range(self.size):
@@ -97,11 +101,13 @@ class RequestPool:
     def run(self, array: np.ndarray) -> np.ndarray:
         import openvino as ov
 
+        from .models import fit_batch
+
         request = self._free.get()
         try:
-            request.set_input_tensor(ov.Tensor(np.ascontiguousarray(array)))
+            request.set_input_tensor(ov.Tensor(np.ascontiguousarray(fit_batch(array, self.static_batch))))
             request.infer()
-            return request.get_output_tensor(0).data.copy()
+            return request.get_output_tensor(0).data[:len(array)].copy()
         finally:
             self._free.put(request)
 
@@ -265,7 +271,8 @@ def build_served(models: str, options: Any, chain: "str | None", max_batch: int)
     for kind, (model, kind_options) in irs.items():
         compiled = compile_model(folder.core, model, kind_options)
         pools[kind] = RequestPool(compiled, optimal_requests(compiled, kind_options))
-        logger.info("compiled %s on %s (%s), %d request(s)", kind, options.device, options.performance_hint,
+        logger.info("compiled %s on %s (%s), %d request(s)", kind, kind_options.for_kind(kind).device,
+                    options.performance_hint,
                     pools[kind].size)
     irs.clear()
     folder.release()  # the compiled models hold the weights now
@@ -288,6 +295,7 @@ def serve(args: argparse.Namespace) -> int:
         raise InputError(f"--max-batch: expected a positive integer, got {args.max_batch}")
     settings = cfgmod.merge(cfgmod.validate({k: getattr(args, k) for k in COMPILE_KEYS if getattr(args, k) is not None},
                                             source="command line"), {})
+    settings["batch"] = args.max_batch  # a static-shape compile takes the largest batch (smaller ones are padded)
     options = compile_options(settings)
     repository = Repository.load(args.models) if is_repository(args.models) else None
     options, hint_source = per_isa_options(options, args.models,

@@ -296,7 +296,7 @@ def test_edge_bench_runs_without_torch_or_matplotlib(bench_inputs: dict[str, Pat
         "sys.modules['matplotlib'] = None\n"
         "from edge_runtime.cli import main\n"
         f"rc = main(['bench', '--models', {str(bench_inputs['int8'])!r}, '--runs', '1', '--warmup', '0',\n"
-        f"           '--out', {str(out)!r}, '--peak-size', '128'])\n"
+        f"           '--out', {str(out)!r}, '--peak-size', '128', '--profile'])\n"
         "assert 'torch' not in [m for m, v in sys.modules.items() if v is not None]\n"
         "sys.exit(rc)\n")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -308,3 +308,60 @@ def test_edge_bench_runs_without_torch_or_matplotlib(bench_inputs: dict[str, Pat
     assert report["results"]["openvino-int8"]["crop"]["limit_fraction"] > 0
     assert "not run" in str(report["end_to_end"])
     assert "matplotlib is not installed" in (out / "bench.md").read_text()
+    # the profile of the INT8 folder shows kernels that ran in int8 and their FLOPs
+    rows = [r for sec in report["profile"].values() for r in sec["rows"]]
+    assert {"vae_encoder", "pose"} <= set(report["profile"])
+    assert any(r["exec_precision"] in ("i8", "u8") and r["gflops"] for r in rows)
+
+
+# ------------------------------------------------------------------------------------------------ --profile
+PROFILE_FIELDS = {"layer_type", "exec_precision", "time_ms", "share", "gflops"}
+
+
+def test_exec_precision_and_flops_of_runtime_nodes() -> None:
+    from edge_bench.profile import _runtime_flops, exec_precision_of
+
+    assert exec_precision_of("jit_gemm_i8", "i8") == "i8"
+    assert exec_precision_of("jit_avx2_f32", None) == "f32"
+    assert exec_precision_of("brgconv_avx512_core_amx_bf16", "") == "bf16"
+    assert exec_precision_of("undef", None) == "undef"
+    # an IR node absorbed by two runtime nodes (attention decomposed into two MatMuls) counts half in each
+    runtime = {"mm1": ("f32", ["sdpa"]), "mm2": ("f32", ["sdpa", "scale"]), "conv": ("i8", ["c", "c/Dequant"]),
+               "softmax": ("f32", ["softmax"]), "dyn": ("f32", ["d"]),
+               # an INT8 MatMul renamed by the low-precision transformations
+               "fc": ("i8", ["m/DequantizationMultiply"])}
+    flops = _runtime_flops(runtime, {"sdpa": 100, "c": 30, "d": None, "m": 8})
+    assert flops == {"mm1": 50.0, "mm2": 50.0, "conv": 30.0, "softmax": None, "dyn": None, "fc": 8.0}
+
+
+def test_bench_profile_rows_cover_the_profiled_time(make_fake_models: Callable[..., Path], tmp_path: Path) -> None:
+    """``--profile`` on a torch-free folder: every component has rows with the contract's fields, shares sum
+    to 1, the rows cover the profiled time and carry every FLOP the IR counts."""
+    import openvino as ov
+
+    from edge_bench.cli import run_benchmark
+
+    folder = make_fake_models(slow_ops=1)
+    run_benchmark([folder], tmp_path / "b", runs=2, warmup=1, skip_e2e=True, peak_size=64, profile=True)
+    report = json.loads((tmp_path / "b" / "bench.json").read_text())
+    profile = report["profile"]
+    assert set(profile) == {"vae_encoder", "pose", "vae_pose"}
+    core = ov.Core()
+    for kind, sec in profile.items():
+        rows = sec["rows"]
+        assert rows and all(PROFILE_FIELDS <= set(r) for r in rows)
+        assert math.isclose(sum(r["share"] for r in rows), 1.0, rel_tol=1e-6)
+        assert math.isclose(sum(r["time_ms"] for r in rows), sec["profiled_ms"], rel_tol=1e-6)
+        assert sec["profiled_ms"] > 0 and sec["wall_median_ms"] > 0
+        assert len({(r["layer_type"], r["exec_precision"]) for r in rows}) == len(rows)
+        ir_total = count_ir_flops(core.read_model(str(folder / f"{kind}.xml")))["total"]
+        assert math.isclose(sum(r["gflops"] or 0 for r in rows) * 1e9, ir_total, rel_tol=1e-6)
+        assert math.isclose(sec["gflops_mapped"], sec["gflops_ir"], rel_tol=1e-6)
+        assert all(r["of_peak"] is None or r["of_peak"] > 0 for r in rows)
+        top = sec["top_nodes"]
+        assert 0 < len(top) <= 10 and [n["time_ms"] for n in top] == sorted((n["time_ms"] for n in top), reverse=True)
+        reorder_rows = sum(r["time_ms"] for r in rows if r["layer_type"] in ("Reorder", "Convert"))
+        assert math.isclose(sec["reorders_converts"]["time_ms"], reorder_rows, rel_tol=1e-6, abs_tol=1e-9)
+    assert any(r["layer_type"] in ("FullyConnected", "MatMul") and r["gflops"] for r in profile["pose"]["rows"])
+    markdown = (tmp_path / "b" / "bench.md").read_text()
+    assert "## Per-layer profile" in markdown and "Reorders and converts" in markdown

@@ -1,11 +1,13 @@
 """ModelFolder loading/validation errors and CompileOptions (tiny fake model folders, no torch)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import openvino as ov
 import openvino.properties as props
 import openvino.properties.hint as hints
@@ -147,7 +149,7 @@ def test_compile_options_defaults_and_config():
     assert opts.cache_dir == "~/.cache/sdpose-edge"
     config = opts.to_ov_config()
     assert config[hints.performance_mode()] == hints.PerformanceMode.THROUGHPUT
-    assert config[props.cache_dir()] == str(Path("~/.cache/sdpose-edge").expanduser())
+    assert config[props.cache_dir()] == str(Path("~/.cache/sdpose-edge").expanduser() / "CPU")  # per device
     assert props.inference_num_threads() not in config
 
 
@@ -210,7 +212,7 @@ def test_compile_model_cache_dir(fake_models_dir, tmp_path):
     core = ov.Core()
     cache = tmp_path / "cache"
     compile_model(core, Path(fake_models_dir) / "pose.xml", CompileOptions(cache_dir=str(cache)))
-    assert cache.is_dir() and any(cache.iterdir())
+    assert [p.name for p in cache.iterdir()] == ["CPU"] and any((cache / "CPU").iterdir())
 
 
 def test_compile_model_unusable_cache_dir_falls_back(fake_models_dir, tmp_path, caplog):
@@ -270,3 +272,108 @@ def test_detector_model_info_round_trip_and_errors():
         DetectorModelInfo.from_rt_info({**meta, "kind": "pose"}, "detector.xml")
     with pytest.raises(ModelFolderError, match="person_class 5 is outside the 2 class names"):
         DetectorModelInfo.from_rt_info({**meta, "person_class": 5}, "detector.xml")
+
+
+# ---------------------------------------------------------------- devices per model kind, static shapes
+def test_device_cache_folders():
+    from edge_runtime.models import device_cache_folder
+
+    assert device_cache_folder("CPU") == "CPU"
+    assert device_cache_folder("AUTO:GPU,CPU") == "AUTO_GPU_CPU"
+    assert device_cache_folder("GPU.1") == "GPU.1"
+    config = CompileOptions(device="GPU", cache_dir="/tmp/c").to_ov_config()
+    assert config[props.cache_dir()] == str(Path("/tmp/c") / "GPU")
+
+
+def test_model_device_overrides_device_per_kind(fake_models_dir, caplog):
+    opts = CompileOptions(model_device={"pose": "NO_SUCH_DEVICE"}, cache_dir=None)
+    assert opts.for_kind("pose").device == "NO_SUCH_DEVICE"
+    assert opts.for_kind("vae_encoder").device == "CPU" and opts.for_kind(None).device == "CPU"
+    core = ov.Core()
+    folder = ModelFolder(fake_models_dir, core=core)
+    assert compile_model(core, folder.read_model("vae_encoder"), opts).output(0).get_any_name() == "latent"
+    with pytest.raises(InputError, match="device 'NO_SUCH_DEVICE' could not compile"):
+        compile_model(core, folder.read_model("pose"), opts)  # the kind is read from the model's rt_info
+    with pytest.raises(InputError, match="device 'NO_SUCH_DEVICE' could not compile"):
+        compile_model(core, folder.ir_path("pose"), opts)  # from a path as well
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"unet": "GPU"}, "unknown model kind 'unet'"),
+    ({"pose": ""}, "pose: expected a non-empty OpenVINO device name"),
+    (["pose"], "'pose' is not KIND=DEVICE"),
+    ("pose:GPU", "'pose:GPU' is not KIND=DEVICE"),
+    (5, "expected a mapping of model kind -> device"),
+])
+def test_model_device_errors(value, message):
+    from edge_runtime.config import parse_model_device, validate
+
+    with pytest.raises(InputError, match=message):
+        parse_model_device(value)
+    with pytest.raises(InputError, match="edge.yaml: 'model_device'"):
+        validate({"model_device": value}, source="edge.yaml")
+    with pytest.raises(InputError, match="model_device"):
+        CompileOptions(model_device=value)
+
+
+def test_model_device_from_yaml_and_command_line():
+    from edge_runtime.config import merge, parse_model_device, validate
+
+    assert parse_model_device(["pose=GPU", " detector = CPU "]) == {"pose": "GPU", "detector": "CPU"}
+    yaml_settings = validate({"model_device": {"pose": "GPU", "vae_encoder": "NPU"}})
+    cli = validate({"model_device": ["pose=AUTO:GPU,CPU"]}, source="command line")
+    merged = merge(cli, yaml_settings)["model_device"]
+    assert merged == {"pose": "AUTO:GPU,CPU", "vae_encoder": "NPU"}  # per kind: the command line wins
+
+
+def test_static_batch_reshapes_before_compiling(fake_models_dir, caplog):
+    """The static-shape path (what the NPU needs) on CPU: the dynamic batch becomes the configured batch,
+    partial batches are padded, and the heatmaps equal the dynamic model's."""
+    import logging
+
+    from edge_runtime.estimator import PoseEstimator
+    from edge_runtime.models import fit_batch, static_batch_of
+
+    caplog.set_level(logging.INFO)
+    core = ov.Core()
+    opts = CompileOptions(static_batch=True, batch=3, cache_dir=None, inference_precision="f32",
+                          performance_hint="LATENCY")
+    compiled = compile_model(core, Path(fake_models_dir) / "pose.xml", opts)
+    assert static_batch_of(compiled) == 3 and "static batch of 3" in caplog.text
+    assert static_batch_of(compile_model(core, Path(fake_models_dir) / "pose.xml", CompileOptions(cache_dir=None))) \
+        is None
+    assert fit_batch(np.ones((1, 2), np.float32), 3).tolist() == [[1, 1], [0, 0], [0, 0]]
+    crops = np.random.default_rng(0).integers(0, 256, size=(2, 64, 48, 3), dtype=np.uint8)
+    static = PoseEstimator(fake_models_dir, options=opts, core=core, max_batch=3).infer(crops)
+    dynamic = PoseEstimator(fake_models_dir, options=dataclasses.replace(opts, static_batch=False), core=core,
+                            max_batch=3).infer(crops)
+    assert static.shape[0] == 2
+    np.testing.assert_allclose(static, dynamic, rtol=1e-5, atol=1e-6)
+
+
+class _StaticOnlyCore:
+    """A core whose device refuses dynamic shapes (as the NPU does), compiling on the CPU otherwise."""
+
+    def __init__(self):
+        self.core = ov.Core()
+        self.devices = []
+
+    def compile_model(self, model, device, config):
+        self.devices.append(device)
+        if model.inputs[0].get_partial_shape().is_dynamic:
+            raise RuntimeError("Exception from the plugin:\nthe device supports only static shapes")
+        return self.core.compile_model(model, "CPU", config)
+
+    def read_model(self, path):
+        return self.core.read_model(path)
+
+
+def test_device_refusing_dynamic_batch_gets_the_static_batch(fake_models_dir, caplog):
+    from edge_runtime.models import static_batch_of
+
+    core = _StaticOnlyCore()
+    model = core.read_model(str(Path(fake_models_dir) / "vae_encoder.xml"))
+    compiled = compile_model(core, model, CompileOptions(device="STATIC_ONLY", batch=2, cache_dir=None))
+    assert static_batch_of(compiled) == 2 and core.devices == ["STATIC_ONLY", "STATIC_ONLY"]
+    assert "refused the model with a dynamic batch (the device supports only static shapes)" in caplog.text
+    assert model.inputs[0].get_partial_shape().is_dynamic  # the caller's model is untouched

@@ -182,10 +182,10 @@ def test_command_line_options_come_from_the_settings_schema() -> None:
         "-h", "--models", "--source", "--output", "--overwrite", "--config", "--detections", "--mode",
         "--max-frames", "--detect-every", "--batch", "--max-inflight-frames", "--chain-slots", "--max-persons",
         "--chain", "--reconnect-retries", "--schedule-poses", "--pose-budget", "--max-pose-age",
-        "--release-memory", "--request-timeout", "--pose-server", "--pose-server-model", "--device", "--hint",
-        "--num-streams", "--num-threads", "--num-requests", "--inference-nice", "--precision-hint", "--cache-dir",
-        "--no-cache", "--flip-test", "--decode", "--parts", "--score-threshold", "--bbox-padding", "--smooth",
-        "--det-score-threshold", "--openpose",
+        "--release-memory", "--request-timeout", "--pose-server", "--pose-server-model", "--device", "--model-device",
+        "--static-batch", "--hint", "--num-streams", "--num-threads", "--num-requests", "--inference-nice",
+        "--precision-hint", "--cache-dir", "--no-cache", "--flip-test", "--decode", "--parts", "--score-threshold",
+        "--bbox-padding", "--smooth", "--det-score-threshold", "--openpose",
         "--openpose-confidence", "--openpose-naming", "--coco-annotations", "--save-video", "--save-images",
         "--show", "--progress"]
     for key in config.CLI_OPTIONS:
@@ -231,3 +231,31 @@ def test_live_mode_on_a_small_cpu_leaves_a_core_and_says_why(tmp_path: Path, fak
     file = summaries["file"]["compile_choice"]
     assert (file["num_threads"], file["hint"], file["num_requests"], file["inference_nice"]) == (
         None, "THROUGHPUT", None, 0)
+
+
+def test_static_batch_and_model_device(tmp_path: Path, fake_models_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``--static-batch``: the models are compiled with the batch fixed to ``--batch`` (the path an NPU takes)
+    and partial batches are padded: the poses equal a dynamic-batch run's. ``--model-device KIND=DEV`` sends
+    that model to DEV (an unknown device fails naming it); malformed values are clear errors (exit 2)."""
+    import logging
+
+    caplog.set_level(logging.INFO)
+    dets = write_people_images(tmp_path / "imgs", 2)
+    (tmp_path / "d.json").write_text(json.dumps(dets))
+    common = ("--models", str(fake_models_dir), "--source", str(tmp_path / "imgs"), "--detections",
+              str(tmp_path / "d.json"), "--batch", "3", "--precision-hint", "f32")
+    assert run_cli(*common, "--output", str(tmp_path / "dyn"), "--model-device", "pose=CPU") == 0
+    assert run_cli(*common, "--output", str(tmp_path / "static"), "--static-batch") == 0
+    assert "static batch of 3" in caplog.text
+    dyn, static = read_jsonl(tmp_path / "dyn" / "predictions.jsonl"), read_jsonl(tmp_path / "static" / "predictions.jsonl")
+    assert [len(r["persons"]) for r in static] == [2, 2]  # 4 crops in batches of 3: the second request pads
+    for a, b in zip(dyn, static):
+        np.testing.assert_allclose([p["keypoints"] for p in a["persons"]], [p["keypoints"] for p in b["persons"]],
+                                   atol=1e-3)
+    caplog.clear()
+    assert run_cli(*common, "--output", str(tmp_path / "bad"), "--model-device", "pose=NO_SUCH_DEVICE") == 2
+    assert "device 'NO_SUCH_DEVICE' could not compile" in caplog.text
+    for bad, message in (("unet=GPU", "unknown model kind 'unet'"), ("pose", "'pose' is not KIND=DEVICE")):
+        caplog.clear()
+        assert run_cli(*common, "--output", str(tmp_path / "bad2"), "--model-device", bad) == 2
+        assert message in caplog.text
