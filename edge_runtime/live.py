@@ -40,6 +40,7 @@ from .sources import Frame, FrameSource, mask_credentials
 from .modes import LiveConfig
 from .tracking import select_person_boxes
 from .tracks import PoseTracks
+from .twosided import TwoSidedBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,9 @@ class _Source:
                               drop_oldest=config.mode == "live")
         self.status = CaptureStatus()
         self.tracks = PoseTracks(config.track)
+        #: two-sided file mode: frames wait here for their next keyframes (None: written at once)
+        self.two_sided = TwoSidedBuffer(config.track, config.held_frames()) \
+            if config.propagation == "two-sided" else None
         self.thread: "threading.Thread | None" = None
         self.frame: "Frame | None" = None   # the current (newest processed) frame
         self.capture_t = 0.0
@@ -180,6 +184,8 @@ class LiveRunner(Coordinator):
             self._rr += 1
             self._schedule()
             if self._finished():
+                for src in self._srcs:
+                    self._release(src, src.two_sided.flush() if src.two_sided is not None else [])
                 return
             self._wait_and_handle(0.05)
 
@@ -200,13 +206,13 @@ class LiveRunner(Coordinator):
         if src.t_first is None:
             src.t_first = capture_t
         if not frame.ok:
-            self._write(src, FrameResult.failed(frame, src.name, mask_credentials(frame.error or "unreadable frame")))
+            self._write_failed(src, FrameResult.failed(frame, src.name, mask_credentials(frame.error or "unreadable frame")))
             return
         t = time.perf_counter()
         try:
             src.tracks.advance(frame.index, source_clock(frame, capture_t, cfg.mode), frame.image)
         except (SDPoseError, ValueError) as exc:
-            self._write(src, FrameResult.failed(frame, src.name, f"tracking failed: {exc}"))
+            self._write_failed(src, FrameResult.failed(frame, src.name, f"tracking failed: {exc}"))
             return
         src.lat["propagate"].append((time.perf_counter() - t) * 1000.0)
         if frame.index - src.last_detect >= cfg.detect_every and not src.det_pending:
@@ -247,26 +253,48 @@ class LiveRunner(Coordinator):
 
     def _emit(self, src: _Source) -> None:
         src.held = False
-        frame = src.frame
         persons = src.tracks.persons()
-        result = FrameResult.from_persons(frame, src.name, persons, src.tracks.image_size,
-                                          num_keypoints=self.estimator.num_keypoints)
-        result.error = self._pose_error  # its tracked persons are there, but their poses could not be updated
         src.person_slots += src.tracks.active()
         src.person_present += len(persons)
+        if src.two_sided is not None:  # held until the persons' next keyframes are known
+            self._release(src, src.two_sided.push(src.frame, src.capture_t, src.tracks.clock_s, persons,
+                                                  self._pose_error))
+            return
         for p in persons:
             src.lat["pose_age"].append(p.pose_age_ms)
+        result = FrameResult.from_persons(src.frame, src.name, persons, src.tracks.image_size,
+                                          num_keypoints=self.estimator.num_keypoints)
+        result.error = self._pose_error  # its tracked persons are there, but their poses could not be updated
         self._write(src, result)
 
-    def _write(self, src: _Source, result: FrameResult) -> None:
+    def _release(self, src: _Source, done: list) -> None:
+        """Write frames the two-sided buffer completed (:class:`~edge_runtime.twosided.HeldFrame`)."""
+        for held in done:
+            for p in held.persons:
+                src.lat["pose_age"].append(p.pose_age_ms)
+            size = (int(held.frame.image.shape[1]), int(held.frame.image.shape[0]))
+            result = FrameResult.from_persons(held.frame, src.name, held.persons, size,
+                                              num_keypoints=self.estimator.num_keypoints)
+            result.error = held.error
+            self._write(src, result, held.frame, held.capture_t)
+
+    def _write_failed(self, src: _Source, result: FrameResult) -> None:
+        if src.two_sided is not None:  # the frames before it go first (one-sided where the next pose is unknown)
+            self._release(src, src.two_sided.flush())
+        self._write(src, result)
+
+    def _write(self, src: _Source, result: FrameResult, frame: "Frame | None" = None,
+               capture_t: "float | None" = None) -> None:
+        """Write one record to the source's sinks (``frame``/``capture_t``: a held frame's, else the current)."""
+        frame = frame if frame is not None else src.frame
         record = result.to_record(self.config.parts)
-        image = src.frame.image if src.frame is not None and src.frame.ok else None
+        image = frame.image if frame is not None and frame.ok else None
         t = time.perf_counter()
         for sink in src.sinks:
             sink.write(record, image=image)
         now = time.perf_counter()
         src.lat["sinks"].append((now - t) * 1000.0)
-        latency = (now - src.capture_t) * 1000.0
+        latency = (now - (capture_t if capture_t is not None else src.capture_t)) * 1000.0
         src.lat["frame_latency"].append(latency)
         self._lat["frame_latency"].append(latency)
         src.frames_out += 1
@@ -443,6 +471,8 @@ class LiveRunner(Coordinator):
             "latency_ms": {k: v.summary() for k, v in sorted(src.lat.items())},
             "tracks": tracks, "detect_every": self.config.detect_every, "pose_budget": self.config.pose_budget,
             "frames_without_detections": src.dets_missing,
+            "propagation": self.config.propagation,
+            "two_sided": src.two_sided.stats() if src.two_sided is not None else None,
             "interrupted": self._interrupted,
             "capture_error": src.status.error,
         }

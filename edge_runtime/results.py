@@ -2,7 +2,8 @@
 
 A :class:`FrameResult` holds arrays (image px): boxes_xyxy [N,4], box_scores [N], keypoints [N,K,2],
 scores [N,K], track_ids [N]; in live mode also pose_frames [N] (the frame whose pixels the model saw),
-pose_age_ms [N] and propagated [N]. :meth:`FrameResult.to_record` gives the ``predictions.jsonl`` record.
+pose_age_ms [N] and propagated [N]; in scheduled modes also interpolated [N] (two-sided: both keyframes used) and
+keyframes [N,2] (the keyframes before and after, -1 where a side is missing; the record's ``pose_frames``). :meth:`FrameResult.to_record` gives the ``predictions.jsonl`` record.
 """
 from __future__ import annotations
 
@@ -28,6 +29,8 @@ class FrameResult:
     pose_frames: "np.ndarray | None" = None   # [N] int
     pose_age_ms: "np.ndarray | None" = None   # [N] float
     propagated: "np.ndarray | None" = None    # [N] bool
+    interpolated: "np.ndarray | None" = None  # [N] bool
+    keyframes: "np.ndarray | None" = None     # [N,2] int, -1: none
     error: "str | None" = None
 
     @classmethod
@@ -54,7 +57,9 @@ class FrameResult:
             np.array([p.track_id for p in persons], np.int64).reshape(n),
             np.array([p.pose_frame for p in persons], np.int64).reshape(n),
             np.array([p.pose_age_ms for p in persons], np.float64).reshape(n),
-            np.array([p.propagated for p in persons], bool).reshape(n))
+            np.array([p.propagated for p in persons], bool).reshape(n),
+            np.array([p.interpolated for p in persons], bool).reshape(n),
+            np.array([[-1 if f is None else f for f in p.pose_frames] for p in persons], np.int64).reshape(n, 2))
 
     def to_record(self, parts: Sequence[str] = ALL_PARTS) -> dict[str, Any]:
         """The ``predictions.jsonl`` record; keypoint groups outside ``parts`` get score 0."""
@@ -81,5 +86,8 @@ class FrameResult:
                 person["pose_frame"] = int(self.pose_frames[i])
                 person["pose_age_ms"] = round(float(self.pose_age_ms[i]), 3)
                 person["propagated"] = bool(self.propagated[i])
+            if self.keyframes is not None:
+                person["interpolated"] = bool(self.interpolated[i])
+                person["pose_frames"] = [int(f) if f >= 0 else None for f in self.keyframes[i]]
             record["persons"].append(person)
         return record

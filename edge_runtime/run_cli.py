@@ -253,7 +253,8 @@ def _live_config(settings: dict[str, Any], mode: str) -> Any:
                       max_persons=settings["max_persons"], flip_test=settings["flip_test"],
                       parts=tuple(settings["parts"]), score_threshold=settings["score_threshold"], track=track,
                       live_queue_size=settings["live_queue_size"], request_timeout_s=settings["request_timeout_s"],
-                      chain_slots=settings["chain_slots"] or (1 if settings["release_memory"] else None))
+                      chain_slots=settings["chain_slots"] or (1 if settings["release_memory"] else None),
+                      propagation=settings["propagation"] if mode == "file" else None)
 
 
 def _pipeline_config(settings: dict[str, Any]) -> Any:
