@@ -34,6 +34,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .errors import InputError
+from .flow import FLOW_MODELS, flow_gray, flow_scale, keypoint_flow, step_error, step_points
 from .keypoints import DEFAULT_SCORE_THRESHOLD
 from .tracking import DEFAULT_TRACK_IOU, box_iou, greedy_iou_match
 
@@ -56,6 +58,12 @@ class TrackConfig:
     low_confidence: mean visible-keypoint score below which the pose is due.
     propagate: carry keypoints with the optical flow between recomputes (False: keypoints stay where the
         model put them, the behaviour before live scheduling; for measuring what propagation is worth).
+    drift_px: expected error a carried keypoint gains per frame from its keyframe (image px), on top of the
+        measured forward-backward flow errors: what the check cannot see (two-sided blending weighs by it).
+    drift_correction: two-sided: remove from each side the drift it shows at the other keyframe, spread
+        linearly over the frames between them (a motion model per keypoint between the two keyframes).
+    flow_model: how keypoints follow the image (:mod:`edge_runtime.flow`): "points" (LK at each keypoint) or
+        "bones" (each bone moved rigidly by a transform fitted to flow along the whole limb).
     """
 
     iou_threshold: float = DEFAULT_TRACK_IOU
@@ -71,6 +79,13 @@ class TrackConfig:
     scale_threshold: float = 0.2
     low_confidence: float = 0.35
     propagate: bool = True
+    drift_px: float = 1.0
+    flow_model: str = "points"
+    drift_correction: bool = True
+
+    def __post_init__(self) -> None:
+        if self.flow_model not in FLOW_MODELS:
+            raise InputError(f"flow_model: expected one of {FLOW_MODELS}, got {self.flow_model!r}")
 
 
 @dataclasses.dataclass
@@ -88,6 +103,7 @@ class Track:
     keypoints: "np.ndarray | None" = None  # [K,2]
     kp_scores: "np.ndarray | None" = None  # [K]
     kp_error: "np.ndarray | None" = None   # [K] expected flow error since the pose, image px (step_error sums)
+    carried: "np.ndarray | None" = None    # [K,2] the older pose carried to pose_frame, replaced by the new one
     pose_frame: int = -1
     pose_clock: float = 0.0
     pose_box: "np.ndarray | None" = None   # the box the pose was computed in
@@ -113,6 +129,7 @@ class PersonState:
     kp_error: "np.ndarray | None" = None  # [K] expected error of the carried keypoints, image px (0 at the pose)
     interpolated: bool = False            # two-sided: keypoints combine the poses before and after the frame
     pose_frames: "tuple[int | None, int | None]" = (None, None)  # the keyframes before and after (None: none)
+    carried: "np.ndarray | None" = None   # [K,2] at a keyframe: the previous pose carried here (its drift)
 
 
 def _box_h(box: np.ndarray) -> float:
@@ -121,60 +138,6 @@ def _box_h(box: np.ndarray) -> float:
 
 def box_center(box: np.ndarray) -> np.ndarray:
     return np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0])
-
-
-def flow_scale(image_wh: "tuple[int, int]", flow_max_side: int) -> float:
-    """The factor that scales an image of ``image_wh`` to at most ``flow_max_side`` on its longer side (<= 1)."""
-    return min(1.0, flow_max_side / max(image_wh))
-
-
-def flow_gray(image_bgr: np.ndarray, scale: float) -> np.ndarray:
-    """The grayscale image LK flow runs on: BGR u8 [H,W,3] -> u8 [H*scale, W*scale]."""
-    gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
-    if scale != 1.0:
-        gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
-    return gray
-
-
-def lk_flow(prev: np.ndarray, cur: np.ndarray, pts: np.ndarray, scale: float,
-            fb_threshold_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pyramidal LK with a forward-backward check: pts [M,2] image px on ``prev`` -> (moved [M,2] image px,
-    good [M] bool, fb [M] forward-backward error, image px). ``prev``/``cur`` are :func:`flow_gray` images."""
-    if len(pts) == 0:
-        return pts.copy(), np.zeros(0, bool), np.zeros(0)
-    p0 = (pts * scale).astype(np.float32).reshape(-1, 1, 2)
-    lk = dict(winSize=(21, 21), maxLevel=3, criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
-    p1, st1, _ = cv2.calcOpticalFlowPyrLK(prev, cur, p0, None, **lk)
-    p0b, st2, _ = cv2.calcOpticalFlowPyrLK(cur, prev, p1, None, **lk)
-    fb = np.linalg.norm((p0 - p0b).reshape(-1, 2), axis=1) / scale
-    good = (st1.reshape(-1) == 1) & (st2.reshape(-1) == 1) & (fb < fb_threshold_px)
-    moved = p1.reshape(-1, 2).astype(np.float64) / scale
-    good &= np.all(np.isfinite(moved), axis=1)
-    fb = np.where(np.isfinite(fb), fb, np.inf)
-    return moved, good, fb
-
-
-def step_points(kpts: np.ndarray, kp_scores: np.ndarray, moved: np.ndarray, good: np.ndarray,
-                fallback_shift: np.ndarray, score_threshold: float) -> "tuple[np.ndarray, np.ndarray | None, float]":
-    """One flow step of one pose: keypoints [K,2] -> (new keypoints, median shift or None, scale).
-
-    Keypoints whose flow failed move with the median shift of the good visible ones; without three of those
-    the whole pose moves by ``fallback_shift`` (the box motion) and the shift is None."""
-    old = kpts.astype(np.float64)
-    anchor = good & (kp_scores > score_threshold)
-    if anchor.sum() < 3:
-        return old + fallback_shift, None, 1.0
-    shift = np.median(moved[anchor] - old[anchor], axis=0)
-    spread_old = np.median(np.linalg.norm(old[anchor] - old[anchor].mean(0), axis=1))
-    spread_new = np.median(np.linalg.norm(moved[anchor] - moved[anchor].mean(0), axis=1))
-    scale = float(np.clip(spread_new / spread_old, 0.8, 1.25)) if spread_old > 1.0 else 1.0
-    return np.where(good[:, None], moved, old + shift), shift, scale
-
-
-def step_error(good: np.ndarray, fb: np.ndarray, fb_threshold_px: float) -> np.ndarray:
-    """The expected error one flow step adds to each keypoint [K] (image px): its forward-backward error where
-    the flow passed the check, twice the threshold where it failed (the keypoint moved with its pose)."""
-    return np.where(good, np.minimum(fb, fb_threshold_px), 2.0 * fb_threshold_px)
 
 
 class PoseTracks:
@@ -196,9 +159,13 @@ class PoseTracks:
     def _gray(self, image_bgr: np.ndarray) -> np.ndarray:
         return flow_gray(image_bgr, self._scale)
 
-    def _flow(self, prev: np.ndarray, cur: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """pts [M,2] image px on ``prev`` -> (moved [M,2] image px, good [M] bool, fb [M] px) (:func:`lk_flow`)."""
-        return lk_flow(prev, cur, pts, self._scale, self.config.fb_threshold_px)
+    def _flow(self, prev: np.ndarray, cur: np.ndarray, kpts: np.ndarray,
+              kp_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One pose's keypoints [K,2] image px on ``prev`` -> (moved [K,2], good [K] bool, fb [K] px)
+        (:func:`edge_runtime.flow.keypoint_flow` with the configured model)."""
+        cfg = self.config
+        return keypoint_flow(prev, cur, kpts, kp_scores, self._scale, cfg.flow_model, cfg.fb_threshold_px,
+                             cfg.score_threshold)
 
     def _step_points(self, kpts: np.ndarray, kp_scores: np.ndarray, moved: np.ndarray, good: np.ndarray,
                      fallback_shift: np.ndarray) -> "tuple[np.ndarray, np.ndarray | None, float]":
@@ -231,13 +198,10 @@ class PoseTracks:
         prev = self._grays[next(reversed(self._grays))] if self._grays else None
         with_pose = [t for t in self.tracks.values() if t.keypoints is not None]
         if prev is not None and with_pose and self.config.propagate:
-            pts = np.concatenate([t.keypoints for t in with_pose]).astype(np.float64)
-            moved, good, fb = self._flow(prev, gray, pts)
-            k = len(with_pose[0].keypoints)
-            for i, track in enumerate(with_pose):
-                part = slice(i * k, (i + 1) * k)
-                self._move_track(track, moved[part], good[part])
-                track.kp_error = track.kp_error + step_error(good[part], fb[part], self.config.fb_threshold_px)
+            for track in with_pose:
+                moved, good, fb = self._flow(prev, gray, track.keypoints.astype(np.float64), track.kp_scores)
+                self._move_track(track, moved, good)
+                track.kp_error = track.kp_error + step_error(good, fb, self.config.fb_threshold_px)
         steps = max(1, frame_index - self.frame_index) if self.frame_index >= 0 else 1
         for track in self.tracks.values():
             if track.keypoints is None:
@@ -370,6 +334,9 @@ class PoseTracks:
             return True  # an older result than what the track has
         track.recomputes += 1
         kpts = np.asarray(keypoints, np.float64).reshape(-1, 2)
+        # the pose carried to this frame that the new one replaces (two-sided: the forward drift up to here)
+        track.carried = track.keypoints.copy() if track.keypoints is not None and \
+            frame_index == self.frame_index and len(track.keypoints) == len(kpts) else None
         track.kp_scores = np.asarray(kp_scores, np.float32).reshape(-1)
         track.pose_frame, track.pose_clock = frame_index, clock_s
         track.pose_box = np.asarray(track.boxes.get(frame_index, box), np.float64).copy()
@@ -378,7 +345,7 @@ class PoseTracks:
         if frames and frames[0] == frame_index:
             pts = kpts
             for a, b in zip(frames, frames[1:]):
-                moved, good, fb = self._flow(self._grays[a], self._grays[b], pts)
+                moved, good, fb = self._flow(self._grays[a], self._grays[b], pts, track.kp_scores)
                 box_shift = box_center(track.boxes.get(b, track.box)) - box_center(track.boxes.get(a, track.box))
                 pts, _, _ = self._step_points(pts, track.kp_scores, moved, good, box_shift)
                 error += step_error(good, fb, self.config.fb_threshold_px)
@@ -400,7 +367,8 @@ class PoseTracks:
             out.append(PersonState(tid, t.box.astype(np.float32), t.score, t.keypoints.copy(), t.kp_scores.copy(),
                                    t.pose_frame, round((self.clock_s - t.pose_clock) * 1000.0, 3), t.propagated,
                                    None if t.kp_error is None else t.kp_error.copy(),
-                                   pose_frames=(t.pose_frame, None)))
+                                   pose_frames=(t.pose_frame, None),
+                                   carried=t.carried if t.pose_frame == self.frame_index else None))
         return out
 
     def active(self) -> int:

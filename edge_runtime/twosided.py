@@ -9,7 +9,7 @@ from its keyframe (the frame the model saw) through the keypoint flow of :class:
   move with the pose, a pose without three good keypoints with the box) down to the track's previous keyframe;
 - a held frame is written once every person in it has its next keyframe (or its track ended): each keypoint
   is the inverse-variance blend of the forward and the backward estimate (:func:`blend`), whose expected
-  errors grow with the distance in frames to the keyframe (``drift_px`` per frame), with the summed
+  errors grow with the distance in frames to the keyframe (``TrackConfig.drift_px`` per frame), with the summed
   forward-backward flow errors along the way and fall with the keyframe's keypoint confidence;
 - frames before a track's first keyframe or after its last (or held longer than ``hold_frames``) use one side.
 
@@ -25,12 +25,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .tracks import PersonState, TrackConfig, box_center, flow_gray, flow_scale, lk_flow, step_error, step_points
-
-#: expected error of a carried keypoint per frame of distance to its keyframe (image px per frame), on top of
-#: the measured forward-backward flow errors: what the flow check cannot see (slow drift, occlusion)
-DEFAULT_DRIFT_PX = 1.0
-
+from .flow import flow_gray, flow_scale, keypoint_flow, step_error, step_points
+from .tracks import PersonState, TrackConfig, box_center
 
 @dataclasses.dataclass
 class BackEstimate:
@@ -41,6 +37,10 @@ class BackEstimate:
     error: np.ndarray      # [K] summed step errors, image px
     key_frame: int
     key_clock: float       # seconds
+    #: drift correction: next keyframe pose - forward estimate there [K,2]; previous keyframe pose - backward
+    #: estimate there [K,2] (None: unknown)
+    residual_fwd: "np.ndarray | None" = None
+    residual_back: "np.ndarray | None" = None
 
 
 @dataclasses.dataclass
@@ -79,11 +79,10 @@ def blend(fwd: np.ndarray, fwd_sigma: np.ndarray, back: np.ndarray, back_sigma: 
 class TwoSidedBuffer:
     """Holds frames of one source until both keyframes of their persons are known (module docstring)."""
 
-    def __init__(self, track: "TrackConfig | None" = None, hold_frames: int = 64,
-                 drift_px: float = DEFAULT_DRIFT_PX) -> None:
+    def __init__(self, track: "TrackConfig | None" = None, hold_frames: int = 64) -> None:
         self.track = track if track is not None else TrackConfig()
         self.hold_frames = max(1, int(hold_frames))
-        self.drift_px = drift_px
+        self.drift_px = self.track.drift_px
         self.held: "collections.deque[HeldFrame]" = collections.deque()
         self.max_held = 0
         self.interpolated = 0
@@ -119,22 +118,35 @@ class TwoSidedBuffer:
 
     def _carry_back(self, key: PersonState, key_entry: HeldFrame) -> None:
         """Carry the pose of keyframe ``key_entry`` backward through the held frames to the previous keyframe."""
-        cfg = self.track
         pts = np.asarray(key.keypoints, np.float64)
         error = np.zeros(len(pts))
-        newer, newer_box = key_entry, np.asarray(key.box, np.float64)
+        residual_fwd = None if key.carried is None else pts - np.asarray(key.carried, np.float64)
+        newer, newer_box, made = key_entry, np.asarray(key.box, np.float64), []
         for entry in reversed(list(self.held)[:-1]):
             person = next((p for p in entry.persons if p.track_id == key.track_id), None)
-            if person is None or is_keyframe(person, entry.frame.index) or key.track_id in entry.back:
+            if person is None or key.track_id in entry.back:
                 return
             box = np.asarray(person.box, np.float64)
-            moved, good, fb = lk_flow(newer.gray, entry.gray, pts, self._scale, cfg.fb_threshold_px)
-            shift = box_center(box) - box_center(newer_box)
-            pts, _, _ = step_points(pts, key.kp_scores, moved, good, shift, cfg.score_threshold)
-            error = error + step_error(good, fb, cfg.fb_threshold_px)
-            entry.back[key.track_id] = BackEstimate(pts.copy(), np.asarray(key.kp_scores), error.copy(),
-                                                    key_entry.frame.index, key_entry.clock)
+            pts, step = self._step_back(newer.gray, entry.gray, pts, key.kp_scores, box_center(box) - box_center(newer_box))
+            if is_keyframe(person, entry.frame.index):  # the previous keyframe: the backward drift up to it
+                for back in made:
+                    back.residual_back = np.asarray(person.keypoints, np.float64) - pts
+                return
+            error = error + step
+            back = BackEstimate(pts.copy(), np.asarray(key.kp_scores), error.copy(), key_entry.frame.index,
+                                key_entry.clock, residual_fwd)
+            entry.back[key.track_id] = back
+            made.append(back)
             newer, newer_box = entry, box
+
+    def _step_back(self, newer: np.ndarray, older: np.ndarray, pts: np.ndarray, scores: np.ndarray,
+                   box_shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One backward flow step of one pose [K,2] -> (keypoints on the older frame, step error [K])."""
+        cfg = self.track
+        moved, good, fb = keypoint_flow(newer, older, pts, scores, self._scale, cfg.flow_model, cfg.fb_threshold_px,
+                                        cfg.score_threshold)
+        pts, _, _ = step_points(pts, scores, moved, good, box_shift, cfg.score_threshold)
+        return pts, step_error(good, fb, cfg.fb_threshold_px)
 
     def _finish(self, entry: HeldFrame) -> HeldFrame:
         entry.persons = [self._combine(p, entry) for p in entry.persons]
@@ -152,7 +164,14 @@ class TwoSidedBuffer:
         fwd_err = person.kp_error if person.kp_error is not None else np.zeros(len(person.keypoints))
         s_fwd = side_sigma(d_fwd, fwd_err, person.kp_scores, self.drift_px)
         s_back = side_sigma(d_back, back.error, back.scores, self.drift_px)
-        kpts, share = blend(np.asarray(person.keypoints, np.float64), s_fwd, back.keypoints, s_back)
+        fwd, bwd = np.asarray(person.keypoints, np.float64), back.keypoints
+        if self.track.drift_correction:  # each side's drift, seen at the other keyframe, spread linearly
+            span = float(d_fwd + d_back)
+            if back.residual_fwd is not None:
+                fwd = fwd + (d_fwd / span) * back.residual_fwd
+            if back.residual_back is not None:
+                bwd = bwd + (d_back / span) * back.residual_back
+        kpts, share = blend(fwd, s_fwd, bwd, s_back)
         scores = share * person.kp_scores + (1.0 - share) * back.scores
         back_age_ms = round((back.key_clock - entry.clock) * 1000.0, 3)
         nearer_back = d_back < d_fwd

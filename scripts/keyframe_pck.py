@@ -94,7 +94,8 @@ def settings(k: int, fps: float, variants: dict[str, dict]) -> list[tuple[str, s
     return out
 
 
-def measure_video(est: PoseEstimator, folder: Path, budgets: list[int], variants: dict[str, dict]) -> list[dict]:
+def measure_video(est: PoseEstimator, folder: Path, budgets: list[int], variants: dict[str, dict],
+                  only: "set[str] | None" = None) -> list[dict]:
     video, gt = folder / "figures.mp4", np.load(folder / "figures_gt.npz")
     dets = load_detections(folder / "figures_detections.json")
     fps = float(gt["fps"]) if "fps" in gt else 12.0
@@ -116,6 +117,8 @@ def measure_video(est: PoseEstimator, folder: Path, budgets: list[int], variants
     score("full", 1.0, sink.records, summary["persons"])
     for k in budgets:
         for name, propagation, track in settings(k, fps, variants):
+            if only and name not in only:
+                continue
             records, total = run_scheduled(est, video, dets, 1.0 / k, propagation, track)
             score(name, 1.0 / k, records, total["pose_recomputes"])
     full = rows[0]["pck_all"]
@@ -166,6 +169,7 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--budgets", default="2,5,10,20", help="k of the 1/k pose budgets")
     parser.add_argument("--variants", default="{}", help='JSON {"name": {TrackConfig field: value}}: more '
                         "two-sided settings (propagation candidates)")
+    parser.add_argument("--only", default="", help="comma list: run only these settings (and full)")
     parser.add_argument("--out", type=Path, default=None, help="write the table as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot (needs matplotlib)")
     args = parser.parse_args(argv)
@@ -175,7 +179,8 @@ def main(argv: "list[str] | None" = None) -> int:
     est = PoseEstimator(args.models, options=CompileOptions(cache_dir=None, inference_precision="f32",
                                                             performance_hint="LATENCY", num_requests=1))
     budgets = [int(v) for v in args.budgets.split(",") if v]
-    rows = [r for folder in args.videos for r in measure_video(est, folder, budgets, json.loads(args.variants))]
+    rows = [r for folder in args.videos for r in measure_video(est, folder, budgets, json.loads(args.variants),
+                                                                  set(filter(None, args.only.split(","))))]
     table = mean_table(rows)
     for r in table:
         log.info("mean %-22s %-5s PCK all %.1f %% (%.1f %% of full) body %.1f %% jitter %+.3f px", r["setting"],
