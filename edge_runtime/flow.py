@@ -1,13 +1,16 @@
 """Keypoint optical flow between two frames: what carries a pose from its keyframe to the frames around it.
 
-Two models (``TrackConfig.flow_model``):
+Three models (``TrackConfig.flow_model``):
 
 - ``points``: pyramidal Lucas-Kanade (``cv2.calcOpticalFlowPyrLK``) at each keypoint, with a forward-backward
   check (a point whose flow does not come back within ``fb_threshold_px`` fails);
 - ``bones``: skeleton-constrained. Each body/foot bone with both ends visible is moved rigidly by a similarity
   transform (``cv2.estimateAffinePartial2D``, LMedS) fitted to the flow of points sampled along and beside the
   whole limb, not at one point; the face and each hand move by one similarity fitted to their points' flow.
-  A joint takes the mean of its bones' transforms; where no bone or group fits, its own point flow is used.
+  A joint takes the mean of its bones' transforms; where no bone or group fits, its own point flow is used;
+- ``dense``: ``points``, and where a point fails its check, dense DIS flow (``cv2.DISOpticalFlow``, computed
+  over the pose's region, with its own forward-backward check): flat-coloured limbs give a single LK window
+  little to hold on to, the variational refinement of DIS fills them in from their edges.
 
 Failed keypoints then move with the median shift of their pose's good ones (:func:`step_points`), and each
 step adds an expected error per keypoint (:func:`step_error`) that two-sided blending weighs by.
@@ -18,7 +21,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-FLOW_MODELS = ("points", "bones", "dense", "dense-only")
+FLOW_MODELS = ("points", "bones", "dense")
 
 #: COCO-17 bones plus the foot bones of the 133 layout (indices into the keypoints)
 BODY_BONES: tuple[tuple[int, int], ...] = (
@@ -186,8 +189,6 @@ def keypoint_flow(prev: np.ndarray, cur: np.ndarray, kpts: np.ndarray, scores: n
     """The flow of one pose's keypoints [K,2] with ``model`` (FLOW_MODELS) -> (moved [K,2], good [K], fb [K])."""
     if model == "bones" and len(kpts) in (17, 133):
         return bone_flow(prev, cur, kpts, scores, scale, fb_threshold_px, score_threshold)
-    if model == "dense-only":
-        return dense_flow(prev, cur, np.asarray(kpts, np.float64), scale, fb_threshold_px)
     if model == "dense":  # LK where it passes its check, else the dense flow where that passes
         moved, good, fb = lk_flow(prev, cur, np.asarray(kpts, np.float64), scale, fb_threshold_px)
         if not good.all():

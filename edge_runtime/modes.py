@@ -117,6 +117,9 @@ class LiveConfig:
             raise InputError(f"propagation: expected 'forward' or 'two-sided', got {self.propagation!r}")
         if self.propagation == "two-sided" and self.mode != "file":
             raise InputError("propagation: two-sided needs file mode (live output cannot wait for the next pose)")
+        if self.track.flow_model is None:  # dense flow where points fail: measured better two-sided
+            self.track = dataclasses.replace(self.track, flow_model="dense" if self.propagation == "two-sided"
+                                             else "points")
         if self.mode not in ("live", "file"):
             raise InputError(f"mode: expected 'live' or 'file', got {self.mode!r}")
         _check_common(self, ("batch", "detect_every", "live_queue_size"), ("max_frames", "max_persons",

@@ -62,8 +62,10 @@ class TrackConfig:
         measured forward-backward flow errors: what the check cannot see (two-sided blending weighs by it).
     drift_correction: two-sided: remove from each side the drift it shows at the other keyframe, spread
         linearly over the frames between them (a motion model per keypoint between the two keyframes).
-    flow_model: how keypoints follow the image (:mod:`edge_runtime.flow`): "points" (LK at each keypoint) or
-        "bones" (each bone moved rigidly by a transform fitted to flow along the whole limb).
+    flow_model: how keypoints follow the image (:mod:`edge_runtime.flow`): "points" (LK at each keypoint),
+        "dense" (points, and dense DIS flow where a point fails its check) or "bones" (each bone moved rigidly
+        by a transform fitted to flow along the whole limb). None: "dense" for two-sided files (measured better
+        there, docs/benchmarks.md "Keyframes"), "points" otherwise (LiveConfig resolves it).
     """
 
     iou_threshold: float = DEFAULT_TRACK_IOU
@@ -80,11 +82,11 @@ class TrackConfig:
     low_confidence: float = 0.35
     propagate: bool = True
     drift_px: float = 1.0
-    flow_model: str = "points"
-    drift_correction: bool = True
+    flow_model: "str | None" = None
+    drift_correction: bool = False
 
     def __post_init__(self) -> None:
-        if self.flow_model not in FLOW_MODELS:
+        if self.flow_model is not None and self.flow_model not in FLOW_MODELS:
             raise InputError(f"flow_model: expected one of {FLOW_MODELS}, got {self.flow_model!r}")
 
 
@@ -164,7 +166,7 @@ class PoseTracks:
         """One pose's keypoints [K,2] image px on ``prev`` -> (moved [K,2], good [K] bool, fb [K] px)
         (:func:`edge_runtime.flow.keypoint_flow` with the configured model)."""
         cfg = self.config
-        return keypoint_flow(prev, cur, kpts, kp_scores, self._scale, cfg.flow_model, cfg.fb_threshold_px,
+        return keypoint_flow(prev, cur, kpts, kp_scores, self._scale, cfg.flow_model or "points", cfg.fb_threshold_px,
                              cfg.score_threshold)
 
     def _step_points(self, kpts: np.ndarray, kp_scores: np.ndarray, moved: np.ndarray, good: np.ndarray,

@@ -143,8 +143,8 @@ class TwoSidedBuffer:
                    box_shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """One backward flow step of one pose [K,2] -> (keypoints on the older frame, step error [K])."""
         cfg = self.track
-        moved, good, fb = keypoint_flow(newer, older, pts, scores, self._scale, cfg.flow_model, cfg.fb_threshold_px,
-                                        cfg.score_threshold)
+        moved, good, fb = keypoint_flow(newer, older, pts, scores, self._scale, cfg.flow_model or "points",
+                                        cfg.fb_threshold_px, cfg.score_threshold)
         pts, _, _ = step_points(pts, scores, moved, good, box_shift, cfg.score_threshold)
         return pts, step_error(good, fb, cfg.fb_threshold_px)
 

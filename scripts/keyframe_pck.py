@@ -11,10 +11,13 @@ Each video folder holds ``figures.mp4``, ``figures_detections.json`` and ``figur
 - ``forward``: ``--schedule-poses --pose-budget 1/k --propagation forward`` (poses carried forward only);
 - ``two-sided even``: two-sided, each track recomputed every k frames (no motion, scale or confidence triggers);
 - ``two-sided need``: two-sided with the scheduler's placement by need (new tracks, motion, scale change,
-  low confidence, pose age: ``TrackConfig`` triggers), the default of ``sdpose-edge run``;
+  low confidence, pose age: ``TrackConfig`` triggers), keypoints following LK point flow;
+- ``two-sided need + dense flow``: the same, with dense DIS flow where a point's flow fails its check: the
+  default of ``sdpose-edge run --schedule-poses`` on files;
 - further ``--variants`` (name=TrackConfig overrides as JSON) to compare propagation candidates.
 
-PCK@0.05 (all keypoints and body) is scored as ``scripts/score_figures.py`` does; jitter is the mean absolute
+Model outputs are cached by input (sha1 of the crop / latent): every setting crops the same ground-truth
+boxes, so each crop runs the model once per process. PCK@0.05 (all keypoints and body) is scored as ``scripts/score_figures.py`` does; jitter is the mean absolute
 second difference of each ground-truth person's matched keypoints over consecutive frames (image px), minus the
 same of the ground truth. Deterministic (file mode): the same numbers on every run.
 """
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
+import types
 import json
 import logging
 import sys
@@ -34,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from convert.figures import score_records  # noqa: E402
 from edge_runtime.detections import load_detections  # noqa: E402
 from edge_runtime.estimator import PoseEstimator  # noqa: E402
+from edge_runtime.backends import OpenVINOBackend  # noqa: E402
 from edge_runtime.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
 from edge_runtime.models import CompileOptions  # noqa: E402
 from edge_runtime.pipeline import Pipeline, PipelineConfig  # noqa: E402
@@ -45,6 +51,45 @@ from edge_runtime.tracks import TrackConfig  # noqa: E402
 log = logging.getLogger("keyframe_pck")
 #: placement of recomputes at fixed intervals: no triggers, a pose is due once it is k frames old
 EVEN = {"motion_threshold": float("inf"), "scale_threshold": float("inf"), "low_confidence": 0.0}
+
+
+class _CachedRequest:
+    """An infer request that answers an input it has seen from the cache (the model is deterministic and every
+    setting crops the same ground-truth boxes): the settings then cost only their flow, not the model again."""
+
+    def __init__(self, request: Any, cache: dict) -> None:
+        self._request, self._cache, self._key, self._out = request, cache, b"", None
+
+    def set_input_tensor(self, tensor: Any) -> None:
+        self._key = hashlib.sha1(np.ascontiguousarray(tensor.data).tobytes()).digest()
+        self._request.set_input_tensor(tensor)
+
+    def infer(self) -> None:
+        if self._key not in self._cache:
+            self._request.infer()
+            self._cache[self._key] = self._request.get_output_tensor(0).data.copy()
+        self._out = self._cache[self._key]
+
+    def get_output_tensor(self, index: int) -> Any:
+        return types.SimpleNamespace(data=self._out)
+
+
+class _CachedModel:
+    def __init__(self, compiled: Any, cache: dict) -> None:
+        self._compiled, self._cache = compiled, cache
+
+    def create_infer_request(self) -> _CachedRequest:
+        return _CachedRequest(self._compiled.create_infer_request(), self._cache)
+
+
+def cached_backend_factory(cache: dict) -> Any:
+    """Backends whose models answer repeated inputs from ``cache`` (one per process)."""
+    def factory(stage: str, compiled: Any, num_requests: int, on_complete: Any) -> OpenVINOBackend:
+        return OpenVINOBackend(stage, _CachedModel(compiled, cache), num_requests, on_complete)
+    return factory
+
+
+CACHE: dict = {}
 
 
 def matched_tracks(records: list[dict], gt_boxes: np.ndarray, k: int) -> np.ndarray:
@@ -80,22 +125,23 @@ def run_scheduled(est: PoseEstimator, video: Path, dets: dict, budget: float, pr
                   track: TrackConfig) -> tuple[list[dict], dict]:
     sink = ListSink()
     cfg = LiveConfig(mode="file", pose_budget=budget, propagation=propagation, track=track)
-    result = LiveRunner(est, cfg, detections=dets).run([SourceRun("v", VideoFileSource(video), [sink])])
+    result = LiveRunner(est, cfg, detections=dets, backend_factory=cached_backend_factory(CACHE)).run([SourceRun("v", VideoFileSource(video), [sink])])
     return sink.records, result["total"]
 
 
 def settings(k: int, fps: float, variants: dict[str, dict]) -> list[tuple[str, str, TrackConfig]]:
     """(name, propagation, track config) of every setting at budget 1/k."""
-    even = TrackConfig(max_pose_age_s=(k - 0.5) / fps, **EVEN)
-    out = [("forward", "forward", TrackConfig()), ("two-sided even", "two-sided", even),
-           ("two-sided need", "two-sided", TrackConfig())]
+    even = TrackConfig(max_pose_age_s=(k - 0.5) / fps, flow_model="points", **EVEN)
+    out = [("forward", "forward", TrackConfig(flow_model="points")), ("two-sided even", "two-sided", even),
+           ("two-sided need", "two-sided", TrackConfig(flow_model="points")),
+           ("two-sided need + dense flow", "two-sided", TrackConfig(flow_model="dense"))]
     for name, overrides in variants.items():
         out.append((name, "two-sided", dataclasses.replace(TrackConfig(), **overrides)))
     return out
 
 
 def measure_video(est: PoseEstimator, folder: Path, budgets: list[int], variants: dict[str, dict],
-                  only: "set[str] | None" = None) -> list[dict]:
+                  only: "set[str] | None" = None, full: bool = True) -> list[dict]:
     video, gt = folder / "figures.mp4", np.load(folder / "figures_gt.npz")
     dets = load_detections(folder / "figures_detections.json")
     fps = float(gt["fps"]) if "fps" in gt else 12.0
@@ -112,19 +158,25 @@ def measure_video(est: PoseEstimator, folder: Path, budgets: list[int], variants
                  name, round(1 / budget), 100 * rows[-1]["pck_all"], 100 * rows[-1]["pck_body"],
                  rows[-1]["jitter_px"], rows[-1]["recompute_share"])
 
-    sink = ListSink()
-    summary = Pipeline(est, [sink], PipelineConfig(progress=False), detections=dets).run(VideoFileSource(video))
-    score("full", 1.0, sink.records, summary["persons"])
+    if full:
+        sink = ListSink()
+        summary = Pipeline(est, [sink], PipelineConfig(progress=False), detections=dets,
+                           backend_factory=cached_backend_factory(CACHE)).run(VideoFileSource(video))
+        score("full", 1.0, sink.records, summary["persons"])
     for k in budgets:
         for name, propagation, track in settings(k, fps, variants):
             if only and name not in only:
                 continue
             records, total = run_scheduled(est, video, dets, 1.0 / k, propagation, track)
             score(name, 1.0 / k, records, total["pose_recomputes"])
-    full = rows[0]["pck_all"]
-    for row in rows:
-        row["pck_vs_full"] = round(row["pck_all"] / full, 4) if full else None
     return rows
+
+
+def relative_to_full(rows: list[dict]) -> None:
+    """Each row's PCK as a share of its video's full-recompute PCK (pck_vs_full)."""
+    full = {r["video"]: r["pck_all"] for r in rows if r["setting"] == "full"}
+    for row in rows:
+        row["pck_vs_full"] = round(row["pck_all"] / full[row["video"]], 4) if full.get(row["video"]) else None
 
 
 def mean_table(rows: list[dict]) -> list[dict]:
@@ -134,7 +186,8 @@ def mean_table(rows: list[dict]) -> list[dict]:
     for setting, budget in keys:
         sel = [r for r in rows if r["setting"] == setting and r["budget"] == budget]
         out.append({"setting": setting, "budget": budget, "videos": len(sel),
-                    **{m: round(float(np.mean([r[m] for r in sel])), 4)
+                    **{m: round(float(np.mean([r[m] for r in sel if r[m] is not None])), 4) if any(
+                        r[m] is not None for r in sel) else None
                        for m in ("pck_all", "pck_body", "jitter_px", "pck_vs_full", "recompute_share")}})
     return out
 
@@ -164,11 +217,15 @@ def plot(table: list[dict], path: Path) -> None:
 
 def main(argv: "list[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", required=True, type=Path, help="the proxy converted by sdpose-convert")
-    parser.add_argument("--videos", nargs="+", type=Path, required=True, help="folders of make_figures_video.py")
+    parser.add_argument("--models", type=Path, help="the proxy converted by sdpose-convert")
+    parser.add_argument("--videos", nargs="+", type=Path, default=[], help="folders of make_figures_video.py")
+    parser.add_argument("--from-json", nargs="+", type=Path, default=[], help="instead of running: merge the "
+                        "rows of earlier --out files (e.g. videos measured in parallel)")
     parser.add_argument("--budgets", default="2,5,10,20", help="k of the 1/k pose budgets")
     parser.add_argument("--variants", default="{}", help='JSON {"name": {TrackConfig field: value}}: more '
                         "two-sided settings (propagation candidates)")
+    parser.add_argument("--no-full", action="store_true", help="skip the full-recompute run (merge it from "
+                        "another --out file with --from-json)")
     parser.add_argument("--only", default="", help="comma list: run only these settings (and full)")
     parser.add_argument("--out", type=Path, default=None, help="write the table as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot (needs matplotlib)")
@@ -176,18 +233,26 @@ def main(argv: "list[str] | None" = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in ("edge_runtime", "edge_runtime.live"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    est = PoseEstimator(args.models, options=CompileOptions(cache_dir=None, inference_precision="f32",
-                                                            performance_hint="LATENCY", num_requests=1))
-    budgets = [int(v) for v in args.budgets.split(",") if v]
-    rows = [r for folder in args.videos for r in measure_video(est, folder, budgets, json.loads(args.variants),
-                                                                  set(filter(None, args.only.split(","))))]
+    merged = {(r["video"], r["setting"], r["budget"]): r for path in args.from_json
+              for r in json.loads(path.read_text())["rows"]}
+    rows = list(merged.values())  # a setting measured twice (deterministic: the same numbers) counts once
+    if args.videos:
+        if args.models is None:
+            parser.error("--models is needed to measure --videos")
+        est = PoseEstimator(args.models, options=CompileOptions(cache_dir=None, inference_precision="f32",
+                                                                performance_hint="LATENCY", num_requests=1))
+        budgets = [int(v) for v in args.budgets.split(",") if v]
+        rows += [r for folder in args.videos for r in measure_video(est, folder, budgets, json.loads(args.variants),
+                                                                    set(filter(None, args.only.split(","))),
+                                                                    not args.no_full)]
+    relative_to_full(rows)
     table = mean_table(rows)
     for r in table:
         log.info("mean %-22s %-5s PCK all %.1f %% (%.1f %% of full) body %.1f %% jitter %+.3f px", r["setting"],
-                 f"1/{round(1 / r['budget'])}", 100 * r["pck_all"], 100 * r["pck_vs_full"], 100 * r["pck_body"],
+                 f"1/{round(1 / r['budget'])}", 100 * r["pck_all"], 100 * (r["pck_vs_full"] or 0), 100 * r["pck_body"],
                  r["jitter_px"])
     if args.out:
-        doc = {"models": str(args.models), "videos": [str(v) for v in args.videos], "alpha": 0.05,
+        doc = {"models": str(args.models), "videos": sorted({r["video"] for r in rows}), "alpha": 0.05,
                "mean": table, "rows": rows}
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
     if args.plot:
