@@ -245,6 +245,8 @@ def _live_config(settings: dict[str, Any], mode: str) -> Any:
     from .tracks import TrackConfig
 
     age = settings["max_pose_age"]
+    if mode == "live" and settings["propagation"] == "two-sided":
+        logger.warning("--propagation two-sided applies to files (--schedule-poses); live mode carries poses forward")
     track = TrackConfig(iou_threshold=settings["track_iou_threshold"], lost_s=settings["track_lost_s"],
                         score_threshold=settings["score_threshold"],
                         max_pose_age_s=None if age is None else float(age) / 1000.0)

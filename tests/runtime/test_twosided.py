@@ -153,3 +153,31 @@ def test_dense_flow_fallback_follows_a_translation() -> None:
     held = translate_run({0, 8}, 9, track=TrackConfig(flow_model="dense"))
     for h in held:
         np.testing.assert_allclose(h.persons[0].keypoints, KPTS + np.array([2.0, -1.0]) * h.frame.index, atol=0.5)
+
+
+def test_the_command_line_is_two_sided_for_files_and_forward_on_request(tmp_path: Path,
+                                                                         fake_models_dir: Path) -> None:
+    import json
+
+    from edge_runtime.cli import main
+    from tests.runtime.test_live import write_video
+
+    write_video(tmp_path / "v.mp4", 12)
+    (tmp_path / "d.json").write_text(json.dumps({str(i): [[10, 10, 80, 110, 0.9]] for i in range(12)}))
+    persons = {}
+    for propagation in (None, "forward"):
+        out = tmp_path / f"out-{propagation}"
+        extra = ["--propagation", propagation] if propagation else []
+        assert main(["run", "--models", str(fake_models_dir), "--source", str(tmp_path / "v.mp4"), "--output",
+                     str(out), "--detections", str(tmp_path / "d.json"), "--schedule-poses", "--pose-budget", "0.25",
+                     "--no-cache", "--no-progress", *extra]) == 0
+        records = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+        assert [r["frame"] for r in records] == list(range(12))
+        persons[propagation] = [p for r in records for p in r["persons"]]
+        assert len(persons[propagation]) == 12 and all(p["keypoints"] for p in persons[propagation])
+        assert all({"track_id", "pose_frame", "pose_age_ms", "propagated", "interpolated", "pose_frames"} <= set(p)
+                   for p in persons[propagation])
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["propagation"] == (propagation or "two-sided")
+    assert any(p["interpolated"] for p in persons[None])
+    assert not any(p["interpolated"] or p["pose_frames"][1] is not None for p in persons["forward"])
