@@ -207,6 +207,7 @@ def plot(table: list[dict], path: Path) -> None:
     ax.axhline(90 * full, color="grey", lw=1, ls="--", label="90 % of full")
     ax.set_xscale("log")
     ax.set_xticks([0.05, 0.1, 0.2, 0.5], ["1/20", "1/10", "1/5", "1/2"])
+    ax.minorticks_off()
     ax.set_xlabel("pose budget (recomputes per person-frame)")
     ax.set_ylabel("PCK@0.05, all keypoints (%), mean over videos")
     ax.set_title("Proxy on figure videos: keyframes and propagation")
