@@ -13,8 +13,8 @@ One coordinator thread serves one or more sources with one set of compiled model
 Live mode outputs each frame as soon as it is processed (capture-to-output latency stays about a frame),
 with each person's ``pose_frame``, ``pose_age_ms`` and ``propagated``. File mode (``mode="file"``, the
 ``--schedule-poses`` option of ``sdpose-edge run``) takes every frame in order and holds each frame until the
-poses scheduled on it are back, so results are deterministic; poses are then never propagated from an
-older frame, only carried between recomputes.
+poses scheduled on it are back, so results are deterministic; with two-sided propagation (the default for
+files) frames then wait in :mod:`edge_runtime.twosided` for their persons' next keyframes.
 
 Every per-frame result is a :class:`~edge_runtime.results.FrameResult` (arrays), written to each source's
 sinks as a record. Statistics are bounded (reservoirs), so a run may last days.
@@ -272,8 +272,7 @@ class LiveRunner(Coordinator):
         for held in done:
             for p in held.persons:
                 src.lat["pose_age"].append(p.pose_age_ms)
-            size = (int(held.frame.image.shape[1]), int(held.frame.image.shape[0]))
-            result = FrameResult.from_persons(held.frame, src.name, held.persons, size,
+            result = FrameResult.from_persons(held.frame, src.name, held.persons, held.frame.image.shape[1::-1],
                                               num_keypoints=self.estimator.num_keypoints)
             result.error = held.error
             self._write(src, result, held.frame, held.capture_t)
