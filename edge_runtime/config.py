@@ -150,6 +150,8 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "live_queue_size": (1, _positive_int, "a positive integer (frames waiting in live mode; newest wins)"),
     "schedule_poses": (False, _bool, "true | false (file mode: tracks, pose scheduling and propagation as live)"),
     "pose_budget": (None, _unit, "a share of person-frames in (0, 1] or null (as fast as the pose requests allow)"),
+    "propagation": (None, _choice("forward", "two-sided"), "forward | two-sided or null (file mode with "
+                    "schedule_poses: two-sided; live: forward)"),
     "max_pose_age": (None, _positive, "milliseconds or null (a pose older than this is due for recompute)"),
     "request_timeout_s": (600.0, _positive, "a positive number of seconds (a request without answer fails)"),
     "release_memory": (False, _bool, "true | false (free each model's buffers after every request; 1 request)"),
@@ -214,6 +216,8 @@ CLI_OPTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "schedule_poses": ("scheduling", "file mode: tracks, pose scheduling and propagation as in live mode "
                        "(deterministic)", {}),
     "pose_budget": ("scheduling", "live/scheduled: share of person-frames whose pose is recomputed (e.g. 0.1)", {}),
+    "propagation": ("scheduling", "scheduled file mode: carry poses from the keyframes on both sides of a frame "
+                    "(two-sided, the default for files) or forward only (forward, as live)", {}),
     "max_pose_age": ("scheduling", "live/scheduled: recompute a pose once it is older than MS (or moved, or low "
                      "confidence)", {"metavar": "MS"}),
     "release_memory": ("scheduling", "free each model's activation buffers after every request (lower peak RSS on "

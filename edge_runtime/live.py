@@ -14,8 +14,8 @@ Live mode outputs each frame as soon as it is processed (capture-to-output laten
 with each person's ``pose_frame``, ``pose_age_ms`` and ``propagated``. Every tracked person is output from the
 frame it was detected on; until its first pose comes back it has ``"keypoints": null``. File mode
 (``mode="file"``, the ``--schedule-poses`` option of ``sdpose-edge run``) takes every frame in order and holds
-each frame until the poses scheduled on it are back, so results are deterministic; poses are then never
-propagated from an older frame, only carried between recomputes.
+each frame until the poses scheduled on it are back, so results are deterministic; with two-sided propagation (the
+default for files) frames then wait in :mod:`edge_runtime.twosided` for their persons' next keyframes.
 
 Every per-frame result is a :class:`~edge_runtime.results.FrameResult` (arrays), written to each source's
 sinks as a record. Statistics are bounded (reservoirs), so a run may last days.
@@ -42,6 +42,7 @@ from .sources import Frame, FrameSource, mask_credentials
 from .modes import LiveConfig
 from .tracking import select_person_boxes
 from .tracks import PoseTracks
+from .twosided import TwoSidedBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,9 @@ class _Source:
                               drop_oldest=config.mode == "live")
         self.status = CaptureStatus()
         self.tracks = PoseTracks(config.track)
+        #: two-sided file mode: frames wait here for their next keyframes (None: written at once)
+        self.two_sided = TwoSidedBuffer(config.track, config.held_frames()) \
+            if config.propagation == "two-sided" else None
         self.thread: "threading.Thread | None" = None
         self.frame: "Frame | None" = None   # the current (newest processed) frame
         self.capture_t = 0.0
@@ -190,6 +194,8 @@ class LiveRunner(Coordinator):
             self._rr += 1
             self._schedule()
             if self._finished():
+                for src in self._srcs:
+                    self._release(src, src.two_sided.flush() if src.two_sided is not None else [])
                 return
             self._wait_and_handle(0.05)
 
@@ -210,13 +216,13 @@ class LiveRunner(Coordinator):
         if src.t_first is None:
             src.t_first = capture_t
         if not frame.ok:
-            self._write(src, FrameResult.failed(frame, src.name, mask_credentials(frame.error or "unreadable frame")))
+            self._write_failed(src, FrameResult.failed(frame, src.name, mask_credentials(frame.error or "unreadable frame")))
             return
         t = time.perf_counter()
         try:
             src.tracks.advance(frame.index, source_clock(frame, capture_t, cfg.mode), frame.image)
         except (SDPoseError, ValueError) as exc:
-            self._write(src, FrameResult.failed(frame, src.name, f"tracking failed: {exc}"))
+            self._write_failed(src, FrameResult.failed(frame, src.name, f"tracking failed: {exc}"))
             return
         src.lat["propagate"].append((time.perf_counter() - t) * 1000.0)
         if frame.index - src.last_detect >= cfg.detect_every and not src.det_pending:
@@ -257,28 +263,53 @@ class LiveRunner(Coordinator):
 
     def _emit(self, src: _Source) -> None:
         src.held = False
-        frame = src.frame
         persons = src.tracks.persons()
-        result = FrameResult.from_persons(frame, src.name, persons, src.tracks.image_size,
-                                          num_keypoints=self.estimator.num_keypoints)
-        result.error = self._pose_error  # its tracked persons are there, but their poses could not be updated
         src.person_slots += src.tracks.active()
         src.person_present += len(persons)
+        if src.two_sided is not None:  # held until the persons' next keyframes are known
+            self._release(src, src.two_sided.push(src.frame, src.capture_t, src.tracks.clock_s, persons,
+                                                  self._pose_error))
+            return
+        self._count_poses(src, persons)
+        result = FrameResult.from_persons(src.frame, src.name, persons, src.tracks.image_size,
+                                          num_keypoints=self.estimator.num_keypoints)
+        result.error = self._pose_error  # its tracked persons are there, but their poses could not be updated
+        self._write(src, result)
+
+    @staticmethod
+    def _count_poses(src: _Source, persons: list) -> None:
+        """Count the output persons that have keypoints and their pose ages."""
         for p in persons:
             if p.has_pose:
                 src.pose_present += 1
                 src.lat["pose_age"].append(p.pose_age_ms)
+
+    def _release(self, src: _Source, done: list) -> None:
+        """Write frames the two-sided buffer completed (:class:`~edge_runtime.twosided.HeldFrame`)."""
+        for held in done:
+            self._count_poses(src, held.persons)
+            result = FrameResult.from_persons(held.frame, src.name, held.persons, held.frame.image.shape[1::-1],
+                                              num_keypoints=self.estimator.num_keypoints)
+            result.error = held.error
+            self._write(src, result, held.frame, held.capture_t)
+
+    def _write_failed(self, src: _Source, result: FrameResult) -> None:
+        if src.two_sided is not None:  # the frames before it go first (one-sided where the next pose is unknown)
+            self._release(src, src.two_sided.flush())
         self._write(src, result)
 
-    def _write(self, src: _Source, result: FrameResult) -> None:
+    def _write(self, src: _Source, result: FrameResult, frame: "Frame | None" = None,
+               capture_t: "float | None" = None) -> None:
+        """Write one record to the source's sinks (``frame``/``capture_t``: a held frame's, else the current)."""
+        frame = frame if frame is not None else src.frame
         record = self._output(result, src.name)
-        image = src.frame.image if src.frame is not None and src.frame.ok else None
+        image = frame.image if frame is not None and frame.ok else None
         t = time.perf_counter()
         for sink in src.sinks:
             sink.write(record, image=image)
         now = time.perf_counter()
         src.lat["sinks"].append((now - t) * 1000.0)
-        latency = (now - src.capture_t) * 1000.0
+        latency = (now - (capture_t if capture_t is not None else src.capture_t)) * 1000.0
         src.lat["frame_latency"].append(latency)
         self._lat["frame_latency"].append(latency)
         src.frames_out += 1
@@ -460,6 +491,8 @@ class LiveRunner(Coordinator):
             "latency_ms": {k: v.summary() for k, v in sorted(src.lat.items())},
             "tracks": tracks, "detect_every": self.config.detect_every, "pose_budget": self.config.pose_budget,
             "frames_without_detections": src.dets_missing,
+            "propagation": self.config.propagation,
+            "two_sided": src.two_sided.stats() if src.two_sided is not None else None,
             "interrupted": self._interrupted,
             **src.status.to_summary(),
         }

@@ -94,6 +94,11 @@ class LiveConfig:
     inference_nice: add this to the nice value of every thread of the process but the coordinator and the capture
         threads (the inference threads), so that capture and output win the CPU (0: leave priorities alone;
         Linux; :mod:`edge_runtime.compile_choice`).
+    propagation: "forward" (poses carried forward from their keyframe only) or "two-sided" (file mode: each
+        frame also takes the next keyframe's pose carried backward, :mod:`edge_runtime.twosided`); None:
+        two-sided in file mode, forward in live mode.
+    hold_frames: two-sided: frames held at most per source waiting for their next keyframe (the memory
+        bound); None: 3 keyframe intervals of the pose budget (3 / pose_budget, at least 16, at most 256).
     """
 
     mode: str = "live"
@@ -112,14 +117,33 @@ class LiveConfig:
     chain_slots: "int | None" = None
     smooth: SmoothConfig = dataclasses.field(default_factory=SmoothConfig)
     inference_nice: int = 0
+    propagation: "str | None" = None
+    hold_frames: "int | None" = None
 
     def __post_init__(self) -> None:
+        if self.propagation is None:
+            self.propagation = "two-sided" if self.mode == "file" else "forward"
+        if self.propagation not in ("forward", "two-sided"):
+            raise InputError(f"propagation: expected 'forward' or 'two-sided', got {self.propagation!r}")
+        if self.propagation == "two-sided" and self.mode != "file":
+            raise InputError("propagation: two-sided needs file mode (live output cannot wait for the next pose)")
+        if self.track.flow_model is None:  # dense flow where points fail: measured better two-sided
+            self.track = dataclasses.replace(self.track, flow_model="dense" if self.propagation == "two-sided"
+                                             else "points")
         if self.mode not in ("live", "file"):
             raise InputError(f"mode: expected 'live' or 'file', got {self.mode!r}")
         _check_common(self, ("batch", "detect_every", "live_queue_size"), ("max_frames", "max_persons",
-                                                                           "chain_slots"))
+                                                                           "chain_slots", "hold_frames"))
         if self.pose_budget is not None and not 0.0 < float(self.pose_budget) <= 1.0:
             raise InputError(f"pose_budget: expected a share of person-frames in (0, 1], got {self.pose_budget!r}")
         if not isinstance(self.inference_nice, int) or isinstance(self.inference_nice, bool) or not \
                 0 <= self.inference_nice <= 19:
             raise InputError(f"inference_nice: expected an integer in [0, 19], got {self.inference_nice!r}")
+
+    def held_frames(self) -> int:
+        """Two-sided: the most frames held per source (``hold_frames``, or 3 keyframe intervals)."""
+        if self.hold_frames is not None:
+            return self.hold_frames
+        if self.pose_budget is None:
+            return 16
+        return int(min(256, max(16, round(3.0 / float(self.pose_budget)))))

@@ -2,11 +2,12 @@
 
 A :class:`FrameResult` holds arrays (image px): boxes_xyxy [N,4], box_scores [N], keypoints [N,K,2],
 scores [N,K], track_ids [N], has_pose [N] bool; in live mode also pose_frames [N] (the frame whose pixels the
-model saw), pose_age_ms [N] and propagated [N]. A tracked person still waiting for its first pose (live mode and
-``--schedule-poses``) has ``has_pose`` False, NaN keypoints and zero scores: its record carries its box,
-``track_id`` and ``score`` with ``"keypoints": null`` (``pose_frame`` and ``pose_age_ms`` null, ``propagated``
-false), and the sinks that need keypoints skip it. :meth:`FrameResult.to_record` gives the ``predictions.jsonl``
-record.
+model saw), pose_age_ms [N] and propagated [N]; in scheduled modes also interpolated [N] (two-sided: both keyframes
+used) and keyframes [N,2] (the keyframes before and after, -1 where a side is missing; the record's
+``pose_frames``). A tracked person still waiting for its first pose (live mode and ``--schedule-poses``) has
+``has_pose`` False, NaN keypoints and zero scores: its record carries its box, ``track_id`` and ``score`` with
+``"keypoints": null`` (``pose_frame`` and ``pose_age_ms`` null, ``propagated`` false), and the sinks that need
+keypoints skip it. :meth:`FrameResult.to_record` gives the ``predictions.jsonl`` record.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ class FrameResult:
     pose_frames: "np.ndarray | None" = None   # [N] int
     pose_age_ms: "np.ndarray | None" = None   # [N] float
     propagated: "np.ndarray | None" = None    # [N] bool
+    interpolated: "np.ndarray | None" = None  # [N] bool
+    keyframes: "np.ndarray | None" = None     # [N,2] int, -1: none
     error: "str | None" = None
     has_pose: "np.ndarray | None" = None      # [N] bool; None: every person has keypoints
 
@@ -68,7 +71,10 @@ class FrameResult:
             np.array([p.track_id for p in persons], np.int64).reshape(n),
             np.array([p.pose_frame if ok else -1 for p, ok in zip(persons, posed)], np.int64).reshape(n),
             np.array([p.pose_age_ms if ok else np.nan for p, ok in zip(persons, posed)], np.float64).reshape(n),
-            np.array([p.propagated for p in persons], bool).reshape(n), has_pose=np.array(posed, bool).reshape(n))
+            np.array([p.propagated for p in persons], bool).reshape(n),
+            np.array([p.interpolated for p in persons], bool).reshape(n),
+            np.array([[-1 if f is None else f for f in p.pose_frames] for p in persons], np.int64).reshape(n, 2),
+            has_pose=np.array(posed, bool).reshape(n))
 
     def to_record(self, parts: Sequence[str] = ALL_PARTS) -> dict[str, Any]:
         """The ``predictions.jsonl`` record; keypoint groups outside ``parts`` get score 0."""
@@ -97,5 +103,8 @@ class FrameResult:
                 person["pose_frame"] = int(self.pose_frames[i]) if posed else None
                 person["pose_age_ms"] = round(float(self.pose_age_ms[i]), 3) if posed else None
                 person["propagated"] = bool(self.propagated[i]) and posed
+            if self.keyframes is not None:
+                person["interpolated"] = bool(self.interpolated[i]) and posed
+                person["pose_frames"] = [int(f) if f >= 0 and posed else None for f in self.keyframes[i]]
             record["persons"].append(person)
         return record

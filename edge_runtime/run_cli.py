@@ -274,6 +274,8 @@ def _live_config(settings: dict[str, Any], mode: str, inference_nice: int = 0) -
     from .tracks import TrackConfig
 
     age = settings["max_pose_age"]
+    if mode == "live" and settings["propagation"] == "two-sided":
+        logger.warning("--propagation two-sided applies to files (--schedule-poses); live mode carries poses forward")
     track = TrackConfig(iou_threshold=settings["track_iou_threshold"], lost_s=settings["track_lost_s"],
                         score_threshold=settings["score_threshold"],
                         max_pose_age_s=None if age is None else float(age) / 1000.0)
@@ -283,7 +285,8 @@ def _live_config(settings: dict[str, Any], mode: str, inference_nice: int = 0) -
                       parts=tuple(settings["parts"]), score_threshold=settings["score_threshold"], track=track,
                       live_queue_size=settings["live_queue_size"], request_timeout_s=settings["request_timeout_s"],
                       chain_slots=settings["chain_slots"] or (1 if settings["release_memory"] else None),
-                      smooth=_smooth_config(settings), inference_nice=inference_nice)
+                      smooth=_smooth_config(settings), inference_nice=inference_nice,
+                      propagation=settings["propagation"] if mode == "file" else None)
 
 
 def _pipeline_config(settings: dict[str, Any]) -> Any:

@@ -34,6 +34,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .errors import InputError
+from .flow import FLOW_MODELS, flow_gray, flow_scale, keypoint_flow, step_error, step_points
 from .keypoints import DEFAULT_SCORE_THRESHOLD
 from .tracking import DEFAULT_TRACK_IOU, box_iou, greedy_iou_match
 
@@ -56,6 +58,14 @@ class TrackConfig:
     low_confidence: mean visible-keypoint score below which the pose is due.
     propagate: carry keypoints with the optical flow between recomputes (False: keypoints stay where the
         model put them, the behaviour before live scheduling; for measuring what propagation is worth).
+    drift_px: expected error a carried keypoint gains per frame from its keyframe (image px), on top of the
+        measured forward-backward flow errors: what the check cannot see (two-sided blending weighs by it).
+    drift_correction: two-sided: remove from each side the drift it shows at the other keyframe, spread
+        linearly over the frames between them (a motion model per keypoint between the two keyframes).
+    flow_model: how keypoints follow the image (:mod:`edge_runtime.flow`): "points" (LK at each keypoint),
+        "dense" (points, and dense DIS flow where a point fails its check) or "bones" (each bone moved rigidly
+        by a transform fitted to flow along the whole limb). None: "dense" for two-sided files (measured better
+        there, docs/benchmarks.md "Keyframes"), "points" otherwise (LiveConfig resolves it).
     """
 
     iou_threshold: float = DEFAULT_TRACK_IOU
@@ -71,6 +81,13 @@ class TrackConfig:
     scale_threshold: float = 0.2
     low_confidence: float = 0.35
     propagate: bool = True
+    drift_px: float = 1.0
+    flow_model: "str | None" = None
+    drift_correction: bool = False
+
+    def __post_init__(self) -> None:
+        if self.flow_model is not None and self.flow_model not in FLOW_MODELS:
+            raise InputError(f"flow_model: expected one of {FLOW_MODELS}, got {self.flow_model!r}")
 
 
 @dataclasses.dataclass
@@ -87,6 +104,8 @@ class Track:
     boxes: "collections.OrderedDict[int, np.ndarray]" = dataclasses.field(default_factory=collections.OrderedDict)
     keypoints: "np.ndarray | None" = None  # [K,2]
     kp_scores: "np.ndarray | None" = None  # [K]
+    kp_error: "np.ndarray | None" = None   # [K] expected flow error since the pose, image px (step_error sums)
+    carried: "np.ndarray | None" = None    # [K,2] the older pose carried to pose_frame, replaced by the new one
     pose_frame: int = -1
     pose_clock: float = 0.0
     pose_box: "np.ndarray | None" = None   # the box the pose was computed in
@@ -110,6 +129,10 @@ class PersonState:
     pose_frame: "int | None"
     pose_age_ms: "float | None"
     propagated: bool
+    kp_error: "np.ndarray | None" = None  # [K] expected error of the carried keypoints, image px (0 at the pose)
+    interpolated: bool = False            # two-sided: keypoints combine the poses before and after the frame
+    pose_frames: "tuple[int | None, int | None]" = (None, None)  # the keyframes before and after (None: none)
+    carried: "np.ndarray | None" = None   # [K,2] at a keyframe: the previous pose carried here (its drift)
 
     @property
     def has_pose(self) -> bool:
@@ -120,7 +143,7 @@ def _box_h(box: np.ndarray) -> float:
     return max(float(box[3] - box[1]), 1.0)
 
 
-def _center(box: np.ndarray) -> np.ndarray:
+def box_center(box: np.ndarray) -> np.ndarray:
     return np.array([(box[0] + box[2]) / 2.0, (box[1] + box[3]) / 2.0])
 
 
@@ -141,43 +164,22 @@ class PoseTracks:
 
     # ------------------------------------------------------------------ motion
     def _gray(self, image_bgr: np.ndarray) -> np.ndarray:
-        gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
-        if self._scale != 1.0:
-            gray = cv2.resize(gray, None, fx=self._scale, fy=self._scale, interpolation=cv2.INTER_AREA)
-        return gray
+        return flow_gray(image_bgr, self._scale)
 
-    def _flow(self, prev: np.ndarray, cur: np.ndarray, pts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """pts [M,2] image px on ``prev`` -> (moved [M,2] image px, good [M] bool) with the FB check."""
-        if len(pts) == 0:
-            return pts.copy(), np.zeros(0, bool)
-        p0 = (pts * self._scale).astype(np.float32).reshape(-1, 1, 2)
-        lk = dict(winSize=(21, 21), maxLevel=3,
-                  criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03))
-        p1, st1, _ = cv2.calcOpticalFlowPyrLK(prev, cur, p0, None, **lk)
-        p0b, st2, _ = cv2.calcOpticalFlowPyrLK(cur, prev, p1, None, **lk)
-        fb = np.linalg.norm((p0 - p0b).reshape(-1, 2), axis=1) / self._scale
-        good = (st1.reshape(-1) == 1) & (st2.reshape(-1) == 1) & (fb < self.config.fb_threshold_px)
-        moved = p1.reshape(-1, 2).astype(np.float64) / self._scale
-        good &= np.all(np.isfinite(moved), axis=1)
-        return moved, good
+    def _flow(self, prev: np.ndarray, cur: np.ndarray, kpts: np.ndarray,
+              kp_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One pose's keypoints [K,2] image px on ``prev`` -> (moved [K,2], good [K] bool, fb [K] px)
+        (:func:`edge_runtime.flow.keypoint_flow` with the configured model)."""
+        cfg = self.config
+        return keypoint_flow(prev, cur, kpts, kp_scores, self._scale, cfg.flow_model or "points", cfg.fb_threshold_px,
+                             cfg.score_threshold)
 
     def _step_points(self, kpts: np.ndarray, kp_scores: np.ndarray, moved: np.ndarray, good: np.ndarray,
                      fallback_shift: np.ndarray) -> "tuple[np.ndarray, np.ndarray | None, float]":
-        """One flow step of one pose: keypoints [K,2] -> (new keypoints, median shift or None, scale).
-
-        Keypoints whose flow failed move with the median shift of the good visible ones; without three of
-        those the whole pose moves by ``fallback_shift`` (the box motion) and the shift is None."""
-        old = kpts.astype(np.float64)
-        anchor = good & (kp_scores > self.config.score_threshold)
+        """One flow step of one pose (:func:`step_points`), counted in the flow statistics."""
         self.flow_points += len(good)
         self.flow_rejected += int((~good).sum())
-        if anchor.sum() < 3:
-            return old + fallback_shift, None, 1.0
-        shift = np.median(moved[anchor] - old[anchor], axis=0)
-        spread_old = np.median(np.linalg.norm(old[anchor] - old[anchor].mean(0), axis=1))
-        spread_new = np.median(np.linalg.norm(moved[anchor] - moved[anchor].mean(0), axis=1))
-        scale = float(np.clip(spread_new / spread_old, 0.8, 1.25)) if spread_old > 1.0 else 1.0
-        return np.where(good[:, None], moved, old + shift), shift, scale
+        return step_points(kpts, kp_scores, moved, good, fallback_shift, self.config.score_threshold)
 
     def _move_track(self, track: Track, moved: np.ndarray, good: np.ndarray) -> None:
         """Apply one frame's flow to a track's keypoints and box (moved/good: [K,2]/[K])."""
@@ -186,7 +188,7 @@ class PoseTracks:
         if shift is None:
             track.box = track.box + track.velocity
         else:
-            c = _center(track.box) + shift
+            c = box_center(track.box) + shift
             half = np.array([track.box[2] - track.box[0], track.box[3] - track.box[1]]) * scale / 2.0
             track.box = np.array([c[0] - half[0], c[1] - half[1], c[0] + half[0], c[1] + half[1]])
         track.keypoints = new.astype(np.float32)
@@ -197,17 +199,16 @@ class PoseTracks:
         h, w = image_bgr.shape[:2]
         if (w, h) != self.image_size:
             self.image_size = (w, h)
-            self._scale = min(1.0, self.config.flow_max_side / max(w, h))
+            self._scale = flow_scale((w, h), self.config.flow_max_side)
             self._grays.clear()
         gray = self._gray(image_bgr)
         prev = self._grays[next(reversed(self._grays))] if self._grays else None
         with_pose = [t for t in self.tracks.values() if t.keypoints is not None]
         if prev is not None and with_pose and self.config.propagate:
-            pts = np.concatenate([t.keypoints for t in with_pose]).astype(np.float64)
-            moved, good = self._flow(prev, gray, pts)
-            k = len(with_pose[0].keypoints)
-            for i, track in enumerate(with_pose):
-                self._move_track(track, moved[i * k:(i + 1) * k], good[i * k:(i + 1) * k])
+            for track in with_pose:
+                moved, good, fb = self._flow(prev, gray, track.keypoints.astype(np.float64), track.kp_scores)
+                self._move_track(track, moved, good)
+                track.kp_error = track.kp_error + step_error(good, fb, self.config.fb_threshold_px)
         steps = max(1, frame_index - self.frame_index) if self.frame_index >= 0 else 1
         for track in self.tracks.values():
             if track.keypoints is None:
@@ -305,7 +306,7 @@ class PoseTracks:
             return None  # its pose was computed on the current frame: a recompute would see the same pixels
         age = self.clock_s - track.pose_clock
         ref = track.pose_box if track.pose_box is not None else track.box
-        motion = float(np.linalg.norm(_center(track.box) - _center(ref))) / _box_h(ref)
+        motion = float(np.linalg.norm(box_center(track.box) - box_center(ref))) / _box_h(ref)
         scale = abs(math.log(_box_h(track.box) / _box_h(ref)))
         visible = track.kp_scores[track.kp_scores > cfg.score_threshold]
         conf = float(visible.mean()) if len(visible) else 0.0
@@ -340,19 +341,26 @@ class PoseTracks:
             return True  # an older result than what the track has
         track.recomputes += 1
         kpts = np.asarray(keypoints, np.float64).reshape(-1, 2)
+        # the pose carried to this frame that the new one replaces (two-sided: the forward drift up to here)
+        track.carried = track.keypoints.copy() if track.keypoints is not None and \
+            frame_index == self.frame_index and len(track.keypoints) == len(kpts) else None
         track.kp_scores = np.asarray(kp_scores, np.float32).reshape(-1)
         track.pose_frame, track.pose_clock = frame_index, clock_s
         track.pose_box = np.asarray(track.boxes.get(frame_index, box), np.float64).copy()
         frames = [f for f in self._grays if f >= frame_index]
+        error = np.zeros(len(kpts))
         if frames and frames[0] == frame_index:
             pts = kpts
             for a, b in zip(frames, frames[1:]):
-                moved, good = self._flow(self._grays[a], self._grays[b], pts)
-                box_shift = _center(track.boxes.get(b, track.box)) - _center(track.boxes.get(a, track.box))
+                moved, good, fb = self._flow(self._grays[a], self._grays[b], pts, track.kp_scores)
+                box_shift = box_center(track.boxes.get(b, track.box)) - box_center(track.boxes.get(a, track.box))
                 pts, _, _ = self._step_points(pts, track.kp_scores, moved, good, box_shift)
+                error += step_error(good, fb, self.config.fb_threshold_px)
         else:  # the frame is no longer kept: move by the box motion since
-            pts = kpts + (_center(track.box) - _center(np.asarray(track.boxes.get(frame_index, box), np.float64)))
+            pts = kpts + (box_center(track.box) - box_center(np.asarray(track.boxes.get(frame_index, box), np.float64)))
+            error += 2.0 * self.config.fb_threshold_px * max(self.frame_index - frame_index, 0)
         track.keypoints = np.asarray(pts, np.float32)
+        track.kp_error = error
         track.propagated = frame_index != self.frame_index
         return True
 
@@ -368,7 +376,10 @@ class PoseTracks:
                 out.append(PersonState(tid, t.box.astype(np.float32), t.score, None, None, None, None, False))
                 continue
             out.append(PersonState(tid, t.box.astype(np.float32), t.score, t.keypoints.copy(), t.kp_scores.copy(),
-                                   t.pose_frame, round((self.clock_s - t.pose_clock) * 1000.0, 3), t.propagated))
+                                   t.pose_frame, round((self.clock_s - t.pose_clock) * 1000.0, 3), t.propagated,
+                                   None if t.kp_error is None else t.kp_error.copy(),
+                                   pose_frames=(t.pose_frame, None),
+                                   carried=t.carried if t.pose_frame == self.frame_index else None))
         return out
 
     def active(self) -> int:

@@ -86,7 +86,8 @@ def main(argv: "list[str] | None" = None) -> int:
     for k in [int(v) for v in args.budgets.split(",") if v]:
         for propagate in (True, False):
             sink = Collect()
-            cfg = LiveConfig(mode="file", pose_budget=1.0 / k, track=TrackConfig(propagate=propagate))
+            cfg = LiveConfig(mode="file", pose_budget=1.0 / k, propagation="forward",
+                             track=TrackConfig(propagate=propagate))
             result = LiveRunner(est, cfg, detections=dets).run([SourceRun("figures", VideoFileSource(args.video),
                                                                           [sink])])
             score(f"{'scheduled' if propagate else 'stale'} 1/{k}", 1.0 / k, sink.records,

@@ -181,7 +181,7 @@ def test_command_line_options_come_from_the_settings_schema() -> None:
     assert [a.option_strings[0] for a in actions.values()] == [
         "-h", "--models", "--source", "--output", "--overwrite", "--config", "--detections", "--mode",
         "--max-frames", "--detect-every", "--batch", "--max-inflight-frames", "--chain-slots", "--max-persons",
-        "--chain", "--reconnect-retries", "--schedule-poses", "--pose-budget", "--max-pose-age",
+        "--chain", "--reconnect-retries", "--schedule-poses", "--pose-budget", "--propagation", "--max-pose-age",
         "--release-memory", "--request-timeout", "--pose-server", "--pose-server-model", "--device", "--model-device",
         "--static-batch", "--hint", "--num-streams", "--num-threads", "--num-requests", "--inference-nice",
         "--precision-hint", "--cache-dir", "--no-cache", "--flip-test", "--decode", "--parts", "--score-threshold",
