@@ -35,7 +35,8 @@ from .backends import BackendFactory, Completion, RequestBook
 from .compile_choice import InferencePriority
 from .coordinator import WAKE, Coordinator
 from .errors import SDPoseError
-from .feeds import CaptureStatus, FrameFeed, capture_loop, connection_totals
+from .feeds import CaptureStatus, FrameFeed, capture_loop
+from .live_summary import live_summary
 from .metrics import Reservoirs
 from .results import FrameResult
 from .sources import Frame, FrameSource, mask_credentials
@@ -98,9 +99,6 @@ class _Source:
         self.t_last = 0.0
 
 
-def _share(count: int, slots: int) -> "float | None":
-    """count / slots rounded to 4 places; None without slots."""
-    return round(count / slots, 4) if slots else None
 
 
 def source_clock(frame: Frame, capture_t: float, mode: str) -> float:
@@ -473,51 +471,5 @@ class LiveRunner(Coordinator):
             src.lat["carry_forward"].append((time.perf_counter() - t) * 1000.0)
 
     # ------------------------------------------------------------------ summary
-    def _source_summary(self, src: _Source) -> dict[str, Any]:
-        wall = max((src.t_last or self._t1) - (src.t_first or self._t0), 1e-9)
-        active_s = max(self._t1 - self._t0, 1e-9)
-        tracks = src.tracks.stats()
-        return {
-            "mode": self.config.mode, "chain": "+".join(self.stages), "name": src.name,
-            "source": mask_credentials(src.source.description or src.name),
-            "frames_in": src.status.frames_read, "frames_out": src.frames_out,
-            "frames_ok": src.frames_out - src.failed, "frames_skipped": src.feed.skipped,
-            "frames_failed": src.failed, "persons": src.persons,
-            "wall_s": round(wall, 3), "fps": round(src.frames_out / active_s, 4),
-            "pose_recomputes": src.recomputes,
-            "pose_recomputes_per_track_s": round(src.recomputes / max(tracks["tracks_created"], 1) / active_s, 4),
-            "person_presence": _share(src.person_present, src.person_slots),
-            "pose_presence": _share(src.pose_present, src.person_slots),
-            "latency_ms": {k: v.summary() for k, v in sorted(src.lat.items())},
-            "tracks": tracks, "detect_every": self.config.detect_every, "pose_budget": self.config.pose_budget,
-            "frames_without_detections": src.dets_missing,
-            "propagation": self.config.propagation,
-            "two_sided": src.two_sided.stats() if src.two_sided is not None else None,
-            "interrupted": self._interrupted,
-            **src.status.to_summary(),
-        }
-
     def summary(self) -> dict[str, Any]:
-        wall = max(self._t1 - self._t0, 1e-9)
-        per = {src.name: self._source_summary(src) for src in self._srcs}
-        keys = ("frames_in", "frames_out", "frames_ok", "frames_skipped", "frames_failed", "persons",
-                "pose_recomputes")
-        total: dict[str, Any] = {k: sum(s[k] for s in per.values()) for k in keys}
-        total.update(connection_totals(per.values()))
-        errors = {name: s["capture_error"] for name, s in per.items() if s["capture_error"]}
-        slots = sum(s.person_slots for s in self._srcs)
-        total.update({
-            "mode": self.config.mode, "chain": "+".join(self.stages), "sources": len(per),
-            "wall_s": round(wall, 3), "fps": round(total["frames_out"] / wall, 4),
-            "latency_ms": {k: v.summary() for k, v in sorted(self._lat.items())},
-            "stage_busy_share": {s: round(min(1.0, m.busy_s(self._t1) / wall), 4) for s, m in sorted(self._book.busy.items())},
-            "requests": {k: b.capacity for k, b in self.backends.items()},
-            "requests_timed_out": self._book.requests.expired_count,
-            "batch": self.config.batch, "detect_every": self.config.detect_every,
-            "pose_budget": self.config.pose_budget, "interrupted": self._interrupted,
-            "inference_nice": self.config.inference_nice, "threads_reniced": self._priority.changed,
-            "person_presence": _share(sum(s.person_present for s in self._srcs), slots),
-            "pose_presence": _share(sum(s.pose_present for s in self._srcs), slots),
-            "capture_error": "; ".join(f"{k}: {v}" for k, v in errors.items()) or None,
-        })
-        return {"total": total, "sources": per}
+        return live_summary(self)

@@ -542,5 +542,6 @@ def test_frame_result_has_pose_mask() -> None:
     a, b = result.to_record()["persons"]
     assert len(a["keypoints"]) == 133 and (a["pose_frame"], a["pose_age_ms"], a["propagated"]) == (2, 200.0, True)
     assert b == {"bbox_xyxy": [5.0, 6.0, 7.0, 8.0], "score": 0.7, "track_id": 3, "keypoints": None,
-                 "pose_frame": None, "pose_age_ms": None, "propagated": False}
+                 "pose_frame": None, "pose_age_ms": None, "propagated": False, "interpolated": False,
+                 "pose_frames": [None, None]}
     assert FrameResult.failed(frame, "cam", "bad", 133).has_pose.shape == (0,)
