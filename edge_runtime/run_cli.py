@@ -323,6 +323,30 @@ def _close_all(sinks: list[Any]) -> None:
             logger.error("closing output failed: %s: %s", type(sink).__name__, exc)
 
 
+def _file_totals(per_source: dict[str, dict[str, Any]], sources: int, multi: bool) -> dict[str, Any]:
+    """summary.json totals of file-mode sources (the one source's own entry when there is one)."""
+    done = [s for s in per_source.values() if "frames_in" in s]
+    if not multi and done:
+        return dict(done[0])
+    total = {k: sum(s[k] for s in done) for k in ("frames_in", "frames_out", "frames_ok", "frames_skipped",
+                                                  "frames_failed", "persons")} | connection_totals(done)
+    errors = [f"{n}: {s['capture_error']}" for n, s in per_source.items() if s.get("capture_error")]
+    total.update({"mode": "file", "sources": sources, "capture_error": "; ".join(errors) or None})
+    return total
+
+
+def _exit_code(doc: dict[str, Any]) -> int:
+    """1 when a capture failed or no frame could be processed, else 0 (logged)."""
+    if doc.get("capture_error"):
+        logger.error("capture failed: %s", doc["capture_error"])
+        return 1
+    if doc.get("frames_ok", 0) == 0:
+        logger.error("nothing could be processed (%d frames read, %d failed)", doc.get("frames_in", 0),
+                     doc.get("frames_failed", 0))
+        return 1
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from .outputs import expand_sources, prepare_output, write_json_atomic
     from .detections import load_detections
@@ -393,13 +417,7 @@ def run(args: argparse.Namespace) -> int:
                     _close_all(sinks)
                 if pipeline.stopping:
                     break
-            done = [s for s in per_source.values() if "frames_in" in s]
-            total = {k: sum(s[k] for s in done) for k in ("frames_in", "frames_out", "frames_ok", "frames_skipped",
-                                                          "frames_failed", "persons")} | connection_totals(done)
-            errors = [f"{n}: {s['capture_error']}" for n, s in per_source.items() if s.get("capture_error")]
-            total.update({"mode": "file", "sources": len(sources), "capture_error": "; ".join(errors) or None})
-            if not multi and done:
-                total = dict(done[0])
+            total = _file_totals(per_source, len(sources), multi)
     except BaseException as exc:
         total["error"] = mask_credentials(f"{type(exc).__name__}: {exc}")
         raise
@@ -422,11 +440,4 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(out / "summary.json", doc)
     _log_summary(doc)
     logger.info("results: %s (summary: %s)", out if multi else out / "predictions.jsonl", out / "summary.json")
-    if doc.get("capture_error"):
-        logger.error("capture failed: %s", doc["capture_error"])
-        return 1
-    if doc.get("frames_ok", 0) == 0:
-        logger.error("nothing could be processed (%d frames read, %d failed)", doc.get("frames_in", 0),
-                     doc.get("frames_failed", 0))
-        return 1
-    return 0
+    return _exit_code(doc)
