@@ -216,7 +216,8 @@ def plot(table: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def main(argv: "list[str] | None" = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """This script's options (tests parse the documented commands with it)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", type=Path, help="the proxy converted by sdpose-convert")
     parser.add_argument("--videos", nargs="+", type=Path, default=[], help="folders of make_figures_video.py")
@@ -230,7 +231,11 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--only", default="", help="comma list: run only these settings (and full)")
     parser.add_argument("--out", type=Path, default=None, help="write the table as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot (needs matplotlib)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in ("edge_runtime", "edge_runtime.live"):
         logging.getLogger(name).setLevel(logging.WARNING)
