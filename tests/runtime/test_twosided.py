@@ -70,6 +70,18 @@ def test_frames_after_the_last_keyframe_use_one_side() -> None:
         assert not person.interpolated and person.pose_frames == (0, None)
 
 
+def test_frames_before_the_first_keyframe_take_the_backward_side() -> None:
+    """A tracked person without a pose yet (keypoints null in the forward pass) gets the first keyframe's pose
+    carried backward; the keyframe itself is the model's pose."""
+    held = translate_run({3}, 6)
+    for h in held[:3]:
+        (person,) = h.persons
+        t = h.frame.index
+        assert person.has_pose and not person.interpolated and person.pose_frames == (None, 3)
+        assert person.pose_frame == 3 and person.pose_age_ms == pytest.approx(100.0 * (3 - t))
+        np.testing.assert_allclose(person.keypoints, KPTS + np.array([2.0, -1.0]) * t, atol=0.5)
+
+
 def test_midway_between_keyframes_weighs_both_sides_equally() -> None:
     err = np.full(4, 0.3)
     s_fwd, s_back = side_sigma(5, err, np.full(4, 0.8), 1.0), side_sigma(5, err, np.full(4, 0.8), 1.0)
