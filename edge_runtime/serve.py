@@ -272,8 +272,7 @@ def build_served(models: str, options: Any, chain: "str | None", max_batch: int)
         compiled = compile_model(folder.core, model, kind_options)
         pools[kind] = RequestPool(compiled, optimal_requests(compiled, kind_options))
         logger.info("compiled %s on %s (%s), %d request(s)", kind, kind_options.for_kind(kind).device,
-                    options.performance_hint,
-                    pools[kind].size)
+                    options.performance_hint, pools[kind].size)
     irs.clear()
     folder.release()  # the compiled models hold the weights now
     chain_pools = [pools[k] for k in folder.kinds]
