@@ -4,7 +4,7 @@ A calibration set is a folder::
 
     NAME/manifest.json          what was built, from what, with which parameters (see below)
     NAME/crops/crop_0000.jpg    UDP crops at the pose model input size (w x h), BGR, exactly the runtime's
-                                crops (edge_runtime.geometry.udp_warp_matrix + warp_crop, padding 1.25)
+                                crops (edge_runtime.model.geometry.udp_warp_matrix + warp_crop, padding 1.25)
     NAME/frames/frame_0000.jpg  full frames (long side <= frame_max_side) for the detector's INT8 pass;
                                 the detector letterboxes them like any frame (convert.detector
                                 .detector_calibration_inputs)
@@ -54,10 +54,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from edge_runtime.detector import DEFAULT_CONF_THRESHOLD
+from edge_runtime.model.detector import DEFAULT_CONF_THRESHOLD
 from edge_runtime.errors import InputError
-from edge_runtime.geometry import DEFAULT_INPUT_SIZE, DEFAULT_PADDING, udp_warp_matrix, warp_crop
-from edge_runtime.sources import read_image
+from edge_runtime.model.geometry import DEFAULT_INPUT_SIZE, DEFAULT_PADDING, udp_warp_matrix, warp_crop
+from edge_runtime.media.sources import read_image
 
 from .inputs import Source, collect_sources, load_detections, video_frames
 from .reader import (FORMAT_VERSION, MANIFEST, MANIFEST_KIND, CalibrationSet,  # noqa: F401  (the reader was
@@ -218,7 +218,7 @@ def build_calibration_set(out: str | Path, images: Sequence[str | Path] = (), vi
         out: output folder; must not exist or be empty unless ``overwrite`` (then replaced only once the
             new set is complete).
         images / videos: inputs. detections: detections JSON path. detector: a callable
-            ``image_bgr -> (boxes_xyxy [M,4] image px, scores [M])`` (e.g. ``edge_runtime.detector
+            ``image_bgr -> (boxes_xyxy [M,4] image px, scores [M])`` (e.g. ``edge_runtime.model.detector
             .PersonDetector``) or None; ``detector_info``: what to record about it in the manifest.
         params: :class:`BuildParams` (defaults if None).
 

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from edge_runtime.errors import InputError
-from edge_runtime.sources import IMAGE_EXTENSIONS, list_image_files
+from edge_runtime.media.sources import IMAGE_EXTENSIONS, list_image_files
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 
 from edge_runtime.errors import InputError
-from edge_runtime.sources import read_image
+from edge_runtime.media.sources import read_image
 
 MANIFEST = "manifest.json"
 MANIFEST_KIND = "sdpose_calibration_set"

@@ -41,13 +41,13 @@ PYTORCH = "pytorch-fp32"
 
 def parse_hw(text: str) -> tuple[int, int]:
     """``"1024x768"`` -> (1024, 768) = (H, W); InputError otherwise."""
-    from edge_runtime.geometry import parse_size_hw
+    from edge_runtime.model.geometry import parse_size_hw
 
     return parse_size_hw(text, "--input-size")
 
 
 def _folder_input_hw(models: str | Path) -> tuple[int, int]:
-    from edge_runtime.models import ModelFolder
+    from edge_runtime.model.models import ModelFolder
 
     meta = ModelFolder(models).pose_meta
     return int(meta["input_height"]), int(meta["input_width"])
@@ -57,7 +57,7 @@ def _detector_imgsz(models: list[str]) -> int | None:
     """Input side of the first folder's detector IR (None when no folder has a detector)."""
     import openvino as ov
 
-    from edge_runtime.metadata import read_index
+    from edge_runtime.model.metadata import read_index
 
     for folder in models:
         rel = read_index(folder)["components"].get("detector")
@@ -74,7 +74,7 @@ def pytorch_variant(checkpoint: str | Path, inputs: dict[str, Any], input_hw: tu
     The torch modules stay loaded for the whole benchmark (its stage builders only bind inputs)."""
     import torch
 
-    from edge_runtime.codec import decode_heatmaps
+    from edge_runtime.model.codec import decode_heatmaps
 
     from .checkpoint import load_checkpoint
     from .reference import ReferencePipeline

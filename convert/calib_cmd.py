@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 
 from calib_data.builder import BuildParams, build_calibration_set
-from edge_runtime.geometry import parse_size_hw
+from edge_runtime.model.geometry import parse_size_hw
 from edge_runtime.errors import InputError
 
 logger = logging.getLogger(__name__)
@@ -57,8 +57,8 @@ def register(subparsers: argparse._SubParsersAction, name: str) -> None:
 
 def _open_detector(spec: str, conf: float, device: str, workdir: Path):
     """PersonDetector for a model folder / detector.xml / YOLO .pt, plus what to record about it."""
-    from edge_runtime.detector import PersonDetector
-    from edge_runtime.models import CompileOptions
+    from edge_runtime.model.detector import PersonDetector
+    from edge_runtime.model.models import CompileOptions
 
     path = Path(spec)
     if not path.exists():

@@ -115,7 +115,7 @@ def capture_component_inputs(fp32_folder: Path, kind: str, images: Iterator[Any]
     ``images``: crops u8 [1,H,W,3]. For ``pose`` this is crop -> FP32 VAE encoder IR -> latent f32
     [1,4,H/8,W/8]; at most ``limit`` inputs are collected (one per crop).
     """
-    from edge_runtime.models import CompileOptions, ModelFolder, compile_model
+    from edge_runtime.model.models import CompileOptions, ModelFolder, compile_model
 
     chains = {"pose": "split", "vae_encoder": "split", "vae_pose": "fused"}
     folder = ModelFolder(fp32_folder, chain=chains.get(kind))

@@ -45,10 +45,10 @@ from convert.fidelity import bin_size_mb
 from convert.quantize import CALIBRATED_MODES, MODES, OVERFLOW_FIX, QUANTIZED_MODES, quantize_component, save_component
 from convert.report import REPORT_VERSION, write_report
 from convert.validate import validate_folder
-from edge_runtime.child import run_in_fresh_process
+from edge_runtime.running.child import run_in_fresh_process
 from edge_runtime.errors import InputError
-from edge_runtime.metadata import COMPONENT_KINDS, read_index, read_metadata
-from edge_runtime.metrics import peak_rss_mb, reset_peak_rss
+from edge_runtime.model.metadata import COMPONENT_KINDS, read_index, read_metadata
+from edge_runtime.running.metrics import peak_rss_mb, reset_peak_rss
 
 # The settings (convert.convert_config) and the calibration data (convert.calibration) were parts of this module:
 # their names stay importable from here (noqa: F401 above).
@@ -345,7 +345,7 @@ def _check_fp32_from(folder: Path, sha: str, input_size: tuple[int, int], want_d
                      token_downsample: int = 1, token_levels: tuple[int, ...] = (0,)) -> None:
     """--fp32-from must be an unquantized export of the same checkpoint at the same input size and token
     downsampling."""
-    from edge_runtime.models import ModelFolder
+    from edge_runtime.model.models import ModelFolder
 
     mf = ModelFolder(folder)
     meta = mf.pose_meta
@@ -372,7 +372,7 @@ def _check_fp32_from(folder: Path, sha: str, input_size: tuple[int, int], want_d
 
 
 def _write_index(stage_dir: Path, fp32_index: dict[str, Any], kinds: list[str], modes: dict[str, str]) -> None:
-    from edge_runtime.metadata import write_index
+    from edge_runtime.model.metadata import write_index
 
     index = {k: v for k, v in fp32_index.items() if k != "components"}
     distinct = sorted(set(modes.values()))
@@ -387,7 +387,7 @@ def _write_index(stage_dir: Path, fp32_index: dict[str, Any], kinds: list[str], 
 
 
 def _report_without_calibration(stage_dir: Path, notes: list[str]) -> dict[str, Any]:
-    from edge_runtime.models import ModelFolder
+    from edge_runtime.model.models import ModelFolder
 
     mf = ModelFolder(stage_dir)
     comps = {}

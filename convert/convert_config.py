@@ -18,7 +18,7 @@ import yaml
 
 from convert.quantize import MODES, OVERFLOW_FIX, QuantizationError, QuantizeOptions
 from edge_runtime.errors import InputError
-from edge_runtime.metadata import COMPONENT_KINDS
+from edge_runtime.model.metadata import COMPONENT_KINDS
 
 #: the components with their own settings, in conversion order (the fused vae_pose takes the pose settings:
 #: :func:`plan_kind`)
@@ -213,7 +213,7 @@ class ConvertConfig:
 
 def parse_input_size(text: Any, where: str = "--input-size") -> tuple[int, int]:
     """'HxW' (or [H, W]) -> (H, W), positive multiples of 8; InputError otherwise."""
-    from edge_runtime.geometry import parse_size_hw
+    from edge_runtime.model.geometry import parse_size_hw
 
     return parse_size_hw(text, where)
 

@@ -1,6 +1,6 @@
 """Person detector: ultralytics YOLO11 ``.pt`` -> ``detector.xml`` (kind ``detector``) in a model folder.
 
-The IR contract (read by :mod:`edge_runtime.detector`, which needs neither torch nor ultralytics):
+The IR contract (read by :mod:`edge_runtime.model.detector`, which needs neither torch nor ultralytics):
 
 * input ``image``: u8 [1, S, S, 3] BGR NHWC, a *letterboxed* frame (resize keeping the aspect ratio,
   centred padding with value 114, as ultralytics' ``LetterBox``). BGR->RGB, /255 and NHWC->NCHW run
@@ -12,7 +12,7 @@ The IR contract (read by :mod:`edge_runtime.detector`, which needs neither torch
 Why the letterbox itself is *not* in the IR: frames from cameras/streams/files come in any size, while the
 IR has a static spatial size (static shapes compile faster and quantize better). A PPP resize would need a
 dynamic input plus a separate pad step, and OpenVINO's resize does not round the target size and the pad
-split exactly like ``LetterBox`` does; doing it in numpy/cv2 (:func:`edge_runtime.detector.letterbox`) keeps
+split exactly like ``LetterBox`` does; doing it in numpy/cv2 (:func:`edge_runtime.model.detector.letterbox`) keeps
 the box mapping exact and shared by the converter, the calibration set and the runtime.
 
 Importing ultralytics is kept offline: ``YOLO_OFFLINE=1`` is set before the import, so ultralytics' online
@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.detector import DEFAULT_PAD_VALUE, letterbox
+from edge_runtime.model.detector import DEFAULT_PAD_VALUE, letterbox
 from edge_runtime.errors import InputError, SDPoseError
-from edge_runtime.metadata import FORMAT_VERSION, write_index, write_metadata
-from edge_runtime.model_info import DetectorModelInfo
+from edge_runtime.model.metadata import FORMAT_VERSION, write_index, write_metadata
+from edge_runtime.model.model_info import DetectorModelInfo
 
 logger = logging.getLogger(__name__)
 

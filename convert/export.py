@@ -11,7 +11,7 @@ Batch N is dynamic, the crop size H x W is static (default 1024 x 768). The VAE 
 preprocessing (u8 -> f32, BGR -> RGB, NHWC -> NCHW, x / 127.5 - 1) with OpenVINO's PrePostProcessor; the
 pose IR is the UNet with its constant conditioning folded and truncated after the up-block the head reads
 (``convert.pose_graph.PoseGraph``). No text encoder exists at run time. Each IR carries its metadata in
-``rt_info`` (``edge_runtime.metadata``).
+``rt_info`` (``edge_runtime.model.metadata``).
 
 Memory: the components are converted one at a time and every torch module is released (``del`` + ``gc``)
 as soon as its IR is saved; the text encoder runs once for the empty prompt and is dropped before any
@@ -31,11 +31,11 @@ from typing import Any
 
 
 from edge_runtime.errors import InputError, SDPoseError
-from edge_runtime.codec import DEFAULT_CODEC
-from edge_runtime.geometry import DEFAULT_PADDING, parse_size_hw
-from edge_runtime.metrics import peak_rss_mb
-from edge_runtime.model_info import PoseModelInfo
-from edge_runtime.metadata import (COMPONENT_FILES, FORMAT_VERSION, INDEX_FILE, POSE_KINDS, read_index, write_index,
+from edge_runtime.model.codec import DEFAULT_CODEC
+from edge_runtime.model.geometry import DEFAULT_PADDING, parse_size_hw
+from edge_runtime.running.metrics import peak_rss_mb
+from edge_runtime.model.model_info import PoseModelInfo
+from edge_runtime.model.metadata import (COMPONENT_FILES, FORMAT_VERSION, INDEX_FILE, POSE_KINDS, read_index, write_index,
                                    write_metadata)
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ PRESETS = {"full": (1024, 768), "balanced": (768, 576), "fast": (512, 384)}
 #: the ``preset`` recorded for a size that is not one of :data:`PRESETS`
 CUSTOM_PRESET = "custom"
 BBOX_PADDING = DEFAULT_PADDING  # mmpose GetBBoxCenterScale, as SDPose
-CODEC = dict(DEFAULT_CODEC)  # what the runtime decoder implements (edge_runtime.codec)
+CODEC = dict(DEFAULT_CODEC)  # what the runtime decoder implements (edge_runtime.model.codec)
 #: crop preprocessing embedded in the VAE IR (and recorded in every IR of the folder)
 PREPROCESSING = {
     "input": "image", "element_type": "u8", "layout": "NHWC", "color": "BGR",

@@ -19,11 +19,11 @@ import numpy as np
 import openvino as ov
 
 from convert.calibration import iter_crops, iter_frames, split_calibration, split_frames
-from edge_runtime.codec import decode_heatmaps
-from edge_runtime.metadata import POSE_KINDS
-from edge_runtime.metrics import time_calls
-from edge_runtime.models import CompileOptions, ModelFolder, compile_model
-from edge_runtime.tracking import box_iou
+from edge_runtime.model.codec import decode_heatmaps
+from edge_runtime.model.metadata import POSE_KINDS
+from edge_runtime.running.metrics import time_calls
+from edge_runtime.model.models import CompileOptions, ModelFolder, compile_model
+from edge_runtime.running.tracking import box_iou
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def summary_stats(values: Sequence[float]) -> dict[str, float]:
 def displacement_stats(dists: np.ndarray, heatmap_px: float, valid: np.ndarray | None = None) -> dict[str, float]:
     """Keypoint displacement (crop px) summary over the ``valid`` keypoints (all if None): mean, median,
     p95, max, share within one heatmap px (= ``heatmap_px`` crop px); ``excluded`` = keypoints left out
-    (FP32 channel without a positive peak: its location is arbitrary, see edge_runtime.codec)."""
+    (FP32 channel without a positive peak: its location is arbitrary, see edge_runtime.model.codec)."""
     d = np.asarray(dists, np.float64).ravel()
     mask = np.ones(d.shape, bool) if valid is None else np.asarray(valid, bool).ravel()
     excluded = int((~mask).sum())
@@ -288,7 +288,7 @@ def pose_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: An
 
 def detector_fidelity(core: ov.Core, folder: ModelFolder, ref: ModelFolder, cset: Any,
                        held_out: int) -> dict[str, Any]:
-    from edge_runtime.detector import PersonDetector
+    from edge_runtime.model.detector import PersonDetector
 
     _, held = split_frames(cset, held_out)
     source = "held-out frames"

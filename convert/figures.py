@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from edge_runtime.keypoints import PART_GROUPS, WHOLEBODY_PARTS
-from edge_runtime.tracking import box_iou
+from edge_runtime.model.keypoints import PART_GROUPS, WHOLEBODY_PARTS
+from edge_runtime.running.tracking import box_iou
 
 NUM_KEYPOINTS = 133
 

@@ -5,7 +5,7 @@ a saturating 16-bit sum, so a folder quantized on a workstation can lose fidelit
 way to see it is to run the model both ways (OpenVINO's POT saturation note). Where this CPU has VNNI, the
 second run happens here, in a child ``sdpose-convert validate`` process with
 ``ONEDNN_MAX_CPU_ISA=AVX512_CORE``, which caps the CPU plugin below VNNI (and below bf16, so the child times
-the f32 hint only). The child first runs :func:`edge_runtime.cpu.int8_accumulation_ratio`: if a later
+the f32 hint only). The child first runs :func:`edge_runtime.model.cpu.int8_accumulation_ratio`: if a later
 OpenVINO ignored the cap, the row says so instead of silently repeating the VNNI path. Where this CPU has no
 VNNI, its own run *is* the no-VNNI path and the VNNI row cannot be measured here.
 
@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.child import run_in_fresh_process
-from edge_runtime.cpu import EMULATE_NO_VNNI_CAP, CpuInfo
+from edge_runtime.running.child import run_in_fresh_process
+from edge_runtime.model.cpu import EMULATE_NO_VNNI_CAP, CpuInfo
 from edge_runtime.errors import SDPoseError
 
 logger = logging.getLogger(__name__)

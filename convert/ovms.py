@@ -10,13 +10,13 @@ Writes ``REPO/<model>/1/model.xml|bin`` for each component of the folder's pose 
   or one ``vae_pose`` node for a fused chain), so one request carries crops in and heatmaps out, the contract
   of ``sdpose-edge run --pose-server``; and ``sdpose_keypoints`` (``<pipeline-name>_keypoints``): the same
   nodes and then ``keypoint_decoder``, a small model of its own written here (the heatmap decoder in OpenVINO
-  ops, :mod:`edge_runtime.codec_graph`, f32), so the answer is ``keypoints`` [N,K,3] instead of 26 MB of
+  ops, :mod:`edge_runtime.model.codec_graph`, f32), so the answer is ``keypoints`` [N,K,3] instead of 26 MB of
   heatmaps per crop (``--pose-server-model sdpose_keypoints``). The decoder is a separate model rather than an
   output of the pose IR: a pipeline node has one output, the 1.7 GB pose.bin stays a hard link, and its
   ``plugin_config`` forces f32 (a bf16 hint would move the points).
 
 The detector stays on the edge box and is not exported. The repository is checked after writing with the
-runtime's reader (:mod:`edge_runtime.ovms_repo`: every DAG edge names a real tensor of its model), and
+runtime's reader (:mod:`edge_runtime.serving.ovms_repo`: every DAG edge names a real tensor of its model), and
 ``sdpose-edge serve REPO`` serves it as OVMS would for a local check.
 """
 from __future__ import annotations
@@ -32,10 +32,10 @@ from typing import Any
 import openvino as ov
 
 from edge_runtime.errors import InputError
-from edge_runtime.models import ModelFolder
-from edge_runtime.outputs import write_json_atomic
-from edge_runtime.ovms_repo import CONFIG_NAME, read_repository, tensor_names
-from edge_runtime.serve import CHAIN_MODEL, DECODER_MODEL, folder_decoder
+from edge_runtime.model.models import ModelFolder
+from edge_runtime.media.outputs import write_json_atomic
+from edge_runtime.serving.ovms_repo import CONFIG_NAME, read_repository, tensor_names
+from edge_runtime.serving.serve import CHAIN_MODEL, DECODER_MODEL, folder_decoder
 
 logger = logging.getLogger(__name__)
 

@@ -38,7 +38,7 @@ import openvino as ov
 
 from convert.quant_graph import count_quantization_nodes, weighted_matmuls
 from edge_runtime.errors import SDPoseError
-from edge_runtime.metadata import COMPONENT_KINDS, RT_NAMESPACE, read_metadata, write_metadata
+from edge_runtime.model.metadata import COMPONENT_KINDS, RT_NAMESPACE, read_metadata, write_metadata
 
 logger = logging.getLogger(__name__)
 

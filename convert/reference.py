@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from edge_runtime.errors import InputError
-    from edge_runtime.geometry import parse_size_hw
+    from edge_runtime.model.geometry import parse_size_hw
 
     try:
         h, w = parse_size_hw(args.input_size, "--input-size")

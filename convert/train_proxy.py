@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from convert import figures
-from edge_runtime.codec import decode_heatmaps, encode_keypoints
-from edge_runtime.geometry import udp_warp_matrix, warp_crop
+from edge_runtime.model.codec import decode_heatmaps, encode_keypoints
+from edge_runtime.model.geometry import udp_warp_matrix, warp_crop
 
 logger = logging.getLogger(__name__)
 

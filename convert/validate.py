@@ -15,7 +15,7 @@ splits the set deterministically by the sha256 of each crop, recorded in the rep
 
 Fidelity runs compile both folders with ``INFERENCE_PRECISION_HINT=f32`` so that the figures measure the
 quantization alone (not the CPU's silent bf16). The report names the CPU and its INT8 path
-(:mod:`edge_runtime.cpu`); a hint the CPU does not support (bf16 without AVX512_BF16/AMX) is reported as
+(:mod:`edge_runtime.model.cpu`); a hint the CPU does not support (bf16 without AVX512_BF16/AMX) is reported as
 such instead of timing a "bf16" that is really f32. Folders with INT8 activations get fidelity and speed for
 both INT8 paths, with and without VNNI (:mod:`convert.int8_paths`). Writes ``report.json`` and ``report.md``
 into the folder.
@@ -42,11 +42,11 @@ from convert.fidelity import (FIDELITY_HINT, TOP_K_BOXES, FolderChain, bin_size_
                               pose_fidelity, summary_stats)
 from convert.report import REPORT_JSON, REPORT_MD, REPORT_VERSION, render_markdown, write_report  # noqa: F401
 from convert.variant_check import compare_variant, write_against_report
-from edge_runtime.cpu import CpuInfo, cpu_info, int8_accumulation_ratio
+from edge_runtime.model.cpu import CpuInfo, cpu_info, int8_accumulation_ratio
 from edge_runtime.errors import InputError, ModelFolderError
-from edge_runtime.metadata import COMPONENT_KINDS
-from edge_runtime.models import ModelFolder
-from edge_runtime.tracking import box_iou  # noqa: F401  (re-exported for the report's users)
+from edge_runtime.model.metadata import COMPONENT_KINDS
+from edge_runtime.model.models import ModelFolder
+from edge_runtime.running.tracking import box_iou  # noqa: F401  (re-exported for the report's users)
 
 # The split (convert.calibration), the metrics and chain (convert.fidelity) and the report files (convert.report)
 # were parts of this module: their names stay importable from here (noqa: F401 above).

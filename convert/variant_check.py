@@ -35,11 +35,11 @@ import openvino as ov
 from convert.fidelity import FolderChain, cosine, summary_stats
 from convert.report import REPORT_JSON, REPORT_MD, REPORT_VERSION
 from convert.report import render_markdown as render_fidelity
-from edge_runtime.attention import attention_fusion as runtime_attention_fusion
-from edge_runtime.codec import decode_heatmaps
+from edge_runtime.model.attention import attention_fusion as runtime_attention_fusion
+from edge_runtime.model.codec import decode_heatmaps
 from edge_runtime.errors import InputError
-from edge_runtime.geometry import DEFAULT_PADDING, keypoints_to_image
-from edge_runtime.models import ModelFolder
+from edge_runtime.model.geometry import DEFAULT_PADDING, keypoints_to_image
+from edge_runtime.model.models import ModelFolder
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +130,7 @@ def compare_variant(variant: str | Path, full: str | Path, calib: str | Path = "
     """
     from calib_data import load_calibration_set
 
-    from edge_runtime.cpu import cpu_info
+    from edge_runtime.model.cpu import cpu_info
 
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise InputError(f"--limit: expected an integer >= 1, got {limit!r}")
@@ -259,6 +259,6 @@ def write_against_report(variant: str | Path, section: dict[str, Any]) -> tuple[
 
 
 def attention_fusion(model: ov.Model, compiled: ov.CompiledModel) -> dict[str, Any]:
-    """Does the CPU plugin still fuse attention? :func:`edge_runtime.attention.attention_fusion` as a dict
+    """Does the CPU plugin still fuse attention? :func:`edge_runtime.model.attention.attention_fusion` as a dict
     (``attention_ops``, ``fused``, ``fused_by_node``, ``runtime_precisions``, ``unfused_softmax``)."""
     return runtime_attention_fusion(model, compiled).to_dict()

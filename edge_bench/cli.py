@@ -21,7 +21,7 @@ Measures, on this machine and in one run so that a noisy shared machine still gi
    FakeQuantize, else the variant's float precision) -> ``limit_ms``, and the achieved fraction
    ``limit_ms / median_ms``.
 3. **End to end** in file mode on a multi-person video with ``--video``/``--detections``: frames/s and
-   persons/s of the async THROUGHPUT :class:`~edge_runtime.pipeline.Pipeline` vs a plain synchronous loop
+   persons/s of the async THROUGHPUT :class:`~edge_runtime.running.pipeline.Pipeline` vs a plain synchronous loop
    (LATENCY hint, one ``PoseEstimator`` call per frame), each in its own subprocess that reports its peak
    RSS; cold start (empty CACHE_DIR) vs warm start (cache populated): compile time and time to the first
    result.
@@ -45,7 +45,7 @@ from typing import Any
 
 from edge_runtime.config import add_cli_options, parse_model_device
 from edge_runtime.errors import InputError, SDPoseError
-from edge_runtime.metrics import memory_status
+from edge_runtime.running.metrics import memory_status
 
 from .end_to_end import run_end_to_end
 from .profile import run_profiles
@@ -87,7 +87,7 @@ def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = 
     """
     import openvino as ov
 
-    from edge_runtime.models import ModelFolder
+    from edge_runtime.model.models import ModelFolder
 
     if not models:
         raise InputError("--models: give at least one model folder")

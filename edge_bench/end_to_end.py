@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.metrics import peak_rss_mb
+from edge_runtime.running.metrics import peak_rss_mb
 
-from edge_runtime.child import run_in_fresh_process
+from edge_runtime.running.child import run_in_fresh_process
 
 logger = logging.getLogger(__name__)
 
@@ -87,12 +87,12 @@ def measure_once(settings: dict[str, Any]) -> dict[str, Any]:
 
     import openvino as ov
 
-    from edge_runtime.detector import PersonDetector
-    from edge_runtime.estimator import PoseEstimator
-    from edge_runtime.models import CompileOptions
-    from edge_runtime.detections import load_detections
-    from edge_runtime.pipeline import Pipeline, PipelineConfig
-    from edge_runtime.sources import VideoFileSource
+    from edge_runtime.model.detector import PersonDetector
+    from edge_runtime.model.estimator import PoseEstimator
+    from edge_runtime.model.models import CompileOptions
+    from edge_runtime.media.detections import load_detections
+    from edge_runtime.running.pipeline import Pipeline, PipelineConfig
+    from edge_runtime.media.sources import VideoFileSource
 
     hint = "THROUGHPUT" if args.mode == "async" else "LATENCY"
     options = CompileOptions(device=args.device, performance_hint=hint, inference_precision=args.precision_hint,

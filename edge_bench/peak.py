@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.cpu import compiled_property, executed_precisions
-from edge_runtime.metrics import time_calls
+from edge_runtime.model.cpu import compiled_property, executed_precisions
+from edge_runtime.running.metrics import time_calls
 
 logger = logging.getLogger(__name__)
 
@@ -238,7 +238,7 @@ COUNTED_OPS = ("Convolution", "GroupConvolution", "ConvolutionBackpropData", "Gr
 
 def _batch_one(model: Any, batch: int) -> Any:
     """A clone of ``model`` with every dynamic first (batch) input dimension set to ``batch``."""
-    from edge_runtime.models import with_static_batch
+    from edge_runtime.model.models import with_static_batch
 
     return with_static_batch(model, batch)
 

@@ -214,7 +214,7 @@ def profile_folder(folder_path: str | Path, inputs: dict[str, Any], peaks: dict[
                    device: str, runs: int, warmup: int, hint: str | None,
                    model_device: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """{component kind: profile section} of every component of one model folder (one compiled at a time)."""
-    from edge_runtime.models import CompileOptions, ModelFolder, compile_model
+    from edge_runtime.model.models import CompileOptions, ModelFolder, compile_model
 
     from .peak import counted_nodes
 
@@ -251,7 +251,7 @@ def run_profiles(models: Sequence[str | Path], inputs: dict[str, Any], peaks: di
                  model_device: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """The ``profile`` section of bench.json: {component: section} for one folder, {"<folder>/<component>":
     section} for several. Float folders run with the f32 hint, quantized ones with the device default."""
-    from edge_runtime.models import ModelFolder
+    from edge_runtime.model.models import ModelFolder
 
     profile: dict[str, dict[str, Any]] = {}
     for path in models:

@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 def machine_info() -> dict[str, Any]:
     """CPU (OpenVINO's FULL_DEVICE_NAME and OPTIMIZATION_CAPABILITIES, /proc/cpuinfo flags), logical CPUs, RAM,
     OS and package versions (openvino, numpy, cv2; torch etc. when imported)."""
-    from edge_runtime.cpu import cpu_info
+    from edge_runtime.model.cpu import cpu_info
 
     cpu = cpu_info().to_dict()
     info: dict[str, Any] = {"platform": platform.platform(), "python": platform.python_version(),

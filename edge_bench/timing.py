@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.errors import InputError
-from edge_runtime.metadata import COMPONENT_KINDS
-from edge_runtime.metrics import memory_status
+from edge_runtime.model.metadata import COMPONENT_KINDS
+from edge_runtime.running.metrics import memory_status
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def load_inputs(input_size_wh: tuple[int, int], video: str | Path | None = None,
     """
     import cv2
 
-    from edge_runtime.geometry import udp_warp_matrix, warp_crop
+    from edge_runtime.model.geometry import udp_warp_matrix, warp_crop
 
     w, h = input_size_wh
     frame = None
@@ -158,7 +158,7 @@ def load_inputs(input_size_wh: tuple[int, int], video: str | Path | None = None,
             raise InputError(f"--video {video}: cannot read its first frame")
         source = f"{Path(video).name} frame 0"
         if detections is not None:
-            from edge_runtime.detections import load_detections
+            from edge_runtime.media.detections import load_detections
 
             dets = load_detections(detections)
             boxes = dets.get("0")

@@ -10,14 +10,14 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.errors import InputError, SDPoseError
-from edge_runtime.metadata import POSE_KINDS
+from edge_runtime.model.metadata import POSE_KINDS
 
 from .timing import StageBuilder, Variant
 
 logger = logging.getLogger(__name__)
 
 def _compiled_info(compiled: Any) -> dict[str, Any]:
-    from edge_runtime.cpu import executed_precisions
+    from edge_runtime.model.cpu import executed_precisions
 
     info: dict[str, Any] = {}
     for key in ("PERFORMANCE_HINT", "INFERENCE_PRECISION_HINT", "NUM_STREAMS", "INFERENCE_NUM_THREADS",
@@ -88,7 +88,7 @@ def _ov_stage(core: Any, xml: Path, options: Any, info: dict[str, Any], stage: s
               make_input: Callable[[dict[str, Any]], np.ndarray]) -> StageBuilder:
     """Builder: compile ``xml`` with ``options`` (recording its properties in ``info``) -> runner that runs
     one synchronous inference on ``make_input(earlier outputs)``."""
-    from edge_runtime.models import compile_model
+    from edge_runtime.model.models import compile_model
 
     def build(earlier: dict[str, Any]) -> Callable[[], Any]:
         compiled = compile_model(core, core.read_model(str(xml)), options)
@@ -101,7 +101,7 @@ def _ov_stage(core: Any, xml: Path, options: Any, info: dict[str, Any], stage: s
 
 
 def _decode_stage(input_wh: tuple[int, int]) -> StageBuilder:
-    from edge_runtime.codec import decode_heatmaps
+    from edge_runtime.model.codec import decode_heatmaps
 
     def build(earlier: dict[str, Any]) -> Callable[[], Any]:
         heatmaps = earlier.get("pose", earlier.get("vae_pose"))
@@ -123,9 +123,9 @@ def build_openvino_variants(folders: Sequence[str | Path], inputs: dict[str, Any
     FLOPs are counted from the IRs here (once per folder)."""
     import openvino as ov
 
-    from edge_runtime.cpu import cpu_info
-    from edge_runtime.detector import PersonDetector
-    from edge_runtime.models import CompileOptions, ModelFolder
+    from edge_runtime.model.cpu import cpu_info
+    from edge_runtime.model.detector import PersonDetector
+    from edge_runtime.model.models import CompileOptions, ModelFolder
 
     core = core if core is not None else ov.Core()
     bf16 = cpu_info(core, device).bf16 if device.upper().startswith("CPU") else True

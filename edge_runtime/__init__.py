@@ -7,11 +7,11 @@ Public API::
     keypoints_to_image(keypoints, bbox_xyxy, input_size=(w, h), padding=1.25)  # crop px -> image px
     PoseEstimator(models_dir)(image_bgr, boxes_xyxy) -> (keypoints [N,K,2], scores [N,K])
 """
-from .codec import decode_heatmaps
-from .errors import InputError, ModelFolderError, SDPoseError
-from .estimator import PoseEstimator
-from .models import CompileOptions, ModelFolder
-from .geometry import bbox_xyxy_to_center_scale, keypoints_to_image, udp_warp_matrix, warp_crop
+from edge_runtime.model.codec import decode_heatmaps
+from edge_runtime.errors import InputError, ModelFolderError, SDPoseError
+from edge_runtime.model.estimator import PoseEstimator
+from edge_runtime.model.models import CompileOptions, ModelFolder
+from edge_runtime.model.geometry import bbox_xyxy_to_center_scale, keypoints_to_image, udp_warp_matrix, warp_crop
 
 __all__ = [
     "CompileOptions",

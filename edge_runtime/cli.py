@@ -10,15 +10,15 @@ import importlib
 import logging
 import sys
 
-from .errors import SDPoseError
+from edge_runtime.errors import SDPoseError
 
 #: sub-command -> module that implements it
 SUBCOMMANDS = {
-    "run": "edge_runtime.run_cli",
+    "run": "edge_runtime.commands.run_cli",
     "bench": "edge_bench.cli",
-    "eval": "edge_runtime.eval_cli",
-    "serve": "edge_runtime.serve",
-    "devices": "edge_runtime.devices_cli",
+    "eval": "edge_runtime.commands.eval_cli",
+    "serve": "edge_runtime.serving.serve",
+    "devices": "edge_runtime.commands.devices_cli",
 }
 
 def make_parser(prog: str, description: str, subcommands: dict[str, str]) -> argparse.ArgumentParser:

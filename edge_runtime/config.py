@@ -13,11 +13,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import yaml
 
-from .errors import InputError
-from .keypoints import DEFAULT_SCORE_THRESHOLD, PART_NAMES
-from .server_address import ServerAddress
-from .smoothing import DEFAULT_BETA, DEFAULT_D_CUTOFF_HZ, DEFAULT_MIN_CUTOFF_HZ
-from .tracking import DEFAULT_BOX_EXPANSION, DEFAULT_TRACK_IOU
+from edge_runtime.errors import InputError
+from edge_runtime.model.keypoints import DEFAULT_SCORE_THRESHOLD, PART_NAMES
+from edge_runtime.serving.server_address import ServerAddress
+from edge_runtime.running.smoothing import DEFAULT_BETA, DEFAULT_D_CUTOFF_HZ, DEFAULT_MIN_CUTOFF_HZ
+from edge_runtime.running.tracking import DEFAULT_BOX_EXPANSION, DEFAULT_TRACK_IOU
 
 logger = logging.getLogger(__name__)
 
@@ -161,7 +161,7 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "bbox_padding": (None, _positive, "a positive number or null (the IR metadata, 1.25)"),
     "parts": (list(PART_NAMES), _parts, f"a list of parts from {list(PART_NAMES)}"),
     "score_threshold": (DEFAULT_SCORE_THRESHOLD, _unit, "a number in [0, 1] (keypoints drawn / used for tracking above it)"),
-    # temporal smoothing of the output keypoints (edge_runtime.smoothing: units, lag bound)
+    # temporal smoothing of the output keypoints (edge_runtime.running.smoothing: units, lag bound)
     "smooth": ("one-euro", _choice("one-euro", "none"), "one-euro | none (per track and keypoint, before the outputs)"),
     "smooth_min_cutoff_hz": (DEFAULT_MIN_CUTOFF_HZ, _positive, "a positive number of Hz (One Euro: cutoff at rest)"),
     "smooth_beta": (DEFAULT_BETA, _non_negative,

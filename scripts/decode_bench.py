@@ -1,10 +1,10 @@
-"""Heatmap decoding per crop: numpy (edge_runtime.codec) versus the OpenVINO graph (edge_runtime.codec_graph).
+"""Heatmap decoding per crop: numpy (edge_runtime.model.codec) versus the OpenVINO graph (edge_runtime.model.codec_graph).
 
     python scripts/decode_bench.py [--runs 20] [--out docs/decode_bench.json]
 
 For wholebody (133 keypoints) and body (17), heatmaps 256x192 (the 1024x768 crop), batch 1 and 4:
 
-- ``numpy``: :func:`edge_runtime.codec.decode_heatmaps` on heatmaps of encoded keypoints plus noise;
+- ``numpy``: :func:`edge_runtime.model.codec.decode_heatmaps` on heatmaps of encoded keypoints plus noise;
 - ``graph_alone``: the decoder model alone (``keypoint_decoder``, what a server or the flip test runs), f32,
   LATENCY hint, on the same heatmaps (includes handing them to OpenVINO);
 - ``graph_in_pose_ir``: the pose IR of the fake test models at full size with the decoder appended (what
@@ -30,9 +30,9 @@ import openvino as ov
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
-from edge_runtime.codec import decode_heatmaps, encode_keypoints  # noqa: E402
-from edge_runtime.codec_graph import decoder_model, with_keypoints  # noqa: E402
-from edge_runtime.cpu import cpu_info  # noqa: E402
+from edge_runtime.model.codec import decode_heatmaps, encode_keypoints  # noqa: E402
+from edge_runtime.model.codec_graph import decoder_model, with_keypoints  # noqa: E402
+from edge_runtime.model.cpu import cpu_info  # noqa: E402
 from fake_models import build_fake_model_folder  # noqa: E402
 
 log = logging.getLogger("decode_bench")

@@ -37,16 +37,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from convert.figures import score_records  # noqa: E402
-from edge_runtime.detections import load_detections  # noqa: E402
-from edge_runtime.estimator import PoseEstimator  # noqa: E402
-from edge_runtime.backends import OpenVINOBackend  # noqa: E402
-from edge_runtime.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
-from edge_runtime.models import CompileOptions  # noqa: E402
-from edge_runtime.pipeline import Pipeline, PipelineConfig  # noqa: E402
-from edge_runtime.sinks import ListSink  # noqa: E402
-from edge_runtime.sources import VideoFileSource  # noqa: E402
-from edge_runtime.tracking import box_iou  # noqa: E402
-from edge_runtime.tracks import TrackConfig  # noqa: E402
+from edge_runtime.media.detections import load_detections  # noqa: E402
+from edge_runtime.model.estimator import PoseEstimator  # noqa: E402
+from edge_runtime.running.backends import OpenVINOBackend  # noqa: E402
+from edge_runtime.running.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
+from edge_runtime.model.models import CompileOptions  # noqa: E402
+from edge_runtime.running.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from edge_runtime.media.sinks import ListSink  # noqa: E402
+from edge_runtime.media.sources import VideoFileSource  # noqa: E402
+from edge_runtime.running.tracking import box_iou  # noqa: E402
+from edge_runtime.running.tracks import TrackConfig  # noqa: E402
 
 log = logging.getLogger("keyframe_pck")
 #: placement of recomputes at fixed intervals: no triggers, a pose is due once it is k frames old
@@ -237,7 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: "list[str] | None" = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    for name in ("edge_runtime", "edge_runtime.live"):
+    for name in ("edge_runtime", "edge_runtime.running.live"):
         logging.getLogger(name).setLevel(logging.WARNING)
     merged = {(r["video"], r["setting"], r["budget"]): r for path in args.from_json
               for r in json.loads(path.read_text())["rows"]}

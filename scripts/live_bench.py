@@ -23,12 +23,12 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from edge_runtime.metrics import memory_status  # noqa: E402
-from edge_runtime.cpu import cpu_info  # noqa: E402
-from edge_runtime.estimator import PoseEstimator  # noqa: E402
-from edge_runtime.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
-from edge_runtime.models import CompileOptions  # noqa: E402
-from edge_runtime.sources import Frame, FrameSource  # noqa: E402
+from edge_runtime.running.metrics import memory_status  # noqa: E402
+from edge_runtime.model.cpu import cpu_info  # noqa: E402
+from edge_runtime.model.estimator import PoseEstimator  # noqa: E402
+from edge_runtime.running.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
+from edge_runtime.model.models import CompileOptions  # noqa: E402
+from edge_runtime.media.sources import Frame, FrameSource  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 log = logging.getLogger("live_bench")
@@ -114,7 +114,7 @@ def main(argv: "list[str] | None" = None) -> int:
                               detections=dets))
     import functools
 
-    from edge_runtime.backends import openvino_backend_factory
+    from edge_runtime.running.backends import openvino_backend_factory
 
     runner = LiveRunner(est, LiveConfig(mode="live", batch=args.batch, pose_budget=args.pose_budget,
                                         chain_slots=1 if args.release_memory else None),

@@ -162,7 +162,7 @@ def main(argv: "list[str] | None" = None) -> int:
         for spec in args.variant or DEFAULT_VARIANTS:
             name, _, options = spec.partition("=")
             results[name] = run_variant(name, options, args, jpegs, dets, boxes_per_frame, work)
-    from edge_runtime.cpu import cpu_info
+    from edge_runtime.model.cpu import cpu_info
 
     doc = {"cpu": cpu_info().to_dict(), "cores": len(os.sched_getaffinity(0)), "models": str(args.models),
            "cameras": args.cameras, "fps": args.fps, "frames_per_camera": args.frames, "variants": results}

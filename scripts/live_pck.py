@@ -28,15 +28,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from convert.figures import score_records  # noqa: E402
-from edge_runtime.backends import delayed_backend_factory  # noqa: E402
-from edge_runtime.estimator import PoseEstimator  # noqa: E402
-from edge_runtime.sinks import ListSink  # noqa: E402
-from edge_runtime.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
-from edge_runtime.models import CompileOptions  # noqa: E402
-from edge_runtime.detections import load_detections  # noqa: E402
-from edge_runtime.pipeline import Pipeline, PipelineConfig  # noqa: E402
-from edge_runtime.sources import VideoFileSource  # noqa: E402
-from edge_runtime.tracks import TrackConfig  # noqa: E402
+from edge_runtime.running.backends import delayed_backend_factory  # noqa: E402
+from edge_runtime.model.estimator import PoseEstimator  # noqa: E402
+from edge_runtime.media.sinks import ListSink  # noqa: E402
+from edge_runtime.running.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
+from edge_runtime.model.models import CompileOptions  # noqa: E402
+from edge_runtime.media.detections import load_detections  # noqa: E402
+from edge_runtime.running.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from edge_runtime.media.sources import VideoFileSource  # noqa: E402
+from edge_runtime.running.tracks import TrackConfig  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 log = logging.getLogger("live_pck")

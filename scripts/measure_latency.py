@@ -18,8 +18,8 @@ import openvino as ov
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from calib_data import load_calibration_set  # noqa: E402  (the repository root is put on the path above)
 from convert.validate import FolderChain, iter_crops, measure_latency  # noqa: E402
-from edge_runtime.cpu import cpu_info  # noqa: E402
-from edge_runtime.models import ModelFolder  # noqa: E402
+from edge_runtime.model.cpu import cpu_info  # noqa: E402
+from edge_runtime.model.models import ModelFolder  # noqa: E402
 
 logger = logging.getLogger("measure_latency")
 

@@ -6,7 +6,7 @@
 1. sync: a plain loop ``PoseEstimator(image, boxes)`` per frame (all persons of a frame in one batched
    synchronous request), models compiled with PERFORMANCE_HINT LATENCY (the best setting for one request
    at a time), after one warm-up frame.
-2. async: :class:`edge_runtime.pipeline.Pipeline` in file mode, models compiled with THROUGHPUT and
+2. async: :class:`edge_runtime.running.pipeline.Pipeline` in file mode, models compiled with THROUGHPUT and
    OPTIMAL_NUMBER_OF_INFER_REQUESTS, for each ``--batch``, after a one-frame warm-up run.
 3. live: the pipeline in live mode on the video looped and paced at its fps for ``--live-seconds``:
    capture-to-result latency p50/p95, frames processed/skipped.
@@ -31,12 +31,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge_runtime.estimator import PoseEstimator  # noqa: E402
-from edge_runtime.models import CompileOptions  # noqa: E402
-from edge_runtime.detections import load_detections  # noqa: E402
-from edge_runtime.metrics import percentile_summary  # noqa: E402
-from edge_runtime.pipeline import Pipeline, PipelineConfig  # noqa: E402
-from edge_runtime.sources import Frame, FrameSource, VideoFileSource  # noqa: E402
+from edge_runtime.model.estimator import PoseEstimator  # noqa: E402
+from edge_runtime.model.models import CompileOptions  # noqa: E402
+from edge_runtime.media.detections import load_detections  # noqa: E402
+from edge_runtime.running.metrics import percentile_summary  # noqa: E402
+from edge_runtime.running.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from edge_runtime.media.sources import Frame, FrameSource, VideoFileSource  # noqa: E402
 
 logger = logging.getLogger("measure_pipeline")
 REPO = Path(__file__).resolve().parents[1]
@@ -165,7 +165,7 @@ def measure_live(args: argparse.Namespace, frames: list[Frame], dets: dict[str, 
                  est: PoseEstimator) -> dict[str, Any]:
     source = LoopedLiveSource(frames, fps, args.live_seconds)
     sink = CountingSink()
-    from edge_runtime.live import LiveConfig, LiveRunner, SourceRun
+    from edge_runtime.running.live import LiveConfig, LiveRunner, SourceRun
 
     summary = LiveRunner(est, LiveConfig(mode="live", batch=1), detections=dets).run(
         [SourceRun("live", source, [sink])])["total"]

@@ -3,7 +3,7 @@
     python scripts/memory_probe.py MODELS [--release] [--as-read]
 
 Compiles ``vae_encoder`` and ``pose`` of MODELS (CPU, LATENCY, f32 hint, one request each) as the runtime does
-(``edge_runtime.models.compile_model``: attention fused where quantized keys break it; ``--as-read`` compiles
+(``edge_runtime.model.models.compile_model``: attention fused where quantized keys break it; ``--as-read`` compiles
 the IRs as they are, for comparison), runs two random
 crops through them and prints one JSON line with ``/proc/self/status`` figures after each step.
 ``--release`` frees each model's buffers after each request (``CompiledModel.release_memory`` and
@@ -22,9 +22,9 @@ import numpy as np
 import openvino as ov
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from edge_runtime.attention import runtime_attention  # noqa: E402
-from edge_runtime.metrics import memory_status  # noqa: E402
-from edge_runtime.models import CompileOptions, compile_model  # noqa: E402
+from edge_runtime.model.attention import runtime_attention  # noqa: E402
+from edge_runtime.running.metrics import memory_status  # noqa: E402
+from edge_runtime.model.models import CompileOptions, compile_model  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,10 +39,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from edge_bench.serve_process import ServeProcess  # noqa: E402
-from edge_runtime.cpu import cpu_info  # noqa: E402
-from edge_runtime.estimator import PoseEstimator  # noqa: E402
-from edge_runtime.models import CompileOptions, ModelFolder  # noqa: E402
-from edge_runtime.remote import RemotePoseEstimator  # noqa: E402
+from edge_runtime.model.cpu import cpu_info  # noqa: E402
+from edge_runtime.model.estimator import PoseEstimator  # noqa: E402
+from edge_runtime.model.models import CompileOptions, ModelFolder  # noqa: E402
+from edge_runtime.serving.remote import RemotePoseEstimator  # noqa: E402
 
 log = logging.getLogger("remote_bench")
 

@@ -4,7 +4,7 @@
         [--betas 0,1,4] [--d-cutoffs 1] [--out sweep.json]
 
 Each ``--run`` is the ``predictions.jsonl`` of an ``sdpose-edge run --smooth none`` on a drawn-figures video and its
-ground truth (``scripts/make_figures_video.py``). The filter (:class:`edge_runtime.smoothing.OneEuroSmoother`, the
+ground truth (``scripts/make_figures_video.py``). The filter (:class:`edge_runtime.running.smoothing.OneEuroSmoother`, the
 one the runtime applies) runs over the records afterwards, which gives what ``--smooth one-euro`` with those
 parameters writes (to the records' 0.001 px rounding). Prints, per parameter set, the mean over the runs of
 PCK@0.05 (all, body) and the excess jitter (mean |2nd difference| minus the ground truth's, px).
@@ -22,8 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from convert.figures import keypoint_jitter, score_records  # noqa: E402
-from edge_runtime.results import FrameResult  # noqa: E402
-from edge_runtime.smoothing import OneEuroSmoother, SmoothConfig  # noqa: E402
+from edge_runtime.running.results import FrameResult  # noqa: E402
+from edge_runtime.running.smoothing import OneEuroSmoother, SmoothConfig  # noqa: E402
 
 log = logging.getLogger("smooth_sweep")
 

@@ -22,14 +22,14 @@ from pathlib import Path
 import cv2
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from edge_runtime.backends import delayed_backend_factory  # noqa: E402
-from edge_runtime.metrics import memory_status  # noqa: E402
-from edge_runtime.cpu import cpu_info  # noqa: E402
-from edge_runtime.estimator import PoseEstimator  # noqa: E402
-from edge_runtime.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
-from edge_runtime.models import CompileOptions  # noqa: E402
-from edge_runtime.detections import load_detections  # noqa: E402
-from edge_runtime.sources import LiveSource, ReconnectPolicy  # noqa: E402
+from edge_runtime.running.backends import delayed_backend_factory  # noqa: E402
+from edge_runtime.running.metrics import memory_status  # noqa: E402
+from edge_runtime.model.cpu import cpu_info  # noqa: E402
+from edge_runtime.model.estimator import PoseEstimator  # noqa: E402
+from edge_runtime.running.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
+from edge_runtime.model.models import CompileOptions  # noqa: E402
+from edge_runtime.media.detections import load_detections  # noqa: E402
+from edge_runtime.media.sources import LiveSource, ReconnectPolicy  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 log = logging.getLogger("soak")

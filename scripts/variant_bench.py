@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT))
 from calib_data import load_calibration_set  # noqa: E402
 from convert.export import preset_name  # noqa: E402
 from convert.variant_check import attention_fusion, udp_resize  # noqa: E402
-from edge_runtime.cpu import cpu_info  # noqa: E402
-from edge_runtime.models import CompileOptions, ModelFolder, compile_model  # noqa: E402
+from edge_runtime.model.cpu import cpu_info  # noqa: E402
+from edge_runtime.model.models import CompileOptions, ModelFolder, compile_model  # noqa: E402
 from edge_bench.peak import count_ir_flops  # noqa: E402
 
 log = logging.getLogger("variant_bench")

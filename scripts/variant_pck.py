@@ -34,13 +34,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from convert.figures import score_records  # noqa: E402
-from edge_runtime.estimator import PoseEstimator  # noqa: E402
-from edge_runtime.sinks import ListSink  # noqa: E402
-from edge_runtime.geometry import parse_size_hw  # noqa: E402
-from edge_runtime.models import CompileOptions  # noqa: E402
-from edge_runtime.detections import load_detections  # noqa: E402
-from edge_runtime.pipeline import Pipeline, PipelineConfig  # noqa: E402
-from edge_runtime.sources import VideoFileSource  # noqa: E402
+from edge_runtime.model.estimator import PoseEstimator  # noqa: E402
+from edge_runtime.media.sinks import ListSink  # noqa: E402
+from edge_runtime.model.geometry import parse_size_hw  # noqa: E402
+from edge_runtime.model.models import CompileOptions  # noqa: E402
+from edge_runtime.media.detections import load_detections  # noqa: E402
+from edge_runtime.running.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from edge_runtime.media.sources import VideoFileSource  # noqa: E402
 
 SAMPLES = ROOT / "samples"
 #: preset -> scale of the proxy's own input size (the presets' ratios to 1024x768)

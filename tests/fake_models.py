@@ -31,7 +31,7 @@ import openvino.opset13 as ops
 import pytest
 from openvino.preprocess import ColorFormat, PrePostProcessor
 
-from edge_runtime.metadata import FORMAT_VERSION, write_index, write_metadata
+from edge_runtime.model.metadata import FORMAT_VERSION, write_index, write_metadata
 
 FAKE_INPUT_SIZE = (48, 64)  # (w, h) crop px
 LATENT_CHANNELS = 4

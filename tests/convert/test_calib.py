@@ -11,7 +11,7 @@ import pytest
 from calib_data.builder import (BuildParams, build_calibration_set, default_calibration_dir,
                                 load_calibration_set)
 from edge_runtime.errors import InputError
-from edge_runtime.geometry import udp_warp_matrix, warp_crop
+from edge_runtime.model.geometry import udp_warp_matrix, warp_crop
 
 SIZE = (48, 64)  # crop (w, h): small and 3:4 like 768x1024
 

@@ -11,7 +11,7 @@ import pytest
 from convert.convert_cmd import convert, load_config, parse_component_precision, parse_input_size
 from convert.quantize import count_quantization_nodes
 from edge_runtime.errors import InputError
-from edge_runtime.metadata import read_index, read_metadata
+from edge_runtime.model.metadata import read_index, read_metadata
 from tests.fixtures_quantize import DEFAULT_CALIB, tiny_convert_config
 
 
@@ -119,8 +119,8 @@ def test_report_measures_both_int8_paths(converted_int8):
 
 
 def test_runtime_runs_the_int8_folder(converted_int8):
-    from edge_runtime.estimator import PoseEstimator
-    from edge_runtime.models import CompileOptions
+    from edge_runtime.model.estimator import PoseEstimator
+    from edge_runtime.model.models import CompileOptions
 
     out, fp32, _ = converted_int8
     rng = np.random.default_rng(0)

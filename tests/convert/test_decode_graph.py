@@ -1,4 +1,4 @@
-"""Graph decoding (the decoder appended to the pose IR, :func:`edge_runtime.codec_graph.with_keypoints`) equals
+"""Graph decoding (the decoder appended to the pose IR, :func:`edge_runtime.model.codec_graph.with_keypoints`) equals
 numpy decoding of the same request's heatmaps within 0.05 crop px and 1e-3 in score, on exported checkpoints:
 the trained proxy (``samples/proxy`` at its own input size) on drawn figures, every keypoint; random weights
 (wholebody and body, tiny synthetic checkpoints), every score and every keypoint whose DARK step is well posed.
@@ -6,7 +6,7 @@ the trained proxy (``samples/proxy`` at its own input size) on drawn figures, ev
 Random weights give broad, noisy peaks: there the DARK Newton step of most channels jumps more than one heatmap
 px away from the peak (it is meant to be a sub-pixel correction) and is ill-conditioned, so float rounding decides
 it: the numpy decoder itself moves such points by up to ~1 crop px when the heatmaps change by 2e-7 (relative),
-and the graph, whose blur sums in another order than OpenCV, lands elsewhere too (see edge_runtime.codec_graph).
+and the graph, whose blur sums in another order than OpenCV, lands elsewhere too (see edge_runtime.model.codec_graph).
 Both decoders read the same heatmaps, so the comparison is of decoders only."""
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import numpy as np
 import openvino as ov
 import pytest
 
-from edge_runtime.codec import decode_heatmaps
-from edge_runtime.codec_graph import with_keypoints
-from edge_runtime.estimator import PoseEstimator
-from edge_runtime.models import CompileOptions
+from edge_runtime.model.codec import decode_heatmaps
+from edge_runtime.model.codec_graph import with_keypoints
+from edge_runtime.model.estimator import PoseEstimator
+from edge_runtime.model.models import CompileOptions
 
 PROXY = Path(__file__).resolve().parents[2] / "samples" / "proxy"
 F32 = CompileOptions(performance_hint="LATENCY", inference_precision="f32", cache_dir=None)

@@ -1,4 +1,4 @@
-"""Person detector: YOLO11 .pt -> detector.xml (convert.detector) and its torch-free runtime (edge_runtime.detector)."""
+"""Person detector: YOLO11 .pt -> detector.xml (convert.detector) and its torch-free runtime (edge_runtime.model.detector)."""
 from __future__ import annotations
 
 import json
@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import InputError, ModelFolderError, SDPoseError
-from edge_runtime.metadata import read_index
+from edge_runtime.model.metadata import read_index
 
 IMGSZ = 320  # small export size keeps the tests fast; the contract is the same at 640
 ANCHORS = (IMGSZ // 8) ** 2 + (IMGSZ // 16) ** 2 + (IMGSZ // 32) ** 2
 
 
 def _f32_options():
-    from edge_runtime.models import CompileOptions
+    from edge_runtime.model.models import CompileOptions
 
     return CompileOptions(performance_hint="LATENCY", inference_precision="f32", cache_dir=None)
 
@@ -42,7 +42,7 @@ def det_folder(yolo_pt, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def detector(det_folder):
-    from edge_runtime.detector import PersonDetector
+    from edge_runtime.model.detector import PersonDetector
 
     return PersonDetector(det_folder, options=_f32_options())
 
@@ -66,7 +66,7 @@ def test_export_contract(det_folder, yolo_pt):
     import openvino as ov
 
     from convert.detector import sha256_file
-    from edge_runtime.metadata import read_metadata
+    from edge_runtime.model.metadata import read_metadata
 
     assert read_index(det_folder)["components"] == {"detector": "detector.xml"}
     model = ov.Core().read_model(str(det_folder / "detector.xml"))
@@ -90,7 +90,7 @@ def test_ir_matches_torch(detector, yolo_pt):
     import torch
 
     from convert.detector import _prepare_for_export, load_yolo
-    from edge_runtime.detector import letterbox
+    from edge_runtime.model.detector import letterbox
 
     tensor, _, _ = letterbox(_photo(), IMGSZ)
     raw = detector.infer(tensor)
@@ -104,7 +104,7 @@ def test_ir_matches_torch(detector, yolo_pt):
 
 
 def test_detector_call_contract(det_folder):
-    from edge_runtime.detector import PersonDetector
+    from edge_runtime.model.detector import PersonDetector
 
     det = PersonDetector(det_folder / "detector.xml", options=_f32_options(), conf_threshold=0.0, max_detections=7)
     image = _photo()
@@ -157,7 +157,7 @@ def test_postprocess_person_must_be_best_class_and_limits(detector):
     boxes, scores = detector.postprocess(raw, meta)
     assert boxes.shape == (0, 4) and scores.shape == (0,)
     many = [((i * 30.0, 0.0, i * 30.0 + 20.0, 20.0), 0, 0.9 - i * 0.01) for i in range(10)]
-    from edge_runtime.detector import PersonDetector
+    from edge_runtime.model.detector import PersonDetector
 
     capped = PersonDetector.__new__(PersonDetector)
     capped.__dict__.update(detector.__dict__, max_detections=4)
@@ -172,7 +172,7 @@ def test_postprocess_person_must_be_best_class_and_limits(detector):
 def test_letterbox_matches_ultralytics_and_round_trips(shape):
     from ultralytics.data.augment import LetterBox
 
-    from edge_runtime.detector import letterbox, unletterbox_boxes
+    from edge_runtime.model.detector import letterbox, unletterbox_boxes
 
     rng = np.random.default_rng(shape[0])
     image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
@@ -191,7 +191,7 @@ def test_letterbox_matches_ultralytics_and_round_trips(shape):
 
 
 def test_letterbox_rejects_bad_input():
-    from edge_runtime.detector import letterbox
+    from edge_runtime.model.detector import letterbox
 
     with pytest.raises(InputError, match="BGR image"):
         letterbox(np.zeros((10, 10), np.uint8), 320)
@@ -218,7 +218,7 @@ def test_calibration_inputs_and_ignored_scope(detector):
 
 def test_errors(tmp_path, det_folder):
     from convert.detector import export_detector, load_yolo
-    from edge_runtime.detector import PersonDetector
+    from edge_runtime.model.detector import PersonDetector
 
     with pytest.raises(InputError, match="does not exist"):
         load_yolo(tmp_path / "missing.pt")
@@ -239,7 +239,7 @@ def test_errors(tmp_path, det_folder):
 
 
 def test_runtime_module_is_torch_free():
-    code = ("import sys, edge_runtime.detector; "
+    code = ("import sys, edge_runtime.model.detector; "
             "bad = [m for m in ('torch', 'ultralytics', 'convert') if m in sys.modules]; "
             "sys.exit(1 if bad else 0)")
     root = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from convert.checkpoint import checkpoint_sha256
 from convert.cli import main as convert_main
 from convert.export import CODEC, DEFAULT_CHAIN, check_input_size, export_models, parse_input_size
 from edge_runtime.errors import InputError, SDPoseError
-from edge_runtime.metadata import COMPONENT_FILES, INDEX_FILE, read_index, read_metadata
+from edge_runtime.model.metadata import COMPONENT_FILES, INDEX_FILE, read_index, read_metadata
 from tests.fixtures_export import TINY_INPUT_SIZE
 
 H, W = TINY_INPUT_SIZE

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from edge_runtime.cpu import cpu_info, recommended_precision_hint
+from edge_runtime.model.cpu import cpu_info, recommended_precision_hint
 
 from tests.runtime.test_cpu import ROOT, _run_capped
 
@@ -19,7 +19,7 @@ def _folder_without_overflow_fix(src: Path, dst: Path) -> Path:
 
     import openvino as ov
 
-    from edge_runtime.metadata import read_metadata, write_metadata
+    from edge_runtime.model.metadata import read_metadata, write_metadata
 
     shutil.copytree(src, dst)
     core = ov.Core()
@@ -73,8 +73,8 @@ def test_overflow_fix_makes_both_int8_paths_compute_the_same(converted_int8):
     folder's heatmaps under the no-VNNI cap therefore equal the native ones up to float rounding of the
     float post-ops (on a CPU without VNNI both runs are the same path)."""
     out, _, _ = converted_int8
-    code = ("import json, numpy as np; from edge_runtime.estimator import PoseEstimator; "
-            "from edge_runtime.models import CompileOptions; "
+    code = ("import json, numpy as np; from edge_runtime.model.estimator import PoseEstimator; "
+            "from edge_runtime.model.models import CompileOptions; "
             "rng = np.random.default_rng(0); image = rng.integers(0, 255, (120, 90, 3), dtype=np.uint8); "
             f"est = PoseEstimator({str(out)!r}, options=CompileOptions(inference_precision='f32', cache_dir=None)); "
             "hm = est.infer(est.preprocess(image, np.array([[10, 5, 70, 110]], np.float32))); "
@@ -94,8 +94,8 @@ def test_overflow_fix_makes_both_int8_paths_compute_the_same(converted_int8):
 
 _FUSION_CODE = """
 import json, openvino as ov
-from edge_runtime.attention import attention_fusion
-from edge_runtime.models import CompileOptions, compile_model
+from edge_runtime.model.attention import attention_fusion
+from edge_runtime.model.models import CompileOptions, compile_model
 core = ov.Core(); folder = {folder!r}; out = {{}}
 for kind in ("vae_encoder", "pose"):
     model = core.read_model(folder + "/" + kind + ".xml")
@@ -105,7 +105,7 @@ for kind in ("vae_encoder", "pose"):
     before = fq()
     compiled = compile_model(core, model, CompileOptions(inference_precision="f32", cache_dir=None))
     out[kind] = {{"as_read": as_read.to_dict(), "runtime": attention_fusion(model, compiled, before - fq()).to_dict()}}
-from edge_runtime.cpu import cpu_info
+from edge_runtime.model.cpu import cpu_info
 print(json.dumps({{"avx512": cpu_info().avx512, **out}}))
 """
 

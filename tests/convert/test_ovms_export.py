@@ -11,7 +11,7 @@ import pytest
 
 from convert.cli import main as convert_main
 from edge_runtime.errors import ModelFolderError
-from edge_runtime.ovms_repo import is_linear, read_repository, tensor_names as model_tensor_names
+from edge_runtime.serving.ovms_repo import is_linear, read_repository, tensor_names as model_tensor_names
 
 
 def tensor_names(xml: Path) -> tuple[set[str], set[str]]:
@@ -53,7 +53,7 @@ def test_split_folder_becomes_models_plus_dag(fake_models_dir: Path, tmp_path: P
     # the sdpose metadata travels inside model.xml
     import openvino as ov
 
-    from edge_runtime.metadata import read_metadata
+    from edge_runtime.model.metadata import read_metadata
     meta = read_metadata(ov.Core().read_model(str(repo / "pose" / "1" / "model.xml")))
     assert meta["kind"] == "pose" and meta["num_keypoints"] == 133
     decoder = ov.Core().read_model(str(repo / "keypoint_decoder" / "1" / "model.xml"))
@@ -118,9 +118,9 @@ def test_exported_repository_served_gives_the_folder_heatmaps(fake_models_dir: P
     pytest.importorskip("tritonclient.grpc")
     if importlib.util.find_spec("kserve") is None:
         pytest.skip("sdpose-edge serve needs the serve extra")
-    from edge_runtime.estimator import PoseEstimator
-    from edge_runtime.models import CompileOptions
-    from edge_runtime.remote import RemotePoseEstimator
+    from edge_runtime.model.estimator import PoseEstimator
+    from edge_runtime.model.models import CompileOptions
+    from edge_runtime.serving.remote import RemotePoseEstimator
 
     from tests.runtime.test_pipeline import person_image
     from tests.runtime.test_remote import Server

@@ -27,8 +27,8 @@ MIN_FP32_BODY_PCK = 0.45
 _PREDICT = """
 import json, sys
 import numpy as np
-from edge_runtime.estimator import PoseEstimator
-from edge_runtime.models import CompileOptions
+from edge_runtime.model.estimator import PoseEstimator
+from edge_runtime.model.models import CompileOptions
 data = np.load(sys.argv[2])
 est = PoseEstimator(sys.argv[1], options=CompileOptions(inference_precision="f32", cache_dir=None))
 out = [est(frame, boxes)[0].tolist() for frame, boxes in zip(data["frames"], data["boxes"])]
@@ -104,7 +104,7 @@ def test_proxy_report_shows_both_int8_paths(proxy_int8):
     for name in ("vae_encoder.xml", "pose.xml"):
         import openvino as ov
 
-        from edge_runtime.metadata import read_metadata
+        from edge_runtime.model.metadata import read_metadata
 
         meta = read_metadata(ov.Core().read_model(str(proxy_int8["int8"] / name)))
         assert meta["overflow_fix"] == "enable" and meta["head_layout"] == "instance"

@@ -7,7 +7,7 @@ import pytest
 
 from convert.quantize import (QuantizationError, QuantizeOptions, Reiterable, check_not_quantized,
                               count_quantization_nodes, quantize_component, save_component, weighted_matmuls)
-from edge_runtime.metadata import read_metadata, write_metadata
+from edge_runtime.model.metadata import read_metadata, write_metadata
 from tests.fixtures_quantize import DEFAULT_CALIB, QUANT_INPUT_SIZE
 
 

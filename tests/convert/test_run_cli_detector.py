@@ -33,8 +33,8 @@ def test_converted_tiny_models_with_detector(tmp_path: Path, exported_models) ->
     records = read_jsonl(out / "predictions.jsonl")
     assert [len(r["persons"]) for r in records] == [3, 3]
     # the pipelined run gives what the synchronous PoseEstimator gives on the same frame and boxes
-    from edge_runtime.estimator import PoseEstimator
-    from edge_runtime.models import CompileOptions
+    from edge_runtime.model.estimator import PoseEstimator
+    from edge_runtime.model.models import CompileOptions
 
     est = PoseEstimator(models, options=CompileOptions(cache_dir=None, inference_precision="f32"))
     cap = cv2.VideoCapture(str(video))

@@ -113,7 +113,7 @@ def test_validate_rejects_a_reference_from_another_checkpoint(converted_int8, tm
     import shutil
 
     from edge_runtime.errors import ModelFolderError
-    from edge_runtime.metadata import write_metadata
+    from edge_runtime.model.metadata import write_metadata
     import openvino as ov
 
     out, fp32, _ = converted_int8

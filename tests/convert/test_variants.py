@@ -16,7 +16,7 @@ from convert.cli import main as convert_main
 from convert.export import PRESETS, export_models, preset_name, resolve_input_size
 from convert.token_downsample import apply_token_downsampling, check_settings, level_grids, parse_levels
 from edge_runtime.errors import InputError
-from edge_runtime.metadata import read_index, read_metadata
+from edge_runtime.model.metadata import read_index, read_metadata
 from tests.fixtures_export import TINY_INPUT_SIZE
 from tests.convert.test_parity import EXACT_RTOL, _rel_err, astronaut_crops
 
@@ -131,8 +131,8 @@ def test_preset_variant_exports_records_and_runs(tiny_checkpoint_wholebody, tmp_
     """Every preset (with and without token downsampling) exports through the CLI, records itself in rt_info
     and the index, and the runtime honours it: crops and heatmaps at the preset's size, keypoints in the
     image."""
-    from edge_runtime.estimator import PoseEstimator
-    from edge_runtime.models import CompileOptions
+    from edge_runtime.model.estimator import PoseEstimator
+    from edge_runtime.model.models import CompileOptions
 
     out = tmp_path / preset
     assert convert_main(["export", "--checkpoint", str(tiny_checkpoint_wholebody), "--out", str(out), "--preset",
@@ -167,8 +167,8 @@ def test_preset_conflicting_with_input_size_is_a_clear_error(tiny_checkpoint_bod
 
 def test_custom_size_is_recorded_as_custom(exported_models):
     """A size that is no preset is recorded as "custom", and the runtime reports it."""
-    from edge_runtime.estimator import PoseEstimator
-    from edge_runtime.models import CompileOptions
+    from edge_runtime.model.estimator import PoseEstimator
+    from edge_runtime.model.models import CompileOptions
 
     folder = exported_models("body")
     model = ov.Core().read_model(str(folder / "pose.xml"))
@@ -251,11 +251,11 @@ def test_the_codec_record_drives_the_decoder(exported_models, tmp_path):
     """The runtime decodes with the folder's codec record: its blur kernel is used, an unknown codec is refused."""
     import shutil
 
-    from edge_runtime.codec import blur_kernel_from_codec
+    from edge_runtime.model.codec import blur_kernel_from_codec
     from edge_runtime.errors import ModelFolderError
-    from edge_runtime.estimator import PoseEstimator
-    from edge_runtime.metadata import write_metadata
-    from edge_runtime.models import CompileOptions
+    from edge_runtime.model.estimator import PoseEstimator
+    from edge_runtime.model.metadata import write_metadata
+    from edge_runtime.model.models import CompileOptions
 
     assert blur_kernel_from_codec(None) == 11
     assert blur_kernel_from_codec({"type": "UDPHeatmap", "refine": "dark_udp", "blur_kernel_size": 7}) == 7

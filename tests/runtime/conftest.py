@@ -5,7 +5,7 @@ import pytest
 @pytest.fixture(autouse=True)
 def release_scripted_backends(monkeypatch):
     """Before a coordinator waits for completions, every ScriptedBackend answers what it was sent this round."""
-    from edge_runtime.coordinator import Coordinator
+    from edge_runtime.running.coordinator import Coordinator
     from tests.runtime.test_pipeline import SCRIPTED
 
     original = Coordinator._wait_and_handle

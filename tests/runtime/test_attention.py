@@ -1,4 +1,4 @@
-"""Attention fusion (edge_runtime.attention): key FakeQuantize nodes found and removed on a hand-built graph, the
+"""Attention fusion (edge_runtime.model.attention): key FakeQuantize nodes found and removed on a hand-built graph, the
 model otherwise unchanged, and the compile path that removes them only where attention does not fuse."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import openvino as ov
 import openvino.opset13 as ops
 import pytest
 
-from edge_runtime.attention import (FusionReport, attention_fusion, compile_fused, count_attention_ops,
+from edge_runtime.model.attention import (FusionReport, attention_fusion, compile_fused, count_attention_ops,
                                     dequantize_attention_keys)
 
 TOKENS, HEADS, DIM = 64, 2, 8

@@ -1,4 +1,4 @@
-"""COCO-WholeBody evaluation (``edge_runtime.coco``): known AP on hand-made annotations, OKS-NMS, image ids."""
+"""COCO-WholeBody evaluation (``edge_runtime.media.coco``): known AP on hand-made annotations, OKS-NMS, image ids."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import pytest
 pytest.importorskip("pycocotools", reason="COCO evaluation needs the eval extra (pip install '.[eval]')")
 
 from convert.figures import random_look, random_pose, render_scene  # noqa: E402
-from edge_runtime.coco import (CocoResultsSink, ImageIds, evaluate_keypoints, load_annotation_ids,  # noqa: E402
+from edge_runtime.media.coco import (CocoResultsSink, ImageIds, evaluate_keypoints, load_annotation_ids,  # noqa: E402
                                oks_nms, result_entry)
 from edge_runtime.errors import InputError  # noqa: E402
 
@@ -199,7 +199,7 @@ def test_area_ranges_use_the_body_keypoint_box_as_xtcocotools():
 def test_gt_boxes_follow_mmpose():
     """--gt-boxes gives the model mmpose's boxes: crowd, num_keypoints == 0 and all-zero keypoints dropped, each
     box clipped to [0, width-1] x [0, height-1] of its image (and dropped when nothing is left)."""
-    from edge_runtime.eval_cli import boxes_per_image
+    from edge_runtime.commands.eval_cli import boxes_per_image
 
     kp = _person((20, 20, 90, 90), (40, 25, 60, 45))
     base = _gt(0, 1, kp, 5000.0)

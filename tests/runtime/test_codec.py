@@ -1,4 +1,4 @@
-"""edge_runtime.codec against an independent, literal transcription of mmpose 1.3.2.
+"""edge_runtime.model.codec against an independent, literal transcription of mmpose 1.3.2.
 
 ``_mmpose_decode`` below follows mmpose's ``UDPHeatmap.decode`` line by line in its
 loop form (``get_heatmap_maximum``, the per-channel ``gaussian_blur`` loop, the
@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime.codec import decode_heatmaps, encode_keypoints
+from edge_runtime.model.codec import decode_heatmaps, encode_keypoints
 from edge_runtime.errors import InputError
-from edge_runtime.geometry import keypoints_to_image, udp_warp_matrix
+from edge_runtime.model.geometry import keypoints_to_image, udp_warp_matrix
 
 # well-behaved channels must agree with mmpose to this many crop px
 EXACT_TOL = 1e-5

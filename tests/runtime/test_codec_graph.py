@@ -1,5 +1,5 @@
-"""The heatmap decoder in OpenVINO ops (:mod:`edge_runtime.codec_graph`) against the numpy decoder
-(:func:`edge_runtime.codec.decode_heatmaps`): within 0.05 crop px and 1e-3 in score on realistic and random
+"""The heatmap decoder in OpenVINO ops (:mod:`edge_runtime.model.codec_graph`) against the numpy decoder
+(:func:`edge_runtime.model.codec.decode_heatmaps`): within 0.05 crop px and 1e-3 in score on realistic and random
 heatmaps, and the same answer on the degenerate channels (peak on the border, flat, negative, NaN, ties).
 
 Model-level equality (random-weight checkpoints, the trained proxy) is in tests/convert/test_decode_graph.py."""
@@ -9,8 +9,8 @@ import numpy as np
 import openvino as ov
 import pytest
 
-from edge_runtime.codec import decode_heatmaps, encode_keypoints
-from edge_runtime.codec_graph import KEYPOINTS_OUTPUT, decoder_model, with_keypoints
+from edge_runtime.model.codec import decode_heatmaps, encode_keypoints
+from edge_runtime.model.codec_graph import KEYPOINTS_OUTPUT, decoder_model, with_keypoints
 from edge_runtime.errors import ModelFolderError
 
 PX_TOL = 0.05

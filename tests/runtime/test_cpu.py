@@ -1,4 +1,4 @@
-"""``edge_runtime.cpu``: the CPU's INT8 path (VNNI or 16-bit saturating sums), bf16 support, the ISA cap.
+"""``edge_runtime.model.cpu``: the CPU's INT8 path (VNNI or 16-bit saturating sums), bf16 support, the ISA cap.
 
 The capped checks run in a subprocess with ``ONEDNN_MAX_CPU_ISA=AVX512_CORE``: on every x86 CPU (AMX, AVX-512
 with or without VNNI, AVX2-only) that cap leaves INT8 kernels without VNNI, so the accumulation check must
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.cpu import (CpuInfo, cpu_info, int8_accumulation_ratio, overflow_warning, read_cpu_flags,
+from edge_runtime.model.cpu import (CpuInfo, cpu_info, int8_accumulation_ratio, overflow_warning, read_cpu_flags,
                               recommended_precision_hint)
 
 SATURATED = 32767 / 64770  # one pair of u8 255 x s8 127 products, clamped to int16
@@ -31,7 +31,7 @@ def _run_capped(code: str, cap: str = "AVX512_CORE") -> dict:
 
 
 def test_capped_cpu_computes_int8_with_16_bit_saturating_sums():
-    got = _run_capped("import json; from edge_runtime.cpu import cpu_info, int8_accumulation_ratio; "
+    got = _run_capped("import json; from edge_runtime.model.cpu import cpu_info, int8_accumulation_ratio; "
                       "print(json.dumps({'check': int8_accumulation_ratio(), 'cpu': cpu_info().to_dict()}))")
     assert got["check"]["ratio"] == pytest.approx(SATURATED, abs=0.01)
     assert got["cpu"]["int8_path"] == "no_vnni" and got["cpu"]["isa_cap"] == "AVX512_CORE"

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import InputError
-from edge_runtime.estimator import PoseEstimator
-from edge_runtime.geometry import udp_warp_matrix, warp_crop
-from edge_runtime.keypoints import WHOLEBODY_FLIP_PAIRS, flip_indices
-from edge_runtime.models import CompileOptions
+from edge_runtime.model.estimator import PoseEstimator
+from edge_runtime.model.geometry import udp_warp_matrix, warp_crop
+from edge_runtime.model.keypoints import WHOLEBODY_FLIP_PAIRS, flip_indices
+from edge_runtime.model.models import CompileOptions
 
 OPTS = CompileOptions(cache_dir=None, inference_precision="f32", performance_hint="LATENCY")
 BOXES = np.array([[100, 50, 180, 170, 0.9], [200, 20, 300, 220, 0.8]], np.float32)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import InputError
-from edge_runtime.outputs import expand_sources, prepare_output, source_name
-from edge_runtime.sources import LiveSource, ReconnectPolicy, mask_credentials, split_credentials
+from edge_runtime.media.outputs import expand_sources, prepare_output, source_name
+from edge_runtime.media.sources import LiveSource, ReconnectPolicy, mask_credentials, split_credentials
 from tests.runtime.test_mjpeg import MjpegServer, jpeg
 
 FAST = ReconnectPolicy(max_retries=2, initial_s=0.01, max_s=0.02)
@@ -204,7 +204,7 @@ def test_calib_overwrite_only_replaces_a_calibration_set(tmp_path: Path) -> None
 
 
 def test_bad_boxes_are_refused(tmp_path: Path) -> None:
-    from edge_runtime.detections import load_detections
+    from edge_runtime.media.detections import load_detections
 
     (tmp_path / "d.json").write_text(json.dumps({"0": [[0, 0, 1e39, 10, 0.9]]}))
     with pytest.raises(InputError, match="beyond 1e7 px"):

@@ -1,10 +1,10 @@
-"""edge_runtime.geometry: mmpose GetBBoxCenterScale + TopdownAffine(use_udp=True) and the way back."""
+"""edge_runtime.model.geometry: mmpose GetBBoxCenterScale + TopdownAffine(use_udp=True) and the way back."""
 import numpy as np
 import pytest
 
 import edge_runtime
 from edge_runtime.errors import InputError
-from edge_runtime.geometry import (
+from edge_runtime.model.geometry import (
     bbox_xyxy_to_center_scale,
     fix_aspect_ratio,
     keypoints_to_image,

@@ -15,12 +15,12 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime.backends import Completion, OpenVINOBackend
-from edge_runtime.estimator import PoseEstimator
-from edge_runtime.live import LiveConfig, LiveRunner, SourceRun
-from edge_runtime.pipeline import Pipeline, PipelineConfig
-from edge_runtime.sources import Frame
-from edge_runtime.tracks import PoseTracks, TrackConfig
+from edge_runtime.running.backends import Completion, OpenVINOBackend
+from edge_runtime.model.estimator import PoseEstimator
+from edge_runtime.running.live import LiveConfig, LiveRunner, SourceRun
+from edge_runtime.running.pipeline import Pipeline, PipelineConfig
+from edge_runtime.media.sources import Frame
+from edge_runtime.running.tracks import PoseTracks, TrackConfig
 from tests.runtime.test_pipeline import ListSink, ListSource, person_image, scripted_factory
 
 OPTIONS_KW = dict(cache_dir=None, inference_precision="f32", num_requests=2)
@@ -28,7 +28,7 @@ OPTIONS_KW = dict(cache_dir=None, inference_precision="f32", num_requests=2)
 
 @pytest.fixture(scope="module")
 def estimator(fake_models_dir: Path) -> PoseEstimator:
-    from edge_runtime.models import CompileOptions
+    from edge_runtime.model.models import CompileOptions
 
     return PoseEstimator(fake_models_dir, options=CompileOptions(**OPTIONS_KW))
 
@@ -396,7 +396,7 @@ def test_first_poses_alternate_between_sources(estimator: PoseEstimator) -> None
 
 
 def test_delayed_backend_adds_its_delay_and_keeps_outputs() -> None:
-    from edge_runtime.backends import delayed_backend_factory
+    from edge_runtime.running.backends import delayed_backend_factory
 
     class Request:
         def set_input_tensor(self, tensor: Any) -> None:
@@ -422,7 +422,7 @@ def test_delayed_backend_adds_its_delay_and_keeps_outputs() -> None:
 
 
 def test_live_compile_choice_leaves_a_core_on_a_small_cpu() -> None:
-    from edge_runtime.compile_choice import choose_compile_options
+    from edge_runtime.model.compile_choice import choose_compile_options
 
     unset = {"hint": None, "num_threads": None, "num_requests": None, "device": "CPU", "pose_server": None}
     two = choose_compile_options(unset, "live", cores=2)
@@ -443,7 +443,7 @@ def test_live_compile_choice_leaves_a_core_on_a_small_cpu() -> None:
 
 
 def test_a_cpu_hungry_pose_backend_does_not_stop_frames_going_out(estimator: PoseEstimator, monkeypatch) -> None:
-    from edge_runtime import compile_choice
+    from edge_runtime.model import compile_choice
 
     choice = compile_choice.choose_compile_options({"device": "CPU"}, "live", cores=2)
     frames = walking_frames(25, persons=2)
@@ -509,7 +509,7 @@ def test_a_new_track_is_output_from_its_first_frame_with_keypoints_null(estimato
 
 
 def test_lower_priority_of_other_threads() -> None:
-    from edge_runtime.compile_choice import lower_priority, other_threads
+    from edge_runtime.model.compile_choice import lower_priority, other_threads
 
     release = threading.Event()
     worker = threading.Thread(target=release.wait, daemon=True)
@@ -529,8 +529,8 @@ def test_lower_priority_of_other_threads() -> None:
 
 
 def test_frame_result_has_pose_mask() -> None:
-    from edge_runtime.results import FrameResult
-    from edge_runtime.tracks import PersonState
+    from edge_runtime.running.results import FrameResult
+    from edge_runtime.running.tracks import PersonState
 
     frame = Frame(4, "f4.png", np.zeros((10, 20, 3), np.uint8), 400.0)
     persons = [PersonState(0, np.array([1, 2, 3, 4], np.float32), 0.8, np.ones((133, 2)), np.full(133, 0.5), 2,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import InputError
-from edge_runtime.sources import ImageFilesSource, LiveSource, ReconnectPolicy, open_source
+from edge_runtime.media.sources import ImageFilesSource, LiveSource, ReconnectPolicy, open_source
 
 BOUNDARY = "sdposeframe"
 

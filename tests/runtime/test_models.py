@@ -14,7 +14,7 @@ import openvino.properties.hint as hints
 import pytest
 
 from edge_runtime.errors import InputError, ModelFolderError
-from edge_runtime.models import CompileOptions, ModelFolder, compile_model, optimal_requests
+from edge_runtime.model.models import CompileOptions, ModelFolder, compile_model, optimal_requests
 from tests.fake_models import build_fake_model_folder
 
 
@@ -119,7 +119,7 @@ def test_inconsistent_vae_and_pose_sizes(fake_models_dir, make_fake_models, tmp_
 
 
 def test_metadata_disagrees_with_graph(make_fake_models, tmp_path):
-    from edge_runtime.metadata import write_metadata
+    from edge_runtime.model.metadata import write_metadata
     folder = make_fake_models(fused=False)
     core = ov.Core()
     model = core.read_model(str(folder / "pose.xml"))
@@ -135,7 +135,7 @@ def test_missing_required_pose_field(make_fake_models, tmp_path):
     model = core.read_model(str(folder / "pose.xml"))
     # a new Model over the same graph starts with empty rt_info: write only part of the metadata
     model2 = ov.Model(model.get_results(), model.get_parameters(), "pose")
-    from edge_runtime.metadata import write_metadata
+    from edge_runtime.model.metadata import write_metadata
     write_metadata(model2, {"kind": "pose", "scheme": "wholebody", "num_keypoints": 133})
     _replace_ir(model2, folder / "pose.xml", tmp_path)
     with pytest.raises(ModelFolderError, match=r"lacks field\(s\) \['input_width', 'input_height'"):
@@ -239,7 +239,7 @@ def test_body_scheme_folder(fake_body_models_dir):
 def test_pose_model_info_round_trip_and_errors():
     """The typed contract: to_rt_info -> from_rt_info is the identity; bad fields are named."""
     from edge_runtime.errors import ModelFolderError
-    from edge_runtime.model_info import PoseModelInfo
+    from edge_runtime.model.model_info import PoseModelInfo
 
     info = PoseModelInfo(kind="pose", scheme="wholebody", num_keypoints=133, input_height=512, input_width=384,
                          heatmap_height=128, heatmap_width=96, preset="fast", token_downsample=2,
@@ -261,7 +261,7 @@ def test_pose_model_info_round_trip_and_errors():
 
 def test_detector_model_info_round_trip_and_errors():
     from edge_runtime.errors import ModelFolderError
-    from edge_runtime.model_info import DetectorModelInfo
+    from edge_runtime.model.model_info import DetectorModelInfo
 
     info = DetectorModelInfo(input_height=640, input_width=640, class_names=("person", "car"), person_class=0,
                              extra={"letterbox": {"center": True}, "num_anchors": 8400})
@@ -276,7 +276,7 @@ def test_detector_model_info_round_trip_and_errors():
 
 # ---------------------------------------------------------------- devices per model kind, static shapes
 def test_device_cache_folders():
-    from edge_runtime.models import device_cache_folder
+    from edge_runtime.model.models import device_cache_folder
 
     assert device_cache_folder("CPU") == "CPU"
     assert device_cache_folder("AUTO:GPU,CPU") == "AUTO_GPU_CPU"
@@ -331,8 +331,8 @@ def test_static_batch_reshapes_before_compiling(fake_models_dir, caplog):
     partial batches are padded, and the heatmaps equal the dynamic model's."""
     import logging
 
-    from edge_runtime.estimator import PoseEstimator
-    from edge_runtime.models import fit_batch, static_batch_of
+    from edge_runtime.model.estimator import PoseEstimator
+    from edge_runtime.model.models import fit_batch, static_batch_of
 
     caplog.set_level(logging.INFO)
     core = ov.Core()
@@ -369,7 +369,7 @@ class _StaticOnlyCore:
 
 
 def test_device_refusing_dynamic_batch_gets_the_static_batch(fake_models_dir, caplog):
-    from edge_runtime.models import static_batch_of
+    from edge_runtime.model.models import static_batch_of
 
     core = _StaticOnlyCore()
     model = core.read_model(str(Path(fake_models_dir) / "vae_encoder.xml"))

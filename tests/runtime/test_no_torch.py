@@ -58,6 +58,6 @@ def test_edge_runtime_imports_without_torch():
     assert report["leaked"] == []
     # an attempt that something caught and survived would be reported here (kept for the failure message)
     assert not [a for a in report["attempts"] if a.split(".")[0] == "convert"], report["attempts"]
-    expected = {"edge_runtime.models", "edge_runtime.estimator", "edge_runtime.sinks", "edge_runtime.codec",
-                "edge_runtime.geometry", "edge_runtime.keypoints", "edge_runtime.openpose", "edge_runtime.draw"}
+    expected = {"edge_runtime.model.models", "edge_runtime.model.estimator", "edge_runtime.media.sinks", "edge_runtime.model.codec",
+                "edge_runtime.model.geometry", "edge_runtime.model.keypoints", "edge_runtime.media.openpose", "edge_runtime.media.draw"}
     assert expected <= set(report["imported"])

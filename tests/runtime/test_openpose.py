@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import InputError
-from edge_runtime.keypoints import (BODY_NAMES, WHOLEBODY_NAMES, WHOLEBODY_PARTS, filter_parts, keypoint_names,
+from edge_runtime.model.keypoints import (BODY_NAMES, WHOLEBODY_NAMES, WHOLEBODY_PARTS, filter_parts, keypoint_names,
                                     part_ranges)
-from edge_runtime.openpose import openpose18, to_openpose, to_openpose_person, write_openpose_json
+from edge_runtime.media.openpose import openpose18, to_openpose, to_openpose_person, write_openpose_json
 
 
 def _person(k: int = 133, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -113,7 +113,7 @@ def _read_like_controlnet_readers(frame: dict) -> list[int]:
 
 
 def test_default_output_is_read_with_all_visible_points_by_controlnet_readers():
-    from edge_runtime.openpose import to_openpose
+    from edge_runtime.media.openpose import to_openpose
 
     keypoints, scores = _person()
     scores[:17] = np.linspace(0.35, 1.3, 17)  # raw scores, some above 1

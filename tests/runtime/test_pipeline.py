@@ -13,15 +13,15 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime import sinks
-from edge_runtime.estimator import PoseEstimator
-from edge_runtime.models import CompileOptions
-from edge_runtime.backends import Completion
-from edge_runtime.detections import load_detections
-from edge_runtime.feeds import FrameFeed
-from edge_runtime.metrics import busy_share, percentile_summary
-from edge_runtime.pipeline import Pipeline, PipelineConfig
-from edge_runtime.sources import Frame, FrameError, FrameSource, ImageFilesSource
+from edge_runtime.media import sinks
+from edge_runtime.model.estimator import PoseEstimator
+from edge_runtime.model.models import CompileOptions
+from edge_runtime.running.backends import Completion
+from edge_runtime.media.detections import load_detections
+from edge_runtime.media.feeds import FrameFeed
+from edge_runtime.running.metrics import busy_share, percentile_summary
+from edge_runtime.running.pipeline import Pipeline, PipelineConfig
+from edge_runtime.media.sources import Frame, FrameError, FrameSource, ImageFilesSource
 from edge_runtime.errors import InputError
 
 OPTIONS = CompileOptions(cache_dir=None, inference_precision="f32", num_requests=2)
@@ -251,8 +251,8 @@ class FakeDetector:
 def test_detect_every_n_carries_boxes_from_poses(estimator: PoseEstimator, monkeypatch) -> None:
     # every keypoint of the fake model lands on the same blob; spread them so the carried box is not
     # degenerate (the real boxes_from_keypoints still computes the box)
-    import edge_runtime.pipeline as pipeline_mod
-    from edge_runtime.tracking import boxes_from_keypoints
+    import edge_runtime.running.pipeline as pipeline_mod
+    from edge_runtime.running.tracking import boxes_from_keypoints
 
     spread = np.stack([np.linspace(-20, 20, 133), np.linspace(-30, 30, 133)], axis=1)
     monkeypatch.setattr(pipeline_mod, "boxes_from_keypoints",
@@ -351,7 +351,7 @@ def test_image_files_source_through_pipeline(tmp_path: Path, estimator: PoseEsti
 
 
 def test_tracking_helpers() -> None:
-    from edge_runtime.tracking import IouTracker, box_iou, boxes_from_keypoints
+    from edge_runtime.running.tracking import IouTracker, box_iou, boxes_from_keypoints
 
     iou = box_iou(np.array([[0, 0, 10, 10], [20, 20, 30, 30]]), np.array([[0, 0, 10, 10], [5, 0, 15, 10]]))
     np.testing.assert_allclose(iou, [[1.0, 50 / 150], [0.0, 0.0]])

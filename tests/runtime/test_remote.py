@@ -2,7 +2,7 @@
 ``sdpose-edge run --pose-server`` / :class:`RemotePoseEstimator` as its client (tritonclient, gRPC and REST).
 
 The server runs in its own process: kserve and tritonclient register the same protobuf names and cannot share
-one process (edge_runtime/serve.py)."""
+one process (edge_runtime/serving/serve.py)."""
 from __future__ import annotations
 
 import importlib.util
@@ -23,13 +23,13 @@ if importlib.util.find_spec("kserve") is None:  # the server runs in a child pro
 from edge_bench.serve_process import ServeProcess, free_port  # noqa: E402
 from edge_runtime.cli import main  # noqa: E402
 from edge_runtime.errors import InputError  # noqa: E402
-from edge_runtime.estimator import PoseEstimator  # noqa: E402
-from edge_runtime.models import CompileOptions  # noqa: E402
-from edge_runtime.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
-from edge_runtime.pipeline import Pipeline, PipelineConfig  # noqa: E402
-from edge_runtime.remote import PoseServerError, RemotePoseEstimator, ServerAddress  # noqa: E402
-from edge_runtime.sinks import ListSink  # noqa: E402
-from edge_runtime.sources import Frame, FrameSource, ReconnectPolicy  # noqa: E402
+from edge_runtime.model.estimator import PoseEstimator  # noqa: E402
+from edge_runtime.model.models import CompileOptions  # noqa: E402
+from edge_runtime.running.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
+from edge_runtime.running.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from edge_runtime.serving.remote import PoseServerError, RemotePoseEstimator, ServerAddress  # noqa: E402
+from edge_runtime.media.sinks import ListSink  # noqa: E402
+from edge_runtime.media.sources import Frame, FrameSource, ReconnectPolicy  # noqa: E402
 
 from .test_pipeline import dets_for, make_frames, person_image  # noqa: E402
 from .test_run_cli import read_jsonl, write_people_images  # noqa: E402

@@ -14,8 +14,8 @@ pytest.importorskip("tritonclient.http", reason="the remote client needs the rem
 
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from edge_runtime.remote import RemoteModel, ServerAddress  # noqa: E402
-from edge_runtime.sources import ReconnectPolicy  # noqa: E402
+from edge_runtime.serving.remote import RemoteModel, ServerAddress  # noqa: E402
+from edge_runtime.media.sources import ReconnectPolicy  # noqa: E402
 
 HEATMAPS = np.zeros((1, 3, 4, 4), np.float32)
 

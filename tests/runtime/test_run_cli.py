@@ -197,7 +197,7 @@ def test_command_line_options_come_from_the_settings_schema() -> None:
             assert isinstance(action, argparse.BooleanOptionalAction)
     # a value the option's type accepts but the schema does not is refused, naming the key
     args = build_parser().parse_args(["run", "--models", "m", "--source", "s", "--output", "o", "--batch", "0"])
-    from edge_runtime.run_cli import resolve_settings
+    from edge_runtime.commands.run_cli import resolve_settings
 
     with pytest.raises(InputError, match="command line: 'batch' = 0 is invalid"):
         resolve_settings(args)
@@ -205,7 +205,7 @@ def test_command_line_options_come_from_the_settings_schema() -> None:
 
 def test_live_mode_on_a_small_cpu_leaves_a_core_and_says_why(tmp_path: Path, fake_models_dir: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from edge_runtime import compile_choice
+    from edge_runtime.model import compile_choice
 
     monkeypatch.setattr(compile_choice, "available_cores", lambda: 2)  # a 2-core box, whatever runs the test
     lowered: list[int] = []  # record the inference threads' nice value instead of lowering this process's threads

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime.draw import DrawOptions, draw_poses
+from edge_runtime.media.draw import DrawOptions, draw_poses
 from edge_runtime.errors import InputError
-from edge_runtime.sinks import (CocoResultsSink, ImageSink, JsonlSink, OpenPoseSink, VideoSink, coco_instance_score,
+from edge_runtime.media.sinks import (CocoResultsSink, ImageSink, JsonlSink, OpenPoseSink, VideoSink, coco_instance_score,
                                 person_arrays)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,7 +60,7 @@ def test_jsonl_valid_after_crash(tmp_path):
     code = textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {str(ROOT)!r})
-        from edge_runtime.sinks import JsonlSink
+        from edge_runtime.media.sinks import JsonlSink
         sink = JsonlSink({str(path)!r})
         for i in range(3):
             sink.write({{"frame": i, "source": "v.mp4", "persons": []}})
@@ -260,7 +260,8 @@ def test_openpose_coco_and_overlays_skip_pose_pending_persons(tmp_path):
 
 
 def test_show_window_skips_pose_pending_persons(monkeypatch):
-    from edge_runtime import draw, run_cli
+    from edge_runtime.media import draw
+    from edge_runtime.commands import run_cli
 
     monkeypatch.setenv("DISPLAY", ":0")
     drawn: list = []

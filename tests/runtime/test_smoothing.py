@@ -10,12 +10,12 @@ import pytest
 
 from edge_runtime import config as cfgmod
 from edge_runtime.errors import InputError
-from edge_runtime.estimator import PoseEstimator
-from edge_runtime.live import LiveConfig, LiveRunner, SourceRun
-from edge_runtime.pipeline import Pipeline, PipelineConfig
-from edge_runtime.results import FrameResult
-from edge_runtime.smoothing import OneEuroSmoother, SmoothConfig, smoothing_alpha, step_lag_bound
-from edge_runtime.sources import Frame
+from edge_runtime.model.estimator import PoseEstimator
+from edge_runtime.running.live import LiveConfig, LiveRunner, SourceRun
+from edge_runtime.running.pipeline import Pipeline, PipelineConfig
+from edge_runtime.running.results import FrameResult
+from edge_runtime.running.smoothing import OneEuroSmoother, SmoothConfig, smoothing_alpha, step_lag_bound
+from edge_runtime.media.sources import Frame
 from tests.runtime.test_pipeline import OPTIONS, ListSink, ListSource, dets_for, person_image, scripted_factory
 
 K = 5

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import InputError
-from edge_runtime.sources import (ImageFilesSource, LiveSource, ReconnectPolicy, VideoFileSource, is_live_spec,
+from edge_runtime.media.sources import (ImageFilesSource, LiveSource, ReconnectPolicy, VideoFileSource, is_live_spec,
                                   open_source)
 
 

@@ -1,4 +1,4 @@
-"""Two-sided propagation in the scheduled file mode (edge_runtime.twosided) with fake backends: exact on a known
+"""Two-sided propagation in the scheduled file mode (edge_runtime.running.twosided) with fake backends: exact on a known
 translation, equal weights midway between keyframes with equal errors, bounded memory whatever the video's
 length, forward-only still selectable, and the dense-flow fallback following a translation."""
 from __future__ import annotations
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from edge_runtime.errors import InputError
-from edge_runtime.estimator import PoseEstimator
-from edge_runtime.flow import keypoint_flow, flow_gray
-from edge_runtime.live import LiveConfig, LiveRunner, SourceRun
-from edge_runtime.sources import Frame
-from edge_runtime.tracks import PersonState, PoseTracks, TrackConfig
-from edge_runtime.twosided import TwoSidedBuffer, blend, side_sigma
+from edge_runtime.model.estimator import PoseEstimator
+from edge_runtime.running.flow import keypoint_flow, flow_gray
+from edge_runtime.running.live import LiveConfig, LiveRunner, SourceRun
+from edge_runtime.media.sources import Frame
+from edge_runtime.running.tracks import PersonState, PoseTracks, TrackConfig
+from edge_runtime.running.twosided import TwoSidedBuffer, blend, side_sigma
 from tests.runtime.test_live import KPTS, dets, shifted, texture, walking_frames
 from tests.runtime.test_pipeline import ListSink, ListSource, scripted_factory
 
@@ -25,7 +25,7 @@ SCORES = np.full(len(KPTS), 0.9, np.float32)
 
 @pytest.fixture(scope="module")
 def estimator(fake_models_dir: Path) -> PoseEstimator:
-    from edge_runtime.models import CompileOptions
+    from edge_runtime.model.models import CompileOptions
 
     return PoseEstimator(fake_models_dir, options=CompileOptions(cache_dir=None, inference_precision="f32",
                                                                  num_requests=2))
