@@ -20,7 +20,8 @@ default for files) frames then wait in :mod:`edge_runtime.running.twosided` for 
 The detector and the pose chain are the shared stages (:mod:`edge_runtime.running.stages`); the scheduling policy of a
 source (urgency, budget) is its :class:`~edge_runtime.running.tracks.PoseTracks`; this module ranks the sources'
 candidates and sends their crops. Every per-frame result is a :class:`~edge_runtime.running.results.FrameResult`
-(arrays), written to each source's sinks through :meth:`~edge_runtime.running.coordinator.Coordinator._write_sinks`. Statistics are bounded (reservoirs), so a run may last days.
+(arrays), written to each source's sinks through :meth:`~edge_runtime.running.coordinator.Coordinator._write_sinks`.
+Statistics are bounded (reservoirs), so a run may last days.
 """
 from __future__ import annotations
 

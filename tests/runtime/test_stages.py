@@ -224,3 +224,48 @@ def test_pose_budget_rule_lives_in_the_tracks() -> None:
     assert [tid for _, tid in tracks.candidates()] == [0, 1]
     assert tracks.begin_pose(0) is not None and tracks.credit == pytest.approx(0.0)
     assert tracks.candidates() == []  # the refresh took the one credit
+
+
+class SyncBackend:
+    """Answers each request at once (on the coordinator's thread: the completion waits on the events queue);
+    requests number ``fail`` (0-based) fail."""
+
+    def __init__(self, stage: str, compiled: Any, on_complete: Any, fail: "tuple[int, ...]" = ()) -> None:
+        self.stage, self.compiled, self.on_complete, self.fail = stage, compiled, on_complete, fail
+        self.capacity, self.count = 2, 0
+
+    def submit(self, inputs: np.ndarray, userdata: Any) -> None:
+        n, self.count = self.count, self.count + 1
+        if n in self.fail:
+            self.on_complete(Completion(self.stage, userdata, None, f"{self.stage} inference failed: lost", 0.0, 0.0))
+            return
+        out = self.compiled(inputs)[self.compiled.output(0)].copy()
+        self.on_complete(Completion(self.stage, userdata, out, None, 0.0, 0.0))
+
+    def wait_all(self, timeout_s: Any = None) -> bool:
+        return True
+
+
+def test_file_mode_failed_frame_is_complete_and_track_ids_skip_it(fake_models_dir) -> None:
+    from edge_runtime.media import sinks
+    from edge_runtime.model.estimator import PoseEstimator
+    from edge_runtime.model.models import CompileOptions
+    from edge_runtime.running.pipeline import Pipeline, PipelineConfig
+    from tests.runtime.test_pipeline import ListSource, dets_for, make_frames
+
+    estimator = PoseEstimator(fake_models_dir, options=CompileOptions(cache_dir=None, inference_precision="f32"))
+    frames = make_frames(4)
+    sink = sinks.ListSink()
+
+    def factory(stage, compiled, n, on_complete):
+        return SyncBackend(stage, compiled, on_complete, fail=(2,) if stage == "pose" else ())
+
+    config = PipelineConfig(batch=1, max_inflight_frames=1)
+    summary = Pipeline(estimator, [sink], config, detections=dets_for(frames, 1),
+                       backend_factory=factory).run(ListSource(frames))
+    assert summary["frames_failed"] == 1 and [r["frame"] for r in sink.records] == [0, 1, 2, 3]
+    failed = sink.records[2]
+    assert failed["error"] == "pose inference failed: lost" and failed["persons"] == []
+    assert (failed["width"], failed["height"]) == (160, 120) and failed["source"] == "f2.png"
+    ids = [r["persons"][0]["track_id"] for r in sink.records if r["persons"]]
+    assert len(ids) == 3 and len(set(ids)) == 1  # the failed frame took no track ID
