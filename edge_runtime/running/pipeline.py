@@ -265,18 +265,23 @@ class Pipeline(Coordinator):
             if waiting is not None:
                 self._start_carried(waiting)
 
-    def _result(self, state: _FrameState) -> FrameResult:
-        """The frame's result, built once: its track IDs are assigned first (in frame order); a failed frame
-        carries its error and no persons."""
+    def _track_ids(self, state: _FrameState) -> np.ndarray:
+        """Track IDs [N] of the frame's persons, assigned in frame order (a failed frame or one without persons
+        takes none and leaves the tracker as it was)."""
+        if state.error is not None or state.boxes is None or len(state.boxes) == 0:
+            return np.zeros(0, np.int64)
+        return self._tracker.update(state.boxes)
+
+    def _result(self, state: _FrameState, track_ids: np.ndarray) -> FrameResult:
+        """The frame's result, built once and complete: a failed frame carries its error and no persons."""
         frame = state.frame
         if state.error is not None or state.boxes is None:
             return FrameResult.failed(frame, frame.name, state.error or "", self.estimator.num_keypoints)
-        track_ids = self._tracker.update(state.boxes) if len(state.boxes) else np.zeros(0, np.int64)
         return FrameResult(frame.index, frame.name, frame.timestamp_ms, state.image_size, state.boxes,
                            state.box_scores, state.keypoints, state.scores, track_ids)
 
     def _write(self, state: _FrameState) -> None:
-        result = self._result(state)
+        result = self._result(state, self._track_ids(state))
         image = state.frame.image if state.frame.ok else None
         self._lat["sinks"].append(self._write_sinks(self.sinks, result, image))
         self._lat["frame_latency"].append((time.perf_counter() - state.capture_t) * 1000.0)
