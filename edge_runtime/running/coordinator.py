@@ -125,6 +125,10 @@ class Coordinator:
     def _loop(self) -> None:
         raise NotImplementedError
 
+    def summary(self) -> dict[str, Any]:
+        """The run's summary.json (:mod:`edge_runtime.running.summary`), valid on every exit path of ``run``."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ output
     def _write_sinks(self, sinks: Sequence[Any], result: Any, image: "np.ndarray | None", stream: str = "") -> float:
         """The one place a result reaches the sinks: a :class:`~edge_runtime.running.results.FrameResult` of the
