@@ -25,7 +25,6 @@ from typing import Any
 
 from edge_runtime import config as cfgmod
 from edge_runtime.errors import InputError, SDPoseError
-from edge_runtime.media.feeds import connection_totals
 from edge_runtime.media.sources import ImageFilesSource, ReconnectPolicy, VideoFileSource, open_source
 
 logger = logging.getLogger("sdpose-edge.run")
@@ -325,14 +324,12 @@ def _close_all(sinks: list[Any]) -> None:
 
 def _file_totals(per_source: dict[str, dict[str, Any]], sources: int, multi: bool) -> dict[str, Any]:
     """summary.json totals of file-mode sources (the one source's own entry when there is one)."""
+    from edge_runtime.running.summary import totals
+
     done = [s for s in per_source.values() if "frames_in" in s]
     if not multi and done:
         return dict(done[0])
-    total = {k: sum(s[k] for s in done) for k in ("frames_in", "frames_out", "frames_ok", "frames_skipped",
-                                                  "frames_failed", "persons")} | connection_totals(done)
-    errors = [f"{n}: {s['capture_error']}" for n, s in per_source.items() if s.get("capture_error")]
-    total.update({"mode": "file", "sources": sources, "capture_error": "; ".join(errors) or None})
-    return total
+    return totals(per_source) | {"mode": "file", "sources": sources}
 
 
 def _exit_code(doc: dict[str, Any]) -> int:

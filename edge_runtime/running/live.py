@@ -17,30 +17,32 @@ frame it was detected on; until its first pose comes back it has ``"keypoints": 
 each frame until the poses scheduled on it are back, so results are deterministic; with two-sided propagation (the
 default for files) frames then wait in :mod:`edge_runtime.running.twosided` for their persons' next keyframes.
 
-Every per-frame result is a :class:`~edge_runtime.running.results.FrameResult` (arrays), written to each source's
-sinks as a record. Statistics are bounded (reservoirs), so a run may last days.
+The detector and the pose chain are the shared stages (:mod:`edge_runtime.running.stages`); the scheduling policy of a
+source (urgency, budget) is its :class:`~edge_runtime.running.tracks.PoseTracks`; this module ranks the sources'
+candidates and sends their crops. Every per-frame result is a :class:`~edge_runtime.running.results.FrameResult`
+(arrays), written to each source's sinks through :meth:`~edge_runtime.running.coordinator.Coordinator._write_sinks`.
+Statistics are bounded (reservoirs), so a run may last days.
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
-import threading
 import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edge_runtime.running.backends import BackendFactory, Completion, RequestBook
-from edge_runtime.model.compile_choice import InferencePriority
-from edge_runtime.running.coordinator import WAKE, Coordinator
 from edge_runtime.errors import SDPoseError
-from edge_runtime.media.feeds import CaptureStatus, FrameFeed, capture_loop
-from edge_runtime.running.live_summary import live_summary
-from edge_runtime.running.metrics import Reservoirs
-from edge_runtime.running.results import FrameResult
+from edge_runtime.media.feeds import CaptureStatus, FrameFeed
 from edge_runtime.media.sources import Frame, FrameSource, mask_credentials
+from edge_runtime.model.compile_choice import InferencePriority
+from edge_runtime.running.backends import BackendFactory
+from edge_runtime.running.coordinator import Capture, Coordinator
+from edge_runtime.running.metrics import Reservoirs
 from edge_runtime.running.modes import LiveConfig
+from edge_runtime.running.results import FrameResult
+from edge_runtime.running.stages import FoundBoxes, PoseJob, PoseOutcome
+from edge_runtime.running.summary import live_summary
 from edge_runtime.running.tracking import select_person_boxes
 from edge_runtime.running.tracks import PoseTracks
 from edge_runtime.running.twosided import TwoSidedBuffer
@@ -59,16 +61,15 @@ class SourceRun:
     detections: "dict[str, np.ndarray] | None" = None
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True, eq=False)
 class _Pose:
-    """One crop in a pose request."""
+    """The key of one person's pose job: whose, and the frame (index, clock s) and box [4] image px it is on."""
 
     src: int
     track_id: int
     frame_index: int
     clock: float
-    box: np.ndarray  # [4] image px
-    flipped: bool
+    box: np.ndarray
 
 
 class _Source:
@@ -80,25 +81,21 @@ class _Source:
         self.feed = FrameFeed(config.live_queue_size if config.mode == "live" else 2,
                               drop_oldest=config.mode == "live")
         self.status = CaptureStatus()
-        self.tracks = PoseTracks(config.track)
+        self.tracks = PoseTracks(config.track, config.pose_budget)
         #: two-sided file mode: frames wait here for their next keyframes (None: written at once)
         self.two_sided = TwoSidedBuffer(config.track, config.held_frames()) \
             if config.propagation == "two-sided" else None
-        self.thread: "threading.Thread | None" = None
         self.frame: "Frame | None" = None   # the current (newest processed) frame
         self.capture_t = 0.0
         self.held = False                   # file mode: the current frame waits for its poses
         self.det_pending = False
         self.last_detect = -10 ** 9
-        self.pending = 0                    # pose crops in flight for this source
-        self.credit = 0.0
-        self.frames_out = self.failed = self.persons = self.recomputes = self.dets_missing = 0
+        self.pending = 0                    # pose jobs queued or in flight for this source
+        self.frames_out = self.failed = self.persons = self.recomputes = 0
         self.person_slots = self.person_present = self.pose_present = 0
         self.lat = Reservoirs()
         self.t_first: "float | None" = None
         self.t_last = 0.0
-
-
 
 
 def source_clock(frame: Frame, capture_t: float, mode: str) -> float:
@@ -140,41 +137,29 @@ class LiveRunner(Coordinator):
         self._interrupted = False
         self._pose_error: "str | None" = None  # the last pose request failed: frames say so until one succeeds
         self._srcs = [_Source(i, r, cfg) for i, r in enumerate(runs)]
-        self._book = RequestBook(self.backends, cfg.request_timeout_s, chain=self.stages)
-        self._latents: collections.deque = collections.deque()
-        self._lat = Reservoirs()
+        self._new_stages()
         self._rr = 0
         self._t0 = time.perf_counter()
         self._priority = InferencePriority(cfg.inference_nice)
-        for src in self._srcs:
-            pace = cfg.mode == "live" and cfg.pace_live_files and src.source.default_mode == "file"
-            src.thread = threading.Thread(
-                target=capture_loop, name=f"sdpose-capture-{src.name}", daemon=True,
-                args=(src.source, src.feed, self._stop, self._wake, src.status, pace,
-                      cfg.max_frames))
-            src.thread.start()
-            self._priority.keep.add(src.thread.native_id)
+        captures = [self._capture(src.name, src.source, src.feed, src.status,
+                                  cfg.mode == "live" and cfg.pace_live_files and src.source.default_mode == "file")
+                    for src in self._srcs]
         logger.info("%s mode over %d source(s): %s chain, requests %s, batch %d, detect every %d, pose budget %s",
                     cfg.mode, len(self._srcs), "+".join(self.stages),
                     {k: b.capacity for k, b in self.backends.items()}, cfg.batch, cfg.detect_every,
                     cfg.pose_budget if cfg.pose_budget is not None else "as fast as possible")
-        aborted = True
-        try:
-            self._loop()
-            aborted = False
-        finally:
-            self._stop.set()
-            for src in self._srcs:
-                src.source.close()
-                src.feed.close()
-                src.feed.discard()
-            for src in self._srcs:
-                src.thread.join(timeout=10.0)
-                if src.thread.is_alive():
-                    logger.warning("%s: capture thread did not stop within 10 s (blocked in a read)", src.name)
-            self._book.wait_all(1.0 if aborted else 5.0 if cfg.mode == "live" else cfg.request_timeout_s)
-            self._t1 = time.perf_counter()  # summary() is valid on every exit path
+        self._drive(captures, 5.0 if cfg.mode == "live" else cfg.request_timeout_s)
         return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        return live_summary(self)
+
+    def frames_without_detections(self, src: _Source) -> int:
+        """Frames of ``src`` its detections table had no entry for."""
+        return self._boxes.missing[src.name]
+
+    def _started(self, capture: Capture) -> None:
+        self._priority.keep.add(capture.thread.native_id)  # capture keeps its priority
 
     # ------------------------------------------------------------------ loop
     def _loop(self) -> None:
@@ -225,8 +210,7 @@ class LiveRunner(Coordinator):
         src.lat["propagate"].append((time.perf_counter() - t) * 1000.0)
         if frame.index - src.last_detect >= cfg.detect_every and not src.det_pending:
             self._detect(src, frame)
-        if cfg.pose_budget is not None:  # the budget accrues per person-frame; a little may be saved up
-            src.credit = min(src.credit + cfg.pose_budget * src.tracks.active(), 1.0 + src.tracks.active())
+        src.tracks.accrue()
         if cfg.mode == "file":
             src.held = True  # emitted by _schedule once its poses are back
         else:
@@ -236,24 +220,19 @@ class LiveRunner(Coordinator):
         src.last_detect = frame.index
         table = src.detections if src.detections is not None else self.detections
         if table is not None:
-            dets = table.get(frame.name)
-            if dets is None:
-                dets = table.get(str(frame.index))
-            if dets is None:
-                if src.dets_missing == 0:
-                    logger.warning("%s: --detections has no entry for frame %d (%r): no detections on it (further "
-                                   "misses are counted)", src.name, frame.index, frame.name)
-                src.dets_missing += 1
-                dets = np.zeros((0, 5), np.float32)
-            self._match(src, frame.index, dets[:, :4], dets[:, 4])
+            found = self._boxes.lookup(table, frame, src.name)
+            self._match(src, frame.index, found.boxes_xyxy, found.scores)
             return
-        try:
-            tensor, meta = self.detector.preprocess(frame.image)
-        except SDPoseError as exc:
-            logger.warning("%s frame %d: detector preprocessing failed: %s", src.name, frame.index, exc)
+        src.det_pending = True  # until the box stage answers (pre-processing failures included)
+        self._boxes.request(frame.image, (src.i, frame.index))
+
+    def _on_boxes(self, userdata: "tuple[int, int]", found: FoundBoxes) -> None:
+        src, frame_index = self._srcs[userdata[0]], userdata[1]
+        src.det_pending = False
+        if found.error is not None:
+            logger.warning("%s frame %d: %s", src.name, frame_index, mask_credentials(found.error))
             return
-        src.det_pending = True
-        self._submit("detector", tensor, (src.i, frame.index, meta))
+        self._match(src, frame_index, found.boxes_xyxy, found.scores)
 
     def _match(self, src: _Source, frame_index: int, boxes: np.ndarray, scores: np.ndarray) -> None:
         boxes, scores, _ = select_person_boxes(boxes, scores, src.tracks.image_size, self.config.max_persons)
@@ -298,15 +277,11 @@ class LiveRunner(Coordinator):
 
     def _write(self, src: _Source, result: FrameResult, frame: "Frame | None" = None,
                capture_t: "float | None" = None) -> None:
-        """Write one record to the source's sinks (``frame``/``capture_t``: a held frame's, else the current)."""
+        """Write one result to the source's sinks (``frame``/``capture_t``: a held frame's, else the current)."""
         frame = frame if frame is not None else src.frame
-        record = self._output(result, src.name)
         image = frame.image if frame is not None and frame.ok else None
-        t = time.perf_counter()
-        for sink in src.sinks:
-            sink.write(record, image=image)
+        src.lat["sinks"].append(self._write_sinks(src.sinks, result, image, src.name))
         now = time.perf_counter()
-        src.lat["sinks"].append((now - t) * 1000.0)
         latency = (now - (capture_t if capture_t is not None else src.capture_t)) * 1000.0
         src.lat["frame_latency"].append(latency)
         self._lat["frame_latency"].append(latency)
@@ -314,85 +289,53 @@ class LiveRunner(Coordinator):
         src.failed += result.error is not None
         src.persons += len(result.track_ids)
         src.t_last = now
-        if self.frame_hook is not None and not self.frame_hook(record, image):
-            self.stop()
 
     # ------------------------------------------------------------------ scheduling
     def _submit(self, stage: str, inputs: np.ndarray, userdata: Any) -> None:
         super()._submit(stage, inputs, userdata)
         self._priority.update(now=True)  # the request's threads run behind capture and output from the start
 
-    def _free(self, stage: str) -> int:
-        return self._book.free(stage)
+    def _may_pose(self, src: _Source) -> bool:
+        """The source's current frame may get poses now (file mode: the held frame, once its boxes are in)."""
+        if src.frame is None or not src.frame.ok or self._stop.is_set():
+            return False
+        if self.config.mode == "file":
+            return src.held and not src.det_pending
+        return not (src.det_pending and src.tracks.active() == 0)
 
     def _candidates(self) -> list[tuple[float, int, int]]:
         """(urgency, source, track id) of every track that may get a pose now, most urgent first."""
-        cfg = self.config
-        out: list[tuple[float, int, int]] = []
-        if any(self._book.dead(s) for s in self.stages):
-            return out  # every request of a pose stage stopped answering: poses stay as they are
-        for src in self._srcs:
-            if src.frame is None or not src.frame.ok or self._stop.is_set():
-                continue
-            if cfg.mode == "file" and (not src.held or src.det_pending):
-                continue
-            if cfg.mode == "live" and src.det_pending and src.tracks.active() == 0:
-                continue
-            # tracks of this source that have (or are getting) a pose: first poses alternate between sources
-            posed = sum(1 for t in src.tracks.tracks.values() if t.keypoints is not None or t.pending)
-            for track in src.tracks.tracks.values():
-                urgency = src.tracks.urgency(track)
-                if urgency is None:
-                    continue
-                if track.keypoints is None:
-                    urgency -= 1e3 * posed
-                if cfg.pose_budget is not None and src.credit < 1.0 and track.keypoints is not None:
-                    continue  # no budget left for a refresh (a track without a pose may go into debt)
-                out.append((urgency, src.i, track.track_id))
+        if self._poses.dead():
+            return []  # every request of a pose stage stopped answering: poses stay as they are
+        out = [(urgency, src.i, tid) for src in self._srcs if self._may_pose(src)
+               for urgency, tid in src.tracks.candidates()]
         out.sort(key=lambda c: (-c[0], c[1], c[2]))
         return out
 
+    def _next_jobs(self) -> list[PoseJob]:
+        """The most urgent candidates' jobs for one request (at least one job; flip test: two crops a job)."""
+        per_job = len(self._poses.variants)
+        jobs: list[PoseJob] = []
+        for _, si, tid in self._candidates():
+            if (len(jobs) + 1) * per_job > max(self.config.batch, per_job):
+                break
+            src = self._srcs[si]
+            box = src.tracks.begin_pose(tid)
+            if box is None:
+                continue  # no budget left for a refresh
+            jobs.append(PoseJob(_Pose(si, tid, src.frame.index, src.tracks.clock_s, box), src.frame.image, box))
+            src.pending += 1
+        return jobs
+
     def _schedule(self) -> None:
-        cfg = self.config
-        if len(self.stages) == 2:
-            while self._latents and self._free(self.stages[1]) > 0:
-                latents, items = self._latents.popleft()
-                self._submit(self.stages[1], latents, items)
-        while self._free(self.stages[0]) > 0 and not (
-                len(self.stages) == 2 and len(self._latents) >= self.backends[self.stages[1]].capacity) and (
-                cfg.chain_slots is None or
-                sum(self._book.inflight[s] for s in self.stages) + len(self._latents) < cfg.chain_slots):
-            cands = self._candidates()
-            if not cands:
+        self._pump_stages()
+        while self._poses.room() and not self._poses.queued:
+            jobs = self._next_jobs()
+            if not jobs:
                 break
-            per_crop = 2 if cfg.flip_test else 1
-            items, crops = [], []
-            t = time.perf_counter()
-            for _, si, tid in cands:
-                if len(crops) + per_crop > max(cfg.batch, per_crop):
-                    break
-                src = self._srcs[si]
-                if cfg.pose_budget is not None:
-                    if src.credit < 1.0 and src.tracks.tracks[tid].keypoints is not None:
-                        continue
-                    src.credit -= 1.0
-                box = src.tracks.begin_pose(tid)
-                try:
-                    crop = self.estimator.preprocess(src.frame.image, box[None])[0]
-                except SDPoseError as exc:
-                    logger.warning("%s track %d: crop failed: %s", src.name, tid, exc)
-                    src.tracks.cancel_pose(tid)
-                    continue
-                clock = src.tracks.clock_s
-                for flipped in ((False, True) if cfg.flip_test else (False,)):
-                    items.append(_Pose(si, tid, src.frame.index, clock, box, flipped))
-                    crops.append(np.ascontiguousarray(crop[:, ::-1]) if flipped else crop)
-                src.pending += 1
-            self._lat["crop"].append((time.perf_counter() - t) * 1000.0)
-            if not items:
-                break
-            self._submit(self.stages[0], np.stack(crops), items)
-        if cfg.mode == "file":
+            self._poses.add(jobs)
+            self._on_poses(self._poses.pump())
+        if self.config.mode == "file":
             for src in self._srcs:
                 if src.held and not src.det_pending and src.pending == 0 and not self._wants_pose(src):
                     self._emit(src)
@@ -401,75 +344,27 @@ class LiveRunner(Coordinator):
         return any(si == src.i for _, si, _ in self._candidates())
 
     # ------------------------------------------------------------------ completions
-    def _expire(self) -> None:
-        for event in self._book.expired():
-            self._complete(event)
-
-    def _handle(self, event: Any) -> None:
-        if event is WAKE:
-            return
-        event = self._book.accept(event)
-        if event is None:
-            return  # expired earlier; already handled as failed
-        self._lat[event.stage].append((event.done_t - event.submit_t) * 1000.0)
-        self._complete(event)
-
-    def _complete(self, event: Completion) -> None:
-        if event.stage == "detector":
-            si, frame_index, meta = event.userdata
-            src = self._srcs[si]
-            src.det_pending = False
-            if event.error is not None:
-                logger.warning("%s frame %d: %s", src.name, frame_index, mask_credentials(event.error))
-                return
-            try:
-                boxes, scores = self.detector.postprocess(event.output, meta)
-            except SDPoseError as exc:
-                logger.warning("%s frame %d: detector postprocessing failed: %s", src.name, frame_index, exc)
-                return
-            self._match(src, frame_index, boxes, scores)
-        elif event.stage == self.stages[-1]:
-            self._on_heatmaps(event)
-        elif event.error is not None:
-            self._fail_poses(event.userdata, event.error)
-        else:
-            self._latents.append((event.output, event.userdata))
-
-    def _fail_poses(self, items: "list[_Pose]", error: str) -> None:
-        logger.warning("pose request failed (%d crop(s)): %s", len(items), mask_credentials(error))
-        self._pose_error = f"pose request failed: {mask_credentials(error)}"
-        for item in items:
-            if item.flipped:
+    def _on_poses(self, outcomes: Sequence[PoseOutcome]) -> None:
+        """Poses back: carried from the frame the model saw to now; failed ones leave the track as it was."""
+        failed = []
+        for outcome in outcomes:
+            item: _Pose = outcome.job.key
+            src = self._srcs[item.src]
+            src.pending -= 1
+            if outcome.error is not None:
+                src.tracks.cancel_pose(item.track_id)
+                if outcome.stage == "crop":
+                    logger.warning("%s track %d: %s", src.name, item.track_id, outcome.error)
+                else:
+                    failed.append(outcome.error)
                 continue
-            src = self._srcs[item.src]
-            src.pending -= 1
-            src.tracks.cancel_pose(item.track_id)
-
-    def _on_heatmaps(self, event: Completion) -> None:
-        items: list[_Pose] = event.userdata
-        if event.error is not None:
-            self._fail_poses(items, event.error)
-            return
-        heatmaps = event.output
-        if self.config.flip_test:  # items come in (plain, flipped) pairs
-            heatmaps = self.estimator.flip_average(heatmaps[0::2], heatmaps[1::2])
-            items = items[0::2]
-        t = time.perf_counter()
-        try:
-            kpts, scores = self.estimator.postprocess(heatmaps, np.stack([it.box for it in items]))
-        except SDPoseError as exc:
-            self._fail_poses(items, f"decoding failed: {exc}")
-            return
-        self._lat["decode"].append((time.perf_counter() - t) * 1000.0)
-        self._pose_error = None
-        for j, item in enumerate(items):
-            src = self._srcs[item.src]
-            src.pending -= 1
+            self._pose_error = None
             t = time.perf_counter()
-            if src.tracks.apply_pose(item.track_id, item.frame_index, item.clock, item.box, kpts[j], scores[j]):
+            if src.tracks.apply_pose(item.track_id, item.frame_index, item.clock, item.box, outcome.keypoints,
+                                     outcome.scores):
                 src.recomputes += 1
             src.lat["carry_forward"].append((time.perf_counter() - t) * 1000.0)
-
-    # ------------------------------------------------------------------ summary
-    def summary(self) -> dict[str, Any]:
-        return live_summary(self)
+        if failed:
+            error = mask_credentials(failed[0])
+            logger.warning("pose request failed (%d person(s)): %s", len(failed), error)
+            self._pose_error = f"pose request failed: {error}"

@@ -3,8 +3,9 @@
 Every frame in order, full recompute (live feeds, with tracks, pose scheduling and keypoint propagation, run in
 :mod:`edge_runtime.running.live`). Threads (:mod:`edge_runtime.running.coordinator`): a capture thread fills a bounded FrameFeed
 (blocking when full); the coordinator (the thread calling :meth:`Pipeline.run`, holding all state, no locks)
-submits to one Backend per model; completions come back on the events queue, where it decodes heatmaps,
-reorders, assigns track IDs and writes the sinks. Tests inject slow, out-of-order or failing backends.
+submits to one Backend per model through the shared stages (:mod:`edge_runtime.running.stages`: boxes, poses);
+completions come back on the events queue; frames complete out of order and are written in order: track IDs
+assigned, then the result built and written. Tests inject slow, out-of-order or failing backends.
 
 - At most ``max_inflight_frames`` frames at a time; results strictly in frame order, exactly one record per
   input frame, also for frames without persons and failed frames (those carry ``"error"``).
@@ -18,23 +19,22 @@ Coordinates: boxes_xyxy [N,4] image px; crops [N,h,w,3] u8 BGR crop px; heatmaps
 """
 from __future__ import annotations
 
-import collections
 import dataclasses
 import logging
-import threading
 import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from edge_runtime.running.backends import BackendFactory, Completion, RequestBook
-from edge_runtime.running.coordinator import WAKE, Coordinator
-from edge_runtime.errors import SDPoseError
-from edge_runtime.media.feeds import CaptureStatus, FrameFeed, capture_loop
-from edge_runtime.running.metrics import Progress, Reservoirs
+from edge_runtime.media.feeds import CaptureStatus, FrameFeed
+from edge_runtime.media.sources import Frame, FrameSource, mask_credentials
+from edge_runtime.running.backends import BackendFactory
+from edge_runtime.running.coordinator import Coordinator
+from edge_runtime.running.metrics import Progress
 from edge_runtime.running.modes import PipelineConfig
 from edge_runtime.running.results import FrameResult
-from edge_runtime.media.sources import Frame, FrameSource, mask_credentials
+from edge_runtime.running.stages import FoundBoxes, PoseJob, PoseOutcome
+from edge_runtime.running.summary import file_summary
 from edge_runtime.running.tracking import IouTracker, boxes_from_keypoints, select_person_boxes
 
 logger = logging.getLogger(__name__)
@@ -53,18 +53,9 @@ class _FrameState:
     box_origin: str = ""                   # "detections" | "detector" | "tracked"
     keypoints: "np.ndarray | None" = None   # [N,K,2] image px
     scores: "np.ndarray | None" = None      # [N,K]
-    pending: int = 0                        # pose items not yet decoded
-    heat_parts: "dict[int, dict[bool, np.ndarray]]" = dataclasses.field(default_factory=dict)
-    det_meta: Any = None
+    pending: int = 0                        # persons whose pose is not back yet
     error: "str | None" = None
     done: bool = False
-
-
-@dataclasses.dataclass
-class _PoseItem:
-    seq: int
-    person: int
-    flipped: bool
 
 
 # ============================================================================ the pipeline
@@ -89,8 +80,6 @@ class Pipeline(Coordinator):
         super().__init__(estimator, detector, detections, backend_factory, num_requests, frame_hook)
         self.sinks = list(sinks)
         self.config = config if config is not None else PipelineConfig()
-        self.first_stage = self.stages[0]
-        self.heat_stage = self.stages[-1]
         self._reset()
 
     # ------------------------------------------------------------------ public
@@ -100,7 +89,7 @@ class Pipeline(Coordinator):
         self._begin_run()
         self._reset()
         self._source = source
-        pose_cap = self.backends[self.heat_stage].capacity
+        pose_cap = self.backends[self.stages[-1]].capacity
         self._max_inflight = cfg.max_inflight_frames if cfg.max_inflight_frames is not None else 2 * pose_cap + 2
         self._feed = FrameFeed(2, drop_oldest=False)
         total = source.total
@@ -112,50 +101,36 @@ class Pipeline(Coordinator):
                     {k: b.capacity for k, b in self.backends.items()}, cfg.batch, cfg.detect_every,
                     self._max_inflight)
         self._t0 = time.perf_counter()
-        capture = threading.Thread(target=capture_loop, name="sdpose-capture", daemon=True,
-                                   args=(source, self._feed, self._stop, self._wake,
-                                         self._capture, False, cfg.max_frames))
-        capture.start()
-        aborted = True
-        try:
-            self._loop()
-            aborted = False
-        finally:
-            self._stop.set()
-            source.close()
-            self._feed.close()
-            self._feed.discard()
-            capture.join(timeout=10.0)
-            if capture.is_alive():
-                logger.warning("capture thread did not stop within 10 s (blocked in the source read)")
-            # an exception (a second Ctrl-C) does not wait long
-            self._book.wait_all(1.0 if aborted else cfg.request_timeout_s)
-            self._t1 = time.perf_counter()  # summary() is valid on every exit path
+        self._drive([self._capture("", source, self._feed, self._status)], cfg.request_timeout_s)
         self._progress.update(self._written, force=True)
         return self.summary()
+
+    def summary(self) -> dict[str, Any]:
+        """The run's summary.json (valid on every exit path of :meth:`run`)."""
+        return file_summary(self)
 
     # ------------------------------------------------------------------ coordinator
     def _reset(self) -> None:
         self._states: dict[int, _FrameState] = {}
         self._next_seq = 0
         self._next_write = 0
-        self._capture = CaptureStatus()
+        self._status = CaptureStatus()
         self._written = 0
         self._failed = 0
         self._persons = 0
         self._discarded_at_stop = 0
-        self._dets_missing = 0
-        self._book = RequestBook(self.backends, self.config.request_timeout_s, chain=self.stages)
-        self._det_queue: collections.deque = collections.deque()
-        self._pose_items: collections.deque = collections.deque()  # _PoseItem (crop made at submission)
-        self._latent_queue: collections.deque = collections.deque()  # (latents, items)
+        self._new_stages()
         self._waiting_carry: dict[int, _FrameState] = {}
         self._carry: "tuple[np.ndarray, np.ndarray, tuple[int, int]] | None" = None
         self._last_detect_seq: "int | None" = None
         self._tracker = IouTracker(self.config.track_iou_threshold)
-        self._lat = Reservoirs()
         self._t0 = self._t1 = time.perf_counter()
         self._interrupted = False
+
+    @property
+    def frames_without_detections(self) -> "int | None":
+        """Frames the detections table had no entry for (None without a table)."""
+        return self._boxes.missing[""] if self.detections is not None else None
 
     def _loop(self) -> None:
         while True:
@@ -167,7 +142,7 @@ class Pipeline(Coordinator):
                 self._discarded_at_stop += self._feed.discard()
             self._expire()
             self._admit()
-            self._schedule()
+            self._pump_stages(more_coming=self._more_crops_possible())
             if self._finished():
                 return
             self._wait_and_handle(0.1)  # then every event that is ready, before scheduling again
@@ -177,10 +152,14 @@ class Pipeline(Coordinator):
             return False
         return self._interrupted or (self._feed.closed and len(self._feed) == 0)
 
-    def _expire(self) -> None:
-        """Requests past their deadline fail their frames; their slots stay taken (the device holds them)."""
-        for event in self._book.expired():
-            self._handle(event, counted=False)
+    def _more_crops_possible(self) -> bool:
+        """True if crops may still arrive without anything in the pose chain completing first."""
+        if self._boxes.busy():
+            return True
+        if self._interrupted or len(self._states) >= self._max_inflight:
+            return False
+        # file mode: capture is still reading frames that will be admitted
+        return len(self._feed) > 0 or not self._feed.closed
 
     def _admit(self) -> None:
         while not self._interrupted and len(self._states) < self._max_inflight:
@@ -193,6 +172,7 @@ class Pipeline(Coordinator):
             self._states[state.seq] = state
             self._start(state)
 
+    # ------------------------------------------------------------------ boxes
     def _start(self, state: _FrameState) -> None:
         frame = state.frame
         if not frame.ok:
@@ -202,18 +182,7 @@ class Pipeline(Coordinator):
         h, w = frame.image.shape[:2]
         state.image_size = (w, h)
         if self.detections is not None:
-            boxes = self.detections.get(frame.name)
-            if boxes is None:
-                boxes = self.detections.get(str(frame.index))
-            if boxes is None:
-                if self._dets_missing == 0:
-                    examples = ", ".join(repr(k) for k in list(self.detections)[:3])
-                    logger.warning("--detections has no entry for frame %d (keys tried: %r, %r; the file has "
-                                   "e.g. %s): recorded with zero persons (further misses are counted in the "
-                                   "summary)", frame.index, frame.name, str(frame.index), examples or "no keys")
-                self._dets_missing += 1
-                boxes = np.zeros((0, 5), np.float32)
-            self._set_boxes(state, boxes[:, :4], boxes[:, 4], "detections")
+            self._set_boxes(state, self._boxes.lookup(self.detections, frame))
             return
         cfg = self.config
         due = cfg.detect_every == 1 or self._last_detect_seq is None or \
@@ -228,7 +197,7 @@ class Pipeline(Coordinator):
     def _request_detection(self, state: _FrameState) -> None:
         if self._last_detect_seq is None or state.seq > self._last_detect_seq:
             self._last_detect_seq = state.seq
-        self._det_queue.append(state.seq)
+        self._boxes.request(state.frame.image, state.seq)
 
     def _start_carried(self, state: _FrameState) -> None:
         boxes = np.zeros((0, 4), np.float32)
@@ -243,184 +212,47 @@ class Pipeline(Coordinator):
         if len(boxes) == 0:
             self._request_detection(state)  # nobody to carry: detect on this frame
             return
-        self._set_boxes(state, boxes, box_scores, "tracked")
+        self._set_boxes(state, FoundBoxes(boxes, box_scores, "tracked"))
 
-    def _set_boxes(self, state: _FrameState, boxes: np.ndarray, box_scores: np.ndarray, origin: str) -> None:
-        boxes, box_scores, outside = select_person_boxes(boxes, box_scores, state.image_size, self.config.max_persons)
+    def _on_boxes(self, seq: int, found: FoundBoxes) -> None:
+        self._set_boxes(self._states[seq], found)
+
+    def _set_boxes(self, state: _FrameState, found: FoundBoxes) -> None:
+        """The frame's boxes: its persons go to the pose stage (a frame without persons is complete)."""
+        if found.error is not None:
+            state.error = found.error
+            self._complete(state)
+            return
+        boxes, box_scores, outside = select_person_boxes(found.boxes_xyxy, found.scores, state.image_size,
+                                                         self.config.max_persons)
         if outside:
             logger.warning("frame %d: %d box(es) entirely outside the %dx%d image dropped", state.frame.index,
                            outside, *state.image_size)
-        state.boxes, state.box_scores, state.box_origin = boxes, box_scores, origin
+        state.boxes, state.box_scores, state.box_origin = boxes, box_scores, found.origin
         n = len(boxes)
         k = self.estimator.num_keypoints
         state.keypoints = np.zeros((n, k, 2), np.float32)
         state.scores = np.zeros((n, k), np.float32)
+        state.pending = n
         if n == 0:
             self._complete(state)
             return
-        variants = (False, True) if self.config.flip_test else (False,)
-        for person in range(n):
-            for flipped in variants:  # the crop is made when the request is sent
-                self._pose_items.append(_PoseItem(state.seq, person, flipped))
-        state.pending = n * len(variants)
+        self._poses.add(PoseJob((state.seq, person), state.frame.image, boxes[person]) for person in range(n))
 
-    # ------------------------------------------------------------------ submission
-    def _free(self, stage: str) -> int:
-        free = self._book.free(stage)
-        if self.config.chain_slots is not None and stage in self.stages and len(self.stages) == 2:
-            used = sum(self._book.inflight[s] for s in self.stages)
-            free = min(free, self.config.chain_slots - used)
-        return free
-
-    def _more_crops_possible(self) -> bool:
-        """True if crops may still arrive without anything in the pose chain completing first."""
-        if self._det_queue or self._book.inflight["detector"]:
-            return True
-        if self._interrupted or len(self._states) >= self._max_inflight:
-            return False
-        # file mode: capture is still reading frames that will be admitted
-        return len(self._feed) > 0 or not self._feed.closed
-
-    def _fail_dead_stages(self) -> None:
-        reason = "no inference request left (every request of the {} stage stopped answering)"
-        if self._book.dead("detector"):
-            while self._det_queue:
-                state = self._states[self._det_queue.popleft()]
-                state.error = reason.format("detector")
-                self._complete(state)
-        if self._book.dead(self.first_stage) and self._pose_items:
-            items = list(self._pose_items)
-            self._pose_items.clear()
-            self._fail_items(items, reason.format(self.first_stage))
-        if len(self.stages) == 2 and self._book.dead(self.heat_stage):
-            while self._latent_queue:
-                _, items = self._latent_queue.popleft()
-                self._fail_items(items, reason.format(self.heat_stage))
-
-    def _schedule(self) -> None:
-        self._fail_dead_stages()
-        # detector
-        while self._det_queue and self._free("detector") > 0:
-            seq = self._det_queue.popleft()
-            state = self._states[seq]
-            t = time.perf_counter()
-            try:
-                tensor, state.det_meta = self.detector.preprocess(state.frame.image)
-            except SDPoseError as exc:
-                state.error = f"detector preprocessing failed: {exc}"
-                self._complete(state)
-                continue
-            self._lat["detector_pre"].append((time.perf_counter() - t) * 1000.0)
-            self._submit("detector", tensor, seq)
-        # second stage of the split chain first (keeps the fewest latents alive)
-        if len(self.stages) == 2:
-            while self._latent_queue and self._free(self.heat_stage) > 0:
-                latents, items = self._latent_queue.popleft()
-                self._submit(self.heat_stage, latents, items)
-        batch = self.config.batch
-        while self._pose_items and self._free(self.first_stage) > 0:
-            if len(self.stages) == 2 and len(self._latent_queue) >= self.backends[self.heat_stage].capacity:
-                break  # the pose stage is the bottleneck: don't pile up latents
-            if len(self._pose_items) < batch and self._more_crops_possible():
-                break  # wait for a full batch
-            take = min(batch, len(self._pose_items))
-            items, crops = [], []
-            t = time.perf_counter()
-            for _ in range(take):
-                item = self._pose_items.popleft()
-                state = self._states[item.seq]
-                try:
-                    crop = self.estimator.preprocess(state.frame.image, state.boxes[item.person:item.person + 1])[0]
-                except SDPoseError as exc:
-                    self._fail_items([item], f"crop failed: {exc}")
-                    continue
-                items.append(item)
-                crops.append(crop[:, ::-1] if item.flipped else crop)
-            self._lat["crop"].append((time.perf_counter() - t) * 1000.0)
-            if items:
-                self._submit(self.first_stage, np.stack(crops), items)
-
-    # ------------------------------------------------------------------ completions
-    def _handle(self, event: Any, counted: bool = True) -> None:
-        if event is WAKE:
-            return
-        if counted:
-            event = self._book.accept(event)
-            if event is None:
-                return
-            self._lat[event.stage].append((event.done_t - event.submit_t) * 1000.0)
-        if event.stage == "detector":
-            self._on_detection(event)
-        elif event.stage == self.heat_stage:
-            self._on_heatmaps(event)
-        else:
-            self._on_latents(event)
-
-    def _on_detection(self, event: Completion) -> None:
-        state = self._states[event.userdata]
-        if event.error is not None:
-            state.error = event.error
-            self._complete(state)
-            return
-        t = time.perf_counter()
-        try:
-            boxes, scores = self.detector.postprocess(event.output, state.det_meta)
-        except SDPoseError as exc:
-            state.error = f"detector postprocessing failed: {exc}"
-            self._complete(state)
-            return
-        self._lat["detector_post"].append((time.perf_counter() - t) * 1000.0)
-        self._set_boxes(state, boxes, scores, "detector")
-
-    def _on_latents(self, event: Completion) -> None:
-        if event.error is not None:
-            self._fail_items(event.userdata, event.error)
-            return
-        self._latent_queue.append((event.output, event.userdata))
-
-    def _fail_items(self, items: "list[_PoseItem]", error: str) -> None:
-        for item in items:
-            state = self._states.get(item.seq)
+    # ------------------------------------------------------------------ poses
+    def _on_poses(self, outcomes: Sequence[PoseOutcome]) -> None:
+        for outcome in outcomes:
+            seq, person = outcome.job.key
+            state = self._states.get(seq)
             if state is None or state.done:
                 continue
-            state.error = mask_credentials(error)
+            if outcome.error is not None:
+                state.error = mask_credentials(outcome.error)
+            else:
+                state.keypoints[person] = outcome.keypoints
+                state.scores[person] = outcome.scores
             state.pending -= 1
             if state.pending == 0:
-                self._complete(state)
-
-    def _on_heatmaps(self, event: Completion) -> None:
-        items: list[_PoseItem] = event.userdata
-        if event.error is not None:
-            self._fail_items(items, event.error)
-            return
-        heatmaps = event.output
-        # group by frame: decode every finished person of a frame in one call
-        ready: dict[int, list[tuple[int, np.ndarray]]] = collections.defaultdict(list)
-        for j, item in enumerate(items):
-            state = self._states[item.seq]
-            if not self.config.flip_test:
-                ready[item.seq].append((item.person, heatmaps[j]))
-                continue
-            parts = state.heat_parts.setdefault(item.person, {})
-            parts[item.flipped] = heatmaps[j]
-            if len(parts) == 2:
-                ready[item.seq].append((item.person, self.estimator.flip_average(parts[False][None], parts[True][None])[0]))
-                del state.heat_parts[item.person]
-        for seq, persons in ready.items():
-            state = self._states[seq]
-            idx = np.array([p for p, _ in persons], dtype=np.int64)
-            t = time.perf_counter()
-            try:
-                kpts, scores = self.estimator.postprocess(np.stack([h for _, h in persons]), state.boxes[idx])
-                state.keypoints[idx] = kpts
-                state.scores[idx] = scores
-            except SDPoseError as exc:
-                state.error = f"decoding failed: {exc}"
-            self._lat["decode"].append((time.perf_counter() - t) * 1000.0)
-        for item in items:
-            state = self._states[item.seq]
-            state.pending -= 1
-            if state.pending == 0 and not state.done:
                 self._complete(state)
 
     # ------------------------------------------------------------------ ordered output
@@ -433,68 +265,30 @@ class Pipeline(Coordinator):
             if waiting is not None:
                 self._start_carried(waiting)
 
-    def _record(self, state: _FrameState) -> dict[str, Any]:
-        frame = state.frame
-        size = state.image_size if state.image_size != (0, 0) else None
-        k = self.estimator.num_keypoints
+    def _track_ids(self, state: _FrameState) -> np.ndarray:
+        """Track IDs [N] of the frame's persons, assigned in frame order (a failed frame or one without persons
+        takes none and leaves the tracker as it was)."""
         if state.error is not None or state.boxes is None or len(state.boxes) == 0:
-            result = FrameResult.failed(frame, frame.name, state.error or "", k)
-            result.image_size, result.error = size, state.error
-            return self._output(result)
-        result = FrameResult(frame.index, frame.name, frame.timestamp_ms, size, state.boxes, state.box_scores,
-                             state.keypoints, state.scores, self._tracker.update(state.boxes))
-        return self._output(result)
+            return np.zeros(0, np.int64)
+        return self._tracker.update(state.boxes)
+
+    def _result(self, state: _FrameState, track_ids: np.ndarray) -> FrameResult:
+        """The frame's result, built once and complete: a failed frame carries its error and no persons."""
+        frame = state.frame
+        if state.error is not None or state.boxes is None:
+            return FrameResult.failed(frame, frame.name, state.error or "", self.estimator.num_keypoints)
+        return FrameResult(frame.index, frame.name, frame.timestamp_ms, state.image_size, state.boxes,
+                           state.box_scores, state.keypoints, state.scores, track_ids)
 
     def _write(self, state: _FrameState) -> None:
-        record = self._record(state)
+        result = self._result(state, self._track_ids(state))
         image = state.frame.image if state.frame.ok else None
-        t = time.perf_counter()
-        for sink in self.sinks:
-            sink.write(record, image=image)
-        now = time.perf_counter()
-        self._lat["sinks"].append((now - t) * 1000.0)
-        self._lat["frame_latency"].append((now - state.capture_t) * 1000.0)
+        self._lat["sinks"].append(self._write_sinks(self.sinks, result, image))
+        self._lat["frame_latency"].append((time.perf_counter() - state.capture_t) * 1000.0)
         self._written += 1
-        self._persons += len(record["persons"])
+        self._persons += len(result.track_ids)
         if state.error is not None:
             self._failed += 1
         elif state.keypoints is not None and state.boxes is not None:
             self._carry = (state.keypoints, state.scores, state.image_size)
         self._progress.update(self._written)
-        if self.frame_hook is not None and not self.frame_hook(record, image):
-            self.stop()
-
-    # ------------------------------------------------------------------ summary
-    def summary(self) -> dict[str, Any]:
-        wall = max(self._t1 - self._t0, 1e-9)
-        heat_cap = self.backends[self.heat_stage].capacity
-        heat = self._book.busy[self.heat_stage]
-        busy_sum = heat.requests_s
-        ok = self._written - self._failed
-        skipped = self._feed.skipped + self._discarded_at_stop
-        return {
-            "mode": self.config.mode,
-            "chain": "+".join(self.stages),
-            "frames_in": self._capture.frames_read,
-            "frames_out": self._written,
-            "frames_ok": ok,
-            "frames_skipped": skipped,
-            "frames_failed": self._failed,
-            "persons": self._persons,
-            "wall_s": round(wall, 3),
-            "fps": round(self._written / wall, 4),
-            "persons_per_s": round(self._persons / wall, 4),
-            "latency_ms": {k: v.summary() for k, v in sorted(self._lat.items())},
-            "pose_busy_share": round(min(1.0, self._book.chain_busy.busy_s(self._t1) / wall), 4),
-            "stage_busy_share": {s: round(min(1.0, m.busy_s(self._t1) / wall), 4)
-                                 for s, m in sorted(self._book.busy.items())},
-            "pose_request_utilization": round(busy_sum / (wall * heat_cap), 4),
-            "requests": {k: b.capacity for k, b in self.backends.items()},
-            "frames_without_detections": self._dets_missing if self.detections is not None else None,
-            "batch": self.config.batch,
-            "detect_every": self.config.detect_every,
-            "interrupted": self._interrupted,
-            **self._capture.to_summary(),
-            "requests_timed_out": self._book.requests.expired_count,
-        }
-

@@ -4,8 +4,14 @@ No threads, no inference: :class:`PoseTracks` is driven by the live runner (and 
 
     tracks.advance(frame_index, clock_s, image_bgr)      # every frame: carry every track to this frame
     tracks.match(frame_index, boxes_xyxy, scores)        # on detector frames (may be an older frame)
+    tracks.accrue()                                      # every frame: the pose budget grows (pose_budget)
+    tracks.candidates()                                  # (urgency, track id) of the tracks that may get a pose
+    tracks.begin_pose(track_id)                          # the box to crop (None: no budget left)
     tracks.apply_pose(track_id, frame_index, kpts, sc)   # a pose computed on (an older) frame_index
     tracks.persons()                                     # what the current frame outputs (every track)
+
+The scheduling policy of one source lives here (:meth:`PoseTracks.urgency`, :meth:`PoseTracks.candidates`, the
+budget rule); the coordinator only ranks the candidates of its sources and sends their crops.
 
 Motion between detector runs comes from the keypoints: sparse pyramidal Lucas-Kanade flow
 (``cv2.calcOpticalFlowPyrLK``) on every keypoint with a forward-backward check; a keypoint that fails the
@@ -148,10 +154,16 @@ def box_center(box: np.ndarray) -> np.ndarray:
 
 
 class PoseTracks:
-    """The tracks of one source (see the module docstring)."""
+    """The tracks of one source (see the module docstring).
 
-    def __init__(self, config: "TrackConfig | None" = None) -> None:
+    ``pose_budget``: share of person-frames whose pose may be recomputed (None: no limit). The budget accrues
+    per person-frame (:meth:`accrue`) as ``credit``; a refresh costs one; a track without a pose may always get
+    one (the credit may then go into debt)."""
+
+    def __init__(self, config: "TrackConfig | None" = None, pose_budget: "float | None" = None) -> None:
         self.config = config if config is not None else TrackConfig()
+        self.pose_budget = pose_budget
+        self.credit = 0.0
         self.tracks: dict[int, Track] = {}
         self.frame_index = -1
         self.clock_s = 0.0
@@ -315,9 +327,40 @@ class PoseTracks:
             return None
         return (age + 1e-3) * (1.0 + triggers + motion / cfg.motion_threshold + scale / cfg.scale_threshold)
 
-    def begin_pose(self, track_id: int) -> np.ndarray:
-        """Mark ``track_id`` as being recomputed on the current frame; returns the box to crop [4]."""
+    def accrue(self) -> None:
+        """A new frame: the pose budget accrues per active person-frame; a little may be saved up."""
+        if self.pose_budget is not None:
+            active = self.active()
+            self.credit = min(self.credit + self.pose_budget * active, 1.0 + active)
+
+    def _within_budget(self, track: Track) -> bool:
+        """The budget rule: a refresh needs a whole credit; a first pose does not."""
+        return self.pose_budget is None or self.credit >= 1.0 or track.keypoints is None
+
+    def candidates(self) -> list[tuple[float, int]]:
+        """(urgency, track id) of every track that may get a pose now (:meth:`urgency`, within the budget).
+
+        A track without a pose yet ranks 1000 lower per track of this source that has (or is getting) a pose,
+        so that first poses alternate between sources."""
+        posed = sum(1 for t in self.tracks.values() if t.keypoints is not None or t.pending)
+        out = []
+        for track in self.tracks.values():
+            urgency = self.urgency(track)
+            if urgency is None or not self._within_budget(track):
+                continue
+            if track.keypoints is None:
+                urgency -= 1e3 * posed
+            out.append((urgency, track.track_id))
+        return out
+
+    def begin_pose(self, track_id: int) -> "np.ndarray | None":
+        """Mark ``track_id`` as being recomputed on the current frame (paid from the budget); returns the box to
+        crop [4], or None when the budget has no credit left for it."""
         track = self.tracks[track_id]
+        if not self._within_budget(track):
+            return None
+        if self.pose_budget is not None:
+            self.credit -= 1.0
         track.pending = True
         return track.box.astype(np.float32).copy()
 
