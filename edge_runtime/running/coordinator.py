@@ -3,7 +3,7 @@
 events queue their completions arrive on, ``stop()``, and the loop's wait-then-drain step. All coordinator state
 lives in the thread that calls ``run``; backends and capture threads only put events on the queue. Both turn each
 :class:`~edge_runtime.running.results.FrameResult` into the sinks' record in one place, :meth:`Coordinator._output`
-(temporal smoothing, ``config.smooth``, then ``to_record``)."""
+(temporal smoothing, ``config.smooth``, then ``as_output``)."""
 from __future__ import annotations
 
 import queue
@@ -26,7 +26,7 @@ class Coordinator:
 
     def __init__(self, estimator: Any, detector: Any = None, detections: "dict[str, np.ndarray] | None" = None,
                  backend_factory: "BackendFactory | None" = None, num_requests: "dict[str, int] | None" = None,
-                 frame_hook: "Callable[[dict, np.ndarray | None], bool] | None" = None,
+                 frame_hook: "Callable[[Any, np.ndarray | None], bool] | None" = None,
                  boxes_elsewhere: bool = False) -> None:
         if detector is None and detections is None and not boxes_elsewhere:
             raise InputError("no person boxes: the model folder has no detector component and no --detections "
@@ -53,12 +53,13 @@ class Coordinator:
         self._stop.clear()
         self._smoother = build_smoother(self.config.smooth)
 
-    def _output(self, result: Any, stream: str = "") -> dict:
-        """The sinks' record of a FrameResult of the source ``stream``: keypoints smoothed per track (unless
-        ``smooth`` is none), then :meth:`~edge_runtime.running.results.FrameResult.to_record` with ``config.parts``."""
+    def _output(self, result: Any, stream: str = "") -> Any:
+        """What the sinks and the frame hook receive of a FrameResult of the source ``stream``: keypoints smoothed
+        per track (unless ``smooth`` is none), then :meth:`~edge_runtime.running.results.FrameResult.as_output`
+        with ``config.parts``."""
         if self._smoother is not None:
             result = self._smoother(result, stream)
-        return result.to_record(self.config.parts)
+        return result.as_output(self.config.parts)
 
     def _wake(self) -> None:
         self.events.put(WAKE)

@@ -455,7 +455,7 @@ class Pipeline(Coordinator):
         self._lat["sinks"].append((now - t) * 1000.0)
         self._lat["frame_latency"].append((now - state.capture_t) * 1000.0)
         self._written += 1
-        self._persons += len(record["persons"])
+        self._persons += len(record.track_ids)
         if state.error is not None:
             self._failed += 1
         elif state.keypoints is not None and state.boxes is not None:
