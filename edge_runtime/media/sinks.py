@@ -36,7 +36,7 @@ import numpy as np
 
 from edge_runtime.media.draw import DrawOptions
 from edge_runtime.errors import InputError, SDPoseError
-from edge_runtime.model.keypoints import ALL_GROUPS, NUM_WHOLEBODY, WHOLEBODY_PARTS
+from edge_runtime.model.keypoints import ALL_GROUPS
 from edge_runtime.media.coco import CocoResultsSink, coco_instance_score  # noqa: F401  (sinks of a run, re-exported)
 from edge_runtime.media.draw import draw_result
 from edge_runtime.running.records import json_safe as _clean

@@ -15,7 +15,7 @@ from edge_runtime.errors import InputError
 from edge_runtime.media.coco import coco_instance_score, result_entry
 from edge_runtime.media.draw import DrawOptions, draw_poses
 from edge_runtime.media.openpose import DEFAULT_THRESHOLD, to_openpose_person, write_openpose_json
-from edge_runtime.media.sinks import CocoResultsSink, ImageSink, JsonlSink, ListSink, OpenPoseSink, VideoSink
+from edge_runtime.media.sinks import CocoResultsSink, JsonlSink, ListSink, OpenPoseSink, VideoSink
 from edge_runtime.running.records import json_safe, read_predictions
 from edge_runtime.running.results import PERSON_FIELDS, FrameResult
 
