@@ -37,7 +37,7 @@ PERSON_FIELDS = ("boxes_xyxy", "box_scores", "keypoints", "scores", "track_ids",
 def _rounded(values: np.ndarray, decimals: int) -> np.ndarray:
     """float64 copy rounded as the record rounds (Python's ``round`` per value, NaN kept)."""
     values = np.asarray(values)
-    return np.array([round(float(v), decimals) for v in values.ravel()], np.float64).reshape(values.shape)
+    return np.array([round(v, decimals) for v in values.ravel().tolist()], np.float64).reshape(values.shape)
 
 
 @dataclasses.dataclass
@@ -170,17 +170,17 @@ class FrameResult:
             _, scores = filter_parts(self.keypoints, scores, tuple(parts))
         for i in range(len(self.track_ids)):
             posed = bool(self.has_pose[i])
-            kp = np.concatenate([self.keypoints[i], scores[i][:, None]], axis=1)
             person: dict[str, Any] = {
-                "bbox_xyxy": [round(float(v), 2) for v in self.boxes_xyxy[i]],
-                "score": round(float(self.box_scores[i]), 5),
+                "bbox_xyxy": [round(v, BOX_DECIMALS) for v in self.boxes_xyxy[i].tolist()],
+                "score": round(float(self.box_scores[i]), SCORE_DECIMALS),
                 "track_id": int(self.track_ids[i]),
-                "keypoints": [[round(float(x), 3), round(float(y), 3), round(float(s), 5)] for x, y, s in kp]
+                "keypoints": [[round(x, XY_DECIMALS), round(y, XY_DECIMALS), round(s, SCORE_DECIMALS)]
+                              for (x, y), s in zip(self.keypoints[i].tolist(), scores[i].tolist())]
                 if posed else None,
             }
             if self.pose_frames is not None:
                 person["pose_frame"] = int(self.pose_frames[i]) if posed else None
-                person["pose_age_ms"] = round(float(self.pose_age_ms[i]), 3) if posed else None
+                person["pose_age_ms"] = round(float(self.pose_age_ms[i]), AGE_DECIMALS) if posed else None
                 person["propagated"] = bool(self.propagated[i]) and posed
             if self.keyframes is not None:
                 person["interpolated"] = bool(self.interpolated[i]) and posed
