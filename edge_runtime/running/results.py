@@ -111,15 +111,18 @@ class FrameResult:
         ``predictions.jsonl`` and ``FrameResult.from_record(r.to_record(parts)) == r.as_output(parts)``."""
         if self.error is not None:
             return self.select(np.zeros(len(self.track_ids), bool))
-        scores = self.scores
-        if len(scores) and set(parts) != set(ALL_PARTS):
-            from edge_runtime.model.keypoints import filter_parts
-            _, scores = filter_parts(self.keypoints, scores, tuple(parts))
         return dataclasses.replace(
             self, boxes_xyxy=_rounded(self.boxes_xyxy, BOX_DECIMALS), box_scores=_rounded(self.box_scores,
                                                                                         SCORE_DECIMALS),
-            keypoints=_rounded(self.keypoints, XY_DECIMALS), scores=_rounded(scores, SCORE_DECIMALS),
+            keypoints=_rounded(self.keypoints, XY_DECIMALS), scores=_rounded(self._part_scores(parts), SCORE_DECIMALS),
             **self._pending_as_recorded())
+
+    def _part_scores(self, parts: Sequence[str]) -> np.ndarray:
+        """scores [N,K] with the keypoint groups outside ``parts`` at 0."""
+        if not len(self.scores) or set(parts) == set(ALL_PARTS):
+            return self.scores
+        from edge_runtime.model.keypoints import filter_parts
+        return filter_parts(self.keypoints, self.scores, tuple(parts))[1]
 
     def _pending_as_recorded(self) -> dict[str, Any]:
         """The pose fields as the record gives them: for a person without a pose, pose_frame/keyframes -1,
@@ -164,10 +167,7 @@ class FrameResult:
         if self.error is not None:
             record["error"] = self.error
             return record
-        scores = self.scores
-        if len(scores) and set(parts) != set(ALL_PARTS):
-            from edge_runtime.model.keypoints import filter_parts
-            _, scores = filter_parts(self.keypoints, scores, tuple(parts))
+        scores = self._part_scores(parts)
         for i in range(len(self.track_ids)):
             posed = bool(self.has_pose[i])
             person: dict[str, Any] = {
@@ -192,7 +192,7 @@ class FrameResult:
 def _keypoints(frame: Any, persons: list[dict[str, Any]], num_keypoints: "int | None") -> np.ndarray:
     """[N,K,3] x, y, score of the persons (NaN x/y, score 0 for ``"keypoints": null``)."""
     posed = [p["keypoints"] for p in persons if p.get("keypoints") is not None]
-    k = len(posed[0]) if posed else int(num_keypoints or 0)
+    k = len(posed[0]) if posed and isinstance(posed[0], list) else int(num_keypoints or 0)
     out = np.full((len(persons), k, 3), np.nan)
     out[..., 2] = 0.0
     for i, person in enumerate(persons):
