@@ -34,11 +34,10 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
-from edge_runtime.media.draw import DrawOptions
+from edge_runtime.media.draw import DrawOptions, draw_result
 from edge_runtime.errors import InputError, SDPoseError
 from edge_runtime.model.keypoints import ALL_GROUPS
 from edge_runtime.media.coco import CocoResultsSink, coco_instance_score  # noqa: F401  (sinks of a run, re-exported)
-from edge_runtime.media.draw import draw_result
 from edge_runtime.running.records import json_safe as _clean
 from edge_runtime.running.results import FrameResult
 from edge_runtime.media.openpose import DEFAULT_THRESHOLD, to_openpose_person, write_openpose_json
