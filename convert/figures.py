@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterable
 
 import cv2
 import numpy as np
 
 from edge_runtime.model.keypoints import PART_GROUPS, WHOLEBODY_PARTS
+from edge_runtime.running.results import FrameResult
 from edge_runtime.running.tracking import box_iou
 
 NUM_KEYPOINTS = 133
@@ -350,25 +352,32 @@ def pck(pred: np.ndarray, gt: np.ndarray, boxes_size: np.ndarray, alpha: float =
 PARTS = {group: (WHOLEBODY_PARTS[parts[0]][0], WHOLEBODY_PARTS[parts[-1]][1]) for group, parts in PART_GROUPS.items()}
 
 
-def match_person(preds: list[dict], box: np.ndarray, min_iou: float = 0.3) -> "dict | None":
-    """The predicted person (a ``predictions.jsonl`` person) whose ``bbox_xyxy`` overlaps the ground-truth box
-    [4] image px most, with IoU >= ``min_iou``; None if there is none."""
+def as_results(records: "Iterable[FrameResult | dict]") -> list[FrameResult]:
+    """Frame results of a run: ``predictions.jsonl`` records are read with
+    :meth:`~edge_runtime.running.results.FrameResult.from_record`, FrameResults are kept."""
+    return [r if isinstance(r, FrameResult) else FrameResult.from_record(r) for r in records]
+
+
+def match_person(result: FrameResult, box: np.ndarray, min_iou: float = 0.3) -> "int | None":
+    """The index of the predicted person of ``result`` that has keypoints and whose box overlaps the ground-truth
+    box [4] image px most, with IoU >= ``min_iou`` (the last of equals); None if there is none."""
     best, best_iou = None, min_iou
-    for person in preds:
-        iou = float(box_iou(np.asarray(person["bbox_xyxy"], np.float32)[None], box[None])[0, 0])
-        if iou >= best_iou:
-            best, best_iou = person, iou
+    ious = box_iou(np.asarray(result.boxes_xyxy, np.float32).reshape(-1, 4), np.asarray(box)[None])[:, 0]
+    for j, (iou, posed) in enumerate(zip(ious, result.has_pose)):
+        if posed and float(iou) >= best_iou:
+            best, best_iou = j, float(iou)
     return best
 
 
-def person_keypoints(person: dict) -> np.ndarray:
-    """A record person's keypoints [K,2] image px (NaN where null)."""
-    return np.array([[np.nan if v is None else v for v in k[:2]] for k in person["keypoints"]], np.float32)
+def person_keypoints(result: FrameResult, j: int) -> np.ndarray:
+    """Person ``j``'s keypoints [K,2] image px, float32 (NaN where the record had null)."""
+    return np.asarray(result.keypoints[j], np.float32)
 
 
-def score_records(records: list[dict], gt_keypoints: np.ndarray, gt_boxes: np.ndarray,
+def score_records(records: "Iterable[FrameResult | dict]", gt_keypoints: np.ndarray, gt_boxes: np.ndarray,
                   alpha: float = 0.05) -> dict[str, float]:
-    """PCK@alpha of ``predictions.jsonl`` records against ground truth [T,P,K,2] / boxes [T,P,4].
+    """PCK@alpha of a run's frame results (or ``predictions.jsonl`` records) against ground truth [T,P,K,2] /
+    boxes [T,P,4].
 
     A keypoint is correct when it lies within ``alpha`` x the longer side of its ground-truth box. Each
     ground-truth person is matched to the predicted person whose ``bbox_xyxy`` overlaps it most (IoU >= 0.3);
@@ -379,20 +388,19 @@ def score_records(records: list[dict], gt_keypoints: np.ndarray, gt_boxes: np.nd
     correct: list[np.ndarray] = []
     persons = matched = 0
     k_pred = None
-    for rec in records:
-        t = int(rec["frame"])
+    for result in as_results(records):
+        t = int(result.frame)
         if t >= len(gt_keypoints):
             continue
-        preds = [q for q in rec.get("persons") or [] if q.get("keypoints") is not None]  # null: no pose yet
         for p in range(gt_keypoints.shape[1]):
             persons += 1
             box = gt_boxes[t, p]
-            best = match_person(preds, box)
+            best = match_person(result, box)  # persons without a pose yet are not matched
             if best is None:
                 correct.append(np.zeros(k_pred or gt_keypoints.shape[2], bool))
                 continue
             matched += 1
-            kp = person_keypoints(best)
+            kp = person_keypoints(result, best)
             k_pred = len(kp)
             size = np.array([max(box[2] - box[0], box[3] - box[1])])
             correct.append(pck(kp[None], gt_keypoints[t, p, :k_pred][None], size, alpha)[0])
@@ -405,13 +413,14 @@ def score_records(records: list[dict], gt_keypoints: np.ndarray, gt_boxes: np.nd
     return out
 
 
-def keypoint_jitter(records: list[dict], gt_keypoints: np.ndarray, gt_boxes: np.ndarray) -> dict[str, float]:
-    """Jitter of ``predictions.jsonl`` records: the mean absolute second difference |x[t+1] - 2 x[t] + x[t-1]|
+def keypoint_jitter(records: "Iterable[FrameResult | dict]", gt_keypoints: np.ndarray,
+                    gt_boxes: np.ndarray) -> dict[str, float]:
+    """Jitter of a run's frame results (or ``predictions.jsonl`` records): the mean absolute second difference |x[t+1] - 2 x[t] + x[t-1]|
     (the 2-D norm, image px) of each keypoint of each ground-truth person over the frames t where that person is
     matched (as in :func:`score_records`) in t-1, t and t+1, beside the same mean of the ground truth on the same
     frames (its own motion's acceleration). Returns {"jitter_px", "jitter_gt_px", "jitter_body_px",
     "jitter_body_gt_px", "jitter_triples"}; the excess jitter is ``jitter_px - jitter_gt_px``."""
-    by_frame = {int(r["frame"]): r.get("persons") or [] for r in records}
+    by_frame = {int(r.frame): r for r in as_results(records)}
     num_frames, num_persons = gt_keypoints.shape[:2]
     pred_d2: list[np.ndarray] = []
     gt_d2: list[np.ndarray] = []
@@ -419,7 +428,7 @@ def keypoint_jitter(records: list[dict], gt_keypoints: np.ndarray, gt_boxes: np.
         track: list["np.ndarray | None"] = []
         for t in range(num_frames):
             best = match_person(by_frame[t], gt_boxes[t, p]) if t in by_frame else None
-            track.append(None if best is None else person_keypoints(best))
+            track.append(None if best is None else person_keypoints(by_frame[t], best))
         for t in range(1, num_frames - 1):
             a, b, c = track[t - 1], track[t], track[t + 1]
             if a is None or b is None or c is None:

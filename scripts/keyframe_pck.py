@@ -43,6 +43,7 @@ from edge_runtime.running.backends import OpenVINOBackend  # noqa: E402
 from edge_runtime.running.live import LiveConfig, LiveRunner, SourceRun  # noqa: E402
 from edge_runtime.model.models import CompileOptions  # noqa: E402
 from edge_runtime.running.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from edge_runtime.running.results import FrameResult  # noqa: E402
 from edge_runtime.media.sinks import ListSink  # noqa: E402
 from edge_runtime.media.sources import VideoFileSource  # noqa: E402
 from edge_runtime.running.tracking import box_iou  # noqa: E402
@@ -92,25 +93,24 @@ def cached_backend_factory(cache: dict) -> Any:
 CACHE: dict = {}
 
 
-def matched_tracks(records: list[dict], gt_boxes: np.ndarray, k: int) -> np.ndarray:
+def matched_tracks(results: list[FrameResult], gt_boxes: np.ndarray, k: int) -> np.ndarray:
     """[T,P,K,2] predicted keypoints of each ground-truth person (box IoU >= 0.3, as score_records), NaN where
-    unmatched."""
+    unmatched or where the matched person has no pose yet."""
     t_n, p_n = gt_boxes.shape[:2]
     out = np.full((t_n, p_n, k, 2), np.nan)
-    for rec in records:
-        t = int(rec["frame"])
-        if t >= t_n or not rec.get("persons"):
+    for result in results:
+        t = int(result.frame)
+        if t >= t_n or not len(result.track_ids):
             continue
-        boxes = np.array([p["bbox_xyxy"] for p in rec["persons"]], np.float32)
-        iou = box_iou(gt_boxes[t].astype(np.float32), boxes)
+        iou = box_iou(gt_boxes[t].astype(np.float32), np.asarray(result.boxes_xyxy, np.float32))
         for p in range(p_n):
             j = int(np.argmax(iou[p]))
             if iou[p, j] >= 0.3:
-                out[t, p] = np.array([kp[:2] for kp in rec["persons"][j]["keypoints"]], np.float64)
+                out[t, p] = result.keypoints[j]
     return out
 
 
-def jitter(records: list[dict], gt: Any) -> float:
+def jitter(records: list[FrameResult], gt: Any) -> float:
     """Mean |second difference| of matched keypoints (px) minus that of the ground truth, on the same triples."""
     truth = gt["keypoints"].astype(np.float64)
     pred = matched_tracks(records, gt["boxes"], truth.shape[2])
@@ -122,11 +122,11 @@ def jitter(records: list[dict], gt: Any) -> float:
 
 
 def run_scheduled(est: PoseEstimator, video: Path, dets: dict, budget: float, propagation: str,
-                  track: TrackConfig) -> tuple[list[dict], dict]:
+                  track: TrackConfig) -> tuple[list[FrameResult], dict]:
     sink = ListSink()
     cfg = LiveConfig(mode="file", pose_budget=budget, propagation=propagation, track=track)
     result = LiveRunner(est, cfg, detections=dets, backend_factory=cached_backend_factory(CACHE)).run([SourceRun("v", VideoFileSource(video), [sink])])
-    return sink.records, result["total"]
+    return sink.results, result["total"]
 
 
 def settings(k: int, fps: float, variants: dict[str, dict]) -> list[tuple[str, str, TrackConfig]]:
@@ -147,9 +147,9 @@ def measure_video(est: PoseEstimator, folder: Path, budgets: list[int], variants
     fps = float(gt["fps"]) if "fps" in gt else 12.0
     rows: list[dict] = []
 
-    def score(name: str, budget: float, records: list[dict], recomputes: int) -> None:
+    def score(name: str, budget: float, records: list[FrameResult], recomputes: int) -> None:
         result = score_records(records, gt["keypoints"], gt["boxes"])
-        person_frames = sum(len(r["persons"]) for r in records)
+        person_frames = sum(len(r.track_ids) for r in records)
         rows.append({"video": folder.name, "setting": name, "budget": budget, "pck_all": round(result["all"], 4),
                      "pck_body": round(result.get("body", float("nan")), 4),
                      "jitter_px": round(jitter(records, gt), 4), "recomputes": recomputes,
@@ -162,7 +162,7 @@ def measure_video(est: PoseEstimator, folder: Path, budgets: list[int], variants
         sink = ListSink()
         summary = Pipeline(est, [sink], PipelineConfig(progress=False), detections=dets,
                            backend_factory=cached_backend_factory(CACHE)).run(VideoFileSource(video))
-        score("full", 1.0, sink.records, summary["persons"])
+        score("full", 1.0, sink.results, summary["persons"])
     for k in budgets:
         for name, propagation, track in settings(k, fps, variants):
             if only and name not in only:
@@ -235,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: "list[str] | None" = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     for name in ("edge_runtime", "edge_runtime.running.live"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -72,15 +72,16 @@ def child(argv: list[str]) -> int:
 
 def score(out: Path, boxes_per_frame: dict[int, int]) -> dict:
     """Figures of one run from its summary.json and per-camera predictions.jsonl."""
+    from edge_runtime.running.records import read_predictions  # here: the runs themselves may use root=DIR's runtime
+
     summary = json.loads((out / "summary.json").read_text())
     frames = all_in = all_posed = 0
     for name in summary["sources"]:
-        for line in (out / name / "predictions.jsonl").read_text().splitlines():
-            rec = json.loads(line)
+        for result in read_predictions(out / name / "predictions.jsonl"):
             frames += 1
-            want = boxes_per_frame[int(rec["frame"]) % len(boxes_per_frame)]
-            all_in += len(rec["persons"]) >= want
-            all_posed += len(rec["persons"]) >= want and all(p["keypoints"] is not None for p in rec["persons"])
+            want = boxes_per_frame[int(result.frame) % len(boxes_per_frame)]
+            all_in += len(result.track_ids) >= want
+            all_posed += len(result.track_ids) >= want and bool(result.has_pose.all())
     lat = summary["latency_ms"]["frame_latency"]
     pose_ms = summary["latency_ms"].get("pose", {})
     return {"frames_in": summary["frames_in"], "frames_out": summary["frames_out"],

@@ -42,7 +42,7 @@ SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 log = logging.getLogger("live_pck")
 
 
-Collect = ListSink  # every record of a run, in memory
+Collect = ListSink  # every FrameResult of a run, in memory
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,9 +69,9 @@ def main(argv: "list[str] | None" = None) -> int:
                                                             performance_hint="LATENCY", num_requests=1))
     rows = []
 
-    def score(name: str, budget: "float | None", records: list[dict], recomputes: int) -> None:
-        result = score_records(records, gt["keypoints"], gt["boxes"])
-        person_frames = sum(len(r["persons"]) for r in records)
+    def score(name: str, budget: "float | None", results: list, recomputes: int) -> None:
+        result = score_records(results, gt["keypoints"], gt["boxes"])
+        person_frames = sum(len(r.track_ids) for r in results)
         rows.append({"setting": name, "budget": budget, "pck_all": round(result["all"], 4),
                      "pck_body": round(result.get("body", float("nan")), 4), "recomputes": recomputes,
                      "recompute_share": round(recomputes / max(person_frames, 1), 4),
@@ -81,7 +81,7 @@ def main(argv: "list[str] | None" = None) -> int:
 
     sink = Collect()
     summary = Pipeline(est, [sink], PipelineConfig(progress=False), detections=dets).run(VideoFileSource(args.video))
-    score("full", 1.0, sink.records, summary["persons"])
+    score("full", 1.0, sink.results, summary["persons"])
     full_pck = rows[0]["pck_all"]
     for k in [int(v) for v in args.budgets.split(",") if v]:
         for propagate in (True, False):
@@ -90,7 +90,7 @@ def main(argv: "list[str] | None" = None) -> int:
                              track=TrackConfig(propagate=propagate))
             result = LiveRunner(est, cfg, detections=dets).run([SourceRun("figures", VideoFileSource(args.video),
                                                                           [sink])])
-            score(f"{'scheduled' if propagate else 'stale'} 1/{k}", 1.0 / k, sink.records,
+            score(f"{'scheduled' if propagate else 'stale'} 1/{k}", 1.0 / k, sink.results,
                   result["total"]["pose_recomputes"])
     for delay in [float(v) for v in args.live_delays.split(",") if v]:
         # live: the video paced at its 12 fps, each pose request made slow by ``delay`` seconds, so poses
@@ -100,8 +100,8 @@ def main(argv: "list[str] | None" = None) -> int:
         result = LiveRunner(est, LiveConfig(mode="live", live_queue_size=8), detections=dets,
                             backend_factory=delayed_backend_factory(delay)).run(
             [SourceRun("figures", VideoFileSource(args.video), [sink])])
-        ages = [p["pose_age_ms"] for r in sink.records for p in r["persons"] if p["pose_age_ms"] is not None]
-        score(f"live, +{delay:g} s/pose", None, sink.records, result["total"]["pose_recomputes"])
+        ages = [float(a) for r in sink.results if r.pose_age_ms is not None for a in r.pose_age_ms[r.has_pose]]
+        score(f"live, +{delay:g} s/pose", None, sink.results, result["total"]["pose_recomputes"])
         rows[-1].update(pose_age_ms_mean=round(float(np.mean(ages)), 1) if ages else None,
                         frames_out=result["total"]["frames_out"], frames_in=result["total"]["frames_in"])
     for row in rows:

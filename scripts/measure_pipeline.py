@@ -49,9 +49,10 @@ class CountingSink:
         self.records = 0
         self.persons = 0
 
-    def write(self, record: dict, image: Any = None) -> None:
+    def write(self, result: Any, image: Any = None) -> None:
+        """One frame's FrameResult."""
         self.records += 1
-        self.persons += len(record["persons"])
+        self.persons += len(result.track_ids)
 
     def close(self) -> None:
         pass

@@ -17,6 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from convert.figures import keypoint_jitter, score_records  # noqa: E402  (the repository root is put on the path above)
+from edge_runtime.running.records import read_predictions  # noqa: E402
 
 SAMPLES = Path(__file__).resolve().parent.parent / "samples"
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     gt = np.load(args.gt)
-    records = [json.loads(line) for line in args.predictions.read_text(encoding="utf-8").splitlines() if line]
+    records = read_predictions(args.predictions)
     scores = score_records(records, gt["keypoints"], gt["boxes"], args.alpha)
     parts = ", ".join(f"{k} {100 * v:.1f} %" for k, v in scores.items() if isinstance(v, float))
     logging.getLogger("score_figures").info("PCK@%.2f vs ground truth over %d persons (%d matched): %s",

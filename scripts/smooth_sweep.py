@@ -12,6 +12,7 @@ PCK@0.05 (all, body) and the excess jitter (mean |2nd difference| minus the grou
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import logging
@@ -22,36 +23,28 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from convert.figures import keypoint_jitter, score_records  # noqa: E402
+from edge_runtime.running.records import read_predictions  # noqa: E402
 from edge_runtime.running.results import FrameResult  # noqa: E402
 from edge_runtime.running.smoothing import OneEuroSmoother, SmoothConfig  # noqa: E402
 
 log = logging.getLogger("smooth_sweep")
 
 
-def smoothed_records(records: list[dict], config: SmoothConfig) -> list[dict]:
-    """The records with their keypoints passed through the One Euro filter (per track, in frame order)."""
+def smoothed_records(results: list[FrameResult], config: SmoothConfig) -> list[FrameResult]:
+    """The results (of ``predictions.jsonl``) with their keypoints passed through the One Euro filter (per track, in
+    frame order; boxes float32 as the runtime's). A frame without persons, failed or not, drops the source's tracks,
+    as in the runtime."""
     smoother, out = OneEuroSmoother(config), []
-    for rec in records:
-        persons = rec.get("persons") or []
-        if not persons:
-            out.append(rec)   # no person: the filter drops the source's tracks, as in the runtime
-            smoother(FrameResult(rec["frame"], rec["source"], rec.get("timestamp_ms"), None, np.zeros((0, 4), np.float32),
-                                 np.zeros(0, np.float32), np.zeros((0, 0, 2), np.float32),
-                                 np.zeros((0, 0), np.float32), np.zeros(0, np.int64)))
+    for result in results:
+        if not len(result.track_ids):
+            out.append(result)
+            smoother(dataclasses.replace(result, error=None))
             continue
-        kp = np.array([p["keypoints"] for p in persons], np.float32).reshape(len(persons), -1, 3)
-        result = FrameResult(rec["frame"], rec["source"], rec.get("timestamp_ms"), None,
-                             np.array([p["bbox_xyxy"] for p in persons], np.float32).reshape(-1, 4),
-                             np.array([p["score"] for p in persons], np.float32), kp[..., :2], kp[..., 2],
-                             np.array([p["track_id"] for p in persons], np.int64))
-        smoothed = smoother(result).keypoints
-        new = dict(rec, persons=[dict(p, keypoints=[[float(x), float(y), s[2]] for (x, y), s in zip(k, p["keypoints"])])
-                                 for p, k in zip(persons, smoothed)])
-        out.append(new)
+        out.append(smoother(dataclasses.replace(result, boxes_xyxy=result.boxes_xyxy.astype(np.float32))))
     return out
 
 
-def score(records: list[dict], gt: dict) -> dict[str, float]:
+def score(records: list[FrameResult], gt: dict) -> dict[str, float]:
     pck = score_records(records, gt["keypoints"], gt["boxes"])
     jitter = keypoint_jitter(records, gt["keypoints"], gt["boxes"])
     return {"pck_all": pck["all"], "pck_body": pck["body"], "jitter_excess_px": jitter["jitter_px"] - jitter["jitter_gt_px"],
@@ -75,8 +68,7 @@ def main(argv: "list[str] | None" = None) -> int:
     runs = []
     for spec in args.run:
         pred, gt = spec.rsplit(":", 1)
-        records = [json.loads(line) for line in Path(pred).read_text(encoding="utf-8").splitlines() if line]
-        runs.append((pred, records, dict(np.load(gt))))
+        runs.append((pred, read_predictions(pred), dict(np.load(gt))))
     grid = [None] + list(itertools.product(*(map(float, s.split(",")) for s in
                                              (args.min_cutoffs, args.betas, args.d_cutoffs))))
     rows = []

@@ -89,9 +89,10 @@ class Counter:
         self.records = 0
         self.errors = 0
 
-    def write(self, record: dict, image=None) -> None:
+    def write(self, result, image=None) -> None:
+        """One frame's FrameResult."""
         self.records += 1
-        self.errors += "error" in record
+        self.errors += result.error is not None
 
     def close(self) -> None:
         pass

@@ -40,6 +40,7 @@ from edge_runtime.model.geometry import parse_size_hw  # noqa: E402
 from edge_runtime.model.models import CompileOptions  # noqa: E402
 from edge_runtime.media.detections import load_detections  # noqa: E402
 from edge_runtime.running.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from edge_runtime.running.results import FrameResult  # noqa: E402
 from edge_runtime.media.sources import VideoFileSource  # noqa: E402
 
 SAMPLES = ROOT / "samples"
@@ -48,7 +49,7 @@ SCALES = {"full": 1.0, "balanced": 0.75, "fast": 0.5}
 log = logging.getLogger("variant_pck")
 
 
-Collect = ListSink  # every record of a run, in memory
+Collect = ListSink  # every FrameResult of a run, in memory
 
 
 def sdpose_convert(*args: str) -> None:
@@ -63,35 +64,30 @@ def parse_td(text: str) -> tuple[int, str]:
     return int(factor), levels or "0"
 
 
-def run_records(models: Path, video: Path, dets: dict) -> list[dict]:
+def run_records(models: Path, video: Path, dets: dict) -> list[FrameResult]:
     est = PoseEstimator(models, options=CompileOptions(cache_dir=None, inference_precision="f32",
                                                        performance_hint="LATENCY", num_requests=1))
     sink = Collect()
     Pipeline(est, [sink], PipelineConfig(progress=False), detections=dets).run(VideoFileSource(video))
-    return sink.records
+    return sink.results
 
 
-def agreement(records: list[dict], full: list[dict], gt_boxes: np.ndarray, alpha: float = 0.05) -> float:
+def agreement(records: list[FrameResult], full: list[FrameResult], gt_boxes: np.ndarray, alpha: float = 0.05) -> float:
     """Share of keypoints within alpha x the ground-truth box's longer side of the full model's keypoint (the
     persons come from the same given boxes, so they are paired by frame and box)."""
     ok: list[np.ndarray] = []
-    by_frame = {int(r["frame"]): r for r in full}
+    by_frame = {int(r.frame): r.with_pose() for r in full}  # with_pose: tracked persons without a pose yet skipped
     for rec in records:
-        ref = by_frame.get(int(rec["frame"]))
+        ref = by_frame.get(int(rec.frame))
         if ref is None:
             continue
-        for person in rec["persons"]:
-            if person["keypoints"] is None:  # tracked, no pose yet
-                continue
-            match = next((p for p in ref["persons"] if p["keypoints"] is not None
-                          and np.allclose(p["bbox_xyxy"][:4], person["bbox_xyxy"][:4])), None)
+        posed = rec.with_pose()
+        for box, a in zip(posed.boxes_xyxy, posed.keypoints):
+            match = next((j for j, b in enumerate(ref.boxes_xyxy) if np.allclose(b, box)), None)
             if match is None:
                 continue
-            a = np.array([[np.nan if v is None else v for v in k[:2]] for k in person["keypoints"]], np.float64)
-            b = np.array([[np.nan if v is None else v for v in k[:2]] for k in match["keypoints"]], np.float64)
-            box = np.asarray(person["bbox_xyxy"][:4], np.float64)
             size = max(box[2] - box[0], box[3] - box[1])
-            dist = np.nan_to_num(np.linalg.norm(a - b, axis=-1), nan=np.inf)
+            dist = np.nan_to_num(np.linalg.norm(a - ref.keypoints[match], axis=-1), nan=np.inf)
             ok.append(dist <= alpha * size)
     return float(np.concatenate(ok).mean()) if ok else 0.0
 

@@ -131,9 +131,9 @@ def run_eval(models: str | Path, annotations_path: str | Path, images: str | Pat
     metrics = evaluate_keypoints(annotations, results, num_keypoints=estimator.num_keypoints)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    from edge_runtime.media.sinks import _clean
+    from edge_runtime.running.records import json_safe
 
-    (out / "results.json").write_text(json.dumps(_clean(results)) + "\n", encoding="utf-8")
+    (out / "results.json").write_text(json.dumps(json_safe(results)) + "\n", encoding="utf-8")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     for part, m in metrics.items():
         logger.info("%-10s AP %.4f  AR %.4f", part, m["AP"], m["AR"])

@@ -116,18 +116,17 @@ class _ShowHook:
             logger.warning("--show disabled: no display (DISPLAY / WAYLAND_DISPLAY unset)")
             self.enabled = False
 
-    def __call__(self, record: dict, image: Any) -> bool:
+    def __call__(self, result: Any, image: Any) -> bool:
+        """Show one frame's :class:`~edge_runtime.running.results.FrameResult` drawn on its image."""
         if not self.enabled or image is None:
             return True
         import cv2
 
-        from edge_runtime.media.draw import DrawOptions, draw_poses
-        from edge_runtime.media.sinks import person_arrays
+        from edge_runtime.media.draw import DrawOptions, draw_result
 
-        keypoints, scores, boxes, _, track_ids = person_arrays(record)
         options = DrawOptions(parts=frozenset(self.parts), threshold=self.threshold, draw_boxes=True)
         try:
-            canvas = draw_poses(image, keypoints, scores, options, boxes, track_ids)
+            canvas = draw_result(image, result, options)
             cv2.imshow("sdpose-edge", canvas)
             key = cv2.waitKey(1) & 0xFF
         except cv2.error as exc:

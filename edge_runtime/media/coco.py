@@ -33,7 +33,8 @@ import numpy as np
 
 from edge_runtime.errors import InputError
 from edge_runtime.model.keypoints import NUM_BODY, NUM_WHOLEBODY, WHOLEBODY_PARTS
-from edge_runtime.running.records import json_safe, person_arrays
+from edge_runtime.running.records import json_safe
+from edge_runtime.running.results import FrameResult
 
 logger = logging.getLogger(__name__)
 
@@ -95,19 +96,20 @@ def load_annotation_ids(path: str | Path) -> dict[str, int]:
 
 
 class ImageIds:
-    """Frame records -> COCO image ids (see the module doc); ``finish()`` returns {source: id}."""
+    """Frames (source name, frame index) -> COCO image ids (see the module doc); ``finish()`` returns {source: id}."""
 
     def __init__(self, annotations: dict[str, int] | None = None, source: str = "--coco-annotations"):
         self.annotations = annotations
         self.source = source
         self.frames: dict[str, int] = {}
 
-    def add(self, record: dict[str, Any]) -> None:
-        name = str(record.get("source") or record.get("frame"))
+    def add(self, source: "str | None", frame: int) -> None:
+        """One input frame: its source name (None: the frame index names it) and frame index."""
+        name = str(source or frame)
         if self.annotations is not None and Path(name).name not in self.annotations:
-            raise InputError(f"{self.source}: no image named {Path(name).name!r} (input frame {record.get('frame')}); "
+            raise InputError(f"{self.source}: no image named {Path(name).name!r} (input frame {frame}); "
                              "its results cannot be given an image id")
-        self.frames.setdefault(name, int(record.get("frame", len(self.frames))))
+        self.frames.setdefault(name, int(frame))
 
     def finish(self) -> tuple[dict[str, int], str]:
         """({source: image id}, how the ids were chosen)."""
@@ -163,13 +165,13 @@ class CocoResultsSink:
         self.ids = ImageIds(load_annotation_ids(annotations) if annotations else None, str(annotations))
         self._pending: list[tuple[str, dict[str, Any]]] = []
 
-    def write(self, record: dict[str, Any], image: np.ndarray | None = None) -> None:
-        if record.get("error"):
+    def write(self, result: FrameResult, image: np.ndarray | None = None) -> None:
+        if result.error:
             return
-        self.ids.add(record)
-        name = str(record.get("source") or record.get("frame"))
-        keypoints, scores, _, box_scores, _ = person_arrays(record)
-        for kp, sc, box_score in zip(keypoints, scores, box_scores):
+        self.ids.add(result.source, result.frame)
+        name = str(result.source or result.frame)
+        posed = result.with_pose()
+        for kp, sc, box_score in zip(posed.keypoints, posed.scores, posed.box_scores):
             score = coco_instance_score(box_score, sc, self.keypoint_score_thr)
             self._pending.append((name, result_entry(kp, sc, 0, score)))
 

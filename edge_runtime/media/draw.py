@@ -11,7 +11,7 @@ from __future__ import annotations
 import colorsys
 import math
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import cv2
 import numpy as np
@@ -19,6 +19,9 @@ import numpy as np
 from edge_runtime.errors import InputError
 from edge_runtime.model.keypoints import DEFAULT_SCORE_THRESHOLD, ALL_GROUPS, FOOT_LINKS, HAND_LINKS, NUM_BODY, NUM_WHOLEBODY, OPENPOSE18_LIMBS, WHOLEBODY_PARTS
 from edge_runtime.media.openpose import openpose18
+
+if TYPE_CHECKING:
+    from edge_runtime.running.results import FrameResult
 
 #: the 18 OpenPose colours (RGB), one per limb / joint
 BODY_COLORS_RGB: tuple[tuple[int, int, int], ...] = (
@@ -171,3 +174,11 @@ def draw_poses(image_bgr: np.ndarray, keypoints: np.ndarray, scores: np.ndarray,
             start, stop = WHOLEBODY_PARTS["face"]
             draw_face(canvas, person_kp[start:stop], person_sc[start:stop], thr)
     return canvas
+
+
+def draw_result(image_bgr: np.ndarray, result: "FrameResult", options: DrawOptions | None = None) -> np.ndarray:
+    """:func:`draw_poses` of a frame's result: the persons that have keypoints (with box and track id when
+    ``options.draw_boxes``); a person still waiting for its first pose is not drawn."""
+    posed = result.with_pose()
+    return draw_poses(image_bgr, posed.keypoints, posed.scores, options, posed.boxes_xyxy,
+                      [int(t) for t in posed.track_ids])

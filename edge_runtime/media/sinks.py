@@ -1,6 +1,9 @@
-"""Output sinks. Every sink takes frame records in frame order: ``write(record, image=None)``, ``close()``.
+"""Output sinks. Every sink takes the results of a run in frame order: ``write(result, image=None)``, ``close()``;
+``result`` is a :class:`~edge_runtime.running.results.FrameResult` (as
+:meth:`~edge_runtime.running.results.FrameResult.as_output` gives it). Only :class:`JsonlSink` serialises it.
 
-A frame record (one per input frame; what ``OUT/predictions.jsonl`` holds)::
+A frame record (one per input frame; what ``OUT/predictions.jsonl`` holds, :meth:`FrameResult.to_record`;
+read back with :meth:`FrameResult.from_record` or :func:`edge_runtime.running.records.read_predictions`)::
 
     {"frame": 0, "source": "a.jpg", "timestamp_ms": 0.0,
      "width": 640, "height": 480,                    # image px (optional; needed without an image)
@@ -31,11 +34,12 @@ from typing import Any, Iterable
 import cv2
 import numpy as np
 
-from edge_runtime.media.draw import DrawOptions, draw_poses
+from edge_runtime.media.draw import DrawOptions, draw_result
 from edge_runtime.errors import InputError, SDPoseError
-from edge_runtime.model.keypoints import ALL_GROUPS, NUM_WHOLEBODY, WHOLEBODY_PARTS
+from edge_runtime.model.keypoints import ALL_GROUPS
 from edge_runtime.media.coco import CocoResultsSink, coco_instance_score  # noqa: F401  (sinks of a run, re-exported)
-from edge_runtime.running.records import has_pose, json_safe as _clean, person_arrays  # noqa: F401  (defined here before; coco shares them)
+from edge_runtime.running.records import json_safe as _clean
+from edge_runtime.running.results import FrameResult
 from edge_runtime.media.openpose import DEFAULT_THRESHOLD, to_openpose_person, write_openpose_json
 
 #: OpenPose file naming: our frame index, or OpenPose's own <name>_keypoints.json
@@ -45,13 +49,13 @@ logger = logging.getLogger(__name__)
 
 
 class Sink(abc.ABC):
-    """Base: ``write(record, image=None)``, ``close()``, context manager. close() is idempotent."""
+    """Base: ``write(result, image=None)``, ``close()``, context manager. close() is idempotent."""
 
     closed = False
 
     @abc.abstractmethod
-    def write(self, record: dict[str, Any], image: np.ndarray | None = None) -> None:
-        """Consume one frame record (frame order); ``image`` [H,W,3] u8 BGR or None."""
+    def write(self, result: FrameResult, image: np.ndarray | None = None) -> None:
+        """Consume one frame's result (frame order); ``image`` [H,W,3] u8 BGR or None."""
 
     def close(self) -> None:
         self.closed = True
@@ -64,17 +68,25 @@ class Sink(abc.ABC):
 
 
 class ListSink(Sink):
-    """Keeps every record (and image, if ``keep_images``) in memory: for scripts and tests that score a run."""
+    """Keeps every result (and image, if ``keep_images``) in memory: for scripts and tests that score a run.
+    ``records`` is their ``predictions.jsonl`` records (serialised when first asked for)."""
 
     def __init__(self, keep_images: bool = False) -> None:
-        self.records: list[dict[str, Any]] = []
+        self.results: list[FrameResult] = []
         self.images: list[np.ndarray | None] = []
         self.keep_images = bool(keep_images)
+        self._records: list[dict[str, Any]] = []
 
-    def write(self, record: dict[str, Any], image: np.ndarray | None = None) -> None:
-        self.records.append(record)
+    def write(self, result: FrameResult, image: np.ndarray | None = None) -> None:
+        self.results.append(result)
         if self.keep_images:
             self.images.append(image)
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """The results' records (:meth:`FrameResult.to_record`), in frame order."""
+        self._records.extend(r.to_record() for r in self.results[len(self._records):])
+        return self._records
 
 
 class JsonlSink(Sink):
@@ -86,8 +98,8 @@ class JsonlSink(Sink):
         self._file = self.path.open("w", encoding="utf-8")
         self.count = 0
 
-    def write(self, record: dict[str, Any], image: np.ndarray | None = None) -> None:
-        line = json.dumps(_clean(record), allow_nan=False, separators=(",", ":"))
+    def write(self, result: FrameResult, image: np.ndarray | None = None) -> None:
+        line = json.dumps(_clean(result.to_record()), allow_nan=False, separators=(",", ":"))
         self._file.write(line + "\n")
         self._file.flush()
         self.count += 1
@@ -103,11 +115,11 @@ class JsonlSink(Sink):
             super().close()
 
 
-def _frame_size(record: dict[str, Any], image: np.ndarray | None) -> tuple[int, int] | None:
+def _frame_size(result: FrameResult, image: np.ndarray | None) -> tuple[int, int] | None:
     if image is not None:
         return int(image.shape[1]), int(image.shape[0])
-    if record.get("width") and record.get("height"):
-        return int(record["width"]), int(record["height"])
+    if result.image_size is not None and all(result.image_size):
+        return int(result.image_size[0]), int(result.image_size[1])
     return None
 
 
@@ -133,39 +145,39 @@ class OpenPoseSink(Sink):
         self.naming = naming
         self.count = 0
         self._size: tuple[int, int] | None = None
-        self._waiting: list[dict[str, Any]] = []
+        self._waiting: list[FrameResult] = []
 
-    def path_for(self, record: dict[str, Any]) -> Path:
+    def path_for(self, result: FrameResult) -> Path:
         if self.naming == "frame":
-            return self.directory / f"{int(record['frame']):06d}.json"
-        source = Path(str(record.get("source") or "frame"))
+            return self.directory / f"{int(result.frame):06d}.json"
+        source = Path(str(result.source or "frame"))
         from edge_runtime.media.sources import IMAGE_EXTENSIONS
 
         stem = source.stem if source.suffix.lower() in IMAGE_EXTENSIONS else \
-            f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', source.stem or 'stream')}_{int(record['frame']):012d}"
+            f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', source.stem or 'stream')}_{int(result.frame):012d}"
         return self.directory / f"{stem}_keypoints.json"
 
-    def _write(self, record: dict[str, Any], people: list[dict[str, Any]], size: tuple[int, int]) -> None:
-        write_openpose_json(self.path_for(record), people, *size)
+    def _write(self, result: FrameResult, people: list[dict[str, Any]], size: tuple[int, int]) -> None:
+        write_openpose_json(self.path_for(result), people, *size)
         self.count += 1
 
-    def write(self, record: dict[str, Any], image: np.ndarray | None = None) -> None:
-        size = None if record.get("error") else _frame_size(record, image)
+    def write(self, result: FrameResult, image: np.ndarray | None = None) -> None:
+        size = None if result.error else _frame_size(result, image)
         if size is None:
             if self._size is None:
-                self._waiting.append(record)
+                self._waiting.append(result)
             else:
-                self._write(record, [], self._size)
+                self._write(result, [], self._size)
             return
         if self._size is None:
             for waiting in self._waiting:
                 self._write(waiting, [], size)
             self._waiting.clear()
         self._size = size
-        keypoints, scores, _, _, track_ids = person_arrays(record)
-        people = [to_openpose_person(k, s, self.score_threshold, self.face_points, self.confidence, size, tid)
-                  for k, s, tid in zip(keypoints, scores, track_ids)]
-        self._write(record, people, size)
+        posed = result.with_pose()
+        people = [to_openpose_person(k, s, self.score_threshold, self.face_points, self.confidence, size, int(tid))
+                  for k, s, tid in zip(posed.keypoints, posed.scores, posed.track_ids)]
+        self._write(result, people, size)
 
     def close(self) -> None:
         if self.closed:
@@ -181,16 +193,15 @@ class _DrawingSink(Sink):
                  draw_boxes: bool = False):
         self.options = DrawOptions(parts=frozenset(parts), threshold=float(score_threshold), draw_boxes=draw_boxes)
 
-    def render(self, record: dict[str, Any], image: np.ndarray | None,
+    def render(self, result: FrameResult, image: np.ndarray | None,
                size: tuple[int, int] | None = None) -> np.ndarray | None:
-        """Draw the record onto ``image`` (or a black canvas of the record's size); None if neither."""
+        """Draw the result onto ``image`` (or a black canvas of the result's size); None if neither."""
         if image is None:
-            size = size or _frame_size(record, None)
+            size = size or _frame_size(result, None)
             if size is None:
                 return None
             image = np.zeros((size[1], size[0], 3), np.uint8)
-        keypoints, scores, boxes, _, track_ids = person_arrays(record)
-        return draw_poses(image, keypoints, scores, self.options, boxes, track_ids)
+        return draw_result(image, result, self.options)
 
 
 class VideoSink(_DrawingSink):
@@ -219,13 +230,13 @@ class VideoSink(_DrawingSink):
             raise SDPoseError(f"{self.path}: OpenCV cannot open a mp4v video writer of size {size[0]}x{size[1]}")
         return writer
 
-    def write(self, record: dict[str, Any], image: np.ndarray | None = None) -> None:
+    def write(self, result: FrameResult, image: np.ndarray | None = None) -> None:
         if self.size is None:
-            self.size = _frame_size(record, image)
+            self.size = _frame_size(result, image)
             if self.size is None:
-                logger.warning("video: frame %s has no image and no size; skipped", record.get("frame"))
+                logger.warning("video: frame %s has no image and no size; skipped", result.frame)
                 return
-        frame = self.render(record, image, self.size)
+        frame = self.render(result, image, self.size)
         if frame is None:
             return
         if (frame.shape[1], frame.shape[0]) != self.size:
@@ -255,14 +266,14 @@ class ImageSink(_DrawingSink):
         self.ext = ext if ext.startswith(".") else f".{ext}"
         self.count = 0
 
-    def path_for(self, record: dict[str, Any]) -> Path:
-        return self.directory / f"{int(record['frame']):06d}{self.ext}"
+    def path_for(self, result: FrameResult) -> Path:
+        return self.directory / f"{int(result.frame):06d}{self.ext}"
 
-    def write(self, record: dict[str, Any], image: np.ndarray | None = None) -> None:
+    def write(self, result: FrameResult, image: np.ndarray | None = None) -> None:
         if image is None:
             return
-        frame = self.render(record, image)
-        path = self.path_for(record)
+        frame = self.render(result, image)
+        path = self.path_for(result)
         if not cv2.imwrite(str(path), frame):
             raise SDPoseError(f"{path}: OpenCV could not write the image")
         self.count += 1

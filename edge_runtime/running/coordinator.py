@@ -50,7 +50,7 @@ class Coordinator:
 
     def __init__(self, estimator: Any, detector: Any = None, detections: "dict[str, np.ndarray] | None" = None,
                  backend_factory: "BackendFactory | None" = None, num_requests: "dict[str, int] | None" = None,
-                 frame_hook: "Callable[[dict, np.ndarray | None], bool] | None" = None,
+                 frame_hook: "Callable[[Any, np.ndarray | None], bool] | None" = None,
                  boxes_elsewhere: bool = False) -> None:
         if detector is None and detections is None and not boxes_elsewhere:
             raise InputError("no person boxes: the model folder has no detector component and no --detections "
@@ -132,17 +132,18 @@ class Coordinator:
     # ------------------------------------------------------------------ output
     def _write_sinks(self, sinks: Sequence[Any], result: Any, image: "np.ndarray | None", stream: str = "") -> float:
         """The one place a result reaches the sinks: a :class:`~edge_runtime.running.results.FrameResult` of the
-        source ``stream``, keypoints smoothed per track (unless ``smooth`` is none), as the record
-        (:meth:`~edge_runtime.running.results.FrameResult.to_record` with ``config.parts``) to every sink with the
+        source ``stream``, keypoints smoothed per track (unless ``smooth`` is none), as
+        :meth:`~edge_runtime.running.results.FrameResult.as_output` with ``config.parts`` (rounded as the JSONL
+        record; only the JSONL sink serialises) to every sink with the
         frame's ``image``, then the frame hook (False stops the run). Returns the time spent in the sinks (ms)."""
         if self._smoother is not None:
             result = self._smoother(result, stream)
-        record = result.to_record(self.config.parts)
+        output = result.as_output(self.config.parts)
         t = time.perf_counter()
         for sink in sinks:
-            sink.write(record, image=image)
+            sink.write(output, image=image)
         sinks_ms = (time.perf_counter() - t) * 1000.0
-        if self.frame_hook is not None and not self.frame_hook(record, image):
+        if self.frame_hook is not None and not self.frame_hook(output, image):
             self.stop()
         return sinks_ms
 

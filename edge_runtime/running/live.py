@@ -110,7 +110,7 @@ class LiveRunner(Coordinator):
 
     Args mirror :class:`edge_runtime.running.pipeline.Pipeline`: ``estimator`` (a PoseEstimator), ``detector`` or
     ``detections`` ({frame name or index: [M,5]}, used for every source, keyed by capture order),
-    ``backend_factory``, ``num_requests``, ``frame_hook(record, image) -> keep going``.
+    ``backend_factory``, ``num_requests``, ``frame_hook(result, image) -> keep going`` (the FrameResult the sinks get).
     """
 
     def __init__(self, estimator: Any, config: "LiveConfig | None" = None, detector: Any = None,

@@ -66,7 +66,7 @@ class Pipeline(Coordinator):
     ``sinks`` (``write(record, image=None)``, ``close()``; called in frame order), ``config``, ``detector`` or
     ``detections`` ({frame key: float [M,5] x1, y1, x2, y2, score image px}, keys image file names or frame
     indices as strings; bypasses the detector), ``backend_factory`` (one Backend per model; default
-    OpenVINOBackend), ``num_requests`` ({stage: requests}), ``frame_hook(record, image) -> keep going``.
+    OpenVINOBackend), ``num_requests`` ({stage: requests}), ``frame_hook(result, image) -> keep going`` (the FrameResult the sinks get).
 
     :meth:`run` returns the summary dict (also what ``OUT/summary.json`` holds). :meth:`stop` (thread- and
     signal-safe) stops capture; in-flight frames are drained and written, then run returns.

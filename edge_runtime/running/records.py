@@ -1,15 +1,18 @@
-"""The frame record of ``predictions.jsonl`` (layout in :mod:`edge_runtime.media.sinks`) as the sinks and the COCO
-writer share it: a JSON-safe copy of a record and a record's persons back as arrays. Its own module so that
-:mod:`edge_runtime.media.sinks` and :mod:`edge_runtime.media.coco` both import it and not each other.
+"""The ``predictions.jsonl`` file (record layout in :mod:`edge_runtime.media.sinks`): the JSON-safe copy the JSONL
+sink and the COCO writer write, and the file read back as :class:`~edge_runtime.running.results.FrameResult`
+objects (through :meth:`~edge_runtime.running.results.FrameResult.from_record`, the one reader of records).
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edge_runtime.errors import InputError
+from edge_runtime.running.results import FrameResult
 
 
 def json_safe(value: Any) -> Any:
@@ -28,24 +31,19 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def has_pose(person: Any) -> bool:
-    """False for a tracked person still waiting for its first pose (``"keypoints": null``)."""
-    return not (isinstance(person, dict) and "keypoints" in person and person["keypoints"] is None)
-
-
-def person_arrays(record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[Any]]:
-    """record -> keypoints [N,K,2] image px, scores [N,K], boxes_xyxy [N,4], box scores [N], track ids of the
-    N persons that have keypoints: the OpenPose, COCO and overlay outputs skip pose-pending persons."""
-    persons = [p for p in record.get("persons") or [] if has_pose(p)]
-    if not persons:
-        return np.zeros((0, 0, 2)), np.zeros((0, 0)), np.zeros((0, 4)), np.zeros(0), []
+def read_predictions(path: "str | Path") -> list[FrameResult]:
+    """``predictions.jsonl`` -> one FrameResult per line (blank lines skipped); InputError names the file and line."""
+    path = Path(path)
     try:
-        kps = np.array([p["keypoints"] for p in persons], dtype=np.float64)
-        boxes = np.array([p["bbox_xyxy"][:4] for p in persons], dtype=np.float64)
-        box_scores = np.array([1.0 if p.get("score") is None else p["score"] for p in persons], dtype=np.float64)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise InputError(f"frame {record.get('frame')}: malformed persons entry ({exc})") from exc
-    if kps.ndim != 3 or kps.shape[2] != 3:
-        raise InputError(f"frame {record.get('frame')}: persons[].keypoints must be [K,3] [x, y, score], "
-                         f"got {kps.shape[1:]}")
-    return kps[..., :2], kps[..., 2], boxes, box_scores, [p.get("track_id") for p in persons]
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the predictions ({exc})") from exc
+    results = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            results.append(FrameResult.from_record(json.loads(line)))
+        except (ValueError, InputError) as exc:
+            raise InputError(f"{path}:{number}: not a frame record ({exc})") from exc
+    return results

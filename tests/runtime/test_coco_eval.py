@@ -9,6 +9,7 @@ import pytest
 pytest.importorskip("pycocotools", reason="COCO evaluation needs the eval extra (pip install '.[eval]')")
 
 from convert.figures import random_look, random_pose, render_scene  # noqa: E402
+from edge_runtime.running.results import FrameResult  # noqa: E402
 from edge_runtime.media.coco import (CocoResultsSink, ImageIds, evaluate_keypoints, load_annotation_ids,  # noqa: E402
                                oks_nms, result_entry)
 from edge_runtime.errors import InputError  # noqa: E402
@@ -96,13 +97,13 @@ def test_annotations_must_be_wholebody_for_wholebody_results():
 def test_image_ids_are_collision_free_and_written_next_to_results(tmp_path, caplog):
     ids = ImageIds()
     for frame, name in enumerate(("a1.jpg", "b1.jpg", "IMG_2024_0001.jpg")):
-        ids.add({"frame": frame, "source": name})
+        ids.add(name, frame)
     with caplog.at_level("WARNING"):
         mapping, how = ids.finish()
     assert len(set(mapping.values())) == 3 and how == "frame index" and "not unique" in caplog.text
     coco = ImageIds()
     for frame, name in enumerate(("000000000785.jpg", "000000000139.jpg")):
-        coco.add({"frame": frame, "source": f"val2017/{name}"})
+        coco.add(f"val2017/{name}", frame)
     assert coco.finish() == ({"val2017/000000000785.jpg": 785, "val2017/000000000139.jpg": 139}, "file-name number")
     # with annotations: ids from images[].file_name; a file it does not list is an error, not a merge
     ann_path = tmp_path / "ann.json"
@@ -111,10 +112,10 @@ def test_image_ids_are_collision_free_and_written_next_to_results(tmp_path, capl
     kp = np.zeros((1, 133, 3))
     kp[..., 2] = 0.9
     person = {"bbox_xyxy": [0, 0, 5, 5], "score": 1.0, "keypoints": kp[0].tolist()}
-    sink.write({"frame": 0, "source": "imgs/a1.jpg", "persons": [person]})
-    sink.write({"frame": 1, "source": "imgs/b1.jpg", "persons": [person, person]})
+    sink.write(FrameResult.from_record({"frame": 0, "source": "imgs/a1.jpg", "persons": [person]}))
+    sink.write(FrameResult.from_record({"frame": 1, "source": "imgs/b1.jpg", "persons": [person, person]}))
     with pytest.raises(InputError, match="no image named 'c1.jpg'"):
-        sink.write({"frame": 2, "source": "imgs/c1.jpg", "persons": [person]})
+        sink.write(FrameResult.from_record({"frame": 2, "source": "imgs/c1.jpg", "persons": [person]}))
     sink.close()
     results = json.loads((tmp_path / "out" / "coco_results.json").read_text())
     assert [r["image_id"] for r in results] == [7, 9, 9]

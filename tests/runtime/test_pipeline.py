@@ -283,7 +283,7 @@ def test_max_frames_and_stop(estimator: PoseEstimator) -> None:
 
     sink = ListSink()
     pipe = Pipeline(estimator, [sink], PipelineConfig(max_inflight_frames=2), detections=dets_for(frames, 1),
-                    backend_factory=scripted_factory({}), frame_hook=lambda rec, img: rec["frame"] < 2)
+                    backend_factory=scripted_factory({}), frame_hook=lambda result, img: result.frame < 2)
     summary = pipe.run(ListSource(frames))
     written = [r["frame"] for r in sink.records]
     assert summary["interrupted"] and written == list(range(len(written))) and 3 <= len(written) < 10

@@ -13,8 +13,11 @@ import pytest
 
 from edge_runtime.media.draw import DrawOptions, draw_poses
 from edge_runtime.errors import InputError
-from edge_runtime.media.sinks import (CocoResultsSink, ImageSink, JsonlSink, OpenPoseSink, VideoSink, coco_instance_score,
-                                person_arrays)
+from edge_runtime.media.sinks import (CocoResultsSink, ImageSink, JsonlSink, OpenPoseSink, VideoSink,
+                                      coco_instance_score)
+from edge_runtime.running.results import FrameResult
+
+R = FrameResult.from_record  # the sinks take FrameResults; these tests write them from records
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,13 +41,13 @@ def _record(frame: int, n: int = 1, k: int = 133, source: str = "a.jpg", error: 
 def test_jsonl_lines_and_nan(tmp_path):
     path = tmp_path / "predictions.jsonl"
     with JsonlSink(path) as sink:
-        sink.write(_record(0))
+        sink.write(R(_record(0)))
         bad = _record(1)
         bad["persons"][0]["keypoints"][0][2] = float("nan")
         bad["persons"][0]["score"] = np.float32(0.5)
-        sink.write(bad)
-        sink.write(_record(2, n=0))
-        sink.write(_record(3, error="cannot decode image"))
+        sink.write(R(bad))
+        sink.write(R(_record(2, n=0)))
+        sink.write(R(_record(3, error="cannot decode image")))
     lines = path.read_text().splitlines()
     records = [json.loads(line) for line in lines]
     assert [r["frame"] for r in records] == [0, 1, 2, 3]
@@ -61,9 +64,10 @@ def test_jsonl_valid_after_crash(tmp_path):
         import os, sys
         sys.path.insert(0, {str(ROOT)!r})
         from edge_runtime.media.sinks import JsonlSink
+        from edge_runtime.running.results import FrameResult
         sink = JsonlSink({str(path)!r})
         for i in range(3):
-            sink.write({{"frame": i, "source": "v.mp4", "persons": []}})
+            sink.write(FrameResult.from_record({{"frame": i, "source": "v.mp4", "persons": []}}))
         os._exit(1)  # no close, no interpreter cleanup
     """)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -75,9 +79,9 @@ def test_jsonl_valid_after_crash(tmp_path):
 def test_coco_results_layout(tmp_path):
     path = tmp_path / "coco_results.json"
     sink = CocoResultsSink(path)
-    sink.write(_record(0, n=2, source="images/000000000785.jpg"))
-    sink.write(_record(1, source="frame.jpg"))
-    sink.write(_record(2, error="broken"))
+    sink.write(R(_record(0, n=2, source="images/000000000785.jpg")))
+    sink.write(R(_record(1, source="frame.jpg")))
+    sink.write(R(_record(2, error="broken")))
     assert not path.exists()  # written at close only
     sink.close()
     sink.close()  # idempotent
@@ -98,7 +102,7 @@ def test_coco_results_layout(tmp_path):
     assert first["score"] == pytest.approx(0.8 * scores[scores > 0.2].mean())
     assert not list(tmp_path.glob(".*"))
     only_coco = CocoResultsSink(tmp_path / "c2.json")
-    only_coco.write(_record(0, source="images/000000000785.jpg"))
+    only_coco.write(R(_record(0, source="images/000000000785.jpg")))
     only_coco.close()
     assert json.loads((tmp_path / "c2.json").read_text())[0]["image_id"] == 785
 
@@ -106,25 +110,25 @@ def test_coco_results_layout(tmp_path):
 def test_coco_body17_and_helpers(tmp_path):
     path = tmp_path / "coco.json"
     with CocoResultsSink(path) as sink:
-        sink.write(_record(4, k=17, source="x.png"))
+        sink.write(R(_record(4, k=17, source="x.png")))
     result = json.loads(path.read_text())[0]
     assert len(result["keypoints"]) == 51 and "face_kpts" not in result and result["image_id"] == 4
     assert coco_instance_score(0.5, np.array([0.1, 0.3, 0.5])) == pytest.approx(0.5 * 0.4)
     assert coco_instance_score(0.5, np.array([0.1, 0.2])) == 0.0
 
 
-def test_person_arrays_errors():
+def test_from_record_errors():
     with pytest.raises(InputError, match="malformed persons entry"):
-        person_arrays({"frame": 1, "persons": [{"keypoints": [[1, 2, 3]]}]})
+        R({"frame": 1, "persons": [{"keypoints": [[1, 2, 3]]}]})
     with pytest.raises(InputError, match=r"must be \[K,3\]"):
-        person_arrays({"frame": 1, "persons": [{"keypoints": [[1, 2]], "bbox_xyxy": [0, 0, 1, 1]}]})
+        R({"frame": 1, "persons": [{"keypoints": [[1, 2]], "bbox_xyxy": [0, 0, 1, 1]}]})
 
 
 def test_openpose_sink(tmp_path):
     sink = OpenPoseSink(tmp_path / "openpose")
-    sink.write(_record(0, n=2))
-    sink.write(_record(1, n=0), image=np.zeros((50, 60, 3), np.uint8))
-    sink.write(_record(2, error="bad"))
+    sink.write(R(_record(0, n=2)))
+    sink.write(R(_record(1, n=0)), image=np.zeros((50, 60, 3), np.uint8))
+    sink.write(R(_record(2, error="bad")))
     sink.close()
     files = sorted(p.name for p in (tmp_path / "openpose").iterdir())
     assert files == ["000000.json", "000001.json", "000002.json"]  # every input frame, the failed one too
@@ -139,10 +143,10 @@ def test_openpose_sink(tmp_path):
 
 def test_openpose_sink_failed_first_frames_and_openpose_naming(tmp_path):
     sink = OpenPoseSink(tmp_path / "op", naming="openpose")
-    sink.write({"frame": 0, "source": "shots/a.jpg", "error": "unreadable"})  # size not known yet
-    sink.write(dict(_record(1, n=1), source="shots/b.jpg"))
-    sink.write({"frame": 2, "source": "cam.mp4", "persons": []}, image=np.zeros((40, 30, 3), np.uint8))
-    sink.write({"frame": 3, "source": "rtsp://cam/stream", "error": "timeout"})
+    sink.write(R({"frame": 0, "source": "shots/a.jpg", "error": "unreadable"}))  # size not known yet
+    sink.write(R(dict(_record(1, n=1), source="shots/b.jpg")))
+    sink.write(R({"frame": 2, "source": "cam.mp4", "persons": []}), image=np.zeros((40, 30, 3), np.uint8))
+    sink.write(R({"frame": 3, "source": "rtsp://cam/stream", "error": "timeout"}))
     sink.close()
     names = sorted(p.name for p in (tmp_path / "op").iterdir())
     assert names == ["a_keypoints.json", "b_keypoints.json", "cam_000000000002_keypoints.json",
@@ -150,7 +154,7 @@ def test_openpose_sink_failed_first_frames_and_openpose_naming(tmp_path):
     first = json.loads((tmp_path / "op" / "a_keypoints.json").read_text())
     assert (first["people"], first["canvas_width"]) == ([], 128)  # written once b.jpg gave a size
     only_failed = OpenPoseSink(tmp_path / "op2")
-    only_failed.write({"frame": 0, "source": "x.jpg", "error": "bad"})
+    only_failed.write(R({"frame": 0, "source": "x.jpg", "error": "bad"}))
     only_failed.close()
     data = json.loads((tmp_path / "op2" / "000000.json").read_text())
     assert (data["people"], data["canvas_width"], data["canvas_height"]) == ([], 0, 0)
@@ -161,8 +165,8 @@ def test_video_sink_is_playable(tmp_path):
     sink = VideoSink(path, fps=10)
     for i in range(5):
         image = np.full((96, 128, 3), 40 * i, np.uint8)
-        sink.write(_record(i), image=image if i != 3 else None)  # frame 3 unreadable -> black canvas
-    sink.write(_record(5), image=np.zeros((48, 64, 3), np.uint8))  # other size -> resized
+        sink.write(R(_record(i)), image=image if i != 3 else None)  # frame 3 unreadable -> black canvas
+    sink.write(R(_record(5)), image=np.zeros((48, 64, 3), np.uint8))  # other size -> resized
     sink.close()
     cap = cv2.VideoCapture(str(path))
     assert cap.isOpened()
@@ -185,8 +189,8 @@ def test_video_sink_bad_fps(tmp_path):
 def test_image_sink_and_drawing(tmp_path):
     sink = ImageSink(tmp_path / "images", parts=("body", "hands"), score_threshold=0.2)
     image = np.zeros((96, 128, 3), np.uint8)
-    sink.write(_record(0), image=image)
-    sink.write(_record(1), image=None)  # nothing to draw on -> skipped
+    sink.write(R(_record(0)), image=image)
+    sink.write(R(_record(1)), image=None)  # nothing to draw on -> skipped
     sink.close()
     files = sorted((tmp_path / "images").iterdir())
     assert [p.name for p in files] == ["000000.jpg"]
@@ -228,34 +232,34 @@ def _posed_only(record: dict) -> dict:
     return dict(record, persons=[p for p in record["persons"] if p["keypoints"] is not None])
 
 
-def test_person_arrays_skip_persons_without_a_pose():
-    keypoints, scores, boxes, box_scores, ids = person_arrays(_with_pose_pending(0))
-    assert keypoints.shape == (1, 133, 2) and scores.shape == (1, 133) and boxes.shape == (1, 4)
-    assert ids == [0] and box_scores.tolist() == [0.8]
-    empty = person_arrays({"frame": 1, "persons": [_with_pose_pending(1)["persons"][1]]})
-    assert empty[0].shape[0] == 0 and empty[4] == []
+def test_with_pose_skips_persons_without_a_pose():
+    posed = R(_with_pose_pending(0)).with_pose()
+    assert posed.keypoints.shape == (1, 133, 2) and posed.scores.shape == (1, 133) and posed.boxes_xyxy.shape == (1, 4)
+    assert posed.track_ids.tolist() == [0] and posed.box_scores.tolist() == [0.8]
+    empty = R({"frame": 1, "persons": [_with_pose_pending(1)["persons"][1]]}).with_pose()
+    assert empty.keypoints.shape[0] == 0 and empty.track_ids.tolist() == []
 
 
 def test_openpose_coco_and_overlays_skip_pose_pending_persons(tmp_path):
     record = _with_pose_pending(0)
     with OpenPoseSink(tmp_path / "openpose") as openpose:
-        openpose.write(record)
+        openpose.write(R(record))
     people = json.loads((tmp_path / "openpose" / "000000.json").read_text())["people"]
     assert [p["person_id"] for p in people] == [[0]]
     coco = CocoResultsSink(tmp_path / "coco_results.json")
-    coco.write(record)
+    coco.write(R(record))
     coco.close()
     assert len(json.loads((tmp_path / "coco_results.json").read_text())) == 1
     image = np.full((96, 128, 3), 30, np.uint8)
     with ImageSink(tmp_path / "images", score_threshold=0.0, draw_boxes=True) as images:
-        images.write(record, image=image)
+        images.write(R(record), image=image)
     with ImageSink(tmp_path / "reference", score_threshold=0.0, draw_boxes=True) as reference:
-        reference.write(_posed_only(record), image=image)
+        reference.write(R(_posed_only(record)), image=image)
     drawn = cv2.imread(str(tmp_path / "images" / "000000.jpg"))
     expected = cv2.imread(str(tmp_path / "reference" / "000000.jpg"))
     np.testing.assert_array_equal(drawn, expected)  # no box, id or skeleton for the pose-pending person
     video = VideoSink(tmp_path / "overlay.mp4", fps=10, draw_boxes=True)
-    np.testing.assert_array_equal(video.render(record, image), video.render(_posed_only(record), image))
+    np.testing.assert_array_equal(video.render(R(record), image), video.render(R(_posed_only(record)), image))
     video.close()
 
 
@@ -269,5 +273,5 @@ def test_show_window_skips_pose_pending_persons(monkeypatch):
     monkeypatch.setattr(cv2, "imshow", lambda name, canvas: None)
     monkeypatch.setattr(cv2, "waitKey", lambda delay: -1)
     hook = run_cli._ShowHook({"parts": ["body"], "score_threshold": 0.3})
-    assert hook(_with_pose_pending(0), np.zeros((96, 128, 3), np.uint8))
+    assert hook(R(_with_pose_pending(0)), np.zeros((96, 128, 3), np.uint8))
     assert drawn == [[0]]
