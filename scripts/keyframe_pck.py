@@ -14,6 +14,9 @@ Each video folder holds ``figures.mp4``, ``figures_detections.json`` and ``figur
   low confidence, pose age: ``TrackConfig`` triggers), keypoints following LK point flow;
 - ``two-sided need + dense flow``: the same, with dense DIS flow where a point's flow fails its check: the
   default of ``sdpose-edge run --schedule-poses`` on files;
+- ``two-sided need + dense flow + one-euro``: the same with ``--smooth one-euro`` (the keypoints of every
+  output, smoothed per track), i.e. what ``sdpose-edge run --schedule-poses`` writes by default; ``full + one-euro``
+  is full recompute with the same filter;
 - further ``--variants`` (name=TrackConfig overrides as JSON) to compare propagation candidates.
 
 Model outputs are cached by input (sha1 of the crop / latent): every setting crops the same ground-truth
@@ -47,10 +50,13 @@ from edge_runtime.running.results import FrameResult  # noqa: E402
 from edge_runtime.media.sinks import ListSink  # noqa: E402
 from edge_runtime.media.sources import VideoFileSource  # noqa: E402
 from edge_runtime.running.tracking import box_iou  # noqa: E402
+from edge_runtime.running.smoothing import SmoothConfig  # noqa: E402
 from edge_runtime.running.tracks import TrackConfig  # noqa: E402
 
 log = logging.getLogger("keyframe_pck")
 #: placement of recomputes at fixed intervals: no triggers, a pose is due once it is k frames old
+#: the default filter of `--smooth one-euro` (its built-in parameters)
+ONE_EURO = SmoothConfig(method="one-euro")
 EVEN = {"motion_threshold": float("inf"), "scale_threshold": float("inf"), "low_confidence": 0.0}
 
 
@@ -122,21 +128,24 @@ def jitter(records: list[FrameResult], gt: Any) -> float:
 
 
 def run_scheduled(est: PoseEstimator, video: Path, dets: dict, budget: float, propagation: str,
-                  track: TrackConfig) -> tuple[list[FrameResult], dict]:
+                  track: TrackConfig, smooth: "SmoothConfig | None" = None) -> tuple[list[FrameResult], dict]:
     sink = ListSink()
-    cfg = LiveConfig(mode="file", pose_budget=budget, propagation=propagation, track=track)
+    cfg = LiveConfig(mode="file", pose_budget=budget, propagation=propagation, track=track,
+                     smooth=smooth or SmoothConfig())
     result = LiveRunner(est, cfg, detections=dets, backend_factory=cached_backend_factory(CACHE)).run([SourceRun("v", VideoFileSource(video), [sink])])
     return sink.results, result["total"]
 
 
-def settings(k: int, fps: float, variants: dict[str, dict]) -> list[tuple[str, str, TrackConfig]]:
-    """(name, propagation, track config) of every setting at budget 1/k."""
+def settings(k: int, fps: float, variants: dict[str, dict]) -> list[tuple[str, str, TrackConfig, SmoothConfig]]:
+    """(name, propagation, track config, smoothing) of every setting at budget 1/k."""
     even = TrackConfig(max_pose_age_s=(k - 0.5) / fps, flow_model="points", **EVEN)
     out = [("forward", "forward", TrackConfig(flow_model="points")), ("two-sided even", "two-sided", even),
            ("two-sided need", "two-sided", TrackConfig(flow_model="points")),
            ("two-sided need + dense flow", "two-sided", TrackConfig(flow_model="dense"))]
+    out = [(*setting, SmoothConfig()) for setting in out]
+    out.append(("two-sided need + dense flow + one-euro", "two-sided", TrackConfig(flow_model="dense"), ONE_EURO))
     for name, overrides in variants.items():
-        out.append((name, "two-sided", dataclasses.replace(TrackConfig(), **overrides)))
+        out.append((name, "two-sided", dataclasses.replace(TrackConfig(), **overrides), SmoothConfig()))
     return out
 
 
@@ -158,23 +167,24 @@ def measure_video(est: PoseEstimator, folder: Path, budgets: list[int], variants
                  name, round(1 / budget), 100 * rows[-1]["pck_all"], 100 * rows[-1]["pck_body"],
                  rows[-1]["jitter_px"], rows[-1]["recompute_share"])
 
-    if full:
-        sink = ListSink()
-        summary = Pipeline(est, [sink], PipelineConfig(progress=False), detections=dets,
-                           backend_factory=cached_backend_factory(CACHE)).run(VideoFileSource(video))
-        score("full", 1.0, sink.results, summary["persons"])
+    for name, smooth in (("full", SmoothConfig()), ("full + one-euro", ONE_EURO)):
+        if full and (not only or name == "full" or name in only):
+            sink = ListSink()
+            summary = Pipeline(est, [sink], PipelineConfig(progress=False, smooth=smooth), detections=dets,
+                               backend_factory=cached_backend_factory(CACHE)).run(VideoFileSource(video))
+            score(name, 1.0, sink.results, summary["persons"])
     for k in budgets:
-        for name, propagation, track in settings(k, fps, variants):
+        for name, propagation, track, smooth in settings(k, fps, variants):
             if only and name not in only:
                 continue
-            records, total = run_scheduled(est, video, dets, 1.0 / k, propagation, track)
+            records, total = run_scheduled(est, video, dets, 1.0 / k, propagation, track, smooth)
             score(name, 1.0 / k, records, total["pose_recomputes"])
     return rows
 
 
 def relative_to_full(rows: list[dict]) -> None:
     """Each row's PCK as a share of its video's full-recompute PCK (pck_vs_full)."""
-    full = {r["video"]: r["pck_all"] for r in rows if r["setting"] == "full"}
+    full = {r["video"]: r["pck_all"] for r in rows if r["setting"] == "full"}  # the unsmoothed model
     for row in rows:
         row["pck_vs_full"] = round(row["pck_all"] / full[row["video"]], 4) if full.get(row["video"]) else None
 
@@ -200,7 +210,7 @@ def plot(table: list[dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     full = next(r["pck_all"] for r in table if r["setting"] == "full")
-    for setting in dict.fromkeys(r["setting"] for r in table if r["setting"] != "full"):
+    for setting in dict.fromkeys(r["setting"] for r in table if not r["setting"].startswith("full")):
         pts = sorted((r["budget"], 100 * r["pck_all"]) for r in table if r["setting"] == setting)
         ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=setting)
     ax.axhline(100 * full, color="k", lw=1, ls=":", label=f"full recompute ({100 * full:.1f} %)")
