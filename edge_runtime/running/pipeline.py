@@ -473,7 +473,7 @@ class Pipeline(Coordinator):
         ok = self._written - self._failed
         skipped = self._feed.skipped + self._discarded_at_stop
         return {
-            "mode": self.config.mode,
+            "mode": "file",  # a Pipeline runs files only
             "chain": "+".join(self.stages),
             "frames_in": self._capture.frames_read,
             "frames_out": self._written,

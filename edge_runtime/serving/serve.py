@@ -33,6 +33,7 @@ import numpy as np
 
 from edge_runtime import config as cfgmod
 from edge_runtime.errors import InputError
+from edge_runtime.settings.compile import COMPILE_KEYS, compile_options, per_isa_options
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,6 @@ KEYPOINTS_MODEL = "sdpose_keypoints"
 #: name of the served heatmaps -> keypoints decoder (a model of the OVMS repository too)
 DECODER_MODEL = "keypoint_decoder"
 DEFAULT_MAX_BATCH = 8
-#: the settings of sdpose-edge run that serve takes too (the OpenVINO compile options)
-COMPILE_KEYS = ("device", "hint", "num_streams", "num_threads", "num_requests", "precision_hint", "cache_dir",
-                "model_device", "static_batch")
 
 #: numpy dtype -> KServe v2 datatype
 V2_DATATYPES = {np.dtype(np.uint8): "UINT8", np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16",
@@ -283,8 +281,6 @@ def build_served(models: str, options: Any, chain: "str | None", max_batch: int)
 
 
 def serve(args: argparse.Namespace) -> int:
-    from edge_runtime.commands.run_cli import compile_options, per_isa_options
-
     if args.http_port is not None and args.http_port == args.port:
         raise InputError(f"--http-port: must differ from --port ({args.port})")
     _check_port(args.port, "--port", args.host)
