@@ -25,7 +25,6 @@ import yaml
 
 from edge_runtime.errors import InputError
 from edge_runtime.model.keypoints import DEFAULT_SCORE_THRESHOLD, PART_NAMES
-from edge_runtime.running.smoothing import DEFAULT_BETA, DEFAULT_D_CUTOFF_HZ, DEFAULT_MIN_CUTOFF_HZ
 from edge_runtime.running.tracking import DEFAULT_BOX_EXPANSION, DEFAULT_LOST_S, DEFAULT_TRACK_IOU
 from edge_runtime.serving.server_address import ServerAddress
 from edge_runtime.settings import schema
@@ -247,15 +246,16 @@ class RunSettings:
         group='pose and outputs',
         help='temporal smoothing of the output keypoints per track: one-euro (a One Euro filter per keypoint, box-'
              'relative and timestamp-based; YAML smooth_* set its parameters) or none')
+    # the One Euro parameters: chosen on the proxy (docs/benchmarks.md, "Temporal smoothing")
     smooth_min_cutoff_hz: float = setting(
-        DEFAULT_MIN_CUTOFF_HZ, positive, 'a positive number of Hz (One Euro: cutoff at rest)',
+        0.5, positive, 'a positive number of Hz (One Euro: cutoff at rest)',
         group='pose and outputs')
     smooth_beta: float = setting(
-        DEFAULT_BETA, non_negative,
+        24.0, non_negative,
         'a non-negative number (One Euro: cutoff Hz added per box size per second of speed)',
         group='pose and outputs')
     smooth_d_cutoff_hz: float = setting(
-        DEFAULT_D_CUTOFF_HZ, positive, 'a positive number of Hz (One Euro: speed estimate)',
+        4.0, positive, 'a positive number of Hz (One Euro: speed estimate)',
         group='pose and outputs')
     det_score_threshold: "float | None" = setting(
         None, unit, 'a number in [0, 1] or null (detector default 0.5, as the original app)',

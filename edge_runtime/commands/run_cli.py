@@ -27,6 +27,7 @@ from edge_runtime import config as cfgmod
 from edge_runtime.errors import InputError, SDPoseError
 from edge_runtime.media.feeds import connection_totals
 from edge_runtime.media.sources import ImageFilesSource, ReconnectPolicy, VideoFileSource, open_source
+from edge_runtime.settings.schema import from_settings
 
 logger = logging.getLogger("sdpose-edge.run")
 
@@ -224,36 +225,32 @@ def _build_detector(args: argparse.Namespace, settings: dict[str, Any], estimato
     return PersonDetector(estimator.folder, options=options, core=estimator.core, **kwargs)
 
 
-def _smooth_config(settings: dict[str, Any]) -> Any:
-    from edge_runtime.running.smoothing import SmoothConfig
-
-    return SmoothConfig(method=settings["smooth"], min_cutoff_hz=settings["smooth_min_cutoff_hz"],
-                        beta=settings["smooth_beta"], d_cutoff_hz=settings["smooth_d_cutoff_hz"])
-
-
 def _chain_slots(settings: dict[str, Any]) -> "int | None":
     """--release-memory without --chain-slots: one model's buffers at a time."""
     return settings["chain_slots"] or (1 if settings["release_memory"] else None)
 
 
 def _live_config(settings: dict[str, Any], mode: str, inference_nice: int = 0) -> Any:
+    """The live runner's config: its fields, the tracks' and the smoothing's are the settings of the same
+    names (:func:`edge_runtime.settings.schema.from_settings`); the mode and the nice value are resolved."""
     from edge_runtime.running.live import LiveConfig
+    from edge_runtime.running.smoothing import SmoothConfig
     from edge_runtime.running.tracks import TrackConfig
-    from edge_runtime.settings.schema import from_settings
 
     if mode == "live" and settings["propagation"] == "two-sided":
         logger.warning("--propagation two-sided applies to files (--schedule-poses); live mode carries poses forward")
-    return from_settings(LiveConfig, settings, mode=mode, track=from_settings(TrackConfig, settings), chain_slots=_chain_slots(settings),
-                         smooth=_smooth_config(settings), inference_nice=inference_nice,
+    return from_settings(LiveConfig, settings, mode=mode, track=from_settings(TrackConfig, settings),
+                         chain_slots=_chain_slots(settings), smooth=from_settings(SmoothConfig, settings),
+                         inference_nice=inference_nice,
                          propagation=settings["propagation"] if mode == "file" else None)
 
 
 def _pipeline_config(settings: dict[str, Any]) -> Any:
     from edge_runtime.running.pipeline import PipelineConfig
-    from edge_runtime.settings.schema import from_settings
+    from edge_runtime.running.smoothing import SmoothConfig
 
     return from_settings(PipelineConfig, settings, chain_slots=_chain_slots(settings),
-                         smooth=_smooth_config(settings))
+                         smooth=from_settings(SmoothConfig, settings))
 
 
 def _backend_factory(settings: dict[str, Any]) -> Any:
@@ -308,8 +305,7 @@ def run(args: argparse.Namespace) -> int:
     settings = resolve_settings(args)
     named = expand_sources(args.source)
     detections = load_detections(args.detections) if args.detections else None
-    policy = ReconnectPolicy(max_retries=settings["reconnect_retries"], initial_s=settings["reconnect_initial_s"],
-                             max_s=settings["reconnect_max_s"])
+    policy = from_settings(ReconnectPolicy, settings)
     sources = [(name, open_source(spec, policy=policy)) for name, spec in named]
     mode = settings["mode"] or ("live" if any(src.default_mode == "live" for _, src in sources) else "file")
     out = Path(args.output)
