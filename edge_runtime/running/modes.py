@@ -24,10 +24,10 @@ def _check(config: Any) -> None:
 
 @dataclasses.dataclass
 class PipelineConfig:
-    """Scheduling and output options of a :class:`Pipeline` (see ``configs/edge.yaml``).
+    """Scheduling and output options of a :class:`Pipeline`: every frame, in order (file mode; live feeds run in
+    :class:`edge_runtime.running.live.LiveRunner`, ``LiveConfig``). The linked fields are the settings of the same
+    names (defaults and checks: ``configs/edge.yaml``, :class:`edge_runtime.config.RunSettings`).
 
-    Every frame, in order (file mode); live feeds run in :class:`edge_runtime.running.live.LiveRunner`
-    (``LiveConfig``).
     batch: crops per pose request (>= 1). detect_every: run the detector every N frames (>= 1).
     max_frames: stop after this many frames read from the source (None: all).
     max_inflight_frames: frames admitted at once (None: 2 x pose requests + 2).
@@ -35,8 +35,8 @@ class PipelineConfig:
     parts: keypoint groups kept in the records (others get score 0): subset of body, feet, face, hands.
     score_threshold: keypoints above it count as visible (carried boxes, drawing).
     track_iou_threshold, track_box_expansion: IoU track IDs and keypoint->box expansion between detections.
-    max_persons: keep the N highest-scoring boxes per frame (None: all; default 20). Crops are built per
-        request, so memory does not grow with the number of boxes.
+    max_persons: keep the N highest-scoring boxes per frame (None: all). Crops are built per request, so memory
+        does not grow with the number of boxes.
     request_timeout_s: a request without an answer after this long fails its frames (a lost device) and
         its slot is not reused (None: wait for ever).
     progress: show a progress bar (file mode).

@@ -58,7 +58,8 @@ def register(subparsers: Any, name: str) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0: all)")
     p.add_argument("--port", type=int, default=8001, help="gRPC port (KServe v2; default 8001)")
     p.add_argument("--http-port", type=int, default=None, help="also serve REST (KServe v2) on this port")
-    p.add_argument("--chain", choices=("split", "fused"), default=None, help="default: the folder's default_chain")
+    p.add_argument("--chain", choices=cfgmod.SCHEMA["chain"].check.choices, default=None,
+                   help="default: the folder's default_chain")
     p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                    help=f"largest batch of crops one request may carry (default {DEFAULT_MAX_BATCH})")
     # the compile options of sdpose-edge run, from the same schema (default THROUGHPUT: several clients at once)

@@ -182,13 +182,16 @@ def check_fields(obj: Any) -> None:
 
 
 def from_settings(cls: Any, settings: Mapping[str, Any], **overrides: Any) -> Any:
-    """``cls`` built from a settings mapping: each linked field takes its setting's value (converted),
-    ``overrides`` the fields the caller decides (nested configs, resolved values)."""
+    """``cls`` built from a settings mapping: each linked field takes its setting's value (converted; a null,
+    "not set", leaves a field that takes no None at its own default: ``LiveConfig.mode`` "live"), ``overrides``
+    the fields the caller decides (nested configs, resolved values)."""
     kwargs: dict[str, Any] = {}
     for field in _linked_fields(cls):
         if field.name in overrides or field.metadata["key"] not in settings:
             continue
         value = settings[field.metadata["key"]]
+        if value is None and not field.metadata["nullable"]:
+            continue
         convert = field.metadata["convert"]
         kwargs[field.name] = convert(value) if convert is not None and value is not None else value
     kwargs.update(overrides)
