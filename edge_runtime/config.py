@@ -105,205 +105,207 @@ class RunSettings:
     device decides). Groups: ``scheduling``, ``OpenVINO`` (compile options), ``pose and outputs``; a setting
     without ``help`` is a YAML-only setting."""
 
+    # --- scheduling (the options' order is the fields' order)
     mode: "str | None" = setting(
-        None, choice('file', 'live'), 'file | live or null (file for files, live for cameras/streams)',
-        group='scheduling', help='file: every frame in order; live: newest frame wins (default: from the source)')
+        None, choice("file", "live"), "file | live or null (file for files, live for cameras/streams)",
+        group="scheduling", help="file: every frame in order; live: newest frame wins (default: from the source)")
     max_frames: "int | None" = setting(
-        None, positive_int, 'a positive integer or null',
-        group='scheduling', help='stop after N frames')
+        None, positive_int, "a positive integer or null",
+        group="scheduling", help="stop after N frames")
     detect_every: int = setting(
-        1, positive_int, 'a positive integer (run the detector every N frames)',
-        group='scheduling', help='run the detector every N frames; boxes carried from the last poses in between')
+        1, positive_int, "a positive integer (run the detector every N frames)",
+        group="scheduling", help="run the detector every N frames; boxes carried from the last poses in between")
     batch: int = setting(
-        1, positive_int, 'a positive integer (crops per pose request)',
-        group='scheduling', help='crops per pose request (dynamic-batch IR)')
+        1, positive_int, "a positive integer (crops per pose request)",
+        group="scheduling", help="crops per pose request (dynamic-batch IR)")
     max_inflight_frames: "int | None" = setting(
-        None, positive_int, 'a positive integer or null (2 x pose requests + 2)',
-        group='scheduling', help='frames in the pipeline at once')
+        None, positive_int, "a positive integer or null (2 x pose requests + 2)",
+        group="scheduling", help="frames in the pipeline at once")
     chain_slots: "int | None" = setting(
-        None, positive_int, 'a positive integer or null (split chain: vae_encoder + pose requests in flight together)',
-        group='scheduling', help='split chain: at most N vae_encoder + pose requests in flight together')
+        None, positive_int, "a positive integer or null (split chain: vae_encoder + pose requests in flight together)",
+        group="scheduling", help="split chain: at most N vae_encoder + pose requests in flight together")
     max_persons: int = setting(
-        20, positive_int, 'a positive integer (keep the N highest-scoring boxes per frame)',
-        group='scheduling', help='keep the N highest-scoring boxes per frame')
+        20, positive_int, "a positive integer (keep the N highest-scoring boxes per frame)",
+        group="scheduling", help="keep the N highest-scoring boxes per frame")
     chain: "str | None" = setting(
-        None, choice('split', 'fused'), "split | fused or null (the model folder's default)",
-        group='scheduling', help="vae_encoder -> pose (split) or vae_pose (fused); default: the model folder's")
+        None, choice("split", "fused"), "split | fused or null (the model folder's default)",
+        group="scheduling", help="vae_encoder -> pose (split) or vae_pose (fused); default: the model folder's")
     reconnect_retries: int = setting(
-        5, non_negative_int, 'a non-negative integer',
-        group='scheduling',
-        help='camera/stream reconnection attempts per outage (exponential backoff); when spent the run ends with '
-             'exit code 1 and summary.json capture_error; also bounds reconnects to --pose-server per request, '
-             'after which its frames get error records')
+        5, non_negative_int, "a non-negative integer",
+        group="scheduling",
+        help="camera/stream reconnection attempts per outage (exponential backoff); when spent the run ends with "
+             "exit code 1 and summary.json capture_error; also bounds reconnects to --pose-server per request, "
+             "after which its frames get error records")
     reconnect_initial_s: float = setting(
-        0.5, positive, 'a positive number of seconds',
-        group='scheduling')
+        0.5, positive, "a positive number of seconds",
+        group="scheduling")
     reconnect_max_s: float = setting(
-        8.0, positive, 'a positive number of seconds',
-        group='scheduling')
+        8.0, positive, "a positive number of seconds",
+        group="scheduling")
     schedule_poses: bool = setting(
-        False, boolean, 'true | false (file mode: tracks, pose scheduling and propagation as live)',
-        group='scheduling', help='file mode: tracks, pose scheduling and propagation as in live mode (deterministic)')
+        False, boolean, "true | false (file mode: tracks, pose scheduling and propagation as live)",
+        group="scheduling", help="file mode: tracks, pose scheduling and propagation as in live mode (deterministic)")
     pose_budget: "float | None" = setting(
-        None, unit, 'a share of person-frames in (0, 1] or null (as fast as the pose requests allow)',
-        group='scheduling', help='live/scheduled: share of person-frames whose pose is recomputed (e.g. 0.1)')
+        None, unit, "a share of person-frames in (0, 1] or null (as fast as the pose requests allow)",
+        group="scheduling", help="live/scheduled: share of person-frames whose pose is recomputed (e.g. 0.1)")
     propagation: "str | None" = setting(
-        None, choice('forward', 'two-sided'),
-        'forward | two-sided or null (file mode with schedule_poses: two-sided; live: forward)',
-        group='scheduling',
-        help='scheduled file mode: carry poses from the keyframes on both sides of a frame (two-sided, the default '
-             'for files) or forward only (forward, as live)')
+        None, choice("forward", "two-sided"),
+        "forward | two-sided or null (file mode with schedule_poses: two-sided; live: forward)",
+        group="scheduling",
+        help="scheduled file mode: carry poses from the keyframes on both sides of a frame (two-sided, the default "
+             "for files) or forward only (forward, as live)")
     max_pose_age: "float | None" = setting(
-        None, positive, 'milliseconds or null (a pose older than this is due for recompute)',
-        group='scheduling', metavar='MS',
-        help='live/scheduled: recompute a pose once it is older than MS (or moved, or low confidence)')
+        None, positive, "milliseconds or null (a pose older than this is due for recompute)",
+        group="scheduling", metavar="MS",
+        help="live/scheduled: recompute a pose once it is older than MS (or moved, or low confidence)")
     release_memory: bool = setting(
         False, boolean, "true | false (free each model's buffers after every request; 1 request)",
-        group='scheduling',
+        group="scheduling",
         help="free each model's activation buffers after every request (lower peak RSS on small boxes; with --num-"
-             'requests 1)')
+             "requests 1)")
     request_timeout_s: float = setting(
-        600.0, positive, 'a positive number of seconds (a request without answer fails)',
-        group='scheduling', flag='--request-timeout', metavar='S',
-        help='an inference request without an answer after S seconds fails its frames')
+        600.0, positive, "a positive number of seconds (a request without answer fails)",
+        group="scheduling", flag="--request-timeout", metavar="S",
+        help="an inference request without an answer after S seconds fails its frames")
     pose_server: "str | None" = setting(
-        None, _server_url, 'grpc://HOST:PORT or http://HOST:PORT, or null (run the pose chain here)',
-        group='scheduling', metavar='URL',
-        help='run the pose chain on a KServe v2 server (sdpose-edge serve, OVMS): grpc://HOST:PORT or '
-             'http://HOST:PORT; --num-requests requests in flight (default 2), --batch crops each')
+        None, _server_url, "grpc://HOST:PORT or http://HOST:PORT, or null (run the pose chain here)",
+        group="scheduling", metavar="URL",
+        help="run the pose chain on a KServe v2 server (sdpose-edge serve, OVMS): grpc://HOST:PORT or "
+             "http://HOST:PORT; --num-requests requests in flight (default 2), --batch crops each")
     pose_server_model: str = setting(
-        'sdpose', string, 'the served model: crops to heatmaps (sdpose) or to keypoints (sdpose_keypoints)',
-        group='scheduling', metavar='NAME',
-        help='served model: sdpose (crops -> heatmaps, decoded here; default) or sdpose_keypoints (decoded on the '
-             'server: 133 x 3 numbers per crop)')
+        "sdpose", string, "the served model: crops to heatmaps (sdpose) or to keypoints (sdpose_keypoints)",
+        group="scheduling", metavar="NAME",
+        help="served model: sdpose (crops -> heatmaps, decoded here; default) or sdpose_keypoints (decoded on the "
+             "server: 133 x 3 numbers per crop)")
     live_queue_size: int = setting(
-        1, positive_int, 'a positive integer (frames waiting in live mode; newest wins)',
-        group='scheduling')
+        1, positive_int, "a positive integer (frames waiting in live mode; newest wins)",
+        group="scheduling")
+    # --- OpenVINO compile options (CompileOptions fields are linked to these)
     device: str = setting(
-        'CPU', string, 'a non-empty OpenVINO device name (CPU, GPU, NPU, AUTO ...)',
-        group='OpenVINO', help='OpenVINO device (CPU, GPU, NPU, AUTO ...)')
+        "CPU", string, "a non-empty OpenVINO device name (CPU, GPU, NPU, AUTO ...)",
+        group="OpenVINO", help="OpenVINO device (CPU, GPU, NPU, AUTO ...)")
     model_device: "dict[str, str]" = setting(
         {}, _model_device,
-        'a mapping of model kind (vae_encoder, pose, vae_pose, detector) -> OpenVINO device, overriding device for '
-        'that model',
-        group='OpenVINO', metavar='KIND=DEV', repeat=True, parse=parse_model_device,
-        help='device of one model kind, overriding --device (repeatable; kinds: vae_encoder, pose, vae_pose, '
-             'detector)')
+        "a mapping of model kind (vae_encoder, pose, vae_pose, detector) -> OpenVINO device, overriding device for "
+        "that model",
+        group="OpenVINO", metavar="KIND=DEV", repeat=True, parse=parse_model_device,
+        help="device of one model kind, overriding --device (repeatable; kinds: vae_encoder, pose, vae_pose, "
+             "detector)")
     static_batch: bool = setting(
         False, boolean,
-        'true | false (reshape the dynamic batch to batch before compiling; devices that need static shapes, such '
-        'as the NPU, get it anyway)',
-        group='OpenVINO', help='reshape the dynamic batch to --batch before compiling (static shapes)')
+        "true | false (reshape the dynamic batch to batch before compiling; devices that need static shapes, such "
+        "as the NPU, get it anyway)",
+        group="OpenVINO", help="reshape the dynamic batch to --batch before compiling (static shapes)")
     hint: "str | None" = setting(
-        None, choice('THROUGHPUT', 'LATENCY', 'CUMULATIVE_THROUGHPUT'),
-        'one of THROUGHPUT | LATENCY | CUMULATIVE_THROUGHPUT, or null (chosen by the runtime)',
-        group='OpenVINO', normalise=_upper,
-        help='PERFORMANCE_HINT (default THROUGHPUT; live mode on <= 4 cores: LATENCY)')
+        None, choice("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"),
+        "one of THROUGHPUT | LATENCY | CUMULATIVE_THROUGHPUT, or null (chosen by the runtime)",
+        group="OpenVINO", normalise=_upper,
+        help="PERFORMANCE_HINT (default THROUGHPUT; live mode on <= 4 cores: LATENCY)")
     num_streams: "int | None" = setting(
-        None, positive_int, 'a positive integer or null',
-        group='OpenVINO', help='NUM_STREAMS')
+        None, positive_int, "a positive integer or null",
+        group="OpenVINO", help="NUM_STREAMS")
     num_threads: "int | None" = setting(
-        None, positive_int, 'a positive integer or null',
-        group='OpenVINO',
+        None, positive_int, "a positive integer or null",
+        group="OpenVINO",
         help="INFERENCE_NUM_THREADS (default OpenVINO's; live mode on <= 4 cores: cores - 1, leaving a core to "
-             'capture and output)')
+             "capture and output)")
     num_requests: "int | None" = setting(
-        None, positive_int, 'a positive integer or null (OPTIMAL_NUMBER_OF_INFER_REQUESTS)',
-        group='OpenVINO',
-        help='infer requests per model (default OPTIMAL_NUMBER_OF_INFER_REQUESTS; live mode on <= 4 cores: 1)')
+        None, positive_int, "a positive integer or null (OPTIMAL_NUMBER_OF_INFER_REQUESTS)",
+        group="OpenVINO",
+        help="infer requests per model (default OPTIMAL_NUMBER_OF_INFER_REQUESTS; live mode on <= 4 cores: 1)")
     inference_nice: "int | None" = setting(
-        None, nice, 'an integer in [0, 19] or null (chosen by the runtime: 10 in live mode on <= 4 cores, else 0)',
-        group='OpenVINO', metavar='N',
-        help='live mode: run every thread but capture and output (the inference threads) at this much higher a nice'
-             ' value (default 0; live mode on <= 4 cores: 10)')
+        None, nice, "an integer in [0, 19] or null (chosen by the runtime: 10 in live mode on <= 4 cores, else 0)",
+        group="OpenVINO", metavar="N",
+        help="live mode: run every thread but capture and output (the inference threads) at this much higher a nice"
+             " value (default 0; live mode on <= 4 cores: 10)")
     precision_hint: "str | None" = setting(
-        None, choice('f32', 'bf16', 'f16'), 'one of f32 | bf16 | f16, or null (device default)',
-        group='OpenVINO', normalise=_lower,
+        None, choice("f32", "bf16", "f16"), "one of f32 | bf16 | f16, or null (device default)",
+        group="OpenVINO", normalise=_lower,
         help="INFERENCE_PRECISION_HINT (default: the device's; bf16 on AVX512_BF16 CPUs)")
     cache_dir: str = setting(
-        '~/.cache/sdpose-edge', string, 'a directory path, or null for no model cache',
-        group='OpenVINO', nullable=True, help='model cache directory (CACHE_DIR)')
+        "~/.cache/sdpose-edge", string, "a directory path, or null for no model cache",
+        group="OpenVINO", nullable=True, help="model cache directory (CACHE_DIR)")
+    # --- pose, tracking and outputs
     flip_test: bool = setting(
-        False, boolean, 'true | false',
-        group='pose and outputs', help='also infer mirrored crops and average (2x pose cost)')
+        False, boolean, "true | false",
+        group="pose and outputs", help="also infer mirrored crops and average (2x pose cost)")
     decode: str = setting(
-        'numpy', choice('graph', 'numpy'), 'graph | numpy (where heatmaps become keypoints)',
-        group='pose and outputs',
-        help='heatmap decoder: numpy (after the chain) or graph (OpenVINO ops appended to the pose IR); with '
-             '--pose-server the served model decides (sdpose_keypoints decodes there)')
+        "numpy", choice("graph", "numpy"), "graph | numpy (where heatmaps become keypoints)",
+        group="pose and outputs",
+        help="heatmap decoder: numpy (after the chain) or graph (OpenVINO ops appended to the pose IR); with "
+             "--pose-server the served model decides (sdpose_keypoints decodes there)")
     parts: "tuple[str, ...]" = setting(
         PART_NAMES, _parts, "a list of parts from ['body', 'feet', 'face', 'hands']",
-        group='pose and outputs', normalise=_split_parts,
-        help='keypoint groups kept: comma list of body,feet,face,hands')
+        group="pose and outputs", normalise=_split_parts,
+        help="keypoint groups kept: comma list of body,feet,face,hands")
     score_threshold: float = setting(
-        DEFAULT_SCORE_THRESHOLD, unit, 'a number in [0, 1] (keypoints drawn / used for tracking above it)',
-        group='pose and outputs', help='keypoint visibility threshold')
+        DEFAULT_SCORE_THRESHOLD, unit, "a number in [0, 1] (keypoints drawn / used for tracking above it)",
+        group="pose and outputs", help="keypoint visibility threshold")
     bbox_padding: "float | None" = setting(
-        None, positive, 'a positive number or null (the IR metadata, 1.25)',
-        group='pose and outputs', help='box padding (default: IR metadata)')
+        None, positive, "a positive number or null (the IR metadata, 1.25)",
+        group="pose and outputs", help="box padding (default: IR metadata)")
     smooth: str = setting(
-        'one-euro', choice('one-euro', 'none'), 'one-euro | none (per track and keypoint, before the outputs)',
-        group='pose and outputs',
-        help='temporal smoothing of the output keypoints per track: one-euro (a One Euro filter per keypoint, box-'
-             'relative and timestamp-based; YAML smooth_* set its parameters) or none')
+        "one-euro", choice("one-euro", "none"), "one-euro | none (per track and keypoint, before the outputs)",
+        group="pose and outputs",
+        help="temporal smoothing of the output keypoints per track: one-euro (a One Euro filter per keypoint, box-"
+             "relative and timestamp-based; YAML smooth_* set its parameters) or none")
     # the One Euro parameters: chosen on the proxy (docs/benchmarks.md, "Temporal smoothing")
     smooth_min_cutoff_hz: float = setting(
-        0.5, positive, 'a positive number of Hz (One Euro: cutoff at rest)',
-        group='pose and outputs')
+        0.5, positive, "a positive number of Hz (One Euro: cutoff at rest)",
+        group="pose and outputs")
     smooth_beta: float = setting(
         24.0, non_negative,
-        'a non-negative number (One Euro: cutoff Hz added per box size per second of speed)',
-        group='pose and outputs')
+        "a non-negative number (One Euro: cutoff Hz added per box size per second of speed)",
+        group="pose and outputs")
     smooth_d_cutoff_hz: float = setting(
-        4.0, positive, 'a positive number of Hz (One Euro: speed estimate)',
-        group='pose and outputs')
+        4.0, positive, "a positive number of Hz (One Euro: speed estimate)",
+        group="pose and outputs")
     det_score_threshold: "float | None" = setting(
-        None, unit, 'a number in [0, 1] or null (detector default 0.5, as the original app)',
-        group='pose and outputs', help='detector person score threshold')
+        None, unit, "a number in [0, 1] or null (detector default 0.5, as the original app)",
+        group="pose and outputs", help="detector person score threshold")
     det_iou_threshold: "float | None" = setting(
         None, unit, "a number in [0, 1] or null (detector default 0.7, ultralytics' NMS IoU)",
-        group='pose and outputs')
+        group="pose and outputs")
     track_iou_threshold: float = setting(
-        DEFAULT_TRACK_IOU, unit, 'a number in [0, 1]',
-        group='pose and outputs')
+        DEFAULT_TRACK_IOU, unit, "a number in [0, 1]",
+        group="pose and outputs")
     track_box_expansion: float = setting(
-        DEFAULT_BOX_EXPANSION, positive, 'a positive number (box from keypoints, scaled around its center)',
-        group='pose and outputs')
+        DEFAULT_BOX_EXPANSION, positive, "a positive number (box from keypoints, scaled around its center)",
+        group="pose and outputs")
     track_lost_s: float = setting(
-        DEFAULT_LOST_S, positive, 'seconds a track missed by the detector keeps its ID (occlusions)',
-        group='pose and outputs')
+        DEFAULT_LOST_S, positive, "seconds a track missed by the detector keeps its ID (occlusions)",
+        group="pose and outputs")
     openpose: bool = setting(
-        False, boolean, 'true | false',
-        group='pose and outputs', help='write OUT/openpose/<frame>.json (OpenPose layout), one per input frame')
+        False, boolean, "true | false",
+        group="pose and outputs", help="write OUT/openpose/<frame>.json (OpenPose layout), one per input frame")
     openpose_confidence: str = setting(
-        'binary', choice('binary', 'score'), 'binary | score',
-        group='pose and outputs',
-        help='OpenPose c: binary (default; 1.0 for kept points, what ControlNet readers show) or score (clipped to '
-             '[0, 1])')
+        "binary", choice("binary", "score"), "binary | score",
+        group="pose and outputs",
+        help="OpenPose c: binary (default; 1.0 for kept points, what ControlNet readers show) or score (clipped to "
+             "[0, 1])")
     openpose_naming: str = setting(
-        'frame', choice('frame', 'openpose'), 'frame | openpose',
-        group='pose and outputs',
-        help='OpenPose file names: frame (<frame:06d>.json, default) or openpose (<name>_keypoints.json)')
+        "frame", choice("frame", "openpose"), "frame | openpose",
+        group="pose and outputs",
+        help="OpenPose file names: frame (<frame:06d>.json, default) or openpose (<name>_keypoints.json)")
     coco_annotations: "str | None" = setting(
-        None, string, 'a COCO annotation file path or null',
-        group='pose and outputs', metavar='ANN.json',
-        help='COCO annotation file: coco_results.json takes image ids from its images[].file_name')
+        None, string, "a COCO annotation file path or null",
+        group="pose and outputs", metavar="ANN.json",
+        help="COCO annotation file: coco_results.json takes image ids from its images[].file_name")
     save_video: bool = setting(
-        False, boolean, 'true | false',
-        group='pose and outputs', help='write OUT/overlay.mp4 with the skeletons drawn')
+        False, boolean, "true | false",
+        group="pose and outputs", help="write OUT/overlay.mp4 with the skeletons drawn")
     save_images: bool = setting(
-        False, boolean, 'true | false',
-        group='pose and outputs', help='write OUT/images/<frame>.jpg with the skeletons drawn')
+        False, boolean, "true | false",
+        group="pose and outputs", help="write OUT/images/<frame>.jpg with the skeletons drawn")
     show: bool = setting(
-        False, boolean, 'true | false',
-        group='pose and outputs', help='show a window (q quits)')
+        False, boolean, "true | false",
+        group="pose and outputs", help="show a window (q quits)")
     video_fps: "float | None" = setting(
         None, positive, "a positive number or null (the source's fps, else 10)",
-        group='pose and outputs')
+        group="pose and outputs")
     progress: bool = setting(
-        True, boolean, 'true | false',
-        group='pose and outputs', help='progress bar (files)')
-
+        True, boolean, "true | false",
+        group="pose and outputs", help="progress bar (files)")
 
 
 #: the built-in defaults
