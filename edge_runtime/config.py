@@ -237,7 +237,7 @@ class RunSettings:
     parts: "tuple[str, ...]" = setting(
         PART_NAMES, _parts, "a list of parts from ['body', 'feet', 'face', 'hands']",
         group="pose and outputs", normalise=_split_parts,
-        help="keypoint groups kept: comma list of body,feet,face,hands")
+        help="keypoint groups kept: comma list of " + ",".join(PART_NAMES))
     score_threshold: float = setting(
         DEFAULT_SCORE_THRESHOLD, unit, "a number in [0, 1] (keypoints drawn / used for tracking above it)",
         group="pose and outputs", help="keypoint visibility threshold")

@@ -67,7 +67,8 @@ class PipelineConfig:
 
 @dataclasses.dataclass
 class LiveConfig:
-    """Options of a :class:`LiveRunner`.
+    """Options of a :class:`LiveRunner`; the linked fields are the settings of the same names, as in
+    :class:`PipelineConfig`.
 
     mode: "live" (newest frame wins, output at once) or "file" (every frame, held until its poses are back).
     batch: crops per pose request (never waits to fill a batch). detect_every: detector every N frames.
