@@ -38,6 +38,7 @@ CHAINS: dict[str, tuple[str, ...]] = {
 }
 
 DEFAULT_BBOX_PADDING = DEFAULT_PADDING
+
 _PERFORMANCE_HINTS = {
     "THROUGHPUT": hints.PerformanceMode.THROUGHPUT,
     "LATENCY": hints.PerformanceMode.LATENCY,

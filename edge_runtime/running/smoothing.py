@@ -52,7 +52,7 @@ SMOOTH_METHODS = ("none", "one-euro")
 class SmoothConfig:
     """``method``: "none" | "one-euro"; the One Euro parameters (see the module docstring for their units). The
     fields are the ``smooth*`` settings (their defaults; a library call smooths nothing unless asked, ``sdpose-edge
-    run`` smooths by default); the checks here name the setting (``smooth``, ``smooth_beta``)."""
+    run`` smooths by default); checked here (the YAML and the command line are checked by the settings)."""
 
     method: str = linked("smooth", default="none")
     min_cutoff_hz: float = linked("smooth_min_cutoff_hz")
