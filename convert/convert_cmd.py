@@ -411,7 +411,8 @@ def register(subparsers: Any, name: str = "convert") -> None:
                    help="precision of every component (default: per component from the config)")
     p.add_argument("--calib", default=None,
                    help="calibration set folder (calib_data/NAME); needed for int8 / hybrid")
-    p.add_argument("--input-size", default=None, metavar="HxW", help="crop size (default from the config: 1024x768)")
+    p.add_argument("--input-size", default=None, metavar="HxW", help="crop size (default from the config; built in: "
+                   f"{DEFAULT_CONFIG_VALUES['input_size']})")
     add_variant_arguments(p)
     p.add_argument("--detector", type=Path, default=None,
                    help="ultralytics YOLO .pt (default: <checkpoint>/yolo11*.pt when present)")

@@ -2,7 +2,8 @@
 then the command-line overrides, checked into a :class:`ConvertConfig` (one :class:`ComponentPlan` per component).
 
 The settings dataclasses are the schema, as the runtime's settings: each field's default is the built-in value
-and its metadata carries the check and what is expected (:func:`setting`); the YAML sections, their allowed
+and its metadata carries the check and what is expected (:func:`edge_runtime.settings.schema.setting`, the one
+helper both use); the YAML sections, their allowed
 keys, the error messages and :data:`DEFAULT_CONFIG_VALUES` all come from them. The shipped
 ``configs/convert.yaml`` states exactly these defaults (tests/convert/test_convert_cmd.py). The NNCF section
 ``advanced`` is :class:`convert.quantize.QuantizeOptions`, checked by it.
@@ -10,15 +11,17 @@ keys, the error messages and :data:`DEFAULT_CONFIG_VALUES` all come from them. T
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from convert.quantize import MODES, OVERFLOW_FIX, QuantizationError, QuantizeOptions
+from edge_runtime.config import SCHEMA as RUN_SCHEMA
 from edge_runtime.errors import InputError
 from edge_runtime.model.metadata import COMPONENT_KINDS
+from edge_runtime.settings.schema import int_at_least, setting, setting_of
 
 #: the components with their own settings, in conversion order (the fused vae_pose takes the pose settings:
 #: :func:`plan_kind`)
@@ -26,7 +29,8 @@ COMPONENTS = tuple(k for k in COMPONENT_KINDS if k != "vae_pose")
 #: the config file used when --config is not given (if it exists), found relative to the working directory
 #: as ``sdpose-edge``'s configs/edge.yaml: an installed package has no configs/ folder, a project has its own
 DEFAULT_CONFIG = Path("configs") / "convert.yaml"
-_HINTS = ("f32", "bf16", "f16")
+#: INFERENCE_PRECISION_HINT values (those of the runtime's precision_hint setting)
+_HINTS: tuple[str, ...] = RUN_SCHEMA["precision_hint"].check.choices
 
 
 def plan_kind(kind: str) -> str:
@@ -35,20 +39,6 @@ def plan_kind(kind: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- schema
-
-def setting(default: Any, check: Callable[[Any], bool], expected: str) -> Any:
-    """A settings field: its built-in ``default``, the ``check`` a value must pass and what is ``expected``
-    (the error message)."""
-    factory = (lambda: dict(default)) if isinstance(default, dict) else None
-    meta = {"check": check, "expected": expected}
-    if factory is not None:
-        return dataclasses.field(default_factory=factory, metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
-
-
-def _int_at_least(minimum: int) -> Callable[[Any], bool]:
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum
-
 
 def _is_size_hw(value: Any) -> bool:
     try:
@@ -71,7 +61,7 @@ class ComponentSettings:
     """``components.<kind>``: how one component is converted."""
 
     precision: str = setting("int8", lambda v: v in MODES, f"a precision mode, one of {', '.join(MODES)}")
-    subset_size: int = setting(64, _int_at_least(1), "an integer >= 1 (calibration samples NNCF uses)")
+    subset_size: int = setting(64, int_at_least(1), "an integer >= 1 (calibration samples NNCF uses)")
     advanced: dict = setting({}, _is_mapping, "a mapping of NNCF settings (this component's overrides of the "
                                               "section advanced)")
 
@@ -80,7 +70,7 @@ class ComponentSettings:
 class CalibrationSettings:
     """``calibration``: the split of the calibration set and the capture of the pose IR's inputs."""
 
-    held_out: int = setting(4, _int_at_least(0), "an integer >= 0 (crops kept out for the fidelity report)")
+    held_out: int = setting(4, int_at_least(0), "an integer >= 0 (crops kept out for the fidelity report)")
     capture_precision_hint: str = setting("f32", lambda v: v in _HINTS, f"one of {_HINTS}")
 
 
@@ -88,7 +78,7 @@ class CalibrationSettings:
 class ValidationSettings:
     """``validation``: the latency part of the fidelity report."""
 
-    latency_runs: int = setting(3, _int_at_least(0), "an integer >= 0 (timed runs per component and hint)")
+    latency_runs: int = setting(3, int_at_least(0), "an integer >= 0 (timed runs per component and hint)")
     latency_hints: tuple = setting(("f32", "bf16"), _is_hints, f"a list of {_HINTS}")
 
 
@@ -102,7 +92,7 @@ class ConvertSettings:
     """The whole file: every section, with the built-in defaults."""
 
     input_size: str = setting("1024x768", _is_size_hw, "a crop size HxW, positive multiples of 8")
-    detector_imgsz: int = setting(640, lambda v: _int_at_least(32)(v) and v % 32 == 0,
+    detector_imgsz: int = setting(640, lambda v: int_at_least(32)(v) and v % 32 == 0,
                                   "a positive multiple of 32 (the detector's letterbox side)")
     components: dict = dataclasses.field(default_factory=_components)
     calibration: CalibrationSettings = dataclasses.field(default_factory=CalibrationSettings)
@@ -136,9 +126,9 @@ def _read_section(cls: Any, value: Any, where: str, base: Any = None, sep: str =
         raise InputError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(fields)}")
     given: dict[str, Any] = {}
     for key, item in value.items():
-        meta = fields[str(key)].metadata
-        if "check" in meta and not meta["check"](item):
-            raise InputError(f"{where}{sep}{key}: expected {meta['expected']}, got {item!r}")
+        spec = setting_of(fields[str(key)])
+        if spec is not None and not spec.check(item):
+            raise InputError(f"{where}{sep}{key}: expected {spec.expected}, got {item!r}")
         given[str(key)] = item
     return dataclasses.replace(base, **given)
 

@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.config import add_cli_options, parse_model_device
+from edge_runtime.config import DEFAULTS, add_cli_options, parse_model_device
 from edge_runtime.errors import InputError, SDPoseError
 from edge_runtime.running.metrics import memory_status
 
@@ -71,7 +71,7 @@ def _cross_check_flops(variants: Sequence[Variant], torch_flops: dict[str, Any])
 def run_benchmark(models: Sequence[str | Path], out: str | Path, *, runs: int = DEFAULT_RUNS,
                   warmup: int = DEFAULT_WARMUP, video: str | Path | None = None,
                   detections: str | Path | None = None, e2e_frames: int | None = None, skip_e2e: bool = False,
-                  peak_size: int = DEFAULT_PEAK_SIZE, device: str = "CPU", skip_fused: bool = False,
+                  peak_size: int = DEFAULT_PEAK_SIZE, device: str = DEFAULTS.device, skip_fused: bool = False,
                   extra_variants: Sequence[Variant] = (),
                   prepare_extra: Callable[[dict[str, Any]], Sequence[Variant]] | None = None,
                   torch_flops: dict[str, Any] | None = None, command: str = "",
@@ -238,7 +238,7 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skip-e2e", action="store_true", help="skip the end-to-end part")
     p.add_argument("--peak-size", type=int, default=DEFAULT_PEAK_SIZE,
                    help=f"side of the square MatMuls of the peak micro-benchmark (default {DEFAULT_PEAK_SIZE})")
-    p.add_argument("--device", default="CPU", help="OpenVINO device")
+    p.add_argument("--device", default=DEFAULTS.device, help="OpenVINO device")
     p.add_argument("--skip-fused", action="store_true",
                    help="do not bench vae_pose.xml when the folder also has vae_encoder.xml + pose.xml")
 

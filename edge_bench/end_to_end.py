@@ -113,7 +113,7 @@ def measure_once(settings: dict[str, Any]) -> dict[str, Any]:
     t_run = time.perf_counter()
     summary: dict[str, Any] = {}
     if args.mode == "async":
-        pipeline = Pipeline(estimator, [sink], PipelineConfig(mode="file", max_frames=args.max_frames),
+        pipeline = Pipeline(estimator, [sink], PipelineConfig(max_frames=args.max_frames),
                             detector=detector, detections=detections)
         summary = pipeline.run(source)
     else:

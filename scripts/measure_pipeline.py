@@ -149,7 +149,7 @@ def measure_sync(args: argparse.Namespace, frames: list[Frame], dets: dict[str, 
 def measure_async(args: argparse.Namespace, frames: list[Frame], dets: dict[str, np.ndarray],
                   batch: int, est: PoseEstimator, chain_slots: "int | None" = None) -> dict[str, Any]:
     sink = CountingSink()
-    pipeline = Pipeline(est, [sink], PipelineConfig(mode="file", batch=batch, chain_slots=chain_slots),
+    pipeline = Pipeline(est, [sink], PipelineConfig(batch=batch, chain_slots=chain_slots),
                         detections=dets)
     pipeline.run(ListSource(frames[:1]))  # warm-up: the first inferences of the requests
     summary = pipeline.run(ListSource(frames))

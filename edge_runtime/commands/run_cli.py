@@ -26,6 +26,7 @@ from typing import Any
 from edge_runtime import config as cfgmod
 from edge_runtime.errors import InputError, SDPoseError
 from edge_runtime.media.sources import ImageFilesSource, ReconnectPolicy, VideoFileSource, open_source
+from edge_runtime.settings.schema import from_settings
 
 logger = logging.getLogger("sdpose-edge.run")
 
@@ -53,31 +54,15 @@ def register(subparsers: Any, name: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- settings
-_CLI_KEYS = tuple(cfgmod.CLI_OPTIONS)  # the settings that are command-line options
-
-
 def resolve_settings(args: argparse.Namespace) -> dict[str, Any]:
     """Effective settings: CLI (not None) > YAML > built-in defaults; validated (InputError names the key)."""
     yaml_settings = cfgmod.load_config(args.config)
-    cli = {key: getattr(args, key, None) for key in _CLI_KEYS}
+    cli = {key: getattr(args, key, None) for key in cfgmod.CLI_KEYS}
     cli = cfgmod.validate({k: v for k, v in cli.items() if v is not None}, source="command line")
     settings = cfgmod.merge(cli, yaml_settings)
     if args.no_cache:
         settings["cache_dir"] = None
     return settings
-
-
-def compile_options(settings: dict[str, Any]) -> Any:
-    """The settings' compile options; a hint left unset is THROUGHPUT (live runs then apply
-    :func:`edge_runtime.model.compile_choice.choose_compile_options`)."""
-    from edge_runtime.model.compile_choice import DEFAULT_HINT
-    from edge_runtime.model.models import CompileOptions
-
-    return CompileOptions(device=settings["device"], performance_hint=settings["hint"] or DEFAULT_HINT,
-                          num_streams=settings["num_streams"], inference_num_threads=settings["num_threads"],
-                          inference_precision=settings["precision_hint"], cache_dir=settings["cache_dir"],
-                          num_requests=settings["num_requests"], model_device=settings.get("model_device") or None,
-                          static_batch=bool(settings.get("static_batch")), batch=int(settings.get("batch") or 1))
 
 
 # ---------------------------------------------------------------------------------------------- sinks
@@ -193,34 +178,12 @@ class _SignalStop:
             signal.signal(sig, handler)
 
 
-def per_isa_options(options: Any, models: str | Path, quantized: "bool | None" = None) -> tuple[Any, str]:
-    """``options`` with the precision hint this CPU runs the folder fastest at, when the user set none
-    (:func:`edge_runtime.model.cpu.recommended_precision_hint`); returns (options, where the hint came from).
-    ``quantized``: whether the models are INT8 (None: the folder index says)."""
-    import dataclasses
-
-    from edge_runtime.model.cpu import cpu_info, recommended_precision_hint
-    from edge_runtime.model.metadata import read_index
-
-    if options.inference_precision is not None:
-        return options, "user"
-    if not options.device.upper().startswith("CPU"):
-        return options, "device default"
-    if quantized is None:
-        quantized = bool(read_index(models).get("quantized"))
-    hint = recommended_precision_hint(cpu_info(), quantized)
-    if hint is None:
-        return options, "device default"
-    logger.info("precision hint %s: an INT8 folder runs faster with f32 float ops on a bf16 CPU without AMX "
-                "(set --precision-hint to override)", hint)
-    return dataclasses.replace(options, inference_precision=hint), "per-ISA default (INT8 on bf16 without AMX)"
-
-
 def _run_options(args: argparse.Namespace, settings: dict[str, Any], mode: str) -> tuple[Any, str, Any]:
     """The run's compile options: the settings, the runtime's choice for what the user left unset
     (:func:`edge_runtime.model.compile_choice.choose_compile_options`: live mode on a small CPU leaves a core to capture
     and output) and the per-ISA precision hint; returns (options, where the precision hint came from, choice)."""
     from edge_runtime.model.compile_choice import choose_compile_options
+    from edge_runtime.settings.compile import compile_options, per_isa_options
 
     choice = choose_compile_options(settings, mode)
     logger.info("compile options: hint %s, %s inference thread(s), %s request(s) per model (%s)", choice.hint,
@@ -260,45 +223,32 @@ def _build_detector(args: argparse.Namespace, settings: dict[str, Any], estimato
     return PersonDetector(estimator.folder, options=options, core=estimator.core, **kwargs)
 
 
-def _smooth_config(settings: dict[str, Any]) -> Any:
-    from edge_runtime.running.smoothing import SmoothConfig
-
-    return SmoothConfig(method=settings["smooth"], min_cutoff_hz=settings["smooth_min_cutoff_hz"],
-                        beta=settings["smooth_beta"], d_cutoff_hz=settings["smooth_d_cutoff_hz"])
+def _chain_slots(settings: dict[str, Any]) -> "int | None":
+    """--release-memory without --chain-slots: one model's buffers at a time."""
+    return settings["chain_slots"] or (1 if settings["release_memory"] else None)
 
 
 def _live_config(settings: dict[str, Any], mode: str, inference_nice: int = 0) -> Any:
+    """The live runner's config: its fields, the tracks' and the smoothing's are the settings of the same
+    names (:func:`edge_runtime.settings.schema.from_settings`); the mode and the nice value are resolved."""
     from edge_runtime.running.live import LiveConfig
+    from edge_runtime.running.smoothing import SmoothConfig
     from edge_runtime.running.tracks import TrackConfig
 
-    age = settings["max_pose_age"]
     if mode == "live" and settings["propagation"] == "two-sided":
         logger.warning("--propagation two-sided applies to files (--schedule-poses); live mode carries poses forward")
-    track = TrackConfig(iou_threshold=settings["track_iou_threshold"], lost_s=settings["track_lost_s"],
-                        score_threshold=settings["score_threshold"],
-                        max_pose_age_s=None if age is None else float(age) / 1000.0)
-    return LiveConfig(mode=mode, batch=settings["batch"], detect_every=settings["detect_every"],
-                      pose_budget=settings["pose_budget"], max_frames=settings["max_frames"],
-                      max_persons=settings["max_persons"], flip_test=settings["flip_test"],
-                      parts=tuple(settings["parts"]), score_threshold=settings["score_threshold"], track=track,
-                      live_queue_size=settings["live_queue_size"], request_timeout_s=settings["request_timeout_s"],
-                      chain_slots=settings["chain_slots"] or (1 if settings["release_memory"] else None),
-                      smooth=_smooth_config(settings), inference_nice=inference_nice,
-                      propagation=settings["propagation"] if mode == "file" else None)
+    return from_settings(LiveConfig, settings, mode=mode, track=from_settings(TrackConfig, settings),
+                         chain_slots=_chain_slots(settings), smooth=from_settings(SmoothConfig, settings),
+                         inference_nice=inference_nice,
+                         propagation=settings["propagation"] if mode == "file" else None)
 
 
 def _pipeline_config(settings: dict[str, Any]) -> Any:
     from edge_runtime.running.pipeline import PipelineConfig
+    from edge_runtime.running.smoothing import SmoothConfig
 
-    return PipelineConfig(mode="file", batch=settings["batch"], detect_every=settings["detect_every"],
-                          max_frames=settings["max_frames"], max_inflight_frames=settings["max_inflight_frames"],
-                          flip_test=settings["flip_test"], parts=tuple(settings["parts"]),
-                          score_threshold=settings["score_threshold"],
-                          track_iou_threshold=settings["track_iou_threshold"],
-                          track_box_expansion=settings["track_box_expansion"], max_persons=settings["max_persons"],
-                          progress=settings["progress"],
-                          chain_slots=settings["chain_slots"] or (1 if settings["release_memory"] else None),
-                          request_timeout_s=settings["request_timeout_s"], smooth=_smooth_config(settings))
+    return from_settings(PipelineConfig, settings, chain_slots=_chain_slots(settings),
+                         smooth=from_settings(SmoothConfig, settings))
 
 
 def _backend_factory(settings: dict[str, Any]) -> Any:
@@ -351,8 +301,7 @@ def run(args: argparse.Namespace) -> int:
     settings = resolve_settings(args)
     named = expand_sources(args.source)
     detections = load_detections(args.detections) if args.detections else None
-    policy = ReconnectPolicy(max_retries=settings["reconnect_retries"], initial_s=settings["reconnect_initial_s"],
-                             max_s=settings["reconnect_max_s"])
+    policy = from_settings(ReconnectPolicy, settings)
     sources = [(name, open_source(spec, policy=policy)) for name, spec in named]
     mode = settings["mode"] or ("live" if any(src.default_mode == "live" for _, src in sources) else "file")
     out = Path(args.output)

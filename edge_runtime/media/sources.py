@@ -32,6 +32,7 @@ from typing import Iterator, NamedTuple
 import cv2
 import numpy as np
 
+from edge_runtime.config import linked
 from edge_runtime.errors import InputError
 from edge_runtime.media.mjpeg import MjpegReader
 
@@ -102,12 +103,14 @@ class ReconnectPolicy:
     After a read failure the source waits ``initial_s``, then doubles the wait up to ``max_s``; it gives up
     after ``max_retries`` (re)connection attempts in one outage (``0`` = never reconnect) or after
     ``max_outage_s`` seconds without a frame. An outage ends only when a frame arrives: a server that
-    accepts the connection and sends nothing does not reset the count.
+    accepts the connection and sends nothing does not reset the count. The first three are the ``reconnect_*``
+    settings (their defaults; the settings' checks apply to the YAML and the command line, while a caller may
+    use zero waits, as the tests do).
     """
 
-    max_retries: int = 5
-    initial_s: float = 0.5
-    max_s: float = 8.0
+    max_retries: int = linked("reconnect_retries")
+    initial_s: float = linked("reconnect_initial_s")
+    max_s: float = linked("reconnect_max_s")
     max_outage_s: "float | None" = 120.0
 
     def delays(self) -> Iterator[float]:

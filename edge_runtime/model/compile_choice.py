@@ -77,7 +77,7 @@ def choose_compile_options(settings: Mapping[str, Any], mode: str, cores: "int |
     ``settings``: the run's effective settings (``hint``, ``num_threads``, ``num_requests``, ``inference_nice``
     None = not set by the user; ``device``, ``pose_server``); ``mode``: "live" or "file"; ``cores``: default
     :func:`available_cores`. Only a CPU device gets the live rule (INFERENCE_NUM_THREADS is a CPU property, and
-    other devices do not take the coordinator's cores), as :func:`edge_runtime.commands.run_cli.per_isa_options` does."""
+    other devices do not take the coordinator's cores), as :func:`edge_runtime.settings.compile.per_isa_options` does."""
     user = {key: settings.get(key) for key in _KEYS}
     given = [f"--{key.replace('_', '-')} {value}" for key, value in user.items() if value is not None]
     cores = available_cores() if cores is None else int(cores)

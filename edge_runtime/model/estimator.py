@@ -72,7 +72,7 @@ class PoseEstimator:
             (12.9 s vs 6.2 s) but +1.3 GB RSS per extra crop (6.5 -> 7.8 GB).
         padding: person-box padding of the crop (None: the folder's ``bbox_padding``, 1.25 as SDPose).
         decode: "numpy" (decode_heatmaps after the chain) or "graph" (OpenVINO decoder appended to the pose IR);
-            None: the ``decode`` default of :data:`edge_runtime.config.SCHEMA`.
+            None: the ``decode`` setting's default (:data:`edge_runtime.config.DEFAULTS`).
 
     Attributes:
         folder (ModelFolder), meta (dict: pose IR metadata), input_size (w, h) crop px,
@@ -107,9 +107,9 @@ class PoseEstimator:
         if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
             raise InputError(f"max_batch: expected a positive integer, got {max_batch}")
         if decode is None:
-            from edge_runtime.config import SCHEMA
+            from edge_runtime.config import DEFAULTS
 
-            decode = SCHEMA["decode"][0]
+            decode = DEFAULTS.decode
         if decode not in DECODERS:
             raise InputError(f"decode: expected one of {' | '.join(DECODERS)}, got {decode!r}")
         self.decode: str = decode

@@ -19,12 +19,15 @@ import openvino.properties as props
 import openvino.properties.hint as hints
 import openvino.properties.streams as streams
 
+from edge_runtime.config import linked
 from edge_runtime.model.attention import compile_fused, count_attention_ops
+from edge_runtime.model.compile_choice import DEFAULT_HINT
 from edge_runtime.model.cpu import cpu_info
 from edge_runtime.errors import InputError, ModelFolderError
 from edge_runtime.model.geometry import DEFAULT_PADDING
 from edge_runtime.model.metadata import read_index, read_metadata
 from edge_runtime.model.model_info import PoseModelInfo
+from edge_runtime.settings.schema import check_fields
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +38,6 @@ CHAINS: dict[str, tuple[str, ...]] = {
 }
 
 DEFAULT_BBOX_PADDING = DEFAULT_PADDING
-DEFAULT_CACHE_DIR = "~/.cache/sdpose-edge"
 
 _PERFORMANCE_HINTS = {
     "THROUGHPUT": hints.PerformanceMode.THROUGHPUT,
@@ -43,10 +45,6 @@ _PERFORMANCE_HINTS = {
     "CUMULATIVE_THROUGHPUT": hints.PerformanceMode.CUMULATIVE_THROUGHPUT,
 }
 _PRECISIONS = {"f32": ov.Type.f32, "bf16": ov.Type.bf16, "f16": ov.Type.f16}
-#: CompileOptions field -> the ``sdpose-edge run`` setting whose schema entry checks it
-_SETTING_OF_FIELD = {"device": "device", "performance_hint": "hint", "num_streams": "num_streams",
-                     "inference_num_threads": "num_threads", "inference_precision": "precision_hint",
-                     "cache_dir": "cache_dir", "num_requests": "num_requests"}
 
 
 def _dims(shape: ov.PartialShape) -> list[int | None]:
@@ -249,47 +247,30 @@ class CompileOptions:
     batch: crops per request: the batch a static-shape compile uses.
     """
 
-    device: str = "CPU"
-    performance_hint: str = "THROUGHPUT"
-    num_streams: int | None = None
-    inference_num_threads: int | None = None
-    inference_precision: str | None = None
-    cache_dir: str | None = DEFAULT_CACHE_DIR
-    num_requests: int | None = None
-    model_device: Mapping[str, str] | None = None
-    static_batch: bool = False
-    batch: int = 1
+    device: str = linked("device")
+    performance_hint: str = linked("hint", default=DEFAULT_HINT)
+    num_streams: int | None = linked("num_streams")
+    inference_num_threads: int | None = linked("num_threads")
+    inference_precision: str | None = linked("precision_hint")
+    cache_dir: str | None = linked("cache_dir", nullable=True)  # None: caching off
+    num_requests: int | None = linked("num_requests")
+    model_device: Mapping[str, str] | None = linked("model_device", default=None)
+    static_batch: bool = linked("static_batch")
+    batch: int = linked("batch")
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        """Raise InputError naming the field when a value is out of range: each field is checked by the
-        ``sdpose-edge run`` setting it corresponds to (:data:`edge_runtime.config.SCHEMA`, the one schema)."""
-        from edge_runtime.model.compile_choice import DEFAULT_HINT
-        from edge_runtime.config import SCHEMA, parse_model_device
-
+        """Raise InputError naming the field when a value is out of range: each field is the ``sdpose-edge run``
+        setting it is linked to (``hint``, ``precision_hint``, ``num_threads`` ...) and checked by it
+        (:class:`edge_runtime.config.RunSettings`, the one schema); strings are normalised (``latency`` ->
+        ``LATENCY``)."""
         if self.performance_hint is None:  # "not set": the default hint
             self.performance_hint = DEFAULT_HINT
-        if isinstance(self.performance_hint, str):
-            self.performance_hint = self.performance_hint.upper()
-        if isinstance(self.inference_precision, str):
-            self.inference_precision = self.inference_precision.lower()
         if isinstance(self.cache_dir, Path) and str(self.cache_dir):
             self.cache_dir = str(self.cache_dir)
-        for name, key in _SETTING_OF_FIELD.items():
-            value = getattr(self, name)
-            default, check, expected = SCHEMA[key]
-            if value is None and (default is None or key == "cache_dir"):
-                continue  # "device default" (or, for cache_dir, caching off)
-            if value is None or not check(value):
-                raise InputError(f"{name}: expected {expected}, got {value!r}")
-        if self.model_device is not None:
-            self.model_device = parse_model_device(self.model_device, "model_device")
-        if not isinstance(self.static_batch, bool):
-            raise InputError(f"static_batch: expected true | false, got {self.static_batch!r}")
-        if not SCHEMA["batch"][1](self.batch):
-            raise InputError(f"batch: expected {SCHEMA['batch'][2]}, got {self.batch!r}")
+        check_fields(self)
 
     def for_kind(self, kind: str | None) -> "CompileOptions":
         """These options for model ``kind``: ``device`` replaced by ``model_device[kind]`` when given."""

@@ -1,39 +1,33 @@
 """The options of the two coordinators: :class:`PipelineConfig` (file mode, :mod:`edge_runtime.running.pipeline`) and
-:class:`LiveConfig` (live feeds and ``--schedule-poses``, :mod:`edge_runtime.running.live`), checked alike."""
+:class:`LiveConfig` (live feeds and ``--schedule-poses``, :mod:`edge_runtime.running.live`), checked alike.
+
+A field that is an ``sdpose-edge run`` setting is :func:`edge_runtime.config.linked` to it: the setting's default
+and check (one of each, in :class:`edge_runtime.config.RunSettings`); ``sdpose-edge run`` builds these configs with
+:func:`edge_runtime.settings.schema.from_settings`."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any
 
+from edge_runtime.config import linked
 from edge_runtime.errors import InputError
-from edge_runtime.model.keypoints import DEFAULT_SCORE_THRESHOLD, PART_NAMES
 from edge_runtime.running.smoothing import SmoothConfig
-from edge_runtime.running.tracking import DEFAULT_BOX_EXPANSION, DEFAULT_TRACK_IOU
 from edge_runtime.running.tracks import TrackConfig
+from edge_runtime.settings.schema import check_fields, positive_int
 
 
-def _check_common(config: Any, positive: Sequence[str], optional_positive: Sequence[str]) -> None:
-    """Positive integers, optional positive integers, a positive (or None) request timeout; parts as a tuple."""
-    for name in positive:
-        value = getattr(config, name)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise InputError(f"{name}: expected a positive integer, got {value!r}")
-    for name in optional_positive:
-        value = getattr(config, name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise InputError(f"{name}: expected a positive integer or None, got {value!r}")
-    timeout = config.request_timeout_s
-    if timeout is not None and not timeout > 0:
-        raise InputError(f"request_timeout_s: expected a positive number or None, got {timeout!r}")
+def _check(config: Any) -> None:
+    """Every setting field by its setting's check (a positive or None request timeout, ...); parts as a tuple."""
+    check_fields(config)
     config.parts = tuple(config.parts)
 
 
 @dataclasses.dataclass
 class PipelineConfig:
-    """Scheduling and output options of a :class:`Pipeline` (see ``configs/edge.yaml``).
+    """Scheduling and output options of a :class:`Pipeline`: every frame, in order (file mode; live feeds run in
+    :class:`edge_runtime.running.live.LiveRunner`, ``LiveConfig``). The linked fields are the settings of the same
+    names (defaults and checks: ``configs/edge.yaml``, :class:`edge_runtime.config.RunSettings`).
 
-    mode: "file" (every frame, in order), the only mode of :class:`Pipeline`; live feeds run in
-        :class:`edge_runtime.running.live.LiveRunner` (``LiveConfig``).
     batch: crops per pose request (>= 1). detect_every: run the detector every N frames (>= 1).
     max_frames: stop after this many frames read from the source (None: all).
     max_inflight_frames: frames admitted at once (None: 2 x pose requests + 2).
@@ -41,8 +35,8 @@ class PipelineConfig:
     parts: keypoint groups kept in the records (others get score 0): subset of body, feet, face, hands.
     score_threshold: keypoints above it count as visible (carried boxes, drawing).
     track_iou_threshold, track_box_expansion: IoU track IDs and keypoint->box expansion between detections.
-    max_persons: keep the N highest-scoring boxes per frame (None: all; default 20). Crops are built per
-        request, so memory does not grow with the number of boxes.
+    max_persons: keep the N highest-scoring boxes per frame (None: all). Crops are built per request, so memory
+        does not grow with the number of boxes.
     request_timeout_s: a request without an answer after this long fails its frames (a lost device) and
         its slot is not reused (None: wait for ever).
     progress: show a progress bar (file mode).
@@ -52,33 +46,29 @@ class PipelineConfig:
         none).
     """
 
-    mode: str = "file"
-    batch: int = 1
-    detect_every: int = 1
-    max_frames: "int | None" = None
-    max_inflight_frames: "int | None" = None
-    flip_test: bool = False
-    parts: "tuple[str, ...]" = PART_NAMES
-    score_threshold: float = DEFAULT_SCORE_THRESHOLD
-    track_iou_threshold: float = DEFAULT_TRACK_IOU
-    track_box_expansion: float = DEFAULT_BOX_EXPANSION
-    max_persons: "int | None" = 20
-    progress: bool = False
-    chain_slots: "int | None" = None
-    request_timeout_s: "float | None" = 600.0
+    batch: int = linked("batch")
+    detect_every: int = linked("detect_every")
+    max_frames: "int | None" = linked("max_frames")
+    max_inflight_frames: "int | None" = linked("max_inflight_frames")
+    flip_test: bool = linked("flip_test")
+    parts: "tuple[str, ...]" = linked("parts")
+    score_threshold: float = linked("score_threshold")
+    track_iou_threshold: float = linked("track_iou_threshold")
+    track_box_expansion: float = linked("track_box_expansion")
+    max_persons: "int | None" = linked("max_persons", nullable=True)
+    progress: bool = linked("progress", default=False)  # a library call draws no bar; sdpose-edge run does
+    chain_slots: "int | None" = linked("chain_slots")
+    request_timeout_s: "float | None" = linked("request_timeout_s", nullable=True)
     smooth: SmoothConfig = dataclasses.field(default_factory=SmoothConfig)
 
     def __post_init__(self) -> None:
-        if self.mode != "file":
-            raise InputError(f"mode: Pipeline processes files (mode 'file'), got {self.mode!r}; live feeds run in "
-                             "edge_runtime.running.live.LiveRunner")
-        _check_common(self, ("batch", "detect_every"), ("max_frames", "max_inflight_frames", "max_persons",
-                                                         "chain_slots"))
+        _check(self)
 
 
 @dataclasses.dataclass
 class LiveConfig:
-    """Options of a :class:`LiveRunner`.
+    """Options of a :class:`LiveRunner`; the linked fields are the settings of the same names, as in
+    :class:`PipelineConfig`.
 
     mode: "live" (newest frame wins, output at once) or "file" (every frame, held until its poses are back).
     batch: crops per pose request (never waits to fill a batch). detect_every: detector every N frames.
@@ -101,44 +91,38 @@ class LiveConfig:
         bound); None: 3 keyframe intervals of the pose budget (3 / pose_budget, at least 16, at most 256).
     """
 
-    mode: str = "live"
-    batch: int = 1
-    detect_every: int = 1
-    pose_budget: "float | None" = None
-    max_frames: "int | None" = None
-    max_persons: "int | None" = 20
-    flip_test: bool = False
-    parts: "tuple[str, ...]" = PART_NAMES
-    score_threshold: float = DEFAULT_SCORE_THRESHOLD
+    mode: str = linked("mode", default="live")
+    batch: int = linked("batch")
+    detect_every: int = linked("detect_every")
+    pose_budget: "float | None" = linked("pose_budget")
+    max_frames: "int | None" = linked("max_frames")
+    max_persons: "int | None" = linked("max_persons", nullable=True)
+    flip_test: bool = linked("flip_test")
+    parts: "tuple[str, ...]" = linked("parts")
+    score_threshold: float = linked("score_threshold")
     track: TrackConfig = dataclasses.field(default_factory=TrackConfig)
     pace_live_files: bool = True
-    live_queue_size: int = 1
-    request_timeout_s: "float | None" = 600.0
-    chain_slots: "int | None" = None
+    live_queue_size: int = linked("live_queue_size")
+    request_timeout_s: "float | None" = linked("request_timeout_s", nullable=True)
+    chain_slots: "int | None" = linked("chain_slots")
     smooth: SmoothConfig = dataclasses.field(default_factory=SmoothConfig)
-    inference_nice: int = 0
-    propagation: "str | None" = None
+    inference_nice: int = linked("inference_nice", default=0)  # resolved (the setting's null: the runtime's choice)
+    propagation: "str | None" = linked("propagation")
     hold_frames: "int | None" = None
 
     def __post_init__(self) -> None:
+        _check(self)
+        if self.hold_frames is not None and not positive_int(self.hold_frames):
+            raise InputError(f"hold_frames: expected a positive integer or None, got {self.hold_frames!r}")
+        if self.pose_budget is not None and not float(self.pose_budget) > 0.0:
+            raise InputError(f"pose_budget: expected a share of person-frames in (0, 1], got {self.pose_budget!r}")
         if self.propagation is None:
             self.propagation = "two-sided" if self.mode == "file" else "forward"
-        if self.propagation not in ("forward", "two-sided"):
-            raise InputError(f"propagation: expected 'forward' or 'two-sided', got {self.propagation!r}")
         if self.propagation == "two-sided" and self.mode != "file":
             raise InputError("propagation: two-sided needs file mode (live output cannot wait for the next pose)")
         if self.track.flow_model is None:  # dense flow where points fail: measured better two-sided
             self.track = dataclasses.replace(self.track, flow_model="dense" if self.propagation == "two-sided"
                                              else "points")
-        if self.mode not in ("live", "file"):
-            raise InputError(f"mode: expected 'live' or 'file', got {self.mode!r}")
-        _check_common(self, ("batch", "detect_every", "live_queue_size"), ("max_frames", "max_persons",
-                                                                           "chain_slots", "hold_frames"))
-        if self.pose_budget is not None and not 0.0 < float(self.pose_budget) <= 1.0:
-            raise InputError(f"pose_budget: expected a share of person-frames in (0, 1], got {self.pose_budget!r}")
-        if not isinstance(self.inference_nice, int) or isinstance(self.inference_nice, bool) or not \
-                0 <= self.inference_nice <= 19:
-            raise InputError(f"inference_nice: expected an integer in [0, 19], got {self.inference_nice!r}")
 
     def held_frames(self) -> int:
         """Two-sided: the most frames held per source (``hold_frames``, or 3 keyframe intervals)."""

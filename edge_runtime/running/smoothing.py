@@ -42,23 +42,22 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.config import linked
 from edge_runtime.errors import InputError
 
 SMOOTH_METHODS = ("none", "one-euro")
-#: the One Euro parameters of ``sdpose-edge run`` (chosen on the proxy: docs/benchmarks.md, "Temporal smoothing")
-DEFAULT_MIN_CUTOFF_HZ = 0.5
-DEFAULT_BETA = 24.0
-DEFAULT_D_CUTOFF_HZ = 4.0
 
 
 @dataclasses.dataclass(frozen=True)
 class SmoothConfig:
-    """``method``: "none" | "one-euro"; the One Euro parameters (see the module docstring for their units)."""
+    """``method``: "none" | "one-euro"; the One Euro parameters (see the module docstring for their units). The
+    fields are the ``smooth*`` settings (their defaults; a library call smooths nothing unless asked, ``sdpose-edge
+    run`` smooths by default); checked here (the YAML and the command line are checked by the settings)."""
 
-    method: str = "none"
-    min_cutoff_hz: float = DEFAULT_MIN_CUTOFF_HZ
-    beta: float = DEFAULT_BETA
-    d_cutoff_hz: float = DEFAULT_D_CUTOFF_HZ
+    method: str = linked("smooth", default="none")
+    min_cutoff_hz: float = linked("smooth_min_cutoff_hz")
+    beta: float = linked("smooth_beta")
+    d_cutoff_hz: float = linked("smooth_d_cutoff_hz")
 
     def __post_init__(self) -> None:
         if self.method not in SMOOTH_METHODS:

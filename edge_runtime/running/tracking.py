@@ -15,6 +15,8 @@ from edge_runtime.model.keypoints import DEFAULT_SCORE_THRESHOLD
 DEFAULT_TRACK_IOU = 0.3
 #: a box made from keypoints is their extent scaled by this around its center
 DEFAULT_BOX_EXPANSION = 1.25
+#: seconds a track missed by the detector keeps its ID (occlusions)
+DEFAULT_LOST_S = 1.5
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

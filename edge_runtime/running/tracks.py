@@ -40,10 +40,11 @@ from typing import Any
 import cv2
 import numpy as np
 
+from edge_runtime.config import linked
 from edge_runtime.errors import InputError
 from edge_runtime.running.flow import FLOW_MODELS, flow_gray, flow_scale, keypoint_flow, step_error, step_points
-from edge_runtime.model.keypoints import DEFAULT_SCORE_THRESHOLD
-from edge_runtime.running.tracking import DEFAULT_TRACK_IOU, box_iou, greedy_iou_match
+from edge_runtime.running.tracking import box_iou, greedy_iou_match
+from edge_runtime.settings.schema import check_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,15 +75,15 @@ class TrackConfig:
         there, docs/benchmarks.md "Keyframes"), "points" otherwise (LiveConfig resolves it).
     """
 
-    iou_threshold: float = DEFAULT_TRACK_IOU
+    iou_threshold: float = linked("track_iou_threshold")
     high_score: float = 0.5
     low_score: float = 0.1
-    lost_s: float = 1.5
-    score_threshold: float = DEFAULT_SCORE_THRESHOLD
+    lost_s: float = linked("track_lost_s")
+    score_threshold: float = linked("score_threshold")
     fb_threshold_px: float = 2.0
     flow_max_side: int = 960
     history: int = 64
-    max_pose_age_s: "float | None" = None
+    max_pose_age_s: "float | None" = linked("max_pose_age", convert=lambda ms: float(ms) / 1000.0)  # setting: ms
     motion_threshold: float = 0.25
     scale_threshold: float = 0.2
     low_confidence: float = 0.35
@@ -92,6 +93,7 @@ class TrackConfig:
     drift_correction: bool = False
 
     def __post_init__(self) -> None:
+        check_fields(self)  # the linked settings' checks
         if self.flow_model is not None and self.flow_model not in FLOW_MODELS:
             raise InputError(f"flow_model: expected one of {FLOW_MODELS}, got {self.flow_model!r}")
 

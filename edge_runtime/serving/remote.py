@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.config import DEFAULTS
 from edge_runtime.errors import InputError, SDPoseError
 from edge_runtime.model.estimator import PoseEstimator
 from edge_runtime.serving.server_address import ServerAddress
@@ -103,7 +104,7 @@ class RemoteModel:
     """A crops -> heatmaps model on a KServe v2 server, driven like a compiled OpenVINO model."""
 
     def __init__(self, address: ServerAddress, model_name: str = DEFAULT_SERVER_MODEL,
-                 retry: "ReconnectPolicy | None" = None, timeout_s: float = 600.0) -> None:
+                 retry: "ReconnectPolicy | None" = None, timeout_s: float = DEFAULTS.request_timeout_s) -> None:
         if not isinstance(model_name, str) or not model_name.strip():
             raise InputError(f"--pose-server-model: expected a model name, got {model_name!r}")
         self.address = address
@@ -311,7 +312,7 @@ class RemotePoseEstimator(PoseEstimator):
     def __init__(self, models_dir: "str | Path", server: str, model_name: str = DEFAULT_SERVER_MODEL,
                  chain: "str | None" = None, flip_test: bool = False, padding: "float | None" = None,
                  in_flight: int = DEFAULT_IN_FLIGHT, retry: "ReconnectPolicy | None" = None,
-                 timeout_s: float = 600.0, core: Any = None, decode: "str | None" = None) -> None:
+                 timeout_s: float = DEFAULTS.request_timeout_s, core: Any = None, decode: "str | None" = None) -> None:
         from edge_runtime.model.cpu import cpu_info
 
         if isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 1:

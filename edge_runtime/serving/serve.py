@@ -33,6 +33,7 @@ import numpy as np
 
 from edge_runtime import config as cfgmod
 from edge_runtime.errors import InputError
+from edge_runtime.settings.compile import COMPILE_KEYS, compile_options, per_isa_options
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,6 @@ KEYPOINTS_MODEL = "sdpose_keypoints"
 #: name of the served heatmaps -> keypoints decoder (a model of the OVMS repository too)
 DECODER_MODEL = "keypoint_decoder"
 DEFAULT_MAX_BATCH = 8
-#: the settings of sdpose-edge run that serve takes too (the OpenVINO compile options)
-COMPILE_KEYS = ("device", "hint", "num_streams", "num_threads", "num_requests", "precision_hint", "cache_dir",
-                "model_device", "static_batch")
 
 #: numpy dtype -> KServe v2 datatype
 V2_DATATYPES = {np.dtype(np.uint8): "UINT8", np.dtype(np.float32): "FP32", np.dtype(np.float16): "FP16",
@@ -60,7 +58,8 @@ def register(subparsers: Any, name: str) -> None:
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1; 0.0.0.0: all)")
     p.add_argument("--port", type=int, default=8001, help="gRPC port (KServe v2; default 8001)")
     p.add_argument("--http-port", type=int, default=None, help="also serve REST (KServe v2) on this port")
-    p.add_argument("--chain", choices=("split", "fused"), default=None, help="default: the folder's default_chain")
+    p.add_argument("--chain", choices=cfgmod.SCHEMA["chain"].check.choices, default=None,
+                   help="default: the folder's default_chain")
     p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                    help=f"largest batch of crops one request may carry (default {DEFAULT_MAX_BATCH})")
     # the compile options of sdpose-edge run, from the same schema (default THROUGHPUT: several clients at once)
@@ -283,8 +282,6 @@ def build_served(models: str, options: Any, chain: "str | None", max_batch: int)
 
 
 def serve(args: argparse.Namespace) -> int:
-    from edge_runtime.commands.run_cli import compile_options, per_isa_options
-
     if args.http_port is not None and args.http_port == args.port:
         raise InputError(f"--http-port: must differ from --port ({args.port})")
     _check_port(args.port, "--port", args.host)

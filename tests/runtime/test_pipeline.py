@@ -174,7 +174,7 @@ def test_file_mode_strict_order_with_out_of_order_completion(estimator: PoseEsti
     dets["f7.png"] = np.zeros((0, 5), np.float32)  # a frame without persons
     created: dict = {}
     sink = ListSink()
-    pipe = Pipeline(estimator, [sink], PipelineConfig(mode="file", batch=1), detections=dets,
+    pipe = Pipeline(estimator, [sink], PipelineConfig(batch=1), detections=dets,
                     backend_factory=scripted_factory(created))
     summary = pipe.run(ListSource(frames))
     assert [r["frame"] for r in sink.records] == list(range(12))
@@ -202,7 +202,7 @@ def test_batching_groups_crops_across_persons_and_frames(estimator: PoseEstimato
     frames = make_frames(6)
     created: dict = {}
     sink = ListSink()
-    pipe = Pipeline(estimator, [sink], PipelineConfig(mode="file", batch=4, max_inflight_frames=6),
+    pipe = Pipeline(estimator, [sink], PipelineConfig(batch=4, max_inflight_frames=6),
                     detections=dets_for(frames, 3), backend_factory=scripted_factory(created))
     summary = pipe.run(ListSource(frames))
     assert [r["frame"] for r in sink.records] == list(range(6))

@@ -167,7 +167,7 @@ def test_killed_server_gives_error_records_then_recovers(fake_models_dir: Path, 
                 [SourceRun("s", source, [sink])])
             summary = result["total"]
         else:
-            pipe = Pipeline(estimator, [sink], PipelineConfig(mode="file", batch=1, max_inflight_frames=1),
+            pipe = Pipeline(estimator, [sink], PipelineConfig(batch=1, max_inflight_frames=1),
                             detections=dets_for(frames, 1))
             summary = pipe.run(source)
     finally:

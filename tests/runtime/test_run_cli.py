@@ -188,7 +188,7 @@ def test_command_line_options_come_from_the_settings_schema() -> None:
         "--bbox-padding", "--smooth", "--det-score-threshold", "--openpose",
         "--openpose-confidence", "--openpose-naming", "--coco-annotations", "--save-video", "--save-images",
         "--show", "--progress"]
-    for key in config.CLI_OPTIONS:
+    for key in config.CLI_KEYS:
         action, check = actions[key], config.SCHEMA[key][1]
         assert action.default is None  # not given: the YAML or the built-in default applies
         if hasattr(check, "choices"):

@@ -164,7 +164,7 @@ def file_run(estimator: PoseEstimator, smooth: "SmoothConfig | None") -> list[di
     frames = moving_frames(10)
     extra = {} if smooth is None else {"smooth": smooth}
     sink = ListSink()
-    Pipeline(estimator, [sink], PipelineConfig(mode="file", **extra), detections=dets_for(frames),
+    Pipeline(estimator, [sink], PipelineConfig(**extra), detections=dets_for(frames),
              backend_factory=scripted_factory({})).run(ListSource(frames))
     return sink.records
 
