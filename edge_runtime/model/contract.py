@@ -14,6 +14,7 @@ heatmaps received here, the compiled decoder.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -23,6 +24,7 @@ from edge_runtime.model.codec import decode_heatmaps
 from edge_runtime.model.geometry import check_boxes_xyxy, check_padding, keypoints_to_image, udp_warp_matrix, warp_crop
 from edge_runtime.model.keypoints import flip_indices
 from edge_runtime.model.model_info import PoseModelInfo
+from edge_runtime.model.models import ModelFolder
 
 #: where heatmaps are decoded (the ``decode`` setting); the default is config.SCHEMA's
 DECODERS = ("graph", "numpy")
@@ -174,6 +176,16 @@ class PoseContract:
             check_image(image_bgr)
             return np.zeros((0, self.num_keypoints, 2), np.float32), np.zeros((0, self.num_keypoints), np.float32)
         return self.postprocess(self.infer(self.preprocess(image_bgr, boxes), run_chain), boxes)
+
+
+def folder_contract(models_dir: "str | Path", chain: "str | None", core: Any, flip_test: bool, max_batch: int,
+                    padding: "float | None", decode: "str | None") -> "tuple[ModelFolder, PoseContract]":
+    """The model folder (index and pose metadata read; nothing compiled) and its :class:`PoseContract`."""
+    check_max_batch(max_batch)  # bad settings are named before the folder is read
+    check_decode(decode)
+    folder = ModelFolder(models_dir, chain=chain, core=core)
+    contract = PoseContract(folder.pose_info, padding=padding, flip_test=flip_test, max_batch=max_batch, decode=decode)
+    return folder, contract
 
 
 def _contract_field(name: str, doc: str) -> property:

@@ -22,22 +22,12 @@ import openvino as ov
 
 from edge_runtime.model.chain import ChainRunner, RequestPool
 from edge_runtime.model.codec_graph import decoder_model, with_keypoints
-from edge_runtime.model.contract import (DECODERS, ContractRunner, PoseContract, check_boxes, check_decode,  # noqa: F401
-                                         check_image, check_max_batch)
+from edge_runtime.model.contract import (DECODERS, ContractRunner, PoseContract, check_boxes,  # noqa: F401
+                                         check_image, folder_contract)
 from edge_runtime.model.cpu import describe_runtime
-from edge_runtime.model.models import CompileOptions, ModelFolder, compile_model, optimal_requests
+from edge_runtime.model.models import CompileOptions, compile_model, optimal_requests
 
 logger = logging.getLogger(__name__)
-
-
-def folder_contract(models_dir: "str | Path", chain: "str | None", core: "ov.Core | None", flip_test: bool,
-                    max_batch: int, padding: "float | None", decode: "str | None") -> tuple[ModelFolder, PoseContract]:
-    """The model folder (index and pose metadata read; nothing compiled) and its :class:`PoseContract`."""
-    check_max_batch(max_batch)  # bad settings are named before the folder is read
-    check_decode(decode)
-    folder = ModelFolder(models_dir, chain=chain, core=core if core is not None else ov.Core())
-    contract = PoseContract(folder.pose_info, padding=padding, flip_test=flip_test, max_batch=max_batch, decode=decode)
-    return folder, contract
 
 
 def graph_decoder(contract: PoseContract, core: ov.Core, options: CompileOptions) -> Any:

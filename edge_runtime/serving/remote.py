@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edge_runtime.errors import InputError, SDPoseError
-from edge_runtime.model.contract import ContractRunner
+from edge_runtime.model.contract import ContractRunner, folder_contract
 from edge_runtime.serving.server_address import ServerAddress
 from edge_runtime.media.sources import ReconnectPolicy
 from edge_runtime.running.backends import Backend, Completion, WorkerBackend
@@ -312,8 +312,6 @@ class RemotePoseEstimator(ContractRunner):
                  chain: "str | None" = None, flip_test: bool = False, padding: "float | None" = None,
                  in_flight: int = DEFAULT_IN_FLIGHT, retry: "ReconnectPolicy | None" = None,
                  timeout_s: float = 600.0, core: Any = None, decode: "str | None" = None) -> None:
-        from edge_runtime.model.estimator import folder_contract
-
         if isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 1:
             raise InputError(f"num_requests: expected a positive integer, got {in_flight!r}")
         self.remote = RemoteModel(ServerAddress.parse(server), model_name, retry=retry, timeout_s=timeout_s)
