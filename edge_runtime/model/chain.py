@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -95,6 +95,3 @@ class ChainRunner:
         for kind in (self.kinds if kinds is None else kinds):
             data = self.pools[kind].run(data)
         return data
-
-    def stage_pools(self, kinds: "Sequence[str] | None" = None) -> list[RequestPool]:
-        return [self.pools[k] for k in (self.kinds if kinds is None else kinds)]
