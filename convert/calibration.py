@@ -115,6 +115,7 @@ def capture_component_inputs(fp32_folder: Path, kind: str, images: Iterator[Any]
     ``images``: crops u8 [1,H,W,3]. For ``pose`` this is crop -> FP32 VAE encoder IR -> latent f32
     [1,4,H/8,W/8]; at most ``limit`` inputs are collected (one per crop).
     """
+    from edge_runtime.model.chain import ChainRunner
     from edge_runtime.model.models import CompileOptions, ModelFolder, compile_model
 
     chains = {"pose": "split", "vae_encoder": "split", "vae_pose": "fused"}
@@ -124,15 +125,13 @@ def capture_component_inputs(fp32_folder: Path, kind: str, images: Iterator[Any]
         raise SDPoseError(f"{fp32_folder}: chain {kinds} has no component '{kind}'")
     before = kinds[: kinds.index(kind)]
     options = CompileOptions(performance_hint="LATENCY", inference_precision=hint, cache_dir=None)
-    requests = [compile_model(folder.core, folder.read_model(k), options).create_infer_request() for k in before]
+    runner = ChainRunner.of({k: compile_model(folder.core, folder.read_model(k), options) for k in before}) \
+        if before else None
     collected: list[Any] = []
     for image in images:
         if len(collected) >= limit:
             break
-        data = image
-        for request in requests:
-            data = request.infer({0: data})[0]
-        collected.append(data.copy())
+        collected.append(image.copy() if runner is None else runner.run(image))
         logger.info("captured %s input %d/%d %s", kind, len(collected), limit, tuple(collected[-1].shape))
     return collected
 

@@ -19,6 +19,7 @@ import numpy as np
 import openvino as ov
 
 from convert.calibration import iter_crops, iter_frames, split_calibration, split_frames
+from edge_runtime.model.chain import ChainRunner
 from edge_runtime.model.codec import decode_heatmaps
 from edge_runtime.model.metadata import POSE_KINDS
 from edge_runtime.running.metrics import time_calls
@@ -105,16 +106,21 @@ def _options(hint: str | None, latency: bool = True) -> CompileOptions:
 
 
 class FolderChain:
-    """Compiled components of one model folder (f32 hint), run batch 1 synchronously."""
+    """Compiled components of one model folder (f32 hint), run synchronously by the runtime's
+    :class:`~edge_runtime.model.chain.ChainRunner` (batch 1 here)."""
 
     def __init__(self, folder: ModelFolder, core: ov.Core, kinds: Iterable[str], hint: str = FIDELITY_HINT) -> None:
         self.folder = folder
         self.compiled = {k: compile_model(core, folder.read_model(k), _options(hint)) for k in kinds}
-        self.requests = {k: c.create_infer_request() for k, c in self.compiled.items()}
+        self.runner = ChainRunner.of(self.compiled)
 
     def run(self, kind: str, data: np.ndarray) -> np.ndarray:
-        out = self.requests[kind].infer({0: data})
-        return np.array(out[0], copy=True)
+        """One component: data [1,...] -> its output [1,...]."""
+        return self.runner.run_stage(kind, data)
+
+    def run_chain(self, kinds: Sequence[str], crop: np.ndarray) -> np.ndarray:
+        """Components ``kinds`` in order (the folder's chain): crop [1,h,w,3] u8 -> heatmaps [1,K,H/4,W/4]."""
+        return self.runner.run(crop, kinds)
 
 
 def _pose_kinds(folder: ModelFolder) -> list[str]:
@@ -196,13 +202,6 @@ def _kp_dist(a: np.ndarray, b: np.ndarray, size_wh: tuple[int, int]) -> tuple[np
     return dist, np.abs(np.asarray(sa).ravel() - sb), np.isfinite(sb) & (sb > 0)
 
 
-def _run_chain(chain: FolderChain, kinds: Sequence[str], crop: np.ndarray) -> np.ndarray:
-    data = crop
-    for k in kinds:
-        data = chain.run(k, data)
-    return data
-
-
 def _reference_pass(core: ov.Core, ref: ModelFolder, crops: Iterable[np.ndarray]
                     ) -> list[tuple[np.ndarray | None, np.ndarray]]:
     """Pass 1: the FP32 reference (f32 hint); (latent [1,4,h,w] or None for a fused reference, heatmaps
@@ -235,7 +234,7 @@ def _folder_pass(core: ov.Core, folder: ModelFolder, kinds: Sequence[str], crops
             tallies["pose"].add(q.run("pose", lat_r), hm_r, size_wh)
         if "vae_pose" in kinds:
             tallies["vae_pose"].add(q.run("vae_pose", crop), hm_r, size_wh)
-        tallies["end_to_end"].add(_run_chain(q, folder.kinds, crop), hm_r, size_wh)
+        tallies["end_to_end"].add(q.run_chain(folder.kinds, crop), hm_r, size_wh)
         logger.info("fidelity: held-out crop %d/%d: end-to-end heatmap cosine %.5f", n, len(ref_out),
                     tallies["end_to_end"].cos[-1])
     del q
@@ -249,7 +248,7 @@ def _baseline_pass(core: ov.Core, ref: ModelFolder, crops: Iterable[np.ndarray],
     tally = _Tally()
     r16 = FolderChain(ref, core, ref.kinds, hint=BASELINE_HINT)
     for crop, (_, hm_r) in zip(crops, ref_out):
-        tally.add(_run_chain(r16, ref.kinds, crop), hm_r, size_wh)
+        tally.add(r16.run_chain(ref.kinds, crop), hm_r, size_wh)
     del r16
     return tally
 

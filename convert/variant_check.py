@@ -90,10 +90,7 @@ class _CropChain:
 
     def __call__(self, crop: np.ndarray) -> np.ndarray:
         """crop [h,w,3] u8 BGR at this folder's input size -> heatmaps [K,H/4,W/4]."""
-        data = crop[None]
-        for kind in self.kinds:
-            data = self.chain.run(kind, data)
-        return data[0]
+        return self.chain.run_chain(self.kinds, crop[None])[0]
 
 
 def _variant_info(folder: ModelFolder) -> dict[str, Any]:

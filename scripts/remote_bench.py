@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from edge_bench.serve_process import ServeProcess  # noqa: E402
 from edge_runtime.model.cpu import cpu_info  # noqa: E402
+from edge_runtime.model.chain import ChainRunner  # noqa: E402
 from edge_runtime.model.estimator import PoseEstimator  # noqa: E402
 from edge_runtime.model.models import CompileOptions, ModelFolder  # noqa: E402
 from edge_runtime.serving.remote import RemotePoseEstimator  # noqa: E402
@@ -160,18 +161,11 @@ def compute(models: Path, work: Path, n: int) -> dict:
 def throughput(models: Path, work: Path, n: int) -> dict:
     """Crops per second with 2 requests in flight, local THROUGHPUT vs a THROUGHPUT server."""
     def chain_local(est: PoseEstimator):
-        requests = [est.compiled[k].create_infer_request() for k in est.kinds]  # one request per thread
-
-        def infer(crops: np.ndarray) -> None:
-            data = crops
-            for request in requests:
-                data = request.infer([data])[0]
-        return infer
+        return ChainRunner.of(est.compiled).run  # one request per component per thread
 
     def run(est: PoseEstimator) -> float:
         crops = crops_for(est, 1)
-        infers = [chain_local(est) if isinstance(est, PoseEstimator) and not isinstance(est, RemotePoseEstimator)
-                  else est.infer for _ in range(2)]
+        infers = [chain_local(est) if isinstance(est, PoseEstimator) else est.infer for _ in range(2)]
         threads = [threading.Thread(target=lambda f=f: [f(crops) for _ in range(n // 2)]) for f in infers]
         t0 = time.perf_counter()
         for t in threads:

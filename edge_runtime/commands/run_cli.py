@@ -254,10 +254,10 @@ def _pipeline_config(settings: dict[str, Any]) -> Any:
 def _backend_factory(settings: dict[str, Any]) -> Any:
     import functools
 
-    from edge_runtime.running.backends import openvino_backend_factory
+    from edge_runtime.running.backends import default_backend_factory, openvino_backend_factory
 
     if settings["pose_server"] is not None:
-        return openvino_backend_factory  # the remote stage holds no local buffers to release
+        return default_backend_factory  # KServe for the served chain (no local buffers to release), OpenVINO else
     if settings["release_memory"] and settings["num_requests"] not in (None, 1):
         logger.warning("--release-memory needs --num-requests 1; ignored")
     return functools.partial(openvino_backend_factory, release_memory=bool(settings["release_memory"]))

@@ -6,7 +6,9 @@ OpenVINO infer requests a worker thread that runs ``InferRequest.infer`` (which 
 when the request fails). It does not use ``openvino.AsyncInferQueue``: that queue calls its Python callback
 only for requests that succeed (``async_infer_queue.cpp`` runs ``f_callback`` only without an exception), so
 a failed request would never complete and the run would wait for ever. Tests inject slow, out-of-order or
-failing backends through a :data:`BackendFactory`.
+failing backends through a :data:`BackendFactory`. A model on a KServe server (``--pose-server``) brings its own
+backend (:class:`ServedModel`; :class:`edge_runtime.serving.remote.KServeBackend`, a :class:`WorkerBackend` too), and
+:class:`DelayedBackend` wraps any backend to simulate a slow device.
 
 Coordinators additionally guard against a request that never returns (a lost device) with a deadline
 (:class:`InflightRequests`).
@@ -19,7 +21,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -60,20 +62,9 @@ class Backend(Protocol):
     def wait_all(self, timeout_s: "float | None" = None) -> bool: ...
 
 
-#: factory(stage, compiled_model, num_requests, on_complete) -> Backend
+#: factory(stage, model, num_requests, on_complete) -> Backend; ``model``: a compiled OpenVINO model or a
+#: :class:`ServedModel` (``estimator.compiled[stage]``, the detector's ``compiled``)
 BackendFactory = Callable[[str, Any, int, Callable[[Completion], None]], Backend]
-
-
-#: Setting input tensors is serialized across all requests: two worker threads changing the input shape of
-#: their requests at the same moment (``InferRequest.infer(inputs)`` on a dynamic batch) deadlocked inside
-#: OpenVINO 2026.4's Python binding in CI (both threads blocked in ``tensor.shape = ...``).
-_INPUT_LOCK = threading.Lock()
-
-
-def _tensor(array: np.ndarray) -> Any:
-    import openvino as ov
-
-    return ov.Tensor(array)  # shares the array's memory; the job keeps it alive until the request is done
 
 
 def _malloc_trim() -> None:
@@ -92,61 +83,46 @@ def _static_batch(compiled: Any) -> "int | None":
     return static_batch_of(compiled)
 
 
-def _fit_batch(inputs: np.ndarray, static_batch: "int | None") -> np.ndarray:
-    """A partial batch padded for a model compiled with a static batch (``static_batch``; None: dynamic)."""
-    from edge_runtime.model.models import fit_batch
+class WorkerBackend:
+    """:class:`Backend` with ``num_requests`` worker threads, each owning one request slot (``_new_slot``: an
+    OpenVINO infer request, a KServe client) and running ``_run(slot, inputs)`` synchronously; a failure of the
+    engine becomes the completion's error. Subclasses set their fields, then call this ``__init__``."""
 
-    return fit_batch(inputs, static_batch)
-
-
-class OpenVINOBackend:
-    """:class:`Backend` with ``num_requests`` OpenVINO infer requests, one worker thread each.
-
-    ``release_memory``: with one request, free the compiled model's intermediate buffers after every
-    request (``CompiledModel.release_memory``) and trim the heap, so the VAE's and the pose model's
-    activation memory are not held at the same time (see docs/benchmarks.md, live feeds: memory)."""
-
-    def __init__(self, stage: str, compiled: Any, num_requests: int,
-                 on_complete: Callable[[Completion], None], release_memory: bool = False) -> None:
+    def __init__(self, stage: str, num_requests: int, on_complete: Callable[[Completion], None]) -> None:
         self.stage = stage
         self.capacity = max(1, int(num_requests))
-        self._compiled = compiled
-        self._static_batch = _static_batch(compiled)
-        self.release_memory = bool(release_memory) and self.capacity == 1 and hasattr(compiled, "release_memory")
-        if release_memory and not self.release_memory:
-            logger.warning("%s: release_memory needs exactly one infer request (got %d); not releasing", stage,
-                           self.capacity)
         self._on_complete = on_complete
         self._jobs: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._cond = threading.Condition()
         self._outstanding = 0
         self._workers = []
         for i in range(self.capacity):
-            request = compiled.create_infer_request()
-            worker = threading.Thread(target=self._work, args=(request,), name=f"sdpose-{stage}-{i}", daemon=True)
+            slot = self._new_slot()
+            worker = threading.Thread(target=self._work, args=(slot,), name=f"sdpose-{stage}-{i}", daemon=True)
             worker.start()
             self._workers.append(worker)
 
-    def _work(self, request: Any) -> None:
+    def _new_slot(self) -> Any:
+        raise NotImplementedError
+
+    def _run(self, slot: Any, inputs: np.ndarray) -> np.ndarray:
+        """inputs [n,...] -> the model's first output [n,...] (raises when the request fails)."""
+        raise NotImplementedError
+
+    def _after_request(self) -> None:
+        """Called by the worker after each request, before its completion is reported."""
+
+    def _work(self, slot: Any) -> None:
         while True:
             job = self._jobs.get()
             if job is None:
                 return
             inputs, userdata, submit_t = job
             try:
-                with _INPUT_LOCK:  # one thread at a time sets an input (and with it the request's batch size)
-                    request.set_input_tensor(_tensor(_fit_batch(inputs, self._static_batch)))
-                request.infer()  # the inference itself runs in parallel, without the GIL
-                output, error = request.get_output_tensor(0).data[:len(inputs)].copy(), None
+                output, error = self._run(slot, inputs), None
             except Exception as exc:  # noqa: BLE001 - any failure of the engine becomes this request's error
                 output, error = None, f"{self.stage} inference failed: {type(exc).__name__}: {exc}"
-            if self.release_memory:
-                try:
-                    self._compiled.release_memory()
-                    _malloc_trim()
-                except RuntimeError as exc:
-                    logger.warning("%s: release_memory failed (%s); keeping the buffers", self.stage, exc)
-                    self.release_memory = False
+            self._after_request()
             try:
                 self._on_complete(Completion(self.stage, userdata, output, error, submit_t, time.perf_counter()))
             finally:
@@ -175,10 +151,63 @@ class OpenVINOBackend:
             self._jobs.put(None)
 
 
+class OpenVINOBackend(WorkerBackend):
+    """:class:`Backend` with ``num_requests`` OpenVINO infer requests, one worker thread each.
+
+    ``release_memory``: with one request, free the compiled model's intermediate buffers after every
+    request (``CompiledModel.release_memory``) and trim the heap, so the VAE's and the pose model's
+    activation memory are not held at the same time (see docs/benchmarks.md, live feeds: memory)."""
+
+    def __init__(self, stage: str, compiled: Any, num_requests: int,
+                 on_complete: Callable[[Completion], None], release_memory: bool = False) -> None:
+        self._compiled = compiled
+        self._static_batch = _static_batch(compiled)
+        single = max(1, int(num_requests)) == 1
+        self.release_memory = bool(release_memory) and single and hasattr(compiled, "release_memory")
+        if release_memory and not self.release_memory:
+            logger.warning("%s: release_memory needs exactly one infer request (got %d); not releasing", stage,
+                           max(1, int(num_requests)))
+        super().__init__(stage, num_requests, on_complete)
+
+    def _new_slot(self) -> Any:
+        return self._compiled.create_infer_request()
+
+    def _run(self, request: Any, inputs: np.ndarray) -> np.ndarray:
+        from edge_runtime.model.chain import run_request
+
+        return run_request(request, inputs, self._static_batch)
+
+    def _after_request(self) -> None:
+        if self.release_memory:
+            try:
+                self._compiled.release_memory()
+                _malloc_trim()
+            except RuntimeError as exc:
+                logger.warning("%s: release_memory failed (%s); keeping the buffers", self.stage, exc)
+                self.release_memory = False
+
+
+@runtime_checkable
+class ServedModel(Protocol):
+    """A model that runs elsewhere and brings its own :class:`Backend` (the KServe client of
+    :mod:`edge_runtime.serving.remote`): ``backend(stage, num_requests, on_complete)``."""
+
+    def backend(self, stage: str, num_requests: int, on_complete: Callable[[Completion], None]) -> Backend: ...
+
+
 def openvino_backend_factory(stage: str, compiled: Any, num_requests: int,
                              on_complete: Callable[[Completion], None], release_memory: bool = False) -> Backend:
-    """The default :data:`BackendFactory` (``functools.partial(..., release_memory=True)`` for low memory)."""
+    """The :data:`BackendFactory` of compiled OpenVINO models (``functools.partial(..., release_memory=True)``
+    for low memory)."""
     return OpenVINOBackend(stage, compiled, num_requests, on_complete, release_memory=release_memory)
+
+
+def default_backend_factory(stage: str, model: Any, num_requests: int,
+                            on_complete: Callable[[Completion], None]) -> Backend:
+    """The default :data:`BackendFactory`: a :class:`ServedModel`'s own backend (KServe), else OpenVINO."""
+    if isinstance(model, ServedModel):
+        return model.backend(stage, num_requests, on_complete)
+    return OpenVINOBackend(stage, model, num_requests, on_complete)
 
 
 class InflightRequests:
@@ -224,7 +253,7 @@ def build_backends(estimator: Any, detector: Any, factory: "BackendFactory | Non
                    num_requests: "dict[str, int] | None", on_complete: Callable[[Completion], None]) -> dict[str, Backend]:
     """One backend per model of the estimator's chain, plus ``detector`` when given (None: boxes come from
     elsewhere); ``num_requests`` {stage: requests} overrides the device's optimum."""
-    factory = factory if factory is not None else openvino_backend_factory
+    factory = factory if factory is not None else default_backend_factory
     requests = dict(num_requests or {})
     backends = {s: factory(s, estimator.compiled[s], requests.get(s) or estimator.num_requests(s), on_complete)
                 for s in estimator.kinds}
@@ -304,32 +333,42 @@ class RequestBook:
                 logger.warning("%s: requests still running at the end; their results are dropped", stage)
 
 
-class _DelayedRequest:
-    def __init__(self, request: Any, delay_s: float) -> None:
-        self._request, self._delay_s = request, delay_s
+class DelayedBackend:
+    """Any :class:`Backend` (``inner``, built with this wrapper's completion callback) whose successful requests
+    each take ``delay_s`` longer: the delay runs in the thread that reports the completion (a worker backend's
+    worker, whose request slot stays busy meanwhile, as on a slower device), and ``done_t`` includes it."""
 
-    def set_input_tensor(self, tensor: Any) -> None:
-        self._request.set_input_tensor(tensor)
+    def __init__(self, make_inner: Callable[[Callable[[Completion], None]], Backend], delay_s: float,
+                 on_complete: Callable[[Completion], None]) -> None:
+        self.delay_s = float(delay_s)
+        self._on_complete = on_complete
+        self.inner = make_inner(self._complete)
+        self.capacity = self.inner.capacity
 
-    def infer(self) -> None:
-        self._request.infer()
-        time.sleep(self._delay_s)
+    def _complete(self, event: Completion) -> None:
+        if event.error is None:
+            time.sleep(self.delay_s)
+            event = dataclasses.replace(event, done_t=time.perf_counter())
+        self._on_complete(event)
 
-    def get_output_tensor(self, index: int) -> Any:
-        return self._request.get_output_tensor(index)
+    def submit(self, inputs: np.ndarray, userdata: Any) -> None:
+        self.inner.submit(inputs, userdata)
+
+    def wait_all(self, timeout_s: "float | None" = None) -> bool:
+        return self.inner.wait_all(timeout_s)
+
+    def close(self) -> None:
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
 
 
-class _DelayedModel:
-    def __init__(self, compiled: Any, delay_s: float) -> None:
-        self._compiled, self._delay_s = compiled, delay_s
+def delayed_backend_factory(delay_s: float, inner: "BackendFactory | None" = None) -> BackendFactory:
+    """A :data:`BackendFactory` whose requests each take ``delay_s`` longer than those of ``inner`` (any
+    factory: OpenVINO, KServe, a test's fake; None: :func:`default_backend_factory`): a slow device, simulated
+    cheaply (live-mode benchmarks and soak runs with a small model)."""
+    make = inner if inner is not None else default_backend_factory
 
-    def create_infer_request(self) -> _DelayedRequest:
-        return _DelayedRequest(self._compiled.create_infer_request(), self._delay_s)
-
-
-def delayed_backend_factory(delay_s: float) -> BackendFactory:
-    """A :data:`BackendFactory` whose requests each take ``delay_s`` longer than the model: a slow device,
-    simulated cheaply (live-mode benchmarks and soak runs with a small model)."""
-    def factory(stage: str, compiled: Any, num_requests: int, on_complete: Callable[[Completion], None]) -> Backend:
-        return OpenVINOBackend(stage, _DelayedModel(compiled, delay_s), num_requests, on_complete)
+    def factory(stage: str, model: Any, num_requests: int, on_complete: Callable[[Completion], None]) -> Backend:
+        return DelayedBackend(lambda done: make(stage, model, num_requests, done), delay_s, on_complete)
     return factory

@@ -10,9 +10,9 @@ per crop cross the wire instead of 26 MB of heatmaps). The served model's output
 The model folder stays the contract: the client reads the sizes, keypoints and codec from its IRs' rt_info
 (nothing is compiled) and checks them against the server's model metadata at start.
 
-:class:`RemoteModel` looks like a compiled OpenVINO model to the runtime (``create_infer_request`` with
-``set_input_tensor`` / ``infer`` / ``get_output_tensor``), so the pipeline's :class:`~.backends.OpenVINOBackend`
-drives it unchanged: one worker thread and one client per request in flight, each request a batch of crops.
+:class:`RemoteModel` is the client; :class:`KServeBackend` runs it beside the OpenVINO backend behind the runtime's
+:class:`~edge_runtime.running.backends.Backend` protocol: one worker thread and one client per request in flight,
+each request a batch of crops.
 A server that cannot be reached -- gRPC ``UNAVAILABLE`` (REST: HTTP 503), or a connection error before any reply
 (refused, reset, closed before the answer, connect timeout, host name not resolved) -- closes the client,
 reconnects and retries with the ``--reconnect-*`` backoff (:class:`~edge_runtime.media.sources.ReconnectPolicy`, as for
@@ -29,15 +29,16 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
 from edge_runtime.config import DEFAULTS
 from edge_runtime.errors import InputError, SDPoseError
-from edge_runtime.model.estimator import PoseEstimator
+from edge_runtime.model.contract import ContractRunner, folder_contract
 from edge_runtime.serving.server_address import ServerAddress
 from edge_runtime.media.sources import ReconnectPolicy
+from edge_runtime.running.backends import Backend, Completion, WorkerBackend
 
 logger = logging.getLogger(__name__)
 
@@ -59,32 +60,12 @@ class PoseServerError(SDPoseError):
     """The pose server cannot be used (unreachable at start, or it serves another model)."""
 
 
-class _Output:
-    def __init__(self, data: np.ndarray) -> None:
-        self.data = data
-
-
-class RemoteRequest:
+class ClientSlot:
     """One request slot: its own client (tritonclient clients are not shared across threads)."""
 
     def __init__(self, model: "RemoteModel") -> None:
         self._model = model
         self._client: Any = None
-        self._input: "np.ndarray | None" = None
-        self._output: "np.ndarray | None" = None
-
-    def set_input_tensor(self, tensor: Any) -> None:
-        self._input = np.asarray(tensor.data if hasattr(tensor, "data") else tensor)
-
-    def infer(self) -> None:
-        if self._input is None:
-            raise RuntimeError("no input set")
-        self._output = self._model.infer(self._input, request=self)
-
-    def get_output_tensor(self, index: int = 0) -> _Output:
-        if index != 0 or self._output is None:
-            raise RuntimeError(f"no output {index}")
-        return _Output(self._output)
 
     def client(self) -> Any:
         if self._client is None:
@@ -100,8 +81,26 @@ class RemoteRequest:
                 logger.debug("closing the pose-server client failed: %s", exc)
 
 
+class KServeBackend(WorkerBackend):
+    """:class:`~edge_runtime.running.backends.Backend` of a model on a KServe v2 server: one worker thread and
+    one client per request in flight, each request a batch of crops (``RemoteModel.infer``, with its retries)."""
+
+    def __init__(self, stage: str, model: "RemoteModel", num_requests: int,
+                 on_complete: Callable[[Completion], None]) -> None:
+        self.model = model
+        super().__init__(stage, num_requests, on_complete)
+
+    def _new_slot(self) -> ClientSlot:
+        return ClientSlot(self.model)
+
+    def _run(self, slot: ClientSlot, inputs: np.ndarray) -> np.ndarray:
+        return self.model.infer(inputs, slot=slot)
+
+
 class RemoteModel:
-    """A crops -> heatmaps model on a KServe v2 server, driven like a compiled OpenVINO model."""
+    """A crops -> heatmaps (or keypoints) model on a KServe v2 server: the client, its start-up check against the
+    model folder, and synchronous inference with the reconnect policy. :meth:`backend` runs it asynchronously
+    (a :class:`~edge_runtime.running.backends.ServedModel`)."""
 
     def __init__(self, address: ServerAddress, model_name: str = DEFAULT_SERVER_MODEL,
                  retry: "ReconnectPolicy | None" = None, timeout_s: float = DEFAULTS.request_timeout_s) -> None:
@@ -138,8 +137,8 @@ class RemoteModel:
         return self._module.InferenceServerClient(self.address.target, network_timeout=self.timeout_s,
                                                   connection_timeout=min(self.timeout_s, CONNECT_TIMEOUT_S))
 
-    def create_infer_request(self) -> RemoteRequest:
-        return RemoteRequest(self)
+    def backend(self, stage: str, num_requests: int, on_complete: Callable[[Completion], None]) -> Backend:
+        return KServeBackend(stage, self, num_requests, on_complete)
 
     @staticmethod
     def is_transport_error(exc: BaseException) -> bool:
@@ -172,11 +171,11 @@ class RemoteModel:
     # ------------------------------------------------------------------ metadata
     def metadata(self) -> dict[str, Any]:
         """The served model's KServe v2 metadata {name, inputs, outputs}, with the reconnect policy applied."""
-        request = self.create_infer_request()
+        slot = ClientSlot(self)
         try:
-            return self._with_retries(request, self._metadata_once, "model metadata")
+            return self._with_retries(slot, self._metadata_once, "model metadata")
         finally:
-            request.drop_client()
+            slot.drop_client()
 
     def _metadata_once(self, client: Any) -> dict[str, Any]:
         if self.address.protocol == "grpc":
@@ -211,16 +210,16 @@ class RemoteModel:
         return self.output_rank == 3
 
     # ------------------------------------------------------------------ inference
-    def infer(self, crops: np.ndarray, request: "RemoteRequest | None" = None) -> np.ndarray:
+    def infer(self, crops: np.ndarray, slot: "ClientSlot | None" = None) -> np.ndarray:
         """crops [N,h,w,3] u8 -> heatmaps [N,K,H,W] f32 (RuntimeError when the request fails)."""
-        if request is None:  # synchronous use: one request slot per calling thread
-            request = getattr(self._local, "request", None)
-            if request is None:
-                request = self._local.request = self.create_infer_request()
+        if slot is None:  # synchronous use: one request slot per calling thread
+            slot = getattr(self._local, "slot", None)
+            if slot is None:
+                slot = self._local.slot = ClientSlot(self)
         with self._lock:
             self.stats["requests"] += 1
         try:
-            return self._with_retries(request, lambda client: self._infer_once(client, crops), "inference")
+            return self._with_retries(slot, lambda client: self._infer_once(client, crops), "inference")
         except RuntimeError:
             with self._lock:
                 self.stats["failed"] += 1
@@ -244,18 +243,18 @@ class RemoteModel:
                                f"{dims}] (got {None if out is None else out.shape})")
         return np.asarray(out, dtype=np.float32)
 
-    def _with_retries(self, request: RemoteRequest, call: Any, what: str) -> Any:
+    def _with_retries(self, slot: ClientSlot, call: Any, what: str) -> Any:
         from tritonclient.utils import InferenceServerException
 
         delays = [] if self._down else list(self.retry.delays())
         attempt = 0
         while True:
             try:
-                out = call(request.client())
+                out = call(slot.client())
             except (InferenceServerException, OSError, http.client.HTTPException) as exc:
                 if not self.is_transport_error(exc):
                     raise self._answer_error(exc, what) from exc
-                request.drop_client()
+                slot.drop_client()
                 if attempt >= len(delays):
                     with self._lock:
                         if not self._down:
@@ -300,49 +299,51 @@ def _closed_before_reply(exc: BaseException) -> bool:
     return isinstance(exc, HTTPConnectionClosed)
 
 
-class RemotePoseEstimator(PoseEstimator):
-    """:class:`PoseEstimator` whose chain runs on a KServe v2 server: crops stay here, and decoding too unless
-    the served model returns keypoints (``sdpose_keypoints``; then ``decode`` is not used).
+class RemotePoseEstimator(ContractRunner):
+    """The pose chain on a KServe v2 server, with the model folder's contract here: crops are cut here, and decoded
+    here too unless the served model returns keypoints (``sdpose_keypoints``; then ``decode`` is not used).
 
     Reads the folder's metadata (nothing is compiled but the graph decoder for ``decode="graph"`` on heatmaps)
     and checks the server's model against it. ``in_flight``: requests sent at once (the pipeline's
-    ``num_requests`` for the remote stage).
+    ``num_requests`` for the remote stage). ``compiled`` {"pose_server": RemoteModel} is the one stage the
+    coordinators run (on the model's :class:`KServeBackend`).
     """
 
     def __init__(self, models_dir: "str | Path", server: str, model_name: str = DEFAULT_SERVER_MODEL,
                  chain: "str | None" = None, flip_test: bool = False, padding: "float | None" = None,
                  in_flight: int = DEFAULT_IN_FLIGHT, retry: "ReconnectPolicy | None" = None,
                  timeout_s: float = DEFAULTS.request_timeout_s, core: Any = None, decode: "str | None" = None) -> None:
-        from edge_runtime.model.cpu import cpu_info
-
         if isinstance(in_flight, bool) or not isinstance(in_flight, int) or in_flight < 1:
             raise InputError(f"num_requests: expected a positive integer, got {in_flight!r}")
         self.remote = RemoteModel(ServerAddress.parse(server), model_name, retry=retry, timeout_s=timeout_s)
-        self._read_folder(models_dir, chain=chain, core=core, flip_test=flip_test, max_batch=1, padding=padding,
-                          decode=decode)
-        self.chain_keypoints = self.remote.check((self.input_size[1], self.input_size[0]),
-                                                 (self.num_keypoints, self.heatmap_size[1], self.heatmap_size[0]))
+        super().__init__(*folder_contract(models_dir, chain, core, flip_test, 1, padding, decode))
+        self.contract.chain_keypoints = self.remote.check(
+            (self.input_size[1], self.input_size[0]), (self.num_keypoints, self.heatmap_size[1], self.heatmap_size[0]))
         if self.chain_keypoints and self.flip_test:
             raise InputError(f"--flip-test averages heatmaps, but pose server model '{model_name}' returns keypoints; "
                              f"use --pose-server-model {DEFAULT_SERVER_MODEL} (heatmaps) with --flip-test")
         if self.decode == "graph" and not self.chain_keypoints:
+            from edge_runtime.model.estimator import graph_decoder
             from edge_runtime.model.models import CompileOptions
 
-            self.options = CompileOptions(performance_hint="LATENCY")
-            self._decoder = self._compile_decoder()
+            self.contract.decoder = graph_decoder(self.contract, self.core, CompileOptions(performance_hint="LATENCY"))
         self.in_flight = in_flight
         self.kinds = (STAGE,)
         self.compiled = {STAGE: self.remote}
         self.folder.release()
-        self.runtime_info = {
-            "device": f"remote {self.remote.address}", "cpu": cpu_info().to_dict(),
-            "precision": {STAGE: "chosen by the server"},
-            "variant": self._variant(),
-            "pose_server": {"url": str(self.remote.address), "model": model_name, "requests_in_flight": in_flight,
-                            "folder_chain": self.folder.chain,
-                            "decoded_by": "server" if self.chain_keypoints else f"client ({self.decode})"}}
+        self.runtime_info = self._runtime_info(model_name)
         logger.info("pose chain on %s (model '%s', %d request(s) in flight); %s %d keypoints, input %dx%d",
                     self.remote.address, model_name, in_flight, self.scheme, self.num_keypoints, *self.input_size)
+
+    def _runtime_info(self, model_name: str) -> dict[str, Any]:
+        from edge_runtime.model.cpu import cpu_info
+
+        return {"device": f"remote {self.remote.address}", "cpu": cpu_info().to_dict(),
+                "precision": {STAGE: "chosen by the server"},
+                "variant": self._variant(),
+                "pose_server": {"url": str(self.remote.address), "model": model_name,
+                                "requests_in_flight": self.in_flight, "folder_chain": self.folder.chain,
+                                "decoded_by": "server" if self.chain_keypoints else f"client ({self.decode})"}}
 
     def num_requests(self, kind: str) -> int:
         return self.in_flight

@@ -24,16 +24,16 @@ import argparse
 import contextlib
 import dataclasses
 import logging
-import queue
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from edge_runtime import config as cfgmod
 from edge_runtime.errors import InputError
 from edge_runtime.settings.compile import COMPILE_KEYS, compile_options, per_isa_options
+from edge_runtime.model.chain import ChainRunner, RequestPool
 
 logger = logging.getLogger(__name__)
 
@@ -84,34 +84,6 @@ def _check_port(value: Any, name: str, host: str) -> int:
     return value
 
 
-class RequestPool:
-    """The infer requests of one compiled model; ``run`` borrows one for a synchronous inference."""
-
-    def __init__(self, compiled: Any, num_requests: int) -> None:
-        from edge_runtime.model.models import static_batch_of
-
-        self.compiled = compiled
-        self.static_batch = static_batch_of(compiled)  # a static-shape compile: partial batches are padded
-        self.size = max(1, int(num_requests))
-        self._free: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
-        for _ in range(self.size):
-            self._free.put(compiled.create_infer_request())
-
-    def run(self, array: np.ndarray) -> np.ndarray:
-        import openvino as ov
-
-        from edge_runtime.model.models import fit_batch
-
-        request = self._free.get()
-        try:
-            request.set_input_tensor(ov.Tensor(np.ascontiguousarray(fit_batch(array, self.static_batch))))
-            request.infer()
-            return request.get_output_tensor(0).data[:len(array)].copy()
-        finally:
-            self._free.put(request)
-
-
-
 @dataclasses.dataclass(frozen=True)
 class TensorSpec:
     """A model input or output as KServe v2 model metadata describes it (-1: dynamic dimension)."""
@@ -136,12 +108,14 @@ class TensorSpec:
 
 
 class ServedChain:
-    """One served model: the components ``pools`` run in order, input checked against ``input_spec``."""
+    """One served model: the components ``pools`` {name: pool} run in order by the runtime's synchronous
+    :class:`~edge_runtime.model.chain.ChainRunner`, input checked against ``input_spec``."""
 
-    def __init__(self, name: str, pools: Sequence[RequestPool], max_batch: int, input_name: "str | None" = None,
+    def __init__(self, name: str, pools: "dict[str, RequestPool]", max_batch: int, input_name: "str | None" = None,
                  output_name: "str | None" = None) -> None:
         self.name = name
-        self.pools = tuple(pools)
+        self.runner = ChainRunner(pools)
+        self.pools = tuple(pools.values())
         spec_in = TensorSpec.from_port(self.pools[0].compiled.input(0))
         spec_out = TensorSpec.from_port(self.pools[-1].compiled.output(0))
         #: a pipeline names its request input and output itself (OVMS DAG); a model uses its IR's names
@@ -165,9 +139,7 @@ class ServedChain:
         return array
 
     def run(self, array: np.ndarray) -> np.ndarray:
-        for pool in self.pools:
-            array = pool.run(array)
-        return array
+        return self.runner.run(array)
 
     @property
     def workers(self) -> int:
@@ -229,17 +201,17 @@ def build_served_repository(repo: Repository, options: Any, max_batch: int) -> l
         # the decoder computes in f32 whatever the hint (bf16 would move the points), as its plugin_config says
         model_options = dataclasses.replace(options, inference_precision="f32") if name == DECODER_MODEL else options
         compiled = compile_model(core, repo.irs[name], model_options)
-        pools[name] = RequestPool(compiled, entry.nireq or optimal_requests(compiled, model_options))
+        pools[name] = RequestPool(compiled, entry.nireq or optimal_requests(compiled, model_options), eager=True)
         logger.info("compiled %s (version %d) on %s, %d request(s)", name, entry.version, options.device,
                     pools[name].size)
     repo.irs.clear()  # the compiled models hold the weights now
-    served = [ServedChain(name, [pool], max_batch) for name, pool in pools.items()]
+    served = [ServedChain(name, {name: pool}, max_batch) for name, pool in pools.items()]
     for pipe in repo.pipelines:
         if not is_linear(pipe):
             raise InputError(f"{repo.path}: pipeline '{pipe.name}' is not a chain of nodes; serve runs linear "
                              "pipelines only (OVMS runs any DAG)")
-        served.append(ServedChain(pipe.name, [pools[node.model_name] for node in pipe.nodes], max_batch,
-                                  input_name=pipe.input_name, output_name=pipe.output_name))
+        served.append(ServedChain(pipe.name, {node.name: pools[node.model_name] for node in pipe.nodes},
+                                  max_batch, input_name=pipe.input_name, output_name=pipe.output_name))
     return served
 
 
@@ -269,15 +241,15 @@ def build_served(models: str, options: Any, chain: "str | None", max_batch: int)
     pools = {}
     for kind, (model, kind_options) in irs.items():
         compiled = compile_model(folder.core, model, kind_options)
-        pools[kind] = RequestPool(compiled, optimal_requests(compiled, kind_options))
+        pools[kind] = RequestPool(compiled, optimal_requests(compiled, kind_options), eager=True)
         logger.info("compiled %s on %s (%s), %d request(s)", kind, kind_options.for_kind(kind).device,
                     options.performance_hint, pools[kind].size)
     irs.clear()
     folder.release()  # the compiled models hold the weights now
-    chain_pools = [pools[k] for k in folder.kinds]
-    served = [ServedChain(kind, [pool], max_batch) for kind, pool in pools.items()]
+    chain_pools = {k: pools[k] for k in folder.kinds}
+    served = [ServedChain(kind, {kind: pool}, max_batch) for kind, pool in pools.items()]
     served.append(ServedChain(CHAIN_MODEL, chain_pools, max_batch))
-    served.append(ServedChain(KEYPOINTS_MODEL, chain_pools + [pools[DECODER_MODEL]], max_batch))
+    served.append(ServedChain(KEYPOINTS_MODEL, {**chain_pools, DECODER_MODEL: pools[DECODER_MODEL]}, max_batch))
     return served
 
 
