@@ -151,8 +151,10 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "schedule_poses": (False, _bool, "true | false (file mode: tracks, pose scheduling and propagation as live)"),
     "pose_budget": (None, _unit, "a share of person-frames in (0, 1] or null (as fast as the pose requests allow)"),
     "propagation": (None, _choice("forward", "two-sided"), "forward | two-sided or null (file mode with "
-                    "schedule_poses: two-sided; live: forward)"),
+                    "schedule_poses: two-sided; live: forward, two-sided with delay_ms > 0)"),
     "max_pose_age": (None, _positive, "milliseconds or null (a pose older than this is due for recompute)"),
+    "delay_ms": (0, _non_negative, "a non-negative number of milliseconds (live mode: hold output this long so "
+                 "that poses arriving within it are blended two-sided; 0: output at once)"),
     "request_timeout_s": (600.0, _positive, "a positive number of seconds (a request without answer fails)"),
     "release_memory": (False, _bool, "true | false (free each model's buffers after every request; 1 request)"),
     # pose
@@ -216,10 +218,13 @@ CLI_OPTIONS: dict[str, tuple[str, str, dict[str, str]]] = {
     "schedule_poses": ("scheduling", "file mode: tracks, pose scheduling and propagation as in live mode "
                        "(deterministic)", {}),
     "pose_budget": ("scheduling", "live/scheduled: share of person-frames whose pose is recomputed (e.g. 0.1)", {}),
-    "propagation": ("scheduling", "scheduled file mode: carry poses from the keyframes on both sides of a frame "
-                    "(two-sided, the default for files) or forward only (forward, as live)", {}),
+    "propagation": ("scheduling", "carry poses from the keyframes on both sides of a frame (two-sided, the default "
+                    "for files and for live mode with --delay-ms > 0) or forward only (forward, live's default)", {}),
     "max_pose_age": ("scheduling", "live/scheduled: recompute a pose once it is older than MS (or moved, or low "
                      "confidence)", {"metavar": "MS"}),
+    "delay_ms": ("scheduling", "live mode: hold each frame's output up to MS ms, so that a pose arriving within "
+                 "it is blended two-sided with the one before (default 0: output at once, forward only; latency "
+                 "becomes about MS plus a frame interval)", {"metavar": "MS"}),
     "release_memory": ("scheduling", "free each model's activation buffers after every request (lower peak RSS on "
                        "small boxes; with --num-requests 1)", {}),
     "request_timeout_s": ("scheduling", "an inference request without an answer after S seconds fails its frames",

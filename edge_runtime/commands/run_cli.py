@@ -274,8 +274,16 @@ def _live_config(settings: dict[str, Any], mode: str, inference_nice: int = 0) -
     from edge_runtime.running.tracks import TrackConfig
 
     age = settings["max_pose_age"]
-    if mode == "live" and settings["propagation"] == "two-sided":
-        logger.warning("--propagation two-sided applies to files (--schedule-poses); live mode carries poses forward")
+    delay_ms = float(settings["delay_ms"])
+    propagation = settings["propagation"]
+    if mode == "live" and propagation == "two-sided" and delay_ms == 0:
+        logger.warning("--propagation two-sided in live mode needs --delay-ms > 0; live mode carries poses forward")
+        propagation = None
+    if mode == "live" and propagation == "forward" and delay_ms > 0:
+        logger.warning("--delay-ms holds output for two-sided blending; with --propagation forward frames go out "
+                       "at once")
+    if mode == "file" and delay_ms > 0:
+        logger.warning("--delay-ms applies to live mode; file mode holds each frame until its poses are back")
     track = TrackConfig(iou_threshold=settings["track_iou_threshold"], lost_s=settings["track_lost_s"],
                         score_threshold=settings["score_threshold"],
                         max_pose_age_s=None if age is None else float(age) / 1000.0)
@@ -286,7 +294,7 @@ def _live_config(settings: dict[str, Any], mode: str, inference_nice: int = 0) -
                       live_queue_size=settings["live_queue_size"], request_timeout_s=settings["request_timeout_s"],
                       chain_slots=settings["chain_slots"] or (1 if settings["release_memory"] else None),
                       smooth=_smooth_config(settings), inference_nice=inference_nice,
-                      propagation=settings["propagation"] if mode == "file" else None)
+                      propagation=propagation, delay_ms=delay_ms)
 
 
 def _pipeline_config(settings: dict[str, Any]) -> Any:
