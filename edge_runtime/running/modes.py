@@ -136,9 +136,10 @@ class LiveConfig:
         if self.propagation == "two-sided" and self.mode != "file" and not delayed:
             raise InputError("propagation: two-sided in live mode needs delay_ms > 0 (--delay-ms: output cannot wait "
                              "for the next pose otherwise)")
-        if self.track.flow_model is None:  # dense flow where points fail: measured better two-sided
-            self.track = dataclasses.replace(self.track, flow_model="dense" if self.propagation == "two-sided"
-                                             else "points")
+        if self.track.flow_model is None:  # dense flow where points fail: measured better for two-sided files;
+            # live mode keeps point flow, which the coordinator affords on every frame of a camera
+            dense = self.propagation == "two-sided" and self.mode == "file"
+            self.track = dataclasses.replace(self.track, flow_model="dense" if dense else "points")
         if self.mode not in ("live", "file"):
             raise InputError(f"mode: expected 'live' or 'file', got {self.mode!r}")
         _check_common(self, ("batch", "detect_every", "live_queue_size"), ("max_frames", "max_persons",

@@ -285,6 +285,7 @@ def test_delay_must_not_be_negative() -> None:
     with pytest.raises(InputError, match="delay_ms.*--delay-ms"):
         LiveConfig(mode="live", delay_ms=-1)
     assert LiveConfig(mode="live", delay_ms=500).propagation == "two-sided"
+    assert LiveConfig(mode="live", delay_ms=500).track.flow_model == "points"  # the camera's coordinator affords it
     assert LiveConfig(mode="live", delay_ms=500, propagation="forward").propagation == "forward"
     with pytest.raises(InputError, match="delay_ms"):
         LiveConfig(mode="live", propagation="two-sided")
