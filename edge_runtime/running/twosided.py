@@ -158,7 +158,8 @@ class TwoSidedBuffer:
                 return
             person = entry.persons[j]
             box = np.asarray(person.box, np.float64)
-            pts, step = self._flow_step(older.gray, entry.gray, pts, key.kp_scores, box_center(box) - box_center(older_box))
+            shift = box_center(box) - box_center(older_box)
+            pts, step = self._flow_step(older.gray, entry.gray, pts, key.kp_scores, shift)
             error = error + step
             entry.persons[j] = dataclasses.replace(
                 person, keypoints=pts.astype(np.float32), kp_scores=key.kp_scores, kp_error=error.copy(),
@@ -189,7 +190,8 @@ class TwoSidedBuffer:
             if person is None or key.track_id in entry.back:
                 return
             box = np.asarray(person.box, np.float64)
-            pts, step = self._flow_step(newer.gray, entry.gray, pts, key.kp_scores, box_center(box) - box_center(newer_box))
+            shift = box_center(box) - box_center(newer_box)
+            pts, step = self._flow_step(newer.gray, entry.gray, pts, key.kp_scores, shift)
             if is_keyframe(person, entry.frame.index):  # the previous keyframe: the backward drift up to it
                 for back in made:
                     back.residual_back = np.asarray(person.keypoints, np.float64) - pts
