@@ -153,8 +153,8 @@ SCHEMA: dict[str, tuple[Any, Callable[[Any], bool], str]] = {
     "propagation": (None, _choice("forward", "two-sided"), "forward | two-sided or null (file mode with "
                     "schedule_poses: two-sided; live: forward, two-sided with delay_ms > 0)"),
     "max_pose_age": (None, _positive, "milliseconds or null (a pose older than this is due for recompute)"),
-    "delay_ms": (0, _non_negative, "a non-negative number of milliseconds (live mode: hold output this long so "
-                 "that poses arriving within it are blended two-sided; 0: output at once)"),
+    "delay_ms": (0, _non_negative, "a non-negative number of milliseconds (--delay-ms, live mode: hold output "
+                 "this long so that poses arriving within it are blended two-sided; 0: output at once)"),
     "request_timeout_s": (600.0, _positive, "a positive number of seconds (a request without answer fails)"),
     "release_memory": (False, _bool, "true | false (free each model's buffers after every request; 1 request)"),
     # pose
