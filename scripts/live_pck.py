@@ -100,6 +100,14 @@ def delayed_live_run(est: PoseEstimator, args: argparse.Namespace, dets: dict, g
     pck = score_records(sink.records, gt["keypoints"], gt["boxes"])
     posed = [{**r, "persons": [p for p in r["persons"] if p["keypoints"]]} for r in sink.records]  # no pose yet
     jit = keypoint_jitter(posed, gt["keypoints"], gt["boxes"])
+    replay = {}
+    if smooth == "none":  # the default filter replayed over this very run: one-euro against none, paired
+        from smooth_sweep import smoothed_records
+
+        euro = smoothed_records(posed, SmoothConfig(method="one-euro"))
+        euro_jit = keypoint_jitter(euro, gt["keypoints"], gt["boxes"])
+        replay = {"replay_one_euro_pck_all": round(score_records(euro, gt["keypoints"], gt["boxes"])["all"], 4),
+                  "replay_one_euro_excess_jitter_px": round(euro_jit["jitter_px"] - euro_jit["jitter_gt_px"], 4)}
     persons = [p for r in sink.records for p in r["persons"]]
     latency = total["latency_ms"].get("frame_latency", {})
     row = {"setting": f"live +{args.pose_latency:g} s/pose, delay {delay_ms:g} ms, smooth {smooth}",
@@ -111,7 +119,9 @@ def delayed_live_run(est: PoseEstimator, args: argparse.Namespace, dets: dict, g
            "recomputes": total["pose_recomputes"], "frames_in": total["frames_in"], "frames_out": total["frames_out"],
            "interpolated_share": round(sum(bool(p.get("interpolated")) for p in persons) / max(len(persons), 1), 4),
            "frame_latency_ms_p50": latency.get("p50"), "frame_latency_ms_p95": latency.get("p95"),
-           "matched": pck["matched"], "persons": pck["persons"]}
+           "propagate_ms_mean": source["latency_ms"].get("propagate", {}).get("mean"),
+           "carry_ms_mean": source["latency_ms"].get("carry_forward", {}).get("mean"),
+           "matched": pck["matched"], "persons": pck["persons"], **replay}
     log.info("%s: PCK all %.1f %% body %.1f %%, excess jitter %+.2f px, interpolated %.0f %%, frames %d/%d, "
              "latency p50 %s ms", row["setting"], 100 * row["pck_all"], 100 * row["pck_body"], row["excess_jitter_px"],
              100 * row["interpolated_share"], row["frames_out"], row["frames_in"], row["frame_latency_ms_p50"])
