@@ -150,14 +150,22 @@ class RunSettings:
         group="scheduling", help="live/scheduled: share of person-frames whose pose is recomputed (e.g. 0.1)")
     propagation: "str | None" = setting(
         None, choice("forward", "two-sided"),
-        "forward | two-sided or null (file mode with schedule_poses: two-sided; live: forward)",
+        "forward | two-sided or null (file mode with schedule_poses: two-sided; live: forward, two-sided with "
+        "delay_ms > 0)",
         group="scheduling",
-        help="scheduled file mode: carry poses from the keyframes on both sides of a frame (two-sided, the default "
-             "for files) or forward only (forward, as live)")
+        help="carry poses from the keyframes on both sides of a frame (two-sided, the default for files and for "
+             "live mode with --delay-ms > 0) or forward only (forward, live's default)")
     max_pose_age: "float | None" = setting(
         None, positive, "milliseconds or null (a pose older than this is due for recompute)",
         group="scheduling", metavar="MS",
         help="live/scheduled: recompute a pose once it is older than MS (or moved, or low confidence)")
+    delay_ms: float = setting(
+        0, non_negative, "a non-negative number of milliseconds (--delay-ms, live mode: hold output this long so "
+        "that poses arriving within it are blended two-sided; 0: output at once)",
+        group="scheduling", metavar="MS",
+        help="live mode: hold each frame's output up to MS ms, so that a pose arriving within it is blended "
+             "two-sided with the one before (default 0: output at once, forward only; latency becomes about MS "
+             "plus a frame interval)")
     release_memory: bool = setting(
         False, boolean, "true | false (free each model's buffers after every request; 1 request)",
         group="scheduling",

@@ -15,6 +15,17 @@ occluding each other; exact ground truth in ``samples/figures_gt.npz``) with the
 
 File mode applies each pose on the frame it was computed on (no pose latency); live runs add the pose
 latency on top, which propagation then also has to cover. Deterministic: same numbers on every run.
+
+Live with a bounded delay (``--delay-ms 0,500,2000 --pose-latency 0.25 --smooth none,one-euro``): the video paced
+at its fps as a camera, each pose (VAE + pose requests together) made ``--pose-latency`` s slower (the delayed
+backend) over a model that answers the crops of the full run from their cache (``keyframe_pck.py``), so the
+pose latency is that fixed one and not the model's time on a loaded machine; output held
+``--delay-ms`` (two-sided where the next pose comes back in time), each with each ``--smooth`` method; PCK,
+jitter (``convert.figures.keypoint_jitter``: excess over the ground truth's, px) and the measured
+capture-to-output latency. Not deterministic (live timing on a real clock).
+
+    python scripts/live_pck.py --models PROXY_MODELS --budgets "" --delay-ms 0,500,2000 --pose-latency 0.25 \
+        --smooth none,one-euro --out delay.json
 """
 from __future__ import annotations
 
@@ -23,11 +34,12 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from convert.figures import score_records  # noqa: E402
+from convert.figures import keypoint_jitter, score_records  # noqa: E402
 from edge_runtime.running.backends import delayed_backend_factory  # noqa: E402
 from edge_runtime.model.estimator import PoseEstimator  # noqa: E402
 from edge_runtime.media.sinks import ListSink  # noqa: E402
@@ -35,6 +47,7 @@ from edge_runtime.running.live import LiveConfig, LiveRunner, SourceRun  # noqa:
 from edge_runtime.model.models import CompileOptions  # noqa: E402
 from edge_runtime.media.detections import load_detections  # noqa: E402
 from edge_runtime.running.pipeline import Pipeline, PipelineConfig  # noqa: E402
+from edge_runtime.running.smoothing import SmoothConfig  # noqa: E402
 from edge_runtime.media.sources import VideoFileSource  # noqa: E402
 from edge_runtime.running.tracks import TrackConfig  # noqa: E402
 
@@ -55,9 +68,64 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--budgets", default="2,5,10,20", help="k of the 1/k pose budgets")
     parser.add_argument("--live-delays", default="", help="also run live (paced 12 fps) with these seconds added "
                         "to every pose request, e.g. 0.25,1")
+    parser.add_argument("--delay-ms", default="", help="live runs with these output delays (ms), e.g. 0,500,2000, "
+                        "at the fixed --pose-latency")
+    parser.add_argument("--pose-latency", type=float, default=0.25, help="seconds added to every pose request in "
+                        "the --delay-ms runs")
+    parser.add_argument("--flow-model", default=None, choices=("points", "dense", "bones"),
+                        help="--delay-ms runs: keypoint flow (default: live mode's, points)")
+    parser.add_argument("--smooth", default="none", help="--delay-ms runs: smoothing methods, e.g. none,one-euro")
     parser.add_argument("--out", type=Path, default=None, help="write the table as JSON")
     parser.add_argument("--plot", type=Path, default=None, help="write a PNG plot (needs matplotlib)")
     return parser
+
+
+def delayed_live_run(est: PoseEstimator, args: argparse.Namespace, dets: dict, gt: Any, delay_ms: float,
+                     smooth: str) -> dict:
+    """One live run: the video paced as a camera, poses ``--pose-latency`` s slower, output held ``delay_ms``."""
+    from keyframe_pck import CACHE, _CachedModel  # scripts/ is on the path when this runs as a script
+
+    delayed = delayed_backend_factory(args.pose_latency / len(est.kinds))  # the chain's requests add up to it
+
+    def factory(stage: str, compiled: Any, num_requests: int, on_complete: Any) -> Any:
+        # crops the full run already computed answer from the cache: the latency is the fixed one, not the
+        # model's on a loaded machine
+        return delayed(stage, _CachedModel(compiled, CACHE), num_requests, on_complete)
+    sink = Collect()
+    cfg = LiveConfig(mode="live", live_queue_size=8, delay_ms=delay_ms, smooth=SmoothConfig(method=smooth),
+                     track=TrackConfig(flow_model=args.flow_model))
+    result = LiveRunner(est, cfg, detections=dets, backend_factory=factory).run(
+        [SourceRun("figures", VideoFileSource(args.video), [sink])])
+    total, source = result["total"], result["sources"]["figures"]
+    pck = score_records(sink.results, gt["keypoints"], gt["boxes"])
+    posed = [r.with_pose() for r in sink.results]  # persons without a pose yet left out
+    jit = keypoint_jitter(posed, gt["keypoints"], gt["boxes"])
+    replay = {}
+    if smooth == "none":  # the default filter replayed over this very run: one-euro against none, paired
+        from smooth_sweep import smoothed_records
+
+        euro = smoothed_records(posed, SmoothConfig(method="one-euro"))
+        euro_jit = keypoint_jitter(euro, gt["keypoints"], gt["boxes"])
+        replay = {"replay_one_euro_pck_all": round(score_records(euro, gt["keypoints"], gt["boxes"])["all"], 4),
+                  "replay_one_euro_excess_jitter_px": round(euro_jit["jitter_px"] - euro_jit["jitter_gt_px"], 4)}
+    persons = [p for r in sink.records for p in r["persons"]]
+    latency = total["latency_ms"].get("frame_latency", {})
+    row = {"setting": f"live +{args.pose_latency:g} s/pose, delay {delay_ms:g} ms, smooth {smooth}",
+           "delay_ms": delay_ms, "smooth": smooth, "pose_latency_s": args.pose_latency, "budget": None,
+           "propagation": source["propagation"], "flow_model": cfg.track.flow_model, "pck_all": round(pck["all"], 4),
+           "pck_body": round(pck.get("body", float("nan")), 4),
+           "excess_jitter_px": round(jit["jitter_px"] - jit["jitter_gt_px"], 4),
+           "jitter_triples": jit["jitter_triples"],
+           "recomputes": total["pose_recomputes"], "frames_in": total["frames_in"], "frames_out": total["frames_out"],
+           "interpolated_share": round(sum(bool(p.get("interpolated")) for p in persons) / max(len(persons), 1), 4),
+           "frame_latency_ms_p50": latency.get("p50"), "frame_latency_ms_p95": latency.get("p95"),
+           "propagate_ms_mean": source["latency_ms"].get("propagate", {}).get("mean"),
+           "carry_ms_mean": source["latency_ms"].get("carry_forward", {}).get("mean"),
+           "matched": pck["matched"], "persons": pck["persons"], **replay}
+    log.info("%s: PCK all %.1f %% body %.1f %%, excess jitter %+.2f px, interpolated %.0f %%, frames %d/%d, "
+             "latency p50 %s ms", row["setting"], 100 * row["pck_all"], 100 * row["pck_body"], row["excess_jitter_px"],
+             100 * row["interpolated_share"], row["frames_out"], row["frames_in"], row["frame_latency_ms_p50"])
+    return row
 
 
 def main(argv: "list[str] | None" = None) -> int:
@@ -80,7 +148,13 @@ def main(argv: "list[str] | None" = None) -> int:
                  100 * result["all"], 100 * result.get("body", 0), recomputes, rows[-1]["recompute_share"])
 
     sink = Collect()
-    summary = Pipeline(est, [sink], PipelineConfig(progress=False), detections=dets).run(VideoFileSource(args.video))
+    factory = None
+    if args.delay_ms:  # the full run fills the crop cache of the --delay-ms runs
+        from keyframe_pck import CACHE, cached_backend_factory
+
+        factory = cached_backend_factory(CACHE)
+    summary = Pipeline(est, [sink], PipelineConfig(progress=False), detections=dets, backend_factory=factory).run(
+        VideoFileSource(args.video))
     score("full", 1.0, sink.results, summary["persons"])
     full_pck = rows[0]["pck_all"]
     for k in [int(v) for v in args.budgets.split(",") if v]:
@@ -104,6 +178,9 @@ def main(argv: "list[str] | None" = None) -> int:
         score(f"live, +{delay:g} s/pose", None, sink.results, result["total"]["pose_recomputes"])
         rows[-1].update(pose_age_ms_mean=round(float(np.mean(ages)), 1) if ages else None,
                         frames_out=result["total"]["frames_out"], frames_in=result["total"]["frames_in"])
+    for delay_ms in [float(v) for v in args.delay_ms.split(",") if v]:
+        for method in [v for v in args.smooth.split(",") if v]:
+            rows.append(delayed_live_run(est, args, dets, gt, delay_ms, method))
     for row in rows:
         row["pck_vs_full"] = round(row["pck_all"] / full_pck, 4) if full_pck else None
     doc = {"video": str(args.video.name), "models": str(args.models), "alpha": 0.05, "rows": rows}

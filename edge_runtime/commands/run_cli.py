@@ -235,12 +235,18 @@ def _live_config(settings: dict[str, Any], mode: str, inference_nice: int = 0) -
     from edge_runtime.running.smoothing import SmoothConfig
     from edge_runtime.running.tracks import TrackConfig
 
-    if mode == "live" and settings["propagation"] == "two-sided":
-        logger.warning("--propagation two-sided applies to files (--schedule-poses); live mode carries poses forward")
+    delay_ms, propagation = float(settings["delay_ms"]), settings["propagation"]
+    if mode == "live" and propagation == "two-sided" and delay_ms == 0:
+        logger.warning("--propagation two-sided in live mode needs --delay-ms > 0; live mode carries poses forward")
+        propagation = None
+    if mode == "live" and propagation == "forward" and delay_ms > 0:
+        logger.warning("--delay-ms holds output for two-sided blending; with --propagation forward frames go out "
+                       "at once")
+    if mode == "file" and delay_ms > 0:
+        logger.warning("--delay-ms applies to live mode; file mode holds each frame until its poses are back")
     return from_settings(LiveConfig, settings, mode=mode, track=from_settings(TrackConfig, settings),
                          chain_slots=_chain_slots(settings), smooth=from_settings(SmoothConfig, settings),
-                         inference_nice=inference_nice,
-                         propagation=settings["propagation"] if mode == "file" else None)
+                         inference_nice=inference_nice, propagation=propagation, delay_ms=delay_ms)
 
 
 def _pipeline_config(settings: dict[str, Any]) -> Any:

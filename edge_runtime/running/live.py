@@ -10,7 +10,8 @@ One coordinator thread serves one or more sources with one set of compiled model
                              optional budget ``pose_budget`` in person-frames and ``max_pose_age_s``)
     pose completions:        decode -> PoseTracks.apply_pose: carried from the frame the model saw to now
 
-Live mode outputs each frame as soon as it is processed (capture-to-output latency stays about a frame),
+Live mode outputs each frame as soon as it is processed (capture-to-output latency stays about a frame; with
+``delay_ms`` > 0 frames wait up to that long in :mod:`edge_runtime.running.twosided` for poses still on their way),
 with each person's ``pose_frame``, ``pose_age_ms`` and ``propagated``. Every tracked person is output from the
 frame it was detected on; until its first pose comes back it has ``"keypoints": null``. File mode
 (``mode="file"``, the ``--schedule-poses`` option of ``sdpose-edge run``) takes every frame in order and holds
@@ -45,7 +46,7 @@ from edge_runtime.running.stages import FoundBoxes, PoseJob, PoseOutcome
 from edge_runtime.running.summary import live_summary
 from edge_runtime.running.tracking import select_person_boxes
 from edge_runtime.running.tracks import PoseTracks
-from edge_runtime.running.twosided import TwoSidedBuffer
+from edge_runtime.running.twosided import two_sided_buffer
 
 logger = logging.getLogger(__name__)
 
@@ -82,9 +83,8 @@ class _Source:
                               drop_oldest=config.mode == "live")
         self.status = CaptureStatus()
         self.tracks = PoseTracks(config.track, config.pose_budget)
-        #: two-sided file mode: frames wait here for their next keyframes (None: written at once)
-        self.two_sided = TwoSidedBuffer(config.track, config.held_frames()) \
-            if config.propagation == "two-sided" else None
+        #: two-sided (files; live with delay_ms > 0): frames wait here for their next keyframes (None: written at once)
+        self.two_sided = two_sided_buffer(config)
         self.frame: "Frame | None" = None   # the current (newest processed) frame
         self.capture_t = 0.0
         self.held = False                   # file mode: the current frame waits for its poses
@@ -363,6 +363,8 @@ class LiveRunner(Coordinator):
             if src.tracks.apply_pose(item.track_id, item.frame_index, item.clock, item.box, outcome.keypoints,
                                      outcome.scores):
                 src.recomputes += 1
+                if src.two_sided is not None:  # live with --delay-ms: its frame may still be held
+                    src.two_sided.keyframe(item.track_id, item.frame_index, outcome.keypoints, outcome.scores)
             src.lat["carry_forward"].append((time.perf_counter() - t) * 1000.0)
         if failed:
             error = mask_credentials(failed[0])

@@ -84,11 +84,14 @@ class LiveConfig:
     inference_nice: add this to the nice value of every thread of the process but the coordinator and the capture
         threads (the inference threads), so that capture and output win the CPU (0: leave priorities alone;
         Linux; :mod:`edge_runtime.model.compile_choice`).
-    propagation: "forward" (poses carried forward from their keyframe only) or "two-sided" (file mode: each
-        frame also takes the next keyframe's pose carried backward, :mod:`edge_runtime.running.twosided`); None:
-        two-sided in file mode, forward in live mode.
+    propagation: "forward" (poses carried forward from their keyframe only) or "two-sided" (each frame also takes
+        the next keyframe's pose carried backward, :mod:`edge_runtime.running.twosided`; live mode needs
+        ``delay_ms`` > 0); None: two-sided in file mode and in live mode with ``delay_ms`` > 0, else forward.
     hold_frames: two-sided: frames held at most per source waiting for their next keyframe (the memory
-        bound); None: 3 keyframe intervals of the pose budget (3 / pose_budget, at least 16, at most 256).
+        bound); None: files 3 keyframe intervals of the pose budget (3 / pose_budget, at least 16, at most 256),
+        live mode 256.
+    delay_ms: live mode: hold each frame's output up to this many ms of the source's clock, so that a pose that
+        comes back within it is blended two-sided (0: output at once, forward only). Ignored in file mode.
     """
 
     mode: str = linked("mode", default="live")
@@ -109,6 +112,7 @@ class LiveConfig:
     inference_nice: int = linked("inference_nice", default=0)  # resolved (the setting's null: the runtime's choice)
     propagation: "str | None" = linked("propagation")
     hold_frames: "int | None" = None
+    delay_ms: float = linked("delay_ms")
 
     def __post_init__(self) -> None:
         _check(self)
@@ -116,18 +120,23 @@ class LiveConfig:
             raise InputError(f"hold_frames: expected a positive integer or None, got {self.hold_frames!r}")
         if self.pose_budget is not None and not float(self.pose_budget) > 0.0:
             raise InputError(f"pose_budget: expected a share of person-frames in (0, 1], got {self.pose_budget!r}")
+        delayed = self.mode == "live" and self.delay_ms > 0
         if self.propagation is None:
-            self.propagation = "two-sided" if self.mode == "file" else "forward"
-        if self.propagation == "two-sided" and self.mode != "file":
-            raise InputError("propagation: two-sided needs file mode (live output cannot wait for the next pose)")
-        if self.track.flow_model is None:  # dense flow where points fail: measured better two-sided
-            self.track = dataclasses.replace(self.track, flow_model="dense" if self.propagation == "two-sided"
-                                             else "points")
+            self.propagation = "two-sided" if self.mode == "file" or delayed else "forward"
+        if self.propagation == "two-sided" and self.mode != "file" and not delayed:
+            raise InputError("propagation: two-sided in live mode needs delay_ms > 0 (--delay-ms: output cannot wait "
+                             "for the next pose otherwise)")
+        if self.track.flow_model is None:  # dense flow where points fail: measured better for two-sided files;
+            # live mode keeps point flow, which the coordinator affords on every frame of a camera
+            dense = self.propagation == "two-sided" and self.mode == "file"
+            self.track = dataclasses.replace(self.track, flow_model="dense" if dense else "points")
 
     def held_frames(self) -> int:
         """Two-sided: the most frames held per source (``hold_frames``, or 3 keyframe intervals)."""
         if self.hold_frames is not None:
             return self.hold_frames
+        if self.mode == "live":  # held by age (delay_ms); this only bounds memory
+            return 256
         if self.pose_budget is None:
             return 16
         return int(min(256, max(16, round(3.0 / float(self.pose_budget)))))

@@ -13,6 +13,14 @@ from its keyframe (the frame the model saw) through the keypoint flow of :class:
   forward-backward flow errors along the way and fall with the keyframe's keypoint confidence;
 - frames before a track's first keyframe or after its last (or held longer than ``hold_frames``) use one side.
 
+Live mode with a bounded delay (``--delay-ms D``, ``delay_ms``): the frames go out in order, each at the latest
+when it is D old on the source's clock (the newest pushed frame's clock minus its own; with what it has then:
+the forward side for persons without a next keyframe). A pose comes back after its frame was pushed:
+:meth:`TwoSidedBuffer.keyframe` makes the held frame it was computed on a keyframe, carries it backward to the
+previous keyframe and forward over the held frames after it, so a frame whose next pose arrives within D is
+blended two-sided and later frames stay forward-only. Capture-to-output latency: about D plus a frame interval
+(frames go out when a newer frame is pushed, or at the end).
+
 Memory: at most ``hold_frames`` frames are held (each: the decoded image for the sinks, its flow grayscale
 image at ``flow_max_side``, the persons' keypoints), whatever the video's length. Pure, no threads.
 Coordinates: keypoints [K,2] image px; scores [K]; errors [K] image px.
@@ -79,9 +87,12 @@ def blend(fwd: np.ndarray, fwd_sigma: np.ndarray, back: np.ndarray, back_sigma: 
 class TwoSidedBuffer:
     """Holds frames of one source until both keyframes of their persons are known (module docstring)."""
 
-    def __init__(self, track: "TrackConfig | None" = None, hold_frames: int = 64) -> None:
+    def __init__(self, track: "TrackConfig | None" = None, hold_frames: int = 64,
+                 delay_ms: "float | None" = None) -> None:
         self.track = track if track is not None else TrackConfig()
         self.hold_frames = max(1, int(hold_frames))
+        #: live: a held frame goes out once it is this old on the source's clock (None: files, no age limit)
+        self.delay_s = None if delay_ms is None else float(delay_ms) / 1000.0
         self.drift_px = self.track.drift_px
         self.held: "collections.deque[HeldFrame]" = collections.deque()
         self.max_held = 0
@@ -102,9 +113,59 @@ class TwoSidedBuffer:
                 self._carry_back(person, entry)
         alive = {p.track_id for p in entry.persons}
         out = []
-        while self.held and (len(self.held) > self.hold_frames or self._complete(self.held[0], alive)):
+        while self.held and (len(self.held) > self.hold_frames or self._complete(self.held[0], alive)
+                             or self._due(self.held[0], clock)):
             out.append(self._finish(self.held.popleft()))
         return out
+
+    def _due(self, entry: HeldFrame, clock: float) -> bool:
+        """Live: ``entry`` is ``delay_s`` old at the newest frame's ``clock`` (seconds, the source's clock)."""
+        return self.delay_s is not None and clock - entry.clock >= self.delay_s - 1e-9
+
+    def keyframe(self, track_id: int, frame_index: int, keypoints: np.ndarray, scores: np.ndarray) -> None:
+        """A pose (``keypoints`` [K,2] image px, ``scores`` [K]) computed on ``frame_index`` came back after that
+        frame was pushed (live mode): if the frame is still held, it becomes the track's keyframe there, is carried
+        backward to the previous keyframe and forward over the held frames after it. Nothing to do otherwise
+        (the frame went out already, or a newer pose of the track is held: this one is stale)."""
+        held = list(self.held)
+        at = next((i for i, e in enumerate(held) if e.frame.index == frame_index), None)
+        if at is None:
+            return
+        if any(p.track_id == track_id and p.pose_frame is not None and p.pose_frame > frame_index
+               for e in held[at + 1:] for p in e.persons):
+            return
+        entry = held[at]
+        j = next((j for j, p in enumerate(entry.persons) if p.track_id == track_id), None)
+        if j is None or is_keyframe(entry.persons[j], frame_index):
+            return
+        old = entry.persons[j]
+        kpts, scores = np.asarray(keypoints, np.float32).reshape(-1, 2), np.asarray(scores, np.float32).reshape(-1)
+        same = old.keypoints is not None and len(old.keypoints) == len(kpts)
+        key = dataclasses.replace(old, keypoints=kpts, kp_scores=scores, kp_error=np.zeros(len(kpts)),
+                                  pose_frame=frame_index, pose_age_ms=0.0, propagated=False,
+                                  pose_frames=(frame_index, None), carried=old.keypoints if same else None)
+        entry.persons[j] = key
+        self._carry_back(key, entry)
+        self._carry_forward(key, entry, held[at + 1:])
+
+    def _carry_forward(self, key: PersonState, key_entry: HeldFrame, later: "list[HeldFrame]") -> None:
+        """Carry a late keyframe's pose forward over the held frames after it (their forward side)."""
+        pts, error = np.asarray(key.keypoints, np.float64), np.zeros(len(key.keypoints))
+        older, older_box = key_entry, np.asarray(key.box, np.float64)
+        for entry in later:
+            j = next((j for j, p in enumerate(entry.persons) if p.track_id == key.track_id), None)
+            if j is None:
+                return
+            person = entry.persons[j]
+            box = np.asarray(person.box, np.float64)
+            shift = box_center(box) - box_center(older_box)
+            pts, step = self._flow_step(older.gray, entry.gray, pts, key.kp_scores, shift)
+            error = error + step
+            entry.persons[j] = dataclasses.replace(
+                person, keypoints=pts.astype(np.float32), kp_scores=key.kp_scores, kp_error=error.copy(),
+                pose_frame=key.pose_frame, pose_age_ms=round((entry.clock - key_entry.clock) * 1000.0, 3),
+                propagated=True, pose_frames=(key.pose_frame, None), carried=None)
+            older, older_box = entry, box
 
     def flush(self) -> list[HeldFrame]:
         """The end of the source: every held frame, the rest one-sided."""
@@ -122,12 +183,15 @@ class TwoSidedBuffer:
         error = np.zeros(len(pts))
         residual_fwd = None if key.carried is None else pts - np.asarray(key.carried, np.float64)
         newer, newer_box, made = key_entry, np.asarray(key.box, np.float64), []
-        for entry in reversed(list(self.held)[:-1]):
+        held = list(self.held)
+        older = held[:next(i for i, e in enumerate(held) if e is key_entry)]
+        for entry in reversed(older):
             person = next((p for p in entry.persons if p.track_id == key.track_id), None)
             if person is None or key.track_id in entry.back:
                 return
             box = np.asarray(person.box, np.float64)
-            pts, step = self._step_back(newer.gray, entry.gray, pts, key.kp_scores, box_center(box) - box_center(newer_box))
+            shift = box_center(box) - box_center(newer_box)
+            pts, step = self._flow_step(newer.gray, entry.gray, pts, key.kp_scores, shift)
             if is_keyframe(person, entry.frame.index):  # the previous keyframe: the backward drift up to it
                 for back in made:
                     back.residual_back = np.asarray(person.keypoints, np.float64) - pts
@@ -139,11 +203,12 @@ class TwoSidedBuffer:
             made.append(back)
             newer, newer_box = entry, box
 
-    def _step_back(self, newer: np.ndarray, older: np.ndarray, pts: np.ndarray, scores: np.ndarray,
+    def _flow_step(self, src: np.ndarray, dst: np.ndarray, pts: np.ndarray, scores: np.ndarray,
                    box_shift: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One backward flow step of one pose [K,2] -> (keypoints on the older frame, step error [K])."""
+        """One flow step of one pose [K,2] from flow image ``src`` to ``dst`` (backward: newer to older) ->
+        (keypoints on ``dst``, step error [K])."""
         cfg = self.track
-        moved, good, fb = keypoint_flow(newer, older, pts, scores, self._scale, cfg.flow_model or "points",
+        moved, good, fb = keypoint_flow(src, dst, pts, scores, self._scale, cfg.flow_model or "points",
                                         cfg.fb_threshold_px, cfg.score_threshold)
         pts, _, _ = step_points(pts, scores, moved, good, box_shift, cfg.score_threshold)
         return pts, step_error(good, fb, cfg.fb_threshold_px)
@@ -189,4 +254,14 @@ class TwoSidedBuffer:
 
     def stats(self) -> dict[str, Any]:
         return {"held_frames_max": self.max_held, "hold_frames": self.hold_frames,
-                "interpolated_persons": self.interpolated}
+                "interpolated_persons": self.interpolated,
+                "delay_ms": None if self.delay_s is None else round(self.delay_s * 1000.0, 3)}
+
+
+def two_sided_buffer(config: Any) -> "TwoSidedBuffer | None":
+    """The buffer of one source for a :class:`~edge_runtime.running.modes.LiveConfig`: None when poses go forward
+    only (frames written at once); live mode holds frames at most ``delay_ms``."""
+    if config.propagation != "two-sided":
+        return None
+    delay = config.delay_ms if config.mode == "live" else None
+    return TwoSidedBuffer(config.track, config.held_frames(), delay)

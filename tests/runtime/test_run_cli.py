@@ -182,6 +182,7 @@ def test_command_line_options_come_from_the_settings_schema() -> None:
         "-h", "--models", "--source", "--output", "--overwrite", "--config", "--detections", "--mode",
         "--max-frames", "--detect-every", "--batch", "--max-inflight-frames", "--chain-slots", "--max-persons",
         "--chain", "--reconnect-retries", "--schedule-poses", "--pose-budget", "--propagation", "--max-pose-age",
+        "--delay-ms",
         "--release-memory", "--request-timeout", "--pose-server", "--pose-server-model", "--device", "--model-device",
         "--static-batch", "--hint", "--num-streams", "--num-threads", "--num-requests", "--inference-nice",
         "--precision-hint", "--cache-dir", "--no-cache", "--flip-test", "--decode", "--parts", "--score-threshold",
