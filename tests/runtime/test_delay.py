@@ -264,9 +264,9 @@ def test_a_delay_shorter_than_the_pose_latency_stays_forward_only(fused: PoseEst
 def test_stopping_writes_the_held_frames(fused: PoseEstimator, lockstep: Gate) -> None:
     seen: list[int] = []
 
-    def hook(record: dict, image: Any) -> bool:
-        seen.append(record["frame"])
-        return record["frame"] < 5  # stop after frame 5 went out; frames held behind it still go out
+    def hook(result: Any, image: Any) -> bool:  # the hook gets the FrameResult the sinks get
+        seen.append(result.frame)
+        return result.frame < 5  # stop after frame 5 went out; frames held behind it still go out
     records, summary = live_run(fused, lockstep, 60, lag=3, hook=hook, delay_ms=1000)
     total = summary["total"]
     assert total["interrupted"] and total["frames_out"] == total["frames_in"] < 60
