@@ -96,10 +96,10 @@ class PoseEstimator:
             str(self.folder.path))
         self.runtime_info["variant"] = self._variant()
         self.folder.release()  # the compiled models hold the weights now
-        logger.info("pose models: %s chain %s, %s %d keypoints, input %dx%d (preset %s, token downsampling x%d), "
-                    "device %s (%s)", self.folder.path, self.chain, self.scheme, self.num_keypoints,
-                    *self.input_size, self.info.preset or "unrecorded",
-                    self.info.token_downsample, self.options.device, self.options.performance_hint)
+        logger.info("pose models: %s chain %s, %s %d keypoints, input %dx%d (preset %s, token downsampling x%d, "
+                    "VAE encoder x%d), device %s (%s)", self.folder.path, self.chain, self.scheme, self.num_keypoints,
+                    *self.input_size, self.info.preset or "unrecorded", self.info.token_downsample,
+                    self.info.vae_token_downsample, self.options.device, self.options.performance_hint)
 
     def _read_folder(self, models_dir: "str | Path", chain: "str | None", core: "ov.Core | None", flip_test: bool,
                      max_batch: int, padding: "float | None", decode: "str | None" = None) -> None:
@@ -168,7 +168,8 @@ class PoseEstimator:
         return {"preset": self.info.preset, "input_size_hw": [self.input_size[1], self.input_size[0]],
                 "heatmap_size_hw": [self.heatmap_size[1], self.heatmap_size[0]],
                 "token_downsample": self.info.token_downsample,
-                "token_downsample_levels": list(self.info.token_downsample_levels)}
+                "token_downsample_levels": list(self.info.token_downsample_levels),
+                "vae_token_downsample": self.info.vae_token_downsample}
 
     # ------------------------------------------------------------------ helpers for async users
     def input_name(self, kind: str) -> str:
