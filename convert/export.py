@@ -300,26 +300,35 @@ def _export_vae_encoder(ckpt: Any, out_dir: Path, common: dict[str, Any], size_h
                         compress: bool) -> Path:
     """1. VAE encoder (encoder + quant_conv only), preprocessing embedded, its mid-block attention's token
     downsampling (``common["vae_token_downsample"]``) applied first; ``ckpt.vae`` is released."""
-    import torch
-
     from .pose_graph import LATENT_SCALE, VaeEncoderGraph
-    from .token_downsample import apply_vae_token_downsampling
 
-    height, width = size_hw
     t0 = time.perf_counter()
-    apply_vae_token_downsampling(ckpt.vae, int(common["vae_token_downsample"]))
     vae_graph = VaeEncoderGraph(ckpt.vae, LATENT_SCALE)
-    ckpt.vae = None
-    vae_model = _convert(vae_graph, torch.zeros(1, 3, height, width), [-1, 3, height, width], "image", "latent")
+    ckpt.vae = None  # the decoder is not needed: only vae_graph holds VAE modules now
+    vae_model = vae_encoder_model(vae_graph, size_hw, int(common["vae_token_downsample"]))
     del vae_graph
     _free()
-    vae_model = _add_preprocessing(vae_model)
     write_metadata(vae_model, _component_meta("vae_encoder", common))
     path = _save(vae_model, out_dir, "vae_encoder", compress)
     del vae_model
     _free()
     logger.info("wrote %s in %.1f s, peak RSS %.2f GB", path, time.perf_counter() - t0, _peak_rss_gb())
     return path
+
+
+def vae_encoder_model(vae_graph: Any, size_hw: tuple[int, int], vae_token_downsample: int = 1) -> Any:
+    """The VAE encoder's ``openvino.Model`` (no metadata): ``vae_graph`` (a
+    :class:`convert.pose_graph.VaeEncoderGraph`) with its mid-block attention's token downsampling installed,
+    traced at crop ``size_hw`` (H, W), dynamic batch, the crop preprocessing embedded: image u8 [N,H,W,3] BGR ->
+    latent f32 [N,4,H/8,W/8]."""
+    import torch
+
+    from .token_downsample import apply_vae_token_downsampling
+
+    height, width = size_hw
+    apply_vae_token_downsampling(vae_graph, vae_token_downsample)
+    model = _convert(vae_graph, torch.zeros(1, 3, height, width), [-1, 3, height, width], "image", "latent")
+    return _add_preprocessing(model)
 
 
 def _export_pose(ckpt: Any, text_embedding: Any, out_dir: Path, common: dict[str, Any], size_hw: tuple[int, int],

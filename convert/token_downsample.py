@@ -167,8 +167,9 @@ VAE_OPTION = "--vae-token-downsample"
 
 def apply_vae_token_downsampling(vae: nn.Module, factor: int) -> list[str]:
     """Install :class:`TokenDownsampleProcessor` on the self-attention of the VAE encoder's mid-block (the
-    only attention of the encoder); returns the names of the attention modules changed (relative to the
-    VAE). ``factor`` 1 changes nothing. InputError when the encoder has no such attention or it uses a norm
+    only attention of the encoder); ``vae``: the VAE or any module holding its ``encoder`` (e.g.
+    :class:`convert.pose_graph.VaeEncoderGraph`). Returns the names of the attention modules changed (relative
+    to ``vae``). ``factor`` 1 changes nothing. InputError when the encoder has no such attention or it uses a norm
     the processor does not handle."""
     factor = check_factor(factor, VAE_OPTION)
     if factor == 1:

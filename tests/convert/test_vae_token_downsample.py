@@ -32,19 +32,9 @@ def core() -> ov.Core:
 
 
 @pytest.fixture(scope="module")
-def vae_folder(tiny_checkpoint_wholebody, tmp_path_factory):
-    """Factory: factor -> folder exported with ``--vae-token-downsample factor`` (cached per module)."""
-    cache: dict[int, Path] = {}
-
-    def make(factor: int) -> Path:
-        if factor not in cache:
-            out = tmp_path_factory.mktemp(f"vae_td{factor}")
-            export_models(tiny_checkpoint_wholebody, out, input_size=TINY_INPUT_SIZE, fused=False,
-                          vae_token_downsample=factor)
-            cache[factor] = out
-        return cache[factor]
-
-    return make
+def vae_folder(exported_models):
+    """Factory: factor -> the tiny wholebody folder exported with ``--vae-token-downsample factor`` (split)."""
+    return lambda factor: exported_models("wholebody", fused=False, vae_token_downsample=factor)
 
 
 def _latent(core: ov.Core, folder: Path, crops: np.ndarray) -> np.ndarray:
@@ -141,3 +131,19 @@ def test_fp32_from_with_another_vae_factor_is_refused(tiny_checkpoint_wholebody,
     _check_fp32_from(folder, sha, TINY_INPUT_SIZE, False, vae_token_downsample=2)
     with pytest.raises(InputError, match="vae_token_downsample 2 differs from --vae-token-downsample 1"):
         _check_fp32_from(folder, sha, TINY_INPUT_SIZE, False)
+
+
+def test_runtime_names_the_vae_factor(vae_folder, caplog):
+    import logging
+
+    from edge_runtime.estimator import PoseEstimator
+    from edge_runtime.model_info import PoseModelInfo
+    from edge_runtime.models import CompileOptions
+
+    folder = vae_folder(2)
+    meta = read_metadata(ov.Core().read_model(str(folder / "vae_encoder.xml")))
+    assert PoseModelInfo.from_rt_info(meta).vae_token_downsample == 2
+    with caplog.at_level(logging.INFO, logger="edge_runtime.estimator"):
+        est = PoseEstimator(folder, options=CompileOptions(cache_dir=None, inference_precision="f32"))
+    assert est.runtime_info["variant"]["vae_token_downsample"] == 2
+    assert "token downsampling x1, VAE encoder x2" in caplog.text
