@@ -11,6 +11,13 @@ as ``DIR/vae_td{F}.xml``, and read from there when it exists: ``--rounds 0`` onl
 attention, and the cosine / max relative error of its latents against factor 1's on the first ``--crops`` crops
 of the calibration set (resized to the input size). On a synthetic checkpoint the agreement measures how much
 the pooling changes a random network's latent, not pose accuracy.
+
+``--from-ir VAE_XML`` (an FP32 VAE encoder IR of the same checkpoint at factor 1, e.g. ``FOLDER/vae_encoder.xml``)
+avoids tracing the whole encoder per factor, which at full size is a full PyTorch forward each: only the mid-block
+attention is built per factor (the shipped processor, at full width), the rest comes from that IR. Each round
+times the whole IR (factor 1) and each factor's attention alone on the real mid-block input; a factor's crop time
+is estimated as ``whole IR - attention(1) + attention(F)``. Its latents are exact: the IR's part before the
+attention (identical for every factor), the factor's attention, then the IR's part after it.
 """
 from __future__ import annotations
 
@@ -95,21 +102,113 @@ def build_parser() -> argparse.ArgumentParser:
                         "are the warm-up and the timed crop)")
     parser.add_argument("--calib", default="default", help="calibration set the crops come from")
     parser.add_argument("--work", type=Path, default=None, help="also save each factor's IR here")
+    parser.add_argument("--from-ir", type=Path, default=None, metavar="VAE_XML",
+                        help="factor-1 FP32 VAE encoder IR of the checkpoint: build only the attention per factor")
     parser.add_argument("--out", type=Path, default=None)
     return parser
 
 
-def main(argv: "list[str] | None" = None) -> int:
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    h, w = parse_size_hw(args.input_size, "--input-size")
-    crops = np.stack(list(load_calibration_set(args.calib).crops(limit=args.crops, size=(w, h))))
-    core = ov.Core()
-    if args.crops < 2 or len(crops) < 2:
-        raise SystemExit(f"--crops {args.crops}: need at least 2 crops (the calibration set has {len(crops)})")
-    models = build_models(args.checkpoint, (h, w), args.factors, args.work)
-    if args.rounds < 1:
-        return 0
+#: the exporter's names of the nodes around the VAE encoder's mid-block attention (its input and its output)
+ATTENTION_IN = "__module.encoder.mid_block.resnets.0/aten::add/Add"
+ATTENTION_OUT = "__module.encoder.mid_block.attentions.0/aten::add/Add"
+
+
+def attention_models(checkpoint: Path, size_hw: tuple[int, int], factors: list[int]) -> dict:
+    """factor -> the VAE encoder's mid-block attention alone, x [N,C,H/8,W/8] -> the same, batch dynamic."""
+    import torch
+
+    from convert.checkpoint import load_vae
+    from convert.token_downsample import apply_vae_token_downsampling
+
+    class AttentionOnly(torch.nn.Module):
+        def __init__(self, attn: torch.nn.Module) -> None:
+            super().__init__()
+            self.attn = attn
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.attn(x)
+
+    models = {}
+    for factor in factors:
+        vae = load_vae(checkpoint)
+        apply_vae_token_downsampling(vae, factor)
+        attn = vae.encoder.mid_block.attentions[0]
+        shape = [1, attn.to_q.in_features, size_hw[0] // 8, size_hw[1] // 8]
+        with torch.no_grad():
+            model = ov.convert_model(AttentionOnly(attn).eval(), example_input=torch.zeros(shape))
+        model.reshape({model.input(0): ov.PartialShape([-1] + shape[1:])})
+        models[factor] = model
+    return models
+
+
+def split_ir(core: ov.Core, vae_xml: Path) -> tuple:
+    """(the IR with the attention's input and output as extra outputs, the IR after the attention: its input
+    replaces the attention's output)."""
+    whole = core.read_model(str(vae_xml))
+    ops = {op.get_friendly_name(): op for op in whole.get_ops()}
+    if ATTENTION_IN not in ops or ATTENTION_OUT not in ops:
+        raise SystemExit(f"--from-ir {vae_xml}: no nodes {ATTENTION_IN} / {ATTENTION_OUT}; expected a VAE encoder "
+                         "IR written by sdpose-convert export")
+    whole.add_outputs([ops[ATTENTION_IN].output(0), ops[ATTENTION_OUT].output(0)])
+    tail = core.read_model(str(vae_xml))
+    out = next(op for op in tail.get_ops() if op.get_friendly_name() == ATTENTION_OUT).output(0)
+    param = ov.opset13.parameter(out.get_partial_shape(), ov.Type.f32, name="attention_out")
+    for target in list(out.get_target_inputs()):
+        target.replace_source_output(param.output(0))
+    return whole, ov.Model(tail.get_results(), [param], "vae_after_attention")
+
+
+def time_whole(core: ov.Core, whole: ov.Model, crops: np.ndarray, first: bool) -> tuple:
+    """(seconds of the timed crop, [(latent, attention input) per crop] on the first visit, else None)."""
+    compiled = compile_model(core, whole, OPTIONS)
+    outs = [compiled(crops[:1])]  # warm-up
+    t0 = time.perf_counter()
+    outs.append(compiled(crops[1:2]))
+    seconds = time.perf_counter() - t0
+    if not first:
+        return seconds, None
+    outs += [compiled(crops[i:i + 1]) for i in range(2, len(crops))]
+    return seconds, [(o[0], o[1]) for o in outs]
+
+
+def split_rounds(core: ov.Core, args: argparse.Namespace, crops: np.ndarray, size_hw: tuple[int, int]) -> list[dict]:
+    """``--from-ir``: per round the whole IR (factor 1) and each factor's attention alone; rows per factor."""
+    whole, tail = split_ir(core, args.from_ir)
+    attentions = attention_models(args.checkpoint, size_hw, args.factors)
+    whole_s, att_s, ref = [], {f: [] for f in args.factors}, None
+    for rnd in range(args.rounds):
+        seconds, outs = time_whole(core, whole, crops, ref is None)
+        whole_s.append(seconds)
+        ref = ref or outs
+        log.info("round %d: whole VAE encoder IR (factor 1) %.2f s", rnd + 1, seconds)
+        for factor in args.factors[rnd % len(args.factors):] + args.factors[:rnd % len(args.factors)]:
+            att = compile_model(core, attentions[factor], OPTIONS)
+            att(ref[0][1])
+            t0 = time.perf_counter()
+            att(ref[1][1])
+            att_s[factor].append(time.perf_counter() - t0)
+            log.info("round %d factor %d: attention alone %.2f s", rnd + 1, factor, att_s[factor][-1])
+    tail_c, rows = compile_model(core, tail, OPTIONS), []
+    ref_lat = np.stack([lat[0] for lat, _ in ref])
+    for factor in args.factors:
+        att = compile_model(core, attentions[factor], OPTIONS)
+        lat = np.stack([tail_c(att(x)[0])[0][0] for _, x in ref])
+        att_med = statistics.median(att_s[factor])
+        rows.append({"vae_token_downsample": factor, "attention_s": round(att_med, 3),
+                     "attention_runs_s": [round(t, 3) for t in att_s[factor]],
+                     "vae_s_estimated": round(statistics.median(whole_s) - statistics.median(att_s[args.factors[0]])
+                                              + att_med, 3),
+                     "whole_ir_factor1_runs_s": [round(t, 3) for t in whole_s],
+                     "latent_cosine_vs_ref": [round(cosine(a, b), 6) for a, b in zip(lat, ref_lat)],
+                     "latent_max_rel_err_vs_ref": round(float(np.abs(lat - ref_lat).max() / np.abs(ref_lat).max()), 5)})
+        log.info("factor %d: attention %.2f s, estimated VAE encoder %.2f s, latent cosine vs factor %d min %.6f",
+                 factor, att_med, rows[-1]["vae_s_estimated"], args.factors[0], min(rows[-1]["latent_cosine_vs_ref"]))
+    return rows
+
+
+def whole_rounds(core: ov.Core, args: argparse.Namespace, crops: np.ndarray, size_hw: tuple[int, int]) -> list[dict]:
+    """Per round the whole encoder IR of each factor; rows per factor."""
+    models = build_models(args.checkpoint, size_hw, args.factors, args.work)
     visits: dict[int, list[dict]] = {f: [] for f in args.factors}
     for rnd in range(args.rounds):
         k = rnd % len(args.factors)
@@ -118,10 +217,9 @@ def main(argv: "list[str] | None" = None) -> int:
             visits[factor].append(res)
             log.info("round %d factor %d: VAE encoder %.2f s (compile %.1f s)", rnd + 1, factor, res["vae_s"],
                      res["compile_s"])
-    ref = visits[args.factors[0]][0]["latents"]
     rows = []
-    for factor in args.factors:
-        first, runs = visits[factor][0], visits[factor]
+    for factor in args.factors if args.rounds else []:
+        first, runs, ref = visits[factor][0], visits[factor], visits[args.factors[0]][0]["latents"]
         lat = first["latents"]
         rows.append({"vae_token_downsample": factor, "vae_s": round(statistics.median(r["vae_s"] for r in runs), 3),
                      "runs_s": [round(r["vae_s"], 3) for r in runs], "gflops": first["gflops"],
@@ -131,9 +229,27 @@ def main(argv: "list[str] | None" = None) -> int:
         log.info("factor %d: %.2f s per crop, %.0f GFLOP, attention fused %s, latent cosine vs factor %d min %.6f",
                  factor, rows[-1]["vae_s"], first["gflops"], rows[-1]["attention_fused"], args.factors[0],
                  min(rows[-1]["latent_cosine_vs_ref"]))
-    doc = {"what": "VAE encoder token downsampling: time per crop and latent agreement", "checkpoint":
-           str(args.checkpoint), "input_hw": [h, w], "rounds": args.rounds, "crops": len(crops),
-           "cpu": cpu_info(core).describe(), "openvino": ov.get_version(),
+    return rows
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    h, w = parse_size_hw(args.input_size, "--input-size")
+    crops = np.stack(list(load_calibration_set(args.calib).crops(limit=args.crops, size=(w, h))))
+    if args.crops < 2 or len(crops) < 2:
+        raise SystemExit(f"--crops {args.crops}: need at least 2 crops (the calibration set has {len(crops)})")
+    if args.from_ir is not None and args.factors[0] != 1:
+        raise SystemExit("--from-ir: the first of --factors must be 1 (the IR's own)")
+    core = ov.Core()
+    if args.from_ir is not None:
+        rows, method = split_rounds(core, args, crops, (h, w)), "attention alone per factor, the rest from --from-ir"
+    else:
+        rows, method = whole_rounds(core, args, crops, (h, w)), "whole encoder per factor"
+    doc = {"what": "VAE encoder token downsampling: time per crop and latent agreement", "method": method,
+           "checkpoint": str(args.checkpoint), "from_ir": str(args.from_ir) if args.from_ir else None,
+           "input_hw": [h, w], "rounds": args.rounds, "crops": len(crops), "cpu": cpu_info(core).describe(),
+           "openvino": ov.get_version(),
            "compile": {"performance_hint": "LATENCY", "inference_precision_hint": "f32", "batch": 1}, "rows": rows}
     if args.out:
         args.out.write_text(json.dumps(doc, indent=2) + "\n")
