@@ -117,10 +117,11 @@ def _check_pair(variant: ModelFolder, full: ModelFolder) -> None:
         if meta.get("quantized") or meta.get("precision") != "fp32":
             raise InputError(f"--against {full.path}: component {kind} is {meta.get('precision')} "
                              f"(quantized={meta.get('quantized')}); the reference must be an FP32 export")
-    for key in ("token_downsample", "vae_token_downsample"):
+    for key, what in (("token_downsample", "token downsampling"),
+                      ("vae_token_downsample", "VAE encoder token downsampling")):
         if int(fm.get(key, 1)) != 1:
-            raise InputError(f"--against {full.path}: the reference uses {key} x{fm.get(key)}; export it "
-                             f"without --{key.replace('_', '-')}")
+            raise InputError(f"--against {full.path}: the reference uses {what} x{fm.get(key)} ({key}); export "
+                             f"it without --{key.replace('_', '-')}")
 
 
 def compare_variant(variant: str | Path, full: str | Path, calib: str | Path = "default", limit: int | None = None,

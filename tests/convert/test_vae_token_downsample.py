@@ -147,3 +147,9 @@ def test_runtime_names_the_vae_factor(vae_folder, caplog):
         est = PoseEstimator(folder, options=CompileOptions(cache_dir=None, inference_precision="f32"))
     assert est.runtime_info["variant"]["vae_token_downsample"] == 2
     assert "token downsampling x1, VAE encoder x2" in caplog.text
+
+
+def test_validate_refuses_a_vae_downsampled_reference(vae_folder, caplog):
+    assert convert_main(["validate", str(vae_folder(1)), "--against", str(vae_folder(2)), "--no-write"]) != 0
+    assert "VAE encoder token downsampling x2 (vae_token_downsample)" in caplog.text
+    assert "--vae-token-downsample" in caplog.text
