@@ -257,6 +257,14 @@ def _from_pretrained(cls: Any, folder: Path, *, weights: bool = True, **kwargs: 
     return model
 
 
+def load_vae(path: str | Path, torch_dtype: torch.dtype = torch.float32) -> Any:
+    """Only the VAE (``AutoencoderKL``) of the checkpoint folder ``path``, on CPU in eval mode; CheckpointError
+    naming the folder when it is missing or its weights do not match."""
+    from diffusers import AutoencoderKL
+
+    return _from_pretrained(AutoencoderKL, Path(path).expanduser().resolve() / "vae", torch_dtype=torch_dtype)
+
+
 def load_checkpoint(path: str | Path, *, load_text_encoder: bool = True,
                     torch_dtype: torch.dtype = torch.float32) -> SDPoseCheckpoint:
     """Load a SDPose checkpoint folder (public layout) on CPU in eval mode.
@@ -268,7 +276,7 @@ def load_checkpoint(path: str | Path, *, load_text_encoder: bool = True,
     Raises:
         CheckpointError naming the folder/file/key and expected vs actual shapes.
     """
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers import UNet2DConditionModel
 
     root = Path(path).expanduser().resolve()
     check_layout(root, load_text_encoder=load_text_encoder)
@@ -295,7 +303,7 @@ def load_checkpoint(path: str | Path, *, load_text_encoder: bool = True,
                             projection_class_embeddings_input_dim=4, torch_dtype=torch_dtype)
     if getattr(unet, "class_embedding", None) is None:
         raise CheckpointError(f"{root / 'unet'}: the loaded UNet has no class embedding")
-    vae = _from_pretrained(AutoencoderKL, root / "vae", torch_dtype=torch_dtype)
+    vae = load_vae(root, torch_dtype=torch_dtype)
     text_encoder = tokenizer = None
     if load_text_encoder:
         from transformers import CLIPTextModel, CLIPTokenizer

@@ -97,14 +97,15 @@ class StageLog:
 
 def _export_fp32_child(checkpoint: str, out: str, input_size: tuple[int, int], detector: str | None,
                        imgsz: int, log_level: int, token_downsample: int = 1,
-                       token_levels: tuple[int, ...] = (0,)) -> dict[str, Any]:
+                       token_levels: tuple[int, ...] = (0,), vae_token_downsample: int = 1) -> dict[str, Any]:
     """Child-process body of the ``export_fp32`` stage: returns {"written": {kind: path}, "peak_rss_gb"}."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from convert.export import export_models
 
     written = {k: str(v) for k, v in export_models(checkpoint, out, "fp32", tuple(input_size),
                                                    token_downsample=token_downsample,
-                                                   token_levels=tuple(token_levels)).items()}
+                                                   token_levels=tuple(token_levels),
+                                                   vae_token_downsample=vae_token_downsample).items()}
     if detector is not None:
         from convert.detector import export_detector
 
@@ -114,11 +115,12 @@ def _export_fp32_child(checkpoint: str, out: str, input_size: tuple[int, int], d
 
 
 def export_fp32(checkpoint: Path, out: Path, input_size: tuple[int, int], detector: Path | None,
-                imgsz: int, token_downsample: int = 1, token_levels: tuple[int, ...] = (0,)) -> dict[str, Any]:
+                imgsz: int, token_downsample: int = 1, token_levels: tuple[int, ...] = (0,),
+                vae_token_downsample: int = 1) -> dict[str, Any]:
     """Run the FP32 export in a fresh (spawned) process so that torch's memory is released afterwards."""
     return run_in_fresh_process(_export_fp32_child, str(checkpoint), str(out), tuple(input_size),
                                 str(detector) if detector else None, imgsz, logging.getLogger().getEffectiveLevel(),
-                                token_downsample, tuple(token_levels), what="FP32 export")
+                                token_downsample, tuple(token_levels), vae_token_downsample, what="FP32 export")
 
 
 # ---------------------------------------------------------------------------------------------- convert
@@ -250,12 +252,12 @@ def export_stage(job: ConversionJob, fp32_dir: Path, log: StageLog) -> list[str]
     if job.fp32_from is None:
         with log.stage("export_fp32") as rec:
             res = export_fp32(job.checkpoint, fp32_dir, config.input_size, job.detector, config.detector_imgsz,
-                              config.token_downsample, config.token_levels)
+                              config.token_downsample, config.token_levels, config.vae_token_downsample)
             rec["child_peak_rss_gb"] = res["peak_rss_gb"]
             rec["note"] = "child process (torch)"
     else:
         _check_fp32_from(fp32_dir, checkpoint_sha256(job.checkpoint), config.input_size, job.detector is not None,
-                         config.token_downsample, config.token_levels)
+                         config.token_downsample, config.token_levels, config.vae_token_downsample)
         logger.info("reusing the FP32 export %s", fp32_dir)
     components = read_index(fp32_dir)["components"]
     return [k for k in COMPONENT_KINDS if k in components and (k != "detector" or job.detector is not None)]
@@ -342,9 +344,10 @@ def install_stage(job: ConversionJob, stage_dir: Path, fp32_dir: Path) -> None:
 
 
 def _check_fp32_from(folder: Path, sha: str, input_size: tuple[int, int], want_detector: bool,
-                     token_downsample: int = 1, token_levels: tuple[int, ...] = (0,)) -> None:
+                     token_downsample: int = 1, token_levels: tuple[int, ...] = (0,),
+                     vae_token_downsample: int = 1) -> None:
     """--fp32-from must be an unquantized export of the same checkpoint at the same input size and token
-    downsampling."""
+    downsampling (UNet and VAE encoder)."""
     from edge_runtime.model.models import ModelFolder
 
     mf = ModelFolder(folder)
@@ -362,6 +365,9 @@ def _check_fp32_from(folder: Path, sha: str, input_size: tuple[int, int], want_d
     if token_downsample > 1 and recorded_levels != tuple(token_levels):
         raise InputError(f"--fp32-from {folder}: token downsampling levels {list(recorded_levels)} differ from "
                          f"--levels {','.join(map(str, token_levels))}")
+    if int(meta.get("vae_token_downsample", 1)) != vae_token_downsample:
+        raise InputError(f"--fp32-from {folder}: vae_token_downsample {meta.get('vae_token_downsample', 1)} differs "
+                         f"from --vae-token-downsample {vae_token_downsample}")
     for kind in mf.components:
         m = mf.metadata(kind)
         if m.get("quantized") or m.get("precision") != "fp32":
@@ -449,6 +455,7 @@ def run(args: argparse.Namespace) -> int:
                          subset_size=args.subset_size,
                          input_size=_input_size(args),
                          token_downsample=args.token_downsample, token_levels=args.levels,
+                         vae_token_downsample=args.vae_token_downsample,
                          held_out=args.held_out, latency_runs=args.latency_runs,
                          overflow_fix=args.overflow_fix)
     report = convert(args.checkpoint, args.out, config, calib=args.calib, detector=args.detector,

@@ -189,6 +189,7 @@ class ConvertConfig:
     latency_hints: list[str]
     token_downsample: int = 1  # attention token downsampling factor (1 = off)
     token_levels: tuple[int, ...] = (0,)  # UNet levels it applies to
+    vae_token_downsample: int = 1  # the VAE encoder's mid-block attention token downsampling factor (1 = off)
 
     def describe(self) -> dict[str, Any]:
         from convert.quantize import describe_options
@@ -198,7 +199,8 @@ class ConvertConfig:
                                    "advanced": describe_options(p.options)} for k, p in self.components.items()},
                 "held_out": self.held_out, "capture_precision_hint": self.capture_precision_hint,
                 "latency_runs": self.latency_runs, "latency_hints": list(self.latency_hints),
-                "token_downsample": self.token_downsample, "token_levels": list(self.token_levels)}
+                "token_downsample": self.token_downsample, "token_levels": list(self.token_levels),
+                "vae_token_downsample": self.vae_token_downsample}
 
 
 def parse_input_size(text: Any, where: str = "--input-size") -> tuple[int, int]:
@@ -241,14 +243,14 @@ def load_config(path: str | Path | None = None, *, precision: str | None = None,
                 component_precision: Mapping[str, str] | None = None, subset_size: int | None = None,
                 input_size: tuple[int, int] | None = None, held_out: int | None = None,
                 latency_runs: int | None = None, overflow_fix: str | None = None, token_downsample: int = 1,
-                token_levels: tuple[int, ...] | None = None) -> ConvertConfig:
+                token_levels: tuple[int, ...] | None = None, vae_token_downsample: int = 1) -> ConvertConfig:
     """Read ``configs/convert.yaml`` (or ``path``), apply CLI overrides, validate everything.
 
     Precedence: ``component_precision`` > ``precision`` > YAML components.<kind>.precision;
     ``overflow_fix`` (--overflow-fix) overrides ``advanced.overflow_fix`` of every component.
     Raises InputError naming the file and key for unknown keys or bad values.
     """
-    from convert.token_downsample import check_settings
+    from convert.token_downsample import VAE_OPTION, check_factor, check_settings
 
     if overflow_fix is not None and overflow_fix not in OVERFLOW_FIX:
         raise InputError(f"--overflow-fix: expected one of {list(OVERFLOW_FIX)}, got {overflow_fix!r}")
@@ -261,7 +263,8 @@ def load_config(path: str | Path | None = None, *, precision: str | None = None,
                          f"{source}: validation.latency_runs", minimum=0)
     factor, levels = check_settings(token_downsample, token_levels)
     return ConvertConfig(size, settings.detector_imgsz, plans, held, settings.calibration.capture_precision_hint,
-                         runs, list(settings.validation.latency_hints), factor, levels)
+                         runs, list(settings.validation.latency_hints), factor, levels,
+                         check_factor(vae_token_downsample, VAE_OPTION))
 
 
 def _plans(settings: ConvertSettings, source: str, precision: str | None, overrides: dict[str, str],

@@ -210,7 +210,8 @@ def _component_meta(kind: str, common: dict[str, Any]) -> dict[str, Any]:
 
 def export_models(checkpoint_dir: str | Path, out_dir: str | Path, precision: str = "fp32",
                   input_size: tuple[int, int] = DEFAULT_INPUT_SIZE, fused: bool | None = None,
-                  token_downsample: int = 1, token_levels: tuple[int, ...] | None = None) -> dict[str, Path]:
+                  token_downsample: int = 1, token_levels: tuple[int, ...] | None = None,
+                  vae_token_downsample: int = 1) -> dict[str, Path]:
     """Export an SDPose checkpoint folder into an OpenVINO model folder; returns kind -> IR path.
 
     checkpoint_dir: public SDPose layout (unet/, vae/, text_encoder/, tokenizer/, decoder/decoder.safetensors).
@@ -222,14 +223,17 @@ def export_models(checkpoint_dir: str | Path, out_dir: str | Path, precision: st
         and DEFAULT_CHAIN says so.
     token_downsample: attention token downsampling factor (1 = off) at the UNet levels ``token_levels``
         (default (0,), the top resolution); see :mod:`convert.token_downsample`.
-    The folder records its ``preset`` (:func:`preset_name` of the input size) and ``token_downsample``.
+    vae_token_downsample: the same for the VAE encoder's mid-block self-attention (1 = off).
+    The folder records its ``preset`` (:func:`preset_name` of the input size), ``token_downsample`` and
+    ``vae_token_downsample``.
     """
     import torch
 
     from .checkpoint import encode_empty_prompt, load_checkpoint
-    from .token_downsample import check_settings
+    from .token_downsample import VAE_OPTION, check_factor, check_settings
 
     token_downsample, token_levels = check_settings(token_downsample, token_levels)
+    vae_token_downsample = check_factor(vae_token_downsample, VAE_OPTION)
     if precision not in PRECISIONS:
         raise InputError(f"precision {precision!r} is invalid: expected one of {', '.join(PRECISIONS)}")
     height, width = check_input_size(input_size)
@@ -256,7 +260,8 @@ def export_models(checkpoint_dir: str | Path, out_dir: str | Path, precision: st
         text_embedding = encode_empty_prompt(ckpt).detach().clone()  # [1,2,D]
     ckpt.text_encoder = None  # the text encoder is needed only for this constant
     _free()
-    common = _pose_info(ckpt, precision, (height, width), token_downsample, token_levels).to_rt_info()
+    common = _pose_info(ckpt, precision, (height, width), (token_downsample, token_levels),
+                        vae_token_downsample).to_rt_info()
     written: dict[str, Path] = {}
     written["vae_encoder"] = _export_vae_encoder(ckpt, out_dir, common, (height, width), compress)
     written["pose"] = _export_pose(ckpt, text_embedding, out_dir, common, (height, width), compress,
@@ -271,17 +276,20 @@ def export_models(checkpoint_dir: str | Path, out_dir: str | Path, precision: st
     return written
 
 
-def _pose_info(ckpt: Any, precision: str, size_hw: tuple[int, int], token_downsample: int,
-               token_levels: tuple[int, ...]) -> PoseModelInfo:
-    """The metadata every pose-chain IR of this export carries (kind set per component)."""
+def _pose_info(ckpt: Any, precision: str, size_hw: tuple[int, int], token: tuple[int, tuple[int, ...]],
+               vae_token_downsample: int) -> PoseModelInfo:
+    """The metadata every pose-chain IR of this export carries (kind set per component); ``token`` = the
+    UNet's (factor, levels)."""
     from .pose_graph import LATENT_SCALE
 
     height, width = size_hw
+    token_downsample, token_levels = token
     return PoseModelInfo(
         kind="pose", scheme=ckpt.scheme, num_keypoints=int(ckpt.num_keypoints), input_height=height,
         input_width=width, heatmap_height=height // 4, heatmap_width=width // 4, bbox_padding=BBOX_PADDING,
         codec=dict(CODEC), precision=precision, quantized=False, preset=preset_name((height, width)),
         token_downsample=token_downsample, token_downsample_levels=tuple(token_levels) if token_downsample > 1 else (),
+        vae_token_downsample=vae_token_downsample,
         checkpoint_sha256=ckpt.sha256,
         extra={"format_version": FORMAT_VERSION, "latent_channels": int(ckpt.vae.config.latent_channels),
                "latent_scale": LATENT_SCALE, "preprocessing": PREPROCESSING, "versions": package_versions(),
@@ -290,25 +298,37 @@ def _pose_info(ckpt: Any, precision: str, size_hw: tuple[int, int], token_downsa
 
 def _export_vae_encoder(ckpt: Any, out_dir: Path, common: dict[str, Any], size_hw: tuple[int, int],
                         compress: bool) -> Path:
-    """1. VAE encoder (encoder + quant_conv only), preprocessing embedded; ``ckpt.vae`` is released."""
-    import torch
-
+    """1. VAE encoder (encoder + quant_conv only), preprocessing embedded, its mid-block attention's token
+    downsampling (``common["vae_token_downsample"]``) applied first; ``ckpt.vae`` is released."""
     from .pose_graph import LATENT_SCALE, VaeEncoderGraph
 
-    height, width = size_hw
     t0 = time.perf_counter()
     vae_graph = VaeEncoderGraph(ckpt.vae, LATENT_SCALE)
-    ckpt.vae = None
-    vae_model = _convert(vae_graph, torch.zeros(1, 3, height, width), [-1, 3, height, width], "image", "latent")
+    ckpt.vae = None  # the decoder is not needed: only vae_graph holds VAE modules now
+    vae_model = vae_encoder_model(vae_graph, size_hw, int(common["vae_token_downsample"]))
     del vae_graph
     _free()
-    vae_model = _add_preprocessing(vae_model)
     write_metadata(vae_model, _component_meta("vae_encoder", common))
     path = _save(vae_model, out_dir, "vae_encoder", compress)
     del vae_model
     _free()
     logger.info("wrote %s in %.1f s, peak RSS %.2f GB", path, time.perf_counter() - t0, _peak_rss_gb())
     return path
+
+
+def vae_encoder_model(vae_graph: Any, size_hw: tuple[int, int], vae_token_downsample: int = 1) -> Any:
+    """The VAE encoder's ``openvino.Model`` (no metadata): ``vae_graph`` (a
+    :class:`convert.pose_graph.VaeEncoderGraph`) with its mid-block attention's token downsampling installed,
+    traced at crop ``size_hw`` (H, W), dynamic batch, the crop preprocessing embedded: image u8 [N,H,W,3] BGR ->
+    latent f32 [N,4,H/8,W/8]."""
+    import torch
+
+    from .token_downsample import apply_vae_token_downsampling
+
+    height, width = size_hw
+    apply_vae_token_downsampling(vae_graph, vae_token_downsample)
+    model = _convert(vae_graph, torch.zeros(1, 3, height, width), [-1, 3, height, width], "image", "latent")
+    return _add_preprocessing(model)
 
 
 def _export_pose(ckpt: Any, text_embedding: Any, out_dir: Path, common: dict[str, Any], size_hw: tuple[int, int],
@@ -390,6 +410,7 @@ def _write_folder_index(out_dir: Path, written: dict[str, Path], common: dict[st
         "precision": common["precision"],
         "preset": common["preset"],
         "token_downsample": common["token_downsample"],
+        "vae_token_downsample": common["vae_token_downsample"],
         "quantized": False,
         "checkpoint_sha256": common["checkpoint_sha256"],
     })
@@ -405,7 +426,8 @@ def _levels_arg(text: str) -> tuple[int, ...]:
 
 
 def add_variant_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--preset``, ``--token-downsample`` and ``--levels`` (shared by ``export`` and ``convert``)."""
+    """``--preset``, ``--token-downsample``, ``--levels`` and ``--vae-token-downsample`` (shared by ``export``
+    and ``convert``)."""
     sizes = ", ".join(f"{k} {h}x{w}" for k, (h, w) in PRESETS.items())
     parser.add_argument("--preset", choices=list(PRESETS), default=None,
                         help=f"crop-size preset ({sizes}); the same as the matching --input-size")
@@ -413,6 +435,8 @@ def add_variant_arguments(parser: argparse.ArgumentParser) -> None:
                         help="pool attention keys/values FxF at the UNet levels --levels (1 = off)")
     parser.add_argument("--levels", "--token-downsample-levels", dest="levels", type=_levels_arg, default=None,
                         metavar="L[,L]", help="UNet levels for --token-downsample (0 = top resolution; default 0)")
+    parser.add_argument("--vae-token-downsample", type=int, default=1, metavar="F",
+                        help="pool keys/values FxF in the VAE encoder's mid-block self-attention (1 = off)")
 
 
 def _input_size_arg(text: str) -> tuple[int, int]:
@@ -426,7 +450,8 @@ def run(args: argparse.Namespace) -> int:
     """``sdpose-convert export`` entry point; returns the exit code."""
     written = export_models(args.checkpoint, args.out, precision=args.precision,
                             input_size=resolve_input_size(args.preset, args.input_size), fused=args.fused,
-                            token_downsample=args.token_downsample, token_levels=args.levels)
+                            token_downsample=args.token_downsample, token_levels=args.levels,
+                            vae_token_downsample=args.vae_token_downsample)
     for kind, path in written.items():
         logger.info("%s: %s", kind, path)
     logger.info("model folder ready: %s", Path(args.out) / INDEX_FILE)

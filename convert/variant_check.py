@@ -47,7 +47,7 @@ SECTION = "against_full"
 DEFAULT_ALPHA = 0.05
 #: the fields of a folder's pose metadata the report records
 _VARIANT_FIELDS = ("preset", "input_height", "input_width", "heatmap_height", "heatmap_width", "token_downsample",
-                   "token_downsample_levels", "precision", "quantized")
+                   "token_downsample_levels", "vae_token_downsample", "precision", "quantized")
 
 
 def udp_resize(image: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:
@@ -97,6 +97,7 @@ def _variant_info(folder: ModelFolder) -> dict[str, Any]:
     meta = folder.pose_meta
     info = {k: meta.get(k) for k in _VARIANT_FIELDS}
     info["token_downsample"] = int(info["token_downsample"] or 1)
+    info["vae_token_downsample"] = int(info["vae_token_downsample"] or 1)
     info["path"] = str(folder.path.resolve())
     info["chain"] = folder.chain
     return info
@@ -113,9 +114,11 @@ def _check_pair(variant: ModelFolder, full: ModelFolder) -> None:
         if meta.get("quantized") or meta.get("precision") != "fp32":
             raise InputError(f"--against {full.path}: component {kind} is {meta.get('precision')} "
                              f"(quantized={meta.get('quantized')}); the reference must be an FP32 export")
-    if int(fm.get("token_downsample", 1)) != 1:
-        raise InputError(f"--against {full.path}: the reference uses token downsampling "
-                         f"x{fm.get('token_downsample')}; export it without --token-downsample")
+    for key, what in (("token_downsample", "token downsampling"),
+                      ("vae_token_downsample", "VAE encoder token downsampling")):
+        if int(fm.get(key, 1)) != 1:
+            raise InputError(f"--against {full.path}: the reference uses {what} x{fm.get(key)} ({key}); export "
+                             f"it without --{key.replace('_', '-')}")
 
 
 def compare_variant(variant: str | Path, full: str | Path, calib: str | Path = "default", limit: int | None = None,
@@ -210,7 +213,8 @@ def render_markdown(section: dict[str, Any]) -> str:
     kd, pck = section["keypoint_displacement"], section["agreement_pck"]
     lines = ["## Agreement with the full-resolution FP32 model", "",
              f"Variant: {v['input_height']}x{v['input_width']} (preset {v.get('preset')}), token downsampling "
-             f"x{v['token_downsample']} {v.get('token_downsample_levels') or ''}, {v.get('precision')}; full: "
+             f"x{v['token_downsample']} {v.get('token_downsample_levels') or ''}, VAE encoder token downsampling "
+             f"x{v.get('vae_token_downsample') or 1}, {v.get('precision')}; full: "
              f"{f['input_height']}x{f['input_width']} FP32 (`{f['path']}`).",
              f"Crops: {section['calibration_set']['crops']} from `{section['calibration_set']['name']}`; both "
              f"compiled with the f32 hint on {section['cpu'].get('name', 'this CPU')}.", "",

@@ -1,6 +1,7 @@
 """Fixtures for export/parity tests: model folders exported from the tiny synthetic checkpoints.
 
-``exported_models(scheme, precision="fp32", input_size=(256, 192), fused=True, head_layout="instance") -> Path``
+``exported_models(scheme, precision="fp32", input_size=(256, 192), fused=True, head_layout="instance",
+vae_token_downsample=1) -> Path``
 exports (once per session and per arguments) the tiny checkpoint of ``scheme`` (decoder in ``head_layout``) with ``convert.export.export_models`` and
 returns the model folder. Treat the folders as read-only.
 """
@@ -24,12 +25,12 @@ def exported_models(tiny_checkpoint: Callable[..., Path],
     cache: dict[tuple, Path] = {}
 
     def make(scheme: str, precision: str = "fp32", input_size: tuple[int, int] = TINY_INPUT_SIZE,
-             fused: bool = True, head_layout: str = "instance") -> Path:
-        key = (scheme, precision, tuple(input_size), bool(fused), head_layout)
+             fused: bool = True, head_layout: str = "instance", vae_token_downsample: int = 1) -> Path:
+        key = (scheme, precision, tuple(input_size), bool(fused), head_layout, vae_token_downsample)
         if key not in cache:
             out = tmp_path_factory.mktemp(f"models_{scheme}_{head_layout}_{precision}_{input_size[0]}x{input_size[1]}")
             export_models(tiny_checkpoint(scheme, head_layout=head_layout), out, precision=precision,
-                          input_size=input_size, fused=fused)
+                          input_size=input_size, fused=fused, vae_token_downsample=vae_token_downsample)
             cache[key] = out
         return cache[key]
 

@@ -99,7 +99,8 @@ class PoseContract:
         return {"preset": self.info.preset, "input_size_hw": [self.input_size[1], self.input_size[0]],
                 "heatmap_size_hw": [self.heatmap_size[1], self.heatmap_size[0]],
                 "token_downsample": self.info.token_downsample,
-                "token_downsample_levels": list(self.info.token_downsample_levels)}
+                "token_downsample_levels": list(self.info.token_downsample_levels),
+                "vae_token_downsample": self.info.vae_token_downsample}
 
     def flip_back(self, heatmaps_flipped: np.ndarray) -> np.ndarray:
         """Heatmaps [N,K,H,W] of horizontally flipped crops -> heatmaps in the unflipped crop frame

@@ -83,10 +83,10 @@ class PoseEstimator(ContractRunner):
             str(self.folder.path))
         self.runtime_info["variant"] = self._variant()
         self.folder.release()  # the compiled models hold the weights now
-        logger.info("pose models: %s chain %s, %s %d keypoints, input %dx%d (preset %s, token downsampling x%d), "
-                    "device %s (%s)", self.folder.path, self.chain, self.scheme, self.num_keypoints,
-                    *self.input_size, self.info.preset or "unrecorded",
-                    self.info.token_downsample, self.options.device, self.options.performance_hint)
+        logger.info("pose models: %s chain %s, %s %d keypoints, input %dx%d (preset %s, token downsampling x%d, "
+                    "VAE encoder x%d), device %s (%s)", self.folder.path, self.chain, self.scheme, self.num_keypoints,
+                    *self.input_size, self.info.preset or "unrecorded", self.info.token_downsample,
+                    self.info.vae_token_downsample, self.options.device, self.options.performance_hint)
 
     def _compile(self, kind: str) -> ov.CompiledModel:
         """Compile component ``kind``; the last one with the decoder appended when the chain returns keypoints."""

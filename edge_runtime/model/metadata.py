@@ -50,6 +50,7 @@ FIELD_TYPES: dict[str, type] = {
     "num_anchors": int,
     "token_downsample": int,
     "token_downsample_levels": list,
+    "vae_token_downsample": int,
 }
 
 

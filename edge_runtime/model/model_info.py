@@ -39,6 +39,7 @@ class PoseModelInfo:
     preset: str | None = None
     token_downsample: int = 1
     token_downsample_levels: tuple[int, ...] = ()
+    vae_token_downsample: int = 1
     checkpoint_sha256: str | None = None
     extra: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -68,7 +69,7 @@ class PoseModelInfo:
         known.setdefault("kind", "pose")
         try:
             for key in ("num_keypoints", "input_height", "input_width", "heatmap_height", "heatmap_width",
-                        "token_downsample"):
+                        "token_downsample", "vae_token_downsample"):
                 if key in known:
                     known[key] = int(known[key])
             if "bbox_padding" in known:
