@@ -76,8 +76,8 @@ def _tensor(array: np.ndarray) -> Any:
     return ov.Tensor(array)  # shares the array's memory; the job keeps it alive until the request is done
 
 
-def _malloc_trim() -> None:
-    """Hand freed heap pages back to the OS (glibc); a no-op elsewhere."""
+def release_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``); a no-op elsewhere."""
     try:
         import ctypes
 
@@ -143,7 +143,7 @@ class OpenVINOBackend:
             if self.release_memory:
                 try:
                     self._compiled.release_memory()
-                    _malloc_trim()
+                    release_heap()
                 except RuntimeError as exc:
                     logger.warning("%s: release_memory failed (%s); keeping the buffers", self.stage, exc)
                     self.release_memory = False

@@ -104,3 +104,18 @@ def test_statistics_order_leaves_the_quantized_ir_unchanged(exported_models, mon
     monkeypatch.setattr(quantize_mod, "statistics_outputs_first", _nncf_order)
     theirs = _quantized_digest(xml, kind, mode, data, tmp_path, "nncf_order")
     assert ours == theirs
+
+
+def test_each_stage_records_its_peak_and_a_child_peak_above_its_own():
+    from convert.convert_cmd import StageLog
+
+    log = StageLog()
+    with log.stage("in_process") as rec:
+        rec["note"] = "kept"
+    with log.stage("child") as rec:
+        rec["child_peak_rss_gb"] = 1000.0  # a child process's own measurement, above this process's
+    first, child = log.stages
+    assert first["stage"] == "in_process" and first["note"] == "kept" and first["peak_rss_gb"] > 0
+    assert child["peak_rss_gb"] == 1000.0 and "child_peak_rss_gb" not in child
+    assert child["peak_rss_gib"] == pytest.approx(1000.0 * 1e9 / 2**30, abs=1e-3)
+    assert log.summary()["peak_rss_gb"] == 1000.0
