@@ -57,9 +57,9 @@ def reorder_statistic_results(source: ov.Model, model: ov.Model, moved: "set[str
     moved = set() if moved is None else moved
     own = len(source.get_results())
     results = list(model.get_results())
-    extra = [r for i, r in enumerate(results) if i >= own or r.get_friendly_name() in moved]
-    if len(extra) == len(moved & {r.get_friendly_name() for r in results}):
+    if len(results) <= own:
         return model  # nothing appended by this insertion
+    extra = [r for i, r in enumerate(results) if i >= own or r.get_friendly_name() in moved]
     names = {r.get_friendly_name() for r in extra}
     position = {op.get_friendly_name(): i for i, op in enumerate(source.get_ordered_ops())}
     extra.sort(key=lambda r: _source_position(r, position))
