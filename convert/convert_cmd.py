@@ -45,6 +45,7 @@ from convert.fidelity import bin_size_mb
 from convert.quantize import CALIBRATED_MODES, MODES, OVERFLOW_FIX, QUANTIZED_MODES, quantize_component, save_component
 from convert.report import REPORT_VERSION, write_report
 from convert.validate import validate_folder
+from edge_runtime.running.backends import release_heap
 from edge_runtime.running.child import run_in_fresh_process
 from edge_runtime.errors import InputError
 from edge_runtime.model.metadata import COMPONENT_KINDS, read_index, read_metadata
@@ -58,9 +59,18 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------- stages
 
+#: bytes per GB (10^9) and per GiB (2^30); peak_rss_mb() counts MB of 2^20 bytes
+_GB, _GIB, _MB = 1e9, float(1 << 30), float(1 << 20)
+
+
 def _peak_rss_gb() -> float:
-    """Peak RSS of this process since the last :func:`reset_peak_rss`, GB."""
-    return (peak_rss_mb() or 0.0) / 1024.0
+    """Peak RSS of this process since the last :func:`reset_peak_rss`, GB (10^9 bytes; reports before issue 28
+    gave GiB under this name)."""
+    return (peak_rss_mb() or 0.0) * _MB / _GB
+
+
+def _gib(gb: float) -> float:
+    return round(gb * _GB / _GIB, 3)
 
 
 class StageLog:
@@ -74,6 +84,7 @@ class StageLog:
     @contextmanager
     def stage(self, name: str) -> Iterator[dict[str, Any]]:
         gc.collect()
+        release_heap()  # the earlier stage's freed heap back to the OS: this stage's peak starts from what lives
         exact = reset_peak_rss()
         t0 = time.perf_counter()
         record: dict[str, Any] = {"stage": name}
@@ -85,14 +96,16 @@ class StageLog:
             record["wall_s"] = round(time.perf_counter() - t0, 2)
             peak = max(_peak_rss_gb(), float(record.pop("child_peak_rss_gb", 0.0)))
             record["peak_rss_gb"] = round(peak, 3)
+            record["peak_rss_gib"] = _gib(peak)
             record["peak_rss_exact"] = exact
             self.overall_peak = max(self.overall_peak, peak)
             self.stages.append(record)
-            logger.info("stage %s: %.1f s, peak RSS %.2f GB", name, record["wall_s"], peak)
+            logger.info("stage %s: %.1f s, peak RSS %.2f GB (%.2f GiB)", name, record["wall_s"], peak,
+                        record["peak_rss_gib"])
 
     def summary(self) -> dict[str, Any]:
         return {"stages": self.stages, "wall_s": round(time.perf_counter() - self.started, 2),
-                "peak_rss_gb": round(self.overall_peak, 3)}
+                "peak_rss_gb": round(self.overall_peak, 3), "peak_rss_gib": _gib(self.overall_peak)}
 
 
 def _export_fp32_child(checkpoint: str, out: str, input_size: tuple[int, int], detector: str | None,

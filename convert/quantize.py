@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import openvino as ov
 
+from convert.nncf_memory import statistics_outputs_first
 from convert.quant_graph import count_quantization_nodes, weighted_matmuls
 from edge_runtime.errors import SDPoseError
 from edge_runtime.model.metadata import COMPONENT_KINDS, RT_NAMESPACE, read_metadata, write_metadata
@@ -294,10 +295,13 @@ def quantize_component(model: ov.Model, kind: str, mode: str, calibration: Itera
     extra_ignored = nncf.IgnoredScope(types=list(options.ignored_types), names=list(options.ignored_names),
                                       validate=False)
     extra_ignored_names = 0  # nodes a mode keeps out of activation quantization on its own (hybrid)
-    if mode == "int8":
-        result, settings = _int8(nncf, model, kind, data, subset_size, options, extra_ignored)
-    elif mode == "hybrid":
-        result, settings, extra_ignored_names = _hybrid(nncf, model, kind, data, subset_size, options, extra_ignored)
+    if mode in CALIBRATED_MODES:
+        with statistics_outputs_first():  # same statistics, each tensor freed once reduced (convert.nncf_memory)
+            if mode == "int8":
+                result, settings = _int8(nncf, model, kind, data, subset_size, options, extra_ignored)
+            else:
+                result, settings, extra_ignored_names = _hybrid(nncf, model, kind, data, subset_size, options,
+                                                                extra_ignored)
     else:
         result, settings = _weights_only(nncf, model, mode, options, extra_ignored)
     record.update(settings)

@@ -27,6 +27,12 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _peak(entry: dict[str, Any]) -> str:
+    """Peak RSS of a conversion stage: GB (GiB); reports before issue 28 have no GiB (their GB were GiB)."""
+    gb, gib = entry.get("peak_rss_gb"), entry.get("peak_rss_gib")
+    return _fmt(gb, 2) + (f" ({_fmt(gib, 2)})" if gib is not None else "")
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """Human-readable report.md from the report dict."""
     lines = _md_head(report) + _md_components(report) + _md_end_to_end(report) + _md_detector(report)
@@ -141,10 +147,10 @@ def _md_detector(report: dict[str, Any]) -> list[str]:
         lines.append(f"- {det.get('status', 'not measured')}")
     conv = report.get("conversion")
     if conv:
-        lines += ["", "## Conversion", "", "| stage | wall s | peak RSS GB |", "|---|---|---|"]
+        lines += ["", "## Conversion", "", "| stage | wall s | peak RSS GB (GiB) |", "|---|---|---|"]
         for st in conv.get("stages", []):
-            lines.append(f"| {st['stage']} | {st['wall_s']:.1f} | {_fmt(st.get('peak_rss_gb'), 2)} |")
-        lines.append(f"| total | {conv.get('wall_s', 0):.1f} | {_fmt(conv.get('peak_rss_gb'), 2)} |")
+            lines.append(f"| {st['stage']} | {st['wall_s']:.1f} | {_peak(st)} |")
+        lines.append(f"| total | {conv.get('wall_s', 0):.1f} | {_peak(conv)} |")
     return lines
 
 

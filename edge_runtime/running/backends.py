@@ -67,8 +67,8 @@ class Backend(Protocol):
 BackendFactory = Callable[[str, Any, int, Callable[[Completion], None]], Backend]
 
 
-def _malloc_trim() -> None:
-    """Hand freed heap pages back to the OS (glibc); a no-op elsewhere."""
+def release_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc ``malloc_trim``); a no-op elsewhere."""
     try:
         import ctypes
 
@@ -181,7 +181,7 @@ class OpenVINOBackend(WorkerBackend):
         if self.release_memory:
             try:
                 self._compiled.release_memory()
-                _malloc_trim()
+                release_heap()
             except RuntimeError as exc:
                 logger.warning("%s: release_memory failed (%s); keeping the buffers", self.stage, exc)
                 self.release_memory = False
