@@ -7,7 +7,8 @@
 Issue 28 ("close the gap where the profile points"): which compile properties make one crop faster on this CPU.
 Every variant is the runtime's own compile (:func:`edge_runtime.model.models.compile_model`: LATENCY hint, f32
 precision hint, no cache, attention kept fused) plus the variant's raw OpenVINO properties (``KEY:VALUE``,
-comma-separated; an empty variant is the baseline). Per component, every variant is compiled first; one warm-up
+comma-separated; keys that name a :class:`CompileOptions` field, e.g. ``static_batch:true``, set that
+option instead; an empty variant is the baseline). Per component, every variant is compiled first; one warm-up
 call each; then each round visits every variant in turn, the order rotating between rounds, so drift and other
 jobs on a shared machine hit every variant alike. Inputs: the bench's fixed crop (:func:`edge_bench.timing.
 load_inputs`) and, for the pose, the first variant's latent of it. Reported: per component and variant the median
@@ -16,6 +17,7 @@ and the spread of the timed calls, the ratio to the first variant, and the load 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import logging
@@ -68,6 +70,20 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     return name, props
 
 
+def split_options(options: CompileOptions, props: dict[str, str]) -> tuple[CompileOptions, dict[str, str]]:
+    """A variant's properties split into the runtime's own compile options (keys that are
+    :class:`CompileOptions` field names, e.g. ``static_batch:true``, ``num_streams:2``) applied to ``options``,
+    and the raw OpenVINO properties left (``CPU_DENORMALS_OPTIMIZATION:YES``)."""
+    fields = {f.name: f for f in dataclasses.fields(CompileOptions)}
+    own: dict[str, Any] = {}
+    for key, value in props.items():
+        if key in fields:
+            own[key] = value.lower() in ("1", "true", "yes") if key == "static_batch" else (
+                int(value) if value.isdigit() else value)
+    rest = {k: v for k, v in props.items() if k not in fields}
+    return dataclasses.replace(options, **own), rest
+
+
 def _load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3]) if Path("/proc/loadavg").exists() else "n/a"
 
@@ -79,7 +95,7 @@ def _time_component(core: ov.Core, ir: Path, data: np.ndarray, variants: list[tu
     compiled = {}
     for name, props in variants:
         t0 = time.perf_counter()
-        model = compile_model(core, core.read_model(str(ir)), options, extra_config=props)
+        model = compile_model(core, core.read_model(str(ir)), *split_options(options, props))
         compiled[name] = (model, model.create_infer_request(), time.perf_counter() - t0)
     first_out = None
     for name, (_, request, _) in compiled.items():
