@@ -2,10 +2,11 @@
 
 NNCF puts a FakeQuantize on the activation input of every MatMul (attention projections, feed-forward layers) and
 the CPU plugin then runs those as INT8 ``FullyConnected`` kernels. Without VNNI (AVX2-only CPUs, or AVX-512 without
-VNNI) an INT8 matrix product sums pairs of u8 x s8 products in 16 bits (saturating) and is hardly faster per FLOP
-than f32: the MatMul micro-benchmark of ``sdpose-edge bench`` measures 19 GFLOP/s int8 against 17 f32 on an AVX2
-EPYC, and the per-layer profile (docs/benchmarks.md, issue 28) finds the quantized FullyConnected nodes slower than
-the FP32 IR's f32 ones, while INT8 *convolutions* run twice as fast as f32 there. With ``int8_matmuls: float`` the
+VNNI) an INT8 matrix product sums pairs of u8 x s8 products in 16 bits (saturating) and gains nothing per FLOP
+over f32: the MatMul micro-benchmark of ``sdpose-edge bench`` measures 182 GFLOP/s int8 against 178 f32 on an AVX2
+EPYC, and the full-size pose's 130 quantized MatMuls, timed at their own shapes, take 11.7 s as converted against
+9.8 s with float activations (docs/benchmarks.md, "Per-layer profile at full size"), while INT8 *convolutions* run
+about twice as fast as f32 there. With ``int8_matmuls: float`` the
 runtime replaces those activation FakeQuantize nodes by their inputs before compiling (only the ones whose every
 consumer is a MatMul): the weights keep their INT8 values (their FakeQuantize folds into f32 constants at compile
 time), the activations stay in float, so the result moves towards the FP32 model, and the convolutions stay INT8.
