@@ -204,6 +204,13 @@ class RunSettings:
         "true | false (reshape the dynamic batch to batch before compiling; devices that need static shapes, such "
         "as the NPU, get it anyway)",
         group="OpenVINO", help="reshape the dynamic batch to --batch before compiling (static shapes)")
+    int8_matmuls: str = setting(
+        "auto", choice("auto", "int8", "float"),
+        "auto | int8 | float (auto: an INT8 folder's matrix products run in float on CPUs without VNNI)",
+        group="OpenVINO", normalise=_lower,
+        help="INT8 folders: run the matrix products (attention projections, feed-forward) as converted (int8) or "
+             "with float activations (float; convolutions stay INT8); auto: float on CPUs without VNNI, where it "
+             "is faster and closer to FP32 (docs/benchmarks.md, issue 28)")
     hint: "str | None" = setting(
         None, choice("THROUGHPUT", "LATENCY", "CUMULATIVE_THROUGHPUT"),
         "one of THROUGHPUT | LATENCY | CUMULATIVE_THROUGHPUT, or null (chosen by the runtime)",

@@ -23,6 +23,7 @@ from edge_runtime.config import linked
 from edge_runtime.model.attention import compile_fused, count_attention_ops
 from edge_runtime.model.compile_choice import DEFAULT_HINT
 from edge_runtime.model.cpu import cpu_info
+from edge_runtime.model.int8_matmuls import float_matmul_activations, wants_float_matmuls
 from edge_runtime.errors import InputError, ModelFolderError
 from edge_runtime.model.geometry import DEFAULT_PADDING
 from edge_runtime.model.metadata import read_index, read_metadata
@@ -242,6 +243,8 @@ class CompileOptions:
     num_requests: infer requests per model, or None for OPTIMAL_NUMBER_OF_INFER_REQUESTS.
     model_device: {model kind: device} overriding ``device`` for that kind (vae_encoder, pose, vae_pose,
         detector; ``--model-device KIND=DEV``), or None.
+    int8_matmuls: "auto" | "int8" | "float": an INT8 folder's matrix products as converted or with float
+        activations (:mod:`edge_runtime.model.int8_matmuls`; auto: float on CPUs without VNNI).
     static_batch: reshape the IR's dynamic batch to ``batch`` before compiling (devices that compile only
         static shapes, such as the NPU, get this reshape anyway when they refuse the dynamic batch).
     batch: crops per request: the batch a static-shape compile uses.
@@ -255,6 +258,7 @@ class CompileOptions:
     cache_dir: str | None = linked("cache_dir", nullable=True)  # None: caching off
     num_requests: int | None = linked("num_requests")
     model_device: Mapping[str, str] | None = linked("model_device", default=None)
+    int8_matmuls: str = linked("int8_matmuls")
     static_batch: bool = linked("static_batch")
     batch: int = linked("batch")
 
@@ -390,6 +394,8 @@ def compile_model(core: ov.Core, model_or_path: ov.Model | str | Path,
     The device is ``options.model_device[kind]`` when that maps the model's ``sdpose/kind``. With
     ``options.static_batch`` the dynamic batch is reshaped to ``options.batch`` first; a device that refuses the
     dynamic batch (the NPU compiles only static shapes) gets that reshape and a second try, logged either way.
+    With ``options.int8_matmuls`` ``float`` (``auto``: on CPUs without VNNI) the activation FakeQuantize nodes of
+    an INT8 model's matrix products are removed first (:mod:`edge_runtime.model.int8_matmuls`).
     A model with attention whose compiled graph leaves attention unfused (quantized keys on AVX2-only CPUs) is
     compiled again with its key FakeQuantize nodes removed (:func:`edge_runtime.model.attention.compile_fused`).
 
@@ -402,9 +408,12 @@ def compile_model(core: ov.Core, model_or_path: ov.Model | str | Path,
         path = Path(model_or_path)
         if not path.is_file():
             raise ModelFolderError(f"{path}: IR file does not exist")
-        model = core.read_model(str(path)) if options.model_device or options.static_batch else str(path)
+        needs_model = options.model_device or options.static_batch or options.int8_matmuls == "float"
+        model = core.read_model(str(path)) if needs_model else str(path)
     kind = _model_kind(model) if isinstance(model, ov.Model) else None
     device_options = options.for_kind(kind)
+    if isinstance(model, ov.Model) and wants_float_matmuls(options.int8_matmuls, device_options.device):
+        float_matmul_activations(model)
     if device_options.device != options.device:
         logger.info("%s: compiled on %s (model_device), not %s", kind, device_options.device, options.device)
     if isinstance(model, ov.Model) and options.static_batch and has_dynamic_batch(model):

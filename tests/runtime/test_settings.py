@@ -58,7 +58,7 @@ def test_configs_are_built_from_the_settings() -> None:
             options.model_device, options.batch) == ("LATENCY", "f32", 2, None, 3)
     assert schema.from_settings(ReconnectPolicy, settings).max_retries == 2
     assert set(COMPILE_KEYS) == {"device", "hint", "num_streams", "num_threads", "num_requests", "precision_hint",
-                                 "cache_dir", "model_device", "static_batch"}
+                                 "cache_dir", "model_device", "static_batch", "int8_matmuls"}
 
 
 @pytest.mark.parametrize("make, match", [
