@@ -273,9 +273,16 @@ def check_edge_image(dockerfile: Path, context: Path, problems: list[str]) -> "s
                             f"{'; '.join(errors[:3]) or result.stderr.strip()[-300:]}")
             return None
         with zipfile.ZipFile(wheels[0]) as whl:
-            entry_points = next((whl.read(n).decode() for n in whl.namelist() if n.endswith("entry_points.txt")), "")
+            names = set(whl.namelist())
+            entry_points = next((whl.read(n).decode() for n in names if n.endswith("entry_points.txt")), "")
         if "sdpose-edge = edge_runtime.cli:main" not in entry_points:
             problems.append(f"{dockerfile.name}: the wheel has no sdpose-edge command (the image's ENTRYPOINT)")
+        modules = sorted(p.relative_to(src).as_posix() for p in (src / "edge_runtime").rglob("*.py")) \
+            if (src / "edge_runtime").is_dir() else []
+        missing = [m for m in modules if m not in names]
+        if missing:
+            problems.append(f"{dockerfile.name}: the wheel lacks {len(missing)} runtime module(s), e.g. {missing[0]} "
+                            "(pyproject.toml [tool.setuptools] packages must list every edge_runtime room)")
         return wheels[0].name
 
 
