@@ -184,7 +184,7 @@ def test_command_line_options_come_from_the_settings_schema() -> None:
         "--chain", "--reconnect-retries", "--schedule-poses", "--pose-budget", "--propagation", "--max-pose-age",
         "--delay-ms",
         "--release-memory", "--request-timeout", "--pose-server", "--pose-server-model", "--device", "--model-device",
-        "--static-batch", "--hint", "--num-streams", "--num-threads", "--num-requests", "--inference-nice",
+        "--static-batch", "--int8-matmuls", "--hint", "--num-streams", "--num-threads", "--num-requests", "--inference-nice",
         "--precision-hint", "--cache-dir", "--no-cache", "--flip-test", "--decode", "--parts", "--score-threshold",
         "--bbox-padding", "--smooth", "--det-score-threshold", "--openpose",
         "--openpose-confidence", "--openpose-naming", "--coco-annotations", "--save-video", "--save-images",
