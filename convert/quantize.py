@@ -81,6 +81,9 @@ class QuantizeOptions:
     int4_group_size, int4_ratio: INT4 group size and share of layers in INT4 (the rest INT8).
     ignored_types, ignored_names: extra ignored scope (OpenVINO op types / friendly names).
     overflow_fix: "enable" | "first_layer" | "disable" (see :data:`OVERFLOW_FIX`); int8 and hybrid modes.
+    model_type: NNCF model type of ``int8`` mode: None = per kind (``transformer`` for the pose UNet, NNCF's
+        default otherwise), "transformer" or "default" (e.g. ``components.vae_encoder.advanced.model_type:
+        transformer`` for the VAE encoder's mid-block attention).
     """
 
     smooth_quant_alpha: float | None = None
@@ -93,6 +96,7 @@ class QuantizeOptions:
     ignored_types: tuple[str, ...] = ()
     ignored_names: tuple[str, ...] = ()
     overflow_fix: str = DEFAULT_OVERFLOW_FIX
+    model_type: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None, source: str = "advanced") -> "QuantizeOptions":
@@ -131,6 +135,9 @@ class QuantizeOptions:
         if self.overflow_fix not in OVERFLOW_FIX:
             raise QuantizationError(f"{source}.overflow_fix: expected one of {list(OVERFLOW_FIX)}, "
                                     f"got {self.overflow_fix!r}")
+        if self.model_type not in (None, "transformer", "default"):
+            raise QuantizationError(f"{source}.model_type: expected null, 'transformer' or 'default', "
+                                    f"got {self.model_type!r}")
         if self.preset not in (None, "performance", "mixed"):
             raise QuantizationError(f"{source}.preset: expected null, 'performance' or 'mixed', got {self.preset!r}")
         if isinstance(self.int4_group_size, bool) or not isinstance(self.int4_group_size, int) \
@@ -344,7 +351,7 @@ def _advanced(nncf: Any, options: QuantizeOptions, matmul_alpha: float | None) -
 def _int8(nncf: Any, model: ov.Model, kind: str, data: _CountingData, subset_size: int,
           options: QuantizeOptions, ignored: Any) -> tuple[ov.Model, dict[str, Any]]:
     """INT8 weights + activations; returns (model, the settings used, for the record)."""
-    transformer = kind in TRANSFORMER_KINDS
+    transformer = options.model_type == "transformer" if options.model_type else kind in TRANSFORMER_KINDS
     alpha = options.smooth_quant_alpha if transformer else None
     settings = {
         "overflow_fix": options.overflow_fix,

@@ -71,6 +71,20 @@ def _output_of(value: Any) -> Any:
     return value
 
 
+def rotated_rounds(calls: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[float]]:
+    """Seconds per call of each named callable over ``rounds`` rounds; each round visits every callable once,
+    the starting one rotating between rounds, so machine drift and other jobs hit every callable alike (the
+    screens in scripts/: compile properties, attention forms)."""
+    names = list(calls)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        for name in names[index % len(names):] + names[:index % len(names)]:
+            start = time.perf_counter()
+            calls[name]()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
 def run_interleaved(variants: Sequence[Variant], runs: int, warmup: int,
                     memory_log: list[dict[str, Any]] | None = None) -> dict[str, dict[str, list[float]]]:
     """Time every stage of every variant, one stage at a time, variants interleaved.

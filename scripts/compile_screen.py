@@ -32,7 +32,7 @@ import numpy as np
 import openvino as ov
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from edge_bench.timing import load_inputs  # noqa: E402  (the repository root is put on the path above)
+from edge_bench.timing import load_inputs, rotated_rounds  # noqa: E402  (the repository root is put on the path above)
 from edge_runtime.errors import InputError  # noqa: E402
 from edge_runtime.model.models import CompileOptions, ModelFolder, compile_model  # noqa: E402
 
@@ -102,13 +102,9 @@ def _time_component(core: ov.Core, ir: Path, data: np.ndarray, variants: list[tu
         request.infer({0: data})
         if first_out is None:
             first_out = np.array(request.get_output_tensor(0).data)
-    times: dict[str, list[float]] = {name: [] for name in compiled}
+    times = rotated_rounds({name: (lambda request=request: request.infer({0: data}))
+                            for name, (_, request, _) in compiled.items()}, rounds)
     names = list(compiled)
-    for r in range(rounds):
-        for name in names[r % len(names):] + names[:r % len(names)]:
-            t0 = time.perf_counter()
-            compiled[name][1].infer({0: data})
-            times[name].append(time.perf_counter() - t0)
     figures = {}
     for name, (model, _, compile_s) in compiled.items():
         figures[name] = {"median_ms": 1000 * statistics.median(times[name]), "min_ms": 1000 * min(times[name]),

@@ -365,3 +365,14 @@ def test_bench_profile_rows_cover_the_profiled_time(make_fake_models: Callable[.
     assert any(r["layer_type"] in ("FullyConnected", "MatMul") and r["gflops"] for r in profile["pose"]["rows"])
     markdown = (tmp_path / "b" / "bench.md").read_text()
     assert "## Per-layer profile" in markdown and "Reorders and converts" in markdown
+
+
+def test_rotated_rounds_visits_each_call_once_per_round_starting_one_later() -> None:
+    from edge_bench.timing import rotated_rounds
+
+    order: list[str] = []
+    calls = {name: (lambda name=name: order.append(name)) for name in ("a", "b", "c")}
+    times = rotated_rounds(calls, 4)
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b", "a", "b", "c"]
+    assert {name: len(t) for name, t in times.items()} == {"a": 4, "b": 4, "c": 4}
+    assert all(t >= 0 for series in times.values() for t in series)

@@ -123,6 +123,28 @@ def test_quantize_options_validation():
             QuantizeOptions.from_dict(bad)
 
 
+def test_vae_encoder_model_type_transformer(fp32_dir):
+    """``advanced.model_type: transformer`` quantizes the VAE encoder as NNCF's TRANSFORMER type (recorded), and
+    that changes where the quantizers go; null keeps the per-kind default (``default`` for the VAE encoder)."""
+    from calib_data import load_calibration_set
+    from convert.validate import iter_crops
+
+    h, w = QUANT_INPUT_SIZE
+    crops = list(iter_crops(load_calibration_set(DEFAULT_CALIB), range(2), (w, h)))
+    records, fq_nodes = {}, {}
+    for model_type in (None, "transformer"):
+        q = quantize_component(_read(fp32_dir / "vae_encoder.xml"), "vae_encoder", "int8", crops, subset_size=2,
+                               options=QuantizeOptions(model_type=model_type))
+        records[model_type] = read_metadata(q)["quantization"]
+        fq_nodes[model_type] = sorted(o.get_friendly_name() for o in q.get_ops()
+                                      if o.get_type_name() == "FakeQuantize")
+    assert records[None]["model_type"] == "default"
+    assert records["transformer"]["model_type"] == "transformer"
+    assert fq_nodes[None] != fq_nodes["transformer"]
+    with pytest.raises(QuantizationError, match="model_type"):
+        QuantizeOptions.from_dict({"model_type": "vision"})
+
+
 def test_reiterable_restarts_its_generator():
     calls = []
 

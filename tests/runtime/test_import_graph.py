@@ -3,17 +3,15 @@ count), and the serving extra (kserve, tritonclient) is imported only by edge_ru
 from __future__ import annotations
 
 import ast
-import importlib.util
 from pathlib import Path
+
+from tests.scripts_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("import_graph", ROOT / "scripts" / "import_graph.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("import_graph")
 
 
 def test_the_project_has_no_import_cycle():

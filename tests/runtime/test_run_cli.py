@@ -221,7 +221,7 @@ def test_live_mode_on_a_small_cpu_leaves_a_core_and_says_why(tmp_path: Path, fak
     live = summaries["live"]
     assert {k: live["compile_choice"][k] for k in ("num_threads", "hint", "num_requests", "inference_nice")} == {
         "num_threads": 1, "hint": "LATENCY", "num_requests": 1, "inference_nice": 10}
-    assert live["inference_nice"] == 10 and set(lowered) == {compile_choice._own_nice() + 10}
+    assert live["inference_nice"] == 10 and set(lowered) == {min(19, compile_choice._own_nice() + 10)}  # 19: the highest nice
     assert "live mode on 2 core(s)" in live["compile_choice"]["reason"]
     assert (live["compile_options"]["inference_num_threads"], live["compile_options"]["performance_hint"],
             live["compile_options"]["num_requests"]) == (1, "LATENCY", 1)
