@@ -250,14 +250,18 @@ def run_profiles(models: Sequence[str | Path], inputs: dict[str, Any], peaks: di
                  device: str, runs: int, warmup: int,
                  model_device: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
     """The ``profile`` section of bench.json: {component: section} for one folder, {"<folder>/<component>":
-    section} for several. Float folders run with the f32 hint, quantized ones with the device default."""
+    section} for several. Float folders run with the f32 hint, quantized ones with the runtime's per-ISA default
+    (:func:`edge_bench.variants.quantized_hint`)."""
     from edge_runtime.model.models import ModelFolder
+
+    from .variants import quantized_hint
 
     profile: dict[str, dict[str, Any]] = {}
     for path in models:
         quantized = bool(ModelFolder(path, core=core).pose_meta.get("quantized"))
         sections = profile_folder(path, inputs, peaks, core=core, device=device, runs=runs, warmup=warmup,
-                                  hint=None if quantized else "f32", model_device=model_device)
+                                  hint=quantized_hint(core, device) if quantized else "f32",
+                                  model_device=model_device)
         for kind, section in sections.items():
             profile[kind if len(models) == 1 else f"{Path(path).name}/{kind}"] = section
     return profile

@@ -58,11 +58,22 @@ def ir_flops(model: Any) -> dict[str, Any]:
     return counted
 
 
-def _hints_for(meta: dict[str, Any], bf16: bool = True) -> list[str | None]:
+def quantized_hint(core: Any, device: str) -> str | None:
+    """The precision hint a quantized folder is benched with: the runtime's own per-ISA default on a CPU
+    (:func:`edge_runtime.model.cpu.recommended_precision_hint`: f32 on bf16 CPUs without AMX and where
+    ``ONEDNN_MAX_CPU_ISA`` caps bf16 away), else None (the device default)."""
+    from edge_runtime.model.cpu import cpu_info, recommended_precision_hint
+
+    if not device.upper().startswith("CPU"):
+        return None
+    return recommended_precision_hint(cpu_info(core, device), True)
+
+
+def _hints_for(meta: dict[str, Any], bf16: bool = True, quantized: str | None = None) -> list[str | None]:
     """INFERENCE_PRECISION_HINTs to bench a folder with: f32 and (where the CPU has it) bf16 for float
-    weights, else the default."""
+    weights, else ``quantized`` (the per-ISA default of :func:`quantized_hint`; None = device default)."""
     if meta.get("quantized"):
-        return [None]
+        return [quantized]
     return ["f32", "bf16"] if bf16 else ["f32"]
 
 
@@ -129,6 +140,7 @@ def build_openvino_variants(folders: Sequence[str | Path], inputs: dict[str, Any
 
     core = core if core is not None else ov.Core()
     bf16 = cpu_info(core, device).bf16 if device.upper().startswith("CPU") else True
+    int8_hint = quantized_hint(core, device)
     variants: list[Variant] = []
     taken: set[str] = set()
     input_wh: tuple[int, int] | None = None
@@ -153,14 +165,16 @@ def build_openvino_variants(folders: Sequence[str | Path], inputs: dict[str, Any
         component_precision = {k: folder.metadata(k).get("precision", "?") for k in kinds}
         chain, quantized = folder.chain, bool(meta.get("quantized", False))
         del folder  # drop the read models: each stage reads and compiles its IR when it runs
-        for hint in _hints_for(meta, bf16):
+        for hint in _hints_for(meta, bf16, int8_hint):
             options = CompileOptions(device=device, performance_hint="LATENCY", inference_precision=hint,
                                      cache_dir=None, model_device=model_device)
-            name = _variant_name(precision, hint, taken, Path(folder_path))
+            # a quantized folder's name leaves out its hint: the runtime's per-ISA default, not a choice
+            name = _variant_name(precision, None if quantized else hint, taken, Path(folder_path))
             taken.add(name)
             compute = hint or _default_precision(core, device)
             compute = "bf16" if "bf16" in compute else "f32"
-            info: dict[str, Any] = {"folder": str(Path(folder_path).resolve()), "hint": hint or "device default",
+            shown = f"{hint} (per-ISA default)" if quantized and hint else hint or "device default"
+            info: dict[str, Any] = {"folder": str(Path(folder_path).resolve()), "hint": shown,
                                     "inference_precision": hint or _default_precision(core, device),
                                     "chain": chain, "quantized": quantized,
                                     "component_precision": component_precision,

@@ -199,11 +199,13 @@ class RunSettings:
         group="OpenVINO", metavar="KIND=DEV", repeat=True, parse=parse_model_device,
         help="device of one model kind, overriding --device (repeatable; kinds: vae_encoder, pose, vae_pose, "
              "detector)")
-    static_batch: bool = setting(
-        False, boolean,
-        "true | false (reshape the dynamic batch to batch before compiling; devices that need static shapes, such "
-        "as the NPU, get it anyway)",
-        group="OpenVINO", help="reshape the dynamic batch to --batch before compiling (static shapes)")
+    static_batch: "bool | None" = setting(
+        None, boolean,
+        "true | false | null (reshape the dynamic batch to batch before compiling; null: on CPUs with AVX-512 "
+        "kernels when batch is 1, where static shapes run faster; devices that need static shapes, such as the NPU, "
+        "get it anyway)",
+        group="OpenVINO", help="reshape the dynamic batch to --batch before compiling (static shapes; default: on "
+                               "AVX-512 CPUs with --batch 1, where it is faster)")
     int8_matmuls: str = setting(
         "auto", choice("auto", "int8", "float"),
         "auto | int8 | float (auto: an INT8 folder's matrix products run in float on CPUs without VNNI)",

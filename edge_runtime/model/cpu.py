@@ -166,15 +166,49 @@ def running_precision(compiled: Any) -> dict[str, Any]:
     return {"inference_precision": precision, "executed": executed, "attention": attention}
 
 
+def amx_kernels(info: CpuInfo) -> bool:
+    """AMX kernels can run: cpuid has AMX and no ``ONEDNN_MAX_CPU_ISA`` cap below AMX is set."""
+    return "amx_bf16" in (info.flags or ()) and (info.isa_cap is None or "AMX" in info.isa_cap)
+
+
+def bf16_capped_away(info: CpuInfo) -> bool:
+    """OpenVINO offers BF16 (its capability list follows cpuid) but the ISA cap takes the bf16 kernels away:
+    the device's default precision would then run bf16 on reference kernels."""
+    return "BF16" in info.capabilities and not info.bf16
+
+
 def recommended_precision_hint(info: CpuInfo, quantized: bool) -> str | None:
     """The INFERENCE_PRECISION_HINT the runtime uses when the user sets none, from measurements per ISA
-    (docs/benchmarks.md, round 2): an INT8 folder on a CPU with bf16 but without AMX (AVX512_BF16, e.g. Zen 4,
-    Cooper Lake) runs its crop faster with f32 float ops (Zen 4: 12.2 s vs 13.4 s at 1024x768; the VAE
-    encoder's bf16 reorders cost more than they save) -> "f32". With AMX the bf16 hint is faster (round 1:
-    VAE encoder 1.9 s vs 2.5 s), and without bf16 there is nothing to choose -> None (device default)."""
-    if quantized and info.bf16 and "amx_bf16" not in (info.flags or ()):
+    (docs/benchmarks.md, round 2 and issue 28):
+
+    * ``ONEDNN_MAX_CPU_ISA`` caps the bf16 kernels away on a bf16 CPU -> "f32" for every folder: the device
+      default stays bf16 and runs on reference kernels (an AMX Xeon under ``AVX512_CORE_VNNI``: bf16 MatMul
+      9 GFLOP/s against 275 in f32; an INT8 VAE encoder 22.7 s against 14.2 s for the FP32 IR in f32);
+    * an INT8 folder on a CPU with bf16 but without AMX kernels (AVX512_BF16, e.g. Zen 4, Cooper Lake) runs its
+      crop faster with f32 float ops (Zen 4: 12.2 s vs 13.4 s at 1024x768; the VAE encoder's bf16 reorders cost
+      more than they save) -> "f32";
+    * with AMX the bf16 hint is faster (issue 28: INT8 VAE encoder 2.34 s bf16 vs 3.10 s f32, pose 2.21 s vs
+      3.72 s), and without bf16 there is nothing to choose -> None (device default)."""
+    if bf16_capped_away(info):
+        return "f32"
+    if quantized and info.bf16 and not amx_kernels(info):
         return "f32"
     return None
+
+
+def recommended_static_batch(info: CpuInfo, batch: int) -> bool:
+    """Whether the runtime reshapes the dynamic batch to a static one when the user leaves ``static_batch``
+    unset (issue 28, interleaved full-size screens of the INT8 folder): on CPUs with AVX-512 kernels static shapes
+    are faster (AMX: pose x0.90, VAE encoder x0.97; AVX512-VNNI: x0.95, x0.99), on AVX2 the screens were within
+    noise. Only with ``batch`` 1, so no crop is ever padded."""
+    return batch == 1 and info.avx512
+
+
+def precision_hint_reason(info: CpuInfo) -> str:
+    """Why :func:`recommended_precision_hint` chose f32 (for logs and ``precision_hint_source``)."""
+    if bf16_capped_away(info):
+        return f"bf16 kernels capped away by ONEDNN_MAX_CPU_ISA={info.isa_cap}"
+    return "INT8 on bf16 without AMX"
 
 
 def overflow_warning(meta: dict[str, Any], info: CpuInfo, source: str) -> str | None:
@@ -273,5 +307,5 @@ def executed_precisions(compiled: Any, layer_types: Iterable[str] = ("FullyConne
 
 
 __all__ = ["CpuInfo", "cpu_info", "read_cpu_flags", "running_precision", "overflow_warning", "describe_runtime", "executed_precisions", "compiled_property",
-           "recommended_precision_hint",
+           "recommended_precision_hint", "recommended_static_batch", "precision_hint_reason", "amx_kernels", "bf16_capped_away",
            "int8_accumulation_ratio", "EMULATE_NO_VNNI_CAP", "NO_VNNI_CAPS"]

@@ -246,7 +246,9 @@ class CompileOptions:
     int8_matmuls: "auto" | "int8" | "float": an INT8 folder's matrix products as converted or with float
         activations (:mod:`edge_runtime.model.int8_matmuls`; auto: float on CPUs without VNNI).
     static_batch: reshape the IR's dynamic batch to ``batch`` before compiling (devices that compile only
-        static shapes, such as the NPU, get this reshape anyway when they refuse the dynamic batch).
+        static shapes, such as the NPU, get this reshape anyway when they refuse the dynamic batch); None = not
+        set: dynamic here, decided per CPU by ``sdpose-edge run``/``serve``
+        (:func:`edge_runtime.settings.compile.per_isa_options`).
     batch: crops per request: the batch a static-shape compile uses.
     """
 
@@ -259,7 +261,7 @@ class CompileOptions:
     num_requests: int | None = linked("num_requests")
     model_device: Mapping[str, str] | None = linked("model_device", default=None)
     int8_matmuls: str = linked("int8_matmuls")
-    static_batch: bool = linked("static_batch")
+    static_batch: bool | None = linked("static_batch")
     batch: int = linked("batch")
 
     def __post_init__(self) -> None:

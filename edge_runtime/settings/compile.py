@@ -8,7 +8,8 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
-from edge_runtime.model.cpu import cpu_info, recommended_precision_hint
+from edge_runtime.model.cpu import (cpu_info, precision_hint_reason, recommended_precision_hint,
+                                   recommended_static_batch)
 from edge_runtime.model.metadata import read_index
 from edge_runtime.model.models import CompileOptions
 from edge_runtime.settings.schema import from_settings, linked_keys
@@ -29,16 +30,31 @@ def per_isa_options(options: CompileOptions, models: "str | Path",
                     quantized: "bool | None" = None) -> tuple[CompileOptions, str]:
     """``options`` with the precision hint this CPU runs the folder fastest at, when the user set none
     (:func:`edge_runtime.model.cpu.recommended_precision_hint`); returns (options, where the hint came from).
-    ``quantized``: whether the models are INT8 (None: the folder index says)."""
+    ``quantized``: whether the models are INT8 (None: the folder index says). A ``static_batch`` left unset
+    (None) is resolved too (:func:`edge_runtime.model.cpu.recommended_static_batch`), logged when it is on."""
+    options = _static_batch_default(options)
     if options.inference_precision is not None:
         return options, "user"
     if not options.device.upper().startswith("CPU"):
         return options, "device default"
     if quantized is None:
         quantized = bool(read_index(models).get("quantized"))
-    hint = recommended_precision_hint(cpu_info(), quantized)
+    info = cpu_info()
+    hint = recommended_precision_hint(info, quantized)
     if hint is None:
         return options, "device default"
-    logger.info("precision hint %s: an INT8 folder runs faster with f32 float ops on a bf16 CPU without AMX "
-                "(set --precision-hint to override)", hint)
-    return dataclasses.replace(options, inference_precision=hint), "per-ISA default (INT8 on bf16 without AMX)"
+    reason = precision_hint_reason(info)
+    logger.info("precision hint %s: %s (set --precision-hint to override)", hint, reason)
+    return dataclasses.replace(options, inference_precision=hint), f"per-ISA default ({reason})"
+
+
+def _static_batch_default(options: CompileOptions) -> CompileOptions:
+    """``options`` with ``static_batch`` decided when the user left it unset (None): static on CPUs where
+    static shapes measured faster, with batch 1; the device default (dynamic) elsewhere."""
+    if options.static_batch is not None:
+        return options
+    static = options.device.upper().startswith("CPU") and recommended_static_batch(cpu_info(), options.batch)
+    if static:
+        logger.info("static batch 1: static shapes run faster on this AVX-512 CPU (set --no-static-batch to keep "
+                    "the dynamic batch)")
+    return dataclasses.replace(options, static_batch=static)

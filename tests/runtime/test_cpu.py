@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.model.cpu import (CpuInfo, cpu_info, int8_accumulation_ratio, overflow_warning, read_cpu_flags,
-                              recommended_precision_hint)
+                              precision_hint_reason, recommended_precision_hint)
 
 SATURATED = 32767 / 64770  # one pair of u8 255 x s8 127 products, clamped to int16
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,6 +97,24 @@ def test_per_isa_precision_hint():
     assert recommended_precision_hint(info(("avx512_vnni", "avx512_bf16"), True), False) is None
 
 
+def test_per_isa_precision_hint_under_an_isa_cap():
+    """A cap that takes bf16 kernels away while OpenVINO still offers BF16 (it follows cpuid) -> f32 for every
+    folder (the device default would run bf16 on reference kernels); a cap below AMX counts as no AMX; the
+    reason names the cap."""
+    def capped(cap, bf16):
+        return CpuInfo(name="x", flags=("avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8"),
+                       capabilities=("BF16", "INT8"), isa_cap=cap, int8_path="vnni", int8_isa="x", bf16=bf16)
+
+    for quantized in (True, False):
+        assert recommended_precision_hint(capped("AVX512_CORE_VNNI", False), quantized) == "f32"
+    assert "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI" in precision_hint_reason(capped("AVX512_CORE_VNNI", False))
+    assert recommended_precision_hint(capped("AVX512_CORE_BF16", True), True) == "f32"  # bf16 without AMX
+    assert precision_hint_reason(capped("AVX512_CORE_BF16", True)) == "INT8 on bf16 without AMX"
+    assert recommended_precision_hint(capped("AVX512_CORE_AMX", True), True) is None
+    assert recommended_precision_hint(capped(None, True), True) is None
+    assert recommended_precision_hint(capped("AVX512_CORE_BF16", True), False) is None
+
+
 def test_overflow_warning_only_for_int8_activations_without_the_fix_on_no_vnni():
     int8 = {"quantized": True, "precision": "int8"}
     assert "--overflow-fix enable" in overflow_warning({**int8, "overflow_fix": "first_layer"}, _info("no_vnni"), "m")
@@ -105,3 +123,42 @@ def test_overflow_warning_only_for_int8_activations_without_the_fix_on_no_vnni()
     assert overflow_warning({**int8, "overflow_fix": "first_layer"}, _info("vnni"), "m") is None
     assert overflow_warning({"quantized": True, "precision": "int8_weights"}, _info("no_vnni"), "m") is None
     assert overflow_warning({"quantized": False, "precision": "fp32"}, _info("no_vnni"), "m") is None
+
+
+def test_capped_run_picks_f32_where_openvino_still_offers_bf16():
+    """Under the no-VNNI cap, the hint a run gets when the user sets none: f32 where OpenVINO's capabilities list
+    BF16 (cpuid has it, the capped kernels do not), else the device default (a CPU without bf16)."""
+    got = _run_capped("import json; from edge_runtime.model.cpu import cpu_info; "
+                      "from edge_runtime.model.models import CompileOptions; "
+                      "from edge_runtime.settings.compile import per_isa_options; "
+                      "options, source = per_isa_options(CompileOptions(), '.', quantized=False); "
+                      "print(json.dumps({'hint': options.inference_precision, 'source': source, "
+                      "'caps': list(cpu_info().capabilities)}))")
+    if "BF16" in got["caps"]:
+        assert got["hint"] == "f32" and "ONEDNN_MAX_CPU_ISA=AVX512_CORE" in got["source"]
+    else:
+        assert got["hint"] is None and got["source"] == "device default"
+
+
+def test_static_batch_default_per_cpu(monkeypatch):
+    """``static_batch`` unset: static on CPUs with AVX-512 kernels with batch 1 (measured faster there), dynamic
+    on AVX2, under a cap below AVX-512, with a larger batch (no padding), or off the CPU; a user's value stays."""
+    from edge_runtime.model.cpu import recommended_static_batch
+    from edge_runtime.model.models import CompileOptions
+    from edge_runtime.settings import compile as compile_settings
+
+    def info(flags, cap=None):
+        return CpuInfo(name="x", flags=flags, capabilities=(), isa_cap=cap, int8_path="vnni", int8_isa="x", bf16=False)
+
+    avx512 = info(("avx2", "avx512f", "avx512_vnni"))
+    assert recommended_static_batch(avx512, 1) is True
+    assert recommended_static_batch(avx512, 4) is False
+    assert recommended_static_batch(info(("avx2",)), 1) is False
+    assert recommended_static_batch(info(("avx2", "avx512f"), cap="AVX2"), 1) is False
+    monkeypatch.setattr(compile_settings, "cpu_info", lambda: avx512)
+    resolve = compile_settings._static_batch_default
+    assert resolve(CompileOptions(cache_dir=None)).static_batch is True
+    assert resolve(CompileOptions(cache_dir=None, batch=2)).static_batch is False
+    assert resolve(CompileOptions(cache_dir=None, device="GPU")).static_batch is False
+    assert resolve(CompileOptions(cache_dir=None, static_batch=False)).static_batch is False
+    assert CompileOptions(cache_dir=None).static_batch is None  # the library default: dynamic, undecided
