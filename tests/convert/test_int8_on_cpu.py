@@ -7,28 +7,37 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from edge_runtime.model.cpu import cpu_info, recommended_precision_hint
 
 from tests.runtime.test_cpu import ROOT, _run_capped
 
 
-def _folder_without_overflow_fix(src: Path, dst: Path) -> Path:
-    """A copy of an INT8 model folder whose rt_info says it was quantized with NNCF's default fix only."""
+def _edited_folder(src: Path, dst: Path, edit: Any) -> Path:
+    """A copy of an INT8 model folder whose VAE encoder and pose IRs went through ``edit(model)``."""
     import shutil
 
     import openvino as ov
-
-    from edge_runtime.model.metadata import read_metadata, write_metadata
 
     shutil.copytree(src, dst)
     core = ov.Core()
     for xml in ("vae_encoder.xml", "pose.xml"):
         model = core.read_model(str(src / xml))
-        assert read_metadata(model)["overflow_fix"] == "enable"
-        write_metadata(model, {"overflow_fix": "first_layer"})
+        edit(model)
         ov.save_model(model, str(dst / xml), compress_to_fp16=False)
     return dst
+
+
+def _folder_without_overflow_fix(src: Path, dst: Path) -> Path:
+    """A copy of an INT8 model folder whose rt_info says it was quantized with NNCF's default fix only."""
+    from edge_runtime.model.metadata import read_metadata, write_metadata
+
+    def first_layer_only(model: Any) -> None:
+        assert read_metadata(model)["overflow_fix"] == "enable"
+        write_metadata(model, {"overflow_fix": "first_layer"})
+
+    return _edited_folder(src, dst, first_layer_only)
 
 
 def test_runtime_names_its_int8_path_and_warns_once_without_the_fix(converted_int8, tmp_path):
@@ -70,19 +79,9 @@ def test_runtime_names_its_int8_path_and_warns_once_without_the_fix(converted_in
 def _folder_with_float_keys(src: Path, dst: Path) -> Path:
     """A copy of an INT8 model folder with every attention key's FakeQuantize removed: what the runtime does
     without VNNI (where quantized keys do not fuse), so that both INT8 paths run the same attention."""
-    import shutil
-
-    import openvino as ov
-
     from edge_runtime.model.attention import dequantize_attention_keys
 
-    shutil.copytree(src, dst)
-    core = ov.Core()
-    for xml in ("vae_encoder.xml", "pose.xml"):
-        model = core.read_model(str(src / xml))
-        dequantize_attention_keys(model)
-        ov.save_model(model, str(dst / xml), compress_to_fp16=False)
-    return dst
+    return _edited_folder(src, dst, dequantize_attention_keys)
 
 
 def test_overflow_fix_makes_both_int8_paths_compute_the_same(converted_int8, tmp_path):
